@@ -1,0 +1,333 @@
+//! `policyctl`: offline tooling around policy exports — `info`, `predict`, `bench`, `replay`.
+//! Thin: argument parsing and printing; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use ndarray::ArrayD;
+use policy_node::export::{ExportBackend, ExportDir};
+use policy_node::npy::{read_npy, write_npz, NpyData};
+use policy_node::policy::InferenceModel;
+use policy_node::runtime::{fmt_shape, get_adapter, DeviceRequest, GraphOptimization, RuntimeOptions, TensorSpec};
+
+#[derive(Parser)]
+#[command(name = "policyctl", version, about = "Inspect, run, benchmark and replay policy exports (OpenVINO IR, ONNX, TorchScript)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by the commands that load a model.
+#[derive(clap::Args, Clone)]
+struct RuntimeArgs {
+    /// Backend override: openvino, onnx or torchscript (default: metadata, else file extension).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Device: auto (default) or explicit (CPU/GPU/NPU, cpu/cuda/tensorrt, cpu/cuda:N).
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Intra-op CPU threads (default: the runtime's choice).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// ONNX Runtime graph optimisation: disable, basic, extended, all.
+    #[arg(long, default_value = "all")]
+    onnx_optimization: String,
+    /// OpenVINO compiled-model cache directory.
+    #[arg(long)]
+    openvino_cache_dir: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    fn backend(&self) -> Result<Option<ExportBackend>> {
+        self.backend.as_deref().map(|b| b.parse::<ExportBackend>().map_err(Into::into)).transpose()
+    }
+    fn options(&self) -> Result<RuntimeOptions> {
+        Ok(RuntimeOptions {
+            device: self.device.parse::<DeviceRequest>().unwrap_or_default(),
+            threads: self.threads,
+            openvino_cache_dir: self.openvino_cache_dir.clone(),
+            onnx_optimization: self.onnx_optimization.parse::<GraphOptimization>()?,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Backend, model file, inputs and outputs, chunk size, queue and chosen device.
+    Info {
+        dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        rt: RuntimeArgs,
+    },
+    /// One raw model call on .npy inputs; outputs to an .npz named by the model's outputs.
+    Predict {
+        dir: PathBuf,
+        /// NAME=FILE.npy, once per model input.
+        #[arg(long = "input", value_name = "NAME=FILE.npy", required = true)]
+        inputs: Vec<String>,
+        /// Output .npz file.
+        #[arg(long)]
+        output: PathBuf,
+        #[command(flatten)]
+        rt: RuntimeArgs,
+    },
+    /// Load time and predict latency (min / median / p99 / max, microseconds).
+    Bench {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        iterations: usize,
+        /// Untimed calls before timing.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        rt: RuntimeArgs,
+    },
+    /// Deterministic replay of a rosbag2 recording (MCAP or sqlite3) through the node's
+    /// control loop, on bag time.
+    Replay {
+        bag: PathBuf,
+        dir: PathBuf,
+        /// The node's ROS parameter file.
+        #[arg(long)]
+        params: Option<PathBuf>,
+        /// Commands as .csv or .npz.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// PNG plot of commands against recorded joint positions.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        #[command(flatten)]
+        rt: RuntimeArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("policyctl: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Info { dir, json, rt } => info(dir, json, &rt),
+        Command::Predict { dir, inputs, output, rt } => predict(dir, &inputs, output, &rt),
+        Command::Bench {
+            dir,
+            iterations,
+            warmup,
+            json,
+            rt,
+        } => bench(dir, iterations, warmup, json, &rt),
+        Command::Replay {
+            bag,
+            dir,
+            params,
+            output,
+            plot,
+            rt,
+        } => replay(bag, dir, params, output, plot, &rt),
+    }
+}
+
+fn spec_json(s: &TensorSpec) -> serde_json::Value {
+    serde_json::json!({
+        "name": s.name,
+        "shape": s.shape.iter().map(|d| d.map_or(serde_json::Value::Null, |d| d.into())).collect::<Vec<_>>(),
+        "dtype": s.dtype.to_string(),
+    })
+}
+
+fn info(dir: PathBuf, json: bool, rt: &RuntimeArgs) -> Result<()> {
+    let mut b = InferenceModel::builder(&dir).runtime_options(rt.options()?);
+    if let Some(backend) = rt.backend()? {
+        b = b.backend(backend);
+    }
+    let model = b.build().with_context(|| format!("loading {}", dir.display()))?;
+    let e = model.export();
+    let c = model.config();
+    let a = model.adapter();
+    if json {
+        let v = serde_json::json!({
+            "export_dir": dir,
+            "backend": e.backend.as_str(),
+            "model_file": e.model_file,
+            "weights_file": e.weights_file,
+            "metadata_file": e.metadata_file,
+            "policy_class": e.metadata.policy_class,
+            "device": a.device(),
+            "inputs": a.inputs().iter().map(spec_json).collect::<Vec<_>>(),
+            "outputs": a.outputs().iter().map(spec_json).collect::<Vec<_>>(),
+            "action_output": model.predictor().action_output(),
+            "chunk_size": c.chunk_size,
+            "n_action_steps": c.n_action_steps,
+            "use_action_queue": c.serves_single_actions(),
+            "temporal_ensemble_coeff": c.temporal_ensemble_coeff,
+            "joint_names": e.metadata.joint_names,
+            "load_ms": model.load_time().as_secs_f64() * 1e3,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("export      {}", dir.display());
+    println!("backend     {}", e.backend);
+    println!("model file  {}", e.model_file.display());
+    if let Some(m) = &e.metadata_file {
+        println!("metadata    {}", m.display());
+    }
+    if let Some(p) = &e.metadata.policy_class {
+        println!("policy      {p}");
+    }
+    println!("device      {}", a.device());
+    println!("inputs");
+    for s in a.inputs() {
+        println!("  {:<24} {:<18} {}", s.name, fmt_shape(&s.shape), s.dtype);
+    }
+    println!("outputs");
+    for s in a.outputs() {
+        let mark = if s.name == model.predictor().action_output() { "  (action)" } else { "" };
+        println!("  {:<24} {:<18} {}{mark}", s.name, fmt_shape(&s.shape), s.dtype);
+    }
+    println!("chunk size  {} ({} executed per chunk)", c.chunk_size, c.n_action_steps);
+    println!("queue       {}", if c.serves_single_actions() { "on" } else { "off" });
+    if let Some(k) = c.temporal_ensemble_coeff {
+        println!("ensembling  exp(-{k} * i)");
+    }
+    println!("load time   {:.1} ms", model.load_time().as_secs_f64() * 1e3);
+    Ok(())
+}
+
+fn load_adapter(dir: &PathBuf, rt: &RuntimeArgs) -> Result<(ExportDir, Box<dyn policy_node::runtime::RuntimeAdapter>, f64)> {
+    let export = ExportDir::open_with_backend(dir, rt.backend()?)?;
+    let start = Instant::now();
+    let mut adapter = get_adapter(export.backend, &rt.options()?)?;
+    adapter.load(&export.model_file)?;
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    Ok((export, adapter, load_ms))
+}
+
+fn predict(dir: PathBuf, inputs: &[String], output: PathBuf, rt: &RuntimeArgs) -> Result<()> {
+    let (_, mut adapter, _) = load_adapter(&dir, rt)?;
+    let mut arrays: Vec<(String, ArrayD<f32>)> = Vec::new();
+    for spec in inputs {
+        let Some((name, file)) = spec.split_once('=') else {
+            bail!("--input `{spec}`: expected NAME=FILE.npy");
+        };
+        let arr = read_npy(file).with_context(|| format!("--input {name}"))?;
+        arrays.push((name.to_string(), arr));
+    }
+    let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> = arrays.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    let outputs = adapter.predict(&views)?;
+    let flat: Vec<(String, Vec<usize>, Vec<f32>)> = outputs
+        .iter()
+        .map(|(n, a)| (n.clone(), a.shape().to_vec(), a.iter().copied().collect()))
+        .collect();
+    let entries: Vec<(&str, Vec<usize>, NpyData<'_>)> = flat.iter().map(|(n, s, v)| (n.as_str(), s.clone(), NpyData::F32(v))).collect();
+    let file = std::fs::File::create(&output).with_context(|| format!("creating {}", output.display()))?;
+    write_npz(file, &entries).with_context(|| format!("writing {}", output.display()))?;
+    for (n, s, _) in &flat {
+        eprintln!("{n}: {s:?}");
+    }
+    Ok(())
+}
+
+/// Deterministic pseudo-random inputs in [0, 1) (xorshift), so runs are comparable.
+fn random_inputs(specs: &[TensorSpec]) -> Vec<(String, ArrayD<f32>)> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    specs
+        .iter()
+        .map(|s| {
+            let shape: Vec<usize> = s.shape.iter().map(|d| d.unwrap_or(1)).collect();
+            let arr = ArrayD::from_shape_simple_fn(shape, || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 24) as f32
+            });
+            (s.name.clone(), arr)
+        })
+        .collect()
+}
+
+fn bench(dir: PathBuf, iterations: usize, warmup: usize, json: bool, rt: &RuntimeArgs) -> Result<()> {
+    if iterations == 0 {
+        bail!("--iterations must be at least 1");
+    }
+    let (export, mut adapter, load_ms) = load_adapter(&dir, rt)?;
+    let inputs = random_inputs(adapter.inputs());
+    let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> = inputs.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    for _ in 0..warmup {
+        adapter.predict(&views)?;
+    }
+    let mut us: Vec<f64> = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let out = adapter.predict(&views)?;
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+        drop(out);
+    }
+    us.sort_by(f64::total_cmp);
+    // Nearest rank (the ceil(p * n)-th smallest), as tools/bench_python.py computes it.
+    let pct = |p: f64| us[((p * us.len() as f64).ceil() as usize).clamp(1, us.len()) - 1];
+    let median = if us.len() % 2 == 1 { us[us.len() / 2] } else { 0.5 * (us[us.len() / 2 - 1] + us[us.len() / 2]) };
+    if json {
+        let v = serde_json::json!({
+            "backend": export.backend.as_str(),
+            "device": adapter.device(),
+            "threads": rt.threads,
+            "iterations": iterations,
+            "load_ms": load_ms,
+            "latency_us": {"min": us[0], "median": median, "p99": pct(0.99), "max": us[us.len() - 1]},
+        });
+        println!("{v}");
+    } else {
+        println!("{} on {} ({} iterations, threads {:?})", export.backend, adapter.device(), iterations, rt.threads);
+        println!("load     {load_ms:.1} ms");
+        println!(
+            "predict  min {:.0} us  median {:.0} us  p99 {:.0} us  max {:.0} us",
+            us[0],
+            median,
+            pct(0.99),
+            us[us.len() - 1]
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "ros")]
+fn replay(bag: PathBuf, dir: PathBuf, params: Option<PathBuf>, output: Option<PathBuf>, plot: Option<PathBuf>, rt: &RuntimeArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    let opts = policy_node::bag::replay::ReplayOptions {
+        bag,
+        export_dir: dir,
+        params,
+        output,
+        plot,
+        backend: rt.backend.clone(),
+        device: Some(rt.device.clone()),
+        threads: rt.threads,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let summary = policy_node::bag::replay::run(&opts)?;
+    println!("{summary}");
+    Ok(())
+}
+
+#[cfg(not(feature = "ros"))]
+fn replay(_: PathBuf, _: PathBuf, _: Option<PathBuf>, _: Option<PathBuf>, _: Option<PathBuf>, _: &RuntimeArgs) -> Result<()> {
+    bail!("replay is not compiled in; rebuild with `--features ros` (it decodes bags with r2r's message types)")
+}

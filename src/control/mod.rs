@@ -1,0 +1,671 @@
+//! The control loop, ROS-free: latest observation per input, freshness, the policy tick,
+//! command limits and counters. The r2r node and `policyctl replay` both drive this same
+//! code — the node from subscriptions and a wall/sim-time timer, replay from a bag on bag
+//! time — so what a replay shows is what the robot would have been commanded.
+
+pub mod params;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ndarray::ArrayD;
+
+use crate::observation::{
+    Freshness, ImageEncoding, ImagePreprocessor, JointReorder, ObservationError, RawImage,
+    Staleness,
+};
+use crate::policy::{
+    canonical_name, ControlPolicy, InferenceModel, LatencyStats, Observation, PolicyError,
+    RefillMode, TickOutcome,
+};
+use crate::runtime::{DeviceRequest, GraphOptimization};
+pub use params::{CommandType, NodeParams, ParamError, ParamMap, ParamValue, RefillSetting};
+
+/// Errors that stop the loop from starting; each names the parameter or input at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error("cannot load the policy from `export_dir`: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("parameter `{name}` does not fit the export: {problem}")]
+    Mismatch { name: &'static str, problem: String },
+}
+
+/// One camera message as received (owned bytes, validated at arrival).
+#[derive(Debug, Clone)]
+pub enum ImageData {
+    /// `sensor_msgs/Image`.
+    Raw {
+        width: u32,
+        height: u32,
+        step: u32,
+        encoding: ImageEncoding,
+        data: Vec<u8>,
+    },
+    /// `sensor_msgs/CompressedImage`.
+    Compressed { format: String, data: Vec<u8> },
+}
+
+impl ImageData {
+    /// Builds and validates a raw image (encoding, step, data length).
+    pub fn raw(
+        width: u32,
+        height: u32,
+        step: u32,
+        encoding: &str,
+        data: Vec<u8>,
+    ) -> Result<Self, ObservationError> {
+        let encoding: ImageEncoding = encoding.parse()?;
+        RawImage {
+            width,
+            height,
+            step,
+            encoding,
+            data: &data,
+        }
+        .validate()?;
+        Ok(ImageData::Raw {
+            width,
+            height,
+            step,
+            encoding,
+            data,
+        })
+    }
+}
+
+/// One model input fed by one camera topic.
+struct Camera {
+    topic: String,
+    input: String,
+    preprocessor: Arc<Mutex<ImagePreprocessor>>,
+    latest: Option<(Arc<ImageData>, i64)>,
+}
+
+/// Why a tick published nothing, or what it published.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TickStatus {
+    /// A command for the robot.
+    Command(Vec<f64>),
+    /// Output is disabled (`~/enable`).
+    Disabled,
+    /// An input is missing or too old: `what` names the topic.
+    Stale { what: String, age_ms: Option<f64> },
+    /// No action was ready (the next chunk is still being computed).
+    Overrun,
+    /// The policy failed on this tick's data.
+    Error(String),
+}
+
+/// Counters since start (reset by `~/reset`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub ticks: u64,
+    pub commands: u64,
+    pub stale: u64,
+    pub overruns: u64,
+    pub errors: u64,
+    pub rejected_messages: u64,
+}
+
+/// A status snapshot for `/diagnostics` and summaries.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub backend: String,
+    pub device: String,
+    pub enabled: bool,
+    pub queue_depth: usize,
+    pub latency: LatencyStats,
+    pub counters: Counters,
+    pub refill_ahead: usize,
+    pub mode: RefillMode,
+    pub last_error: Option<String>,
+}
+
+/// How the loop computes chunks.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopOptions {
+    /// Overrides `refill_mode` (replay always runs synchronously, for determinism).
+    pub force_sync: bool,
+    /// Whether `refill_ahead_steps: -1` may be derived from the warm-up latency (node), or
+    /// means 0 (replay: no timing may leak into results).
+    pub auto_refill_from_warmup: bool,
+}
+
+/// See the module docs.
+pub struct ControlLoop {
+    params: NodeParams,
+    policy: ControlPolicy,
+    backend: String,
+    device: String,
+    state_input: String,
+    joints: JointReorder,
+    state: Option<(Vec<f32>, i64)>,
+    cameras: Vec<Camera>,
+    freshness: Freshness,
+    max_delta: Vec<f64>,
+    last_command: Option<Vec<f64>>,
+    enabled: bool,
+    was_stale: bool,
+    counters: Counters,
+    last_error: Option<String>,
+    first_observation_checked: bool,
+}
+
+impl ControlLoop {
+    /// Loads the policy named by `params` and checks the parameters against it.
+    pub fn new(params: NodeParams, options: LoopOptions) -> Result<Self, ControlError> {
+        let mut builder = InferenceModel::builder(&params.export_dir)
+            .device(params.device.parse::<DeviceRequest>().unwrap_or_default())
+            .onnx_optimization(
+                params
+                    .onnx_optimization
+                    .parse::<GraphOptimization>()
+                    .unwrap_or_default(),
+            )
+            .n_action_steps(params.n_action_steps);
+        if !matches!(params.backend.as_str(), "auto" | "") {
+            let backend = params.backend.parse().map_err(|_| ParamError::Invalid {
+                name: "backend".into(),
+                rule: format!(
+                    "must be auto, openvino, onnx or torchscript, got `{}`",
+                    params.backend
+                ),
+            })?;
+            builder = builder.backend(backend);
+        }
+        if params.threads > 0 {
+            builder = builder.threads(params.threads);
+        }
+        if !params.openvino_cache_dir.is_empty() {
+            builder = builder.openvino_cache_dir(&params.openvino_cache_dir);
+        }
+        if params.temporal_ensemble_coeff > 0.0 {
+            builder = builder.temporal_ensemble_coeff(params.temporal_ensemble_coeff);
+        }
+        let mut model = builder.build()?;
+        let specs = model.predictor().inputs().to_vec();
+        let n = params.joint_names.len();
+
+        // Image inputs and their sizes.
+        let image_specs: Vec<_> = specs
+            .iter()
+            .filter(|s| {
+                let c = canonical_name(&s.name);
+                c == "images" || c.starts_with("images.")
+            })
+            .collect();
+        let camera_inputs: Vec<String> = if params.camera_inputs.is_empty() {
+            image_specs.iter().map(|s| s.name.clone()).collect()
+        } else {
+            params.camera_inputs.clone()
+        };
+        if camera_inputs.len() != params.camera_topics.len() {
+            return Err(ControlError::Mismatch {
+                name: "camera_topics",
+                problem: format!(
+                    "{} camera topic(s) for {} image input(s) of the model ({})",
+                    params.camera_topics.len(),
+                    camera_inputs.len(),
+                    camera_inputs.join(", ")
+                ),
+            });
+        }
+        let mut cameras = Vec::new();
+        for (topic, input) in params.camera_topics.iter().zip(&camera_inputs) {
+            let spec = specs
+                .iter()
+                .find(|s| s.name == *input || canonical_name(&s.name) == canonical_name(input))
+                .or_else(|| {
+                    (image_specs.len() == 1 && camera_inputs.len() == 1).then(|| image_specs[0])
+                })
+                .ok_or_else(|| ControlError::Mismatch {
+                    name: "camera_inputs",
+                    problem: format!(
+                        "`{input}` is not an input of the model (inputs: {})",
+                        specs
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?;
+            let (h, w) = match spec.shape.as_slice() {
+                [_, Some(3), Some(h), Some(w)] | [Some(3), Some(h), Some(w)] => (*h, *w),
+                other => {
+                    return Err(ControlError::Mismatch {
+                        name: "camera_inputs",
+                        problem: format!(
+                            "model input `{}` has shape {}, not [1, 3, H, W] with fixed H and W",
+                            spec.name,
+                            crate::runtime::fmt_shape(other)
+                        ),
+                    })
+                }
+            };
+            cameras.push(Camera {
+                topic: topic.clone(),
+                input: spec.name.clone(),
+                preprocessor: Arc::new(Mutex::new(ImagePreprocessor::new(h, w))),
+                latest: None,
+            });
+        }
+        let state_spec = specs
+            .iter()
+            .find(|s| canonical_name(&s.name) == "state")
+            .or_else(|| {
+                specs
+                    .iter()
+                    .find(|s| !cameras.iter().any(|c| c.input == s.name))
+            });
+        let state_input = state_spec.map_or_else(|| "state".to_string(), |s| s.name.clone());
+        if let Some(Some(s)) = state_spec.and_then(|s| s.shape.last()) {
+            if *s != n {
+                return Err(ControlError::Mismatch {
+                    name: "joint_names",
+                    problem: format!(
+                        "{n} joint(s) given, the model's `{state_input}` input takes {s}"
+                    ),
+                });
+            }
+        }
+        let action_dim = model
+            .adapter()
+            .outputs()
+            .iter()
+            .find(|o| o.name == model.predictor().action_output())
+            .and_then(|o| o.shape.last().copied().flatten());
+        if let Some(a) = action_dim {
+            if a != n {
+                return Err(ControlError::Mismatch {
+                    name: "joint_names",
+                    problem: format!("{n} joint(s) given, the model's actions have {a} values"),
+                });
+            }
+        }
+        if let Some(meta) = &model.export().metadata.joint_names {
+            if meta != &params.joint_names {
+                log::warn!(
+                    "joint_names {:?} differ from the export's {:?}",
+                    params.joint_names,
+                    meta
+                );
+            }
+        }
+
+        // Warm-up: the first inference is slow in every runtime; take that hit now, and
+        // measure the latency the refill should hide.
+        let mut refill_ahead = params.refill_ahead_steps.unwrap_or(0);
+        if params.warmup {
+            let mut obs = Observation::new();
+            for s in &specs {
+                let shape: Vec<usize> = s.shape.iter().map(|d| d.unwrap_or(1)).collect();
+                obs.insert(s.name.clone(), ArrayD::zeros(shape));
+            }
+            let mut latency = Duration::ZERO;
+            for _ in 0..2 {
+                let start = Instant::now();
+                model.predict_chunk(&obs)?;
+                latency = start.elapsed();
+            }
+            if params.refill_ahead_steps.is_none() && options.auto_refill_from_warmup {
+                let period = params.period().as_secs_f64();
+                refill_ahead = ((1.5 * latency.as_secs_f64() / period).ceil() as usize) + 1;
+            }
+            log::info!(
+                "warm-up inference {:.1} ms; refill {} step(s) ahead at {} Hz",
+                latency.as_secs_f64() * 1e3,
+                refill_ahead,
+                params.control_rate_hz
+            );
+        }
+        let mode = if options.force_sync || params.refill_mode == RefillSetting::Sync {
+            RefillMode::Synchronous
+        } else {
+            RefillMode::Asynchronous
+        };
+        let backend = model.backend().to_string();
+        let device = model.device().to_string();
+        let policy = ControlPolicy::new(model, mode, refill_ahead);
+        let max_delta = match params.max_joint_delta.as_slice() {
+            [] => vec![],
+            [one] => vec![*one; n],
+            many => many.to_vec(),
+        };
+        Ok(Self {
+            joints: JointReorder::new(params.joint_names.clone()),
+            freshness: Freshness::new(params.max_observation_age()),
+            enabled: params.enable_on_start,
+            params,
+            policy,
+            backend,
+            device,
+            state_input,
+            state: None,
+            cameras,
+            max_delta,
+            last_command: None,
+            was_stale: false,
+            counters: Counters::default(),
+            last_error: None,
+            first_observation_checked: false,
+        })
+    }
+
+    pub fn params(&self) -> &NodeParams {
+        &self.params
+    }
+
+    /// The camera topics, in `camera_topics` order, with the model input each feeds.
+    pub fn camera_inputs(&self) -> Vec<(String, String)> {
+        self.cameras
+            .iter()
+            .map(|c| (c.topic.clone(), c.input.clone()))
+            .collect()
+    }
+
+    /// A `sensor_msgs/JointState`: reordered by `joint_names` and kept as the newest state.
+    /// A message that does not fit is rejected with an error naming what is wrong.
+    pub fn on_joint_state(
+        &mut self,
+        stamp_ns: i64,
+        names: &[String],
+        positions: &[f64],
+    ) -> Result<(), ObservationError> {
+        match self.joints.apply(names, positions) {
+            Ok(v) => {
+                self.state = Some((v, stamp_ns));
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.rejected_messages += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// A camera message for camera `index` (position in `camera_topics`).
+    pub fn on_image(
+        &mut self,
+        index: usize,
+        stamp_ns: i64,
+        image: ImageData,
+    ) -> Result<(), ObservationError> {
+        let Some(cam) = self.cameras.get_mut(index) else {
+            return Ok(());
+        };
+        if !self.first_observation_checked {
+            if let ImageData::Compressed { format, data } = &image {
+                // Decode once up front so a bad stream is reported at arrival.
+                let decoded = cam
+                    .preprocessor
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .compressed(format, data);
+                if let Err(e) = decoded {
+                    self.counters.rejected_messages += 1;
+                    return Err(e);
+                }
+            }
+        }
+        cam.latest = Some((Arc::new(image), stamp_ns));
+        Ok(())
+    }
+
+    /// Index of a camera topic in `camera_topics`.
+    pub fn camera_index(&self, topic: &str) -> Option<usize> {
+        self.cameras.iter().position(|c| c.topic == topic)
+    }
+
+    /// Enables or disables command output. Re-enabling starts from a fresh chunk.
+    pub fn set_enabled(&mut self, on: bool) {
+        if on && !self.enabled {
+            self.policy.reset();
+            self.last_command = None;
+        }
+        self.enabled = on;
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Clears queue, in-flight refill, ensembling state, rate-limit memory and counters.
+    /// Returns a human-readable summary for the service response.
+    pub fn reset(&mut self) -> String {
+        let (dropped, in_flight) = self.policy.reset();
+        let before = self.counters;
+        self.counters = Counters::default();
+        self.last_command = None;
+        self.last_error = None;
+        self.was_stale = false;
+        format!(
+            "reset: cleared {dropped} queued action(s){}, ensembling state and counters ({} command(s), {} stale, {} overrun(s) before)",
+            if in_flight { " and discarded the in-flight refill" } else { "" },
+            before.commands,
+            before.stale,
+            before.overruns
+        )
+    }
+
+    /// One control tick at time `now_ns` (the same clock as the message stamps).
+    pub fn tick(&mut self, now_ns: i64) -> TickStatus {
+        self.counters.ticks += 1;
+        if !self.enabled {
+            return TickStatus::Disabled;
+        }
+        if let Some((what, age_ms)) = self.stale_input(now_ns) {
+            self.counters.stale += 1;
+            if !self.was_stale {
+                // Never resume an old plan after a gap in the data.
+                self.policy.reset();
+                self.was_stale = true;
+            }
+            return TickStatus::Stale { what, age_ms };
+        }
+        self.was_stale = false;
+        let observation = self.observation_fn();
+        let status = match self.policy.tick(observation) {
+            Ok(TickOutcome::Action(a)) => {
+                self.first_observation_checked = true;
+                match self.limit(a.iter().map(|v| f64::from(*v)).collect()) {
+                    Ok(cmd) => {
+                        self.counters.commands += 1;
+                        self.last_command = Some(cmd.clone());
+                        TickStatus::Command(cmd)
+                    }
+                    Err(e) => {
+                        self.counters.errors += 1;
+                        TickStatus::Error(e)
+                    }
+                }
+            }
+            Ok(TickOutcome::Overrun) => {
+                self.counters.overruns += 1;
+                TickStatus::Overrun
+            }
+            Err(e) => {
+                self.counters.errors += 1;
+                TickStatus::Error(e.to_string())
+            }
+        };
+        if let TickStatus::Error(e) = &status {
+            self.last_error = Some(e.clone());
+        }
+        status
+    }
+
+    /// The rest of the current chunk after this tick's command (for `joint_trajectory`
+    /// with `trajectory_full_chunk`), clamped to the position limits. Empty with ensembling.
+    pub fn remaining_plan(&self) -> Vec<Vec<f64>> {
+        let limits = &self.params;
+        self.policy
+            .scheduler()
+            .queued()
+            .map(|a| {
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let v = f64::from(*v);
+                        if limits.joint_lower_limits.is_empty() {
+                            v
+                        } else {
+                            v.clamp(limits.joint_lower_limits[i], limits.joint_upper_limits[i])
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn stale_input(&self, now_ns: i64) -> Option<(String, Option<f64>)> {
+        let check = |what: &str, stamp: Option<i64>| -> Option<(String, Option<f64>)> {
+            match stamp {
+                None => Some((format!("{what} (nothing received yet)"), None)),
+                Some(s) => match self.freshness.check(now_ns, s) {
+                    Staleness::Fresh { .. } => None,
+                    Staleness::Stale { age_ns } => {
+                        Some((what.to_string(), Some(age_ns as f64 / 1e6)))
+                    }
+                    Staleness::FromFuture { ahead_ns } => Some((
+                        format!(
+                            "{what} (stamped {:.1} ms in the future)",
+                            ahead_ns as f64 / 1e6
+                        ),
+                        None,
+                    )),
+                },
+            }
+        };
+        if let Some(s) = check(
+            &self.params.joint_state_topic,
+            self.state.as_ref().map(|s| s.1),
+        ) {
+            return Some(s);
+        }
+        for c in &self.cameras {
+            if let Some(s) = check(&c.topic, c.latest.as_ref().map(|l| l.1)) {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Captures the newest inputs (cheap: a state copy and `Arc` clones) into a closure that
+    /// converts them into an observation, on the refill worker in asynchronous mode.
+    fn observation_fn(&self) -> impl FnOnce() -> Result<Observation, PolicyError> + Send + 'static {
+        let state = self.state.as_ref().map(|s| s.0.clone()).unwrap_or_default();
+        let state_input = self.state_input.clone();
+        let images: Vec<(
+            String,
+            String,
+            Arc<Mutex<ImagePreprocessor>>,
+            Option<Arc<ImageData>>,
+        )> = self
+            .cameras
+            .iter()
+            .map(|c| {
+                (
+                    c.topic.clone(),
+                    c.input.clone(),
+                    c.preprocessor.clone(),
+                    c.latest.as_ref().map(|l| l.0.clone()),
+                )
+            })
+            .collect();
+        move || {
+            let mut obs = Observation::new();
+            let n = state.len();
+            obs.insert(
+                state_input,
+                ArrayD::from_shape_vec(vec![n], state)
+                    .map_err(|e| PolicyError::Preprocess(e.to_string()))?,
+            );
+            for (topic, input, pre, image) in images {
+                let image =
+                    image.ok_or_else(|| PolicyError::Preprocess(format!("{topic}: no image")))?;
+                let mut pre = pre.lock().unwrap_or_else(|p| p.into_inner());
+                let tensor = match image.as_ref() {
+                    ImageData::Raw {
+                        width,
+                        height,
+                        step,
+                        encoding,
+                        data,
+                    } => pre.raw(&RawImage {
+                        width: *width,
+                        height: *height,
+                        step: *step,
+                        encoding: *encoding,
+                        data,
+                    }),
+                    ImageData::Compressed { format, data } => pre.compressed(format, data),
+                }
+                .map_err(|e| PolicyError::Preprocess(format!("{topic}: {e}")))?;
+                obs.insert(input, tensor.into_dyn());
+            }
+            Ok(obs)
+        }
+    }
+
+    /// Applies position limits and the per-tick rate limit (relative to the last command,
+    /// else to the measured joint positions).
+    fn limit(&self, mut cmd: Vec<f64>) -> Result<Vec<f64>, String> {
+        let n = self.params.joint_names.len();
+        if cmd.len() != n {
+            return Err(format!(
+                "the policy returned {} action values for {n} joint_names",
+                cmd.len()
+            ));
+        }
+        if let Some(i) = cmd.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "non-finite action for joint `{}`",
+                self.params.joint_names[i]
+            ));
+        }
+        if !self.max_delta.is_empty() {
+            let reference: Option<Vec<f64>> = self.last_command.clone().or_else(|| {
+                self.state
+                    .as_ref()
+                    .map(|s| s.0.iter().map(|v| f64::from(*v)).collect())
+            });
+            if let Some(r) = reference {
+                for i in 0..n {
+                    let d = self.max_delta[i];
+                    cmd[i] = cmd[i].clamp(r[i] - d, r[i] + d);
+                }
+            }
+        }
+        if !self.params.joint_lower_limits.is_empty() {
+            for (i, c) in cmd.iter_mut().enumerate() {
+                *c = c.clamp(
+                    self.params.joint_lower_limits[i],
+                    self.params.joint_upper_limits[i],
+                );
+            }
+        }
+        Ok(cmd)
+    }
+
+    /// A status snapshot.
+    pub fn status(&self) -> Status {
+        Status {
+            backend: self.backend.clone(),
+            device: self.device.clone(),
+            enabled: self.enabled,
+            queue_depth: self.policy.scheduler().queue_len(),
+            latency: self.policy.latency(),
+            counters: self.counters,
+            refill_ahead: self.policy.scheduler().refill_ahead(),
+            mode: self.policy.mode(),
+            last_error: self.last_error.clone(),
+        }
+    }
+
+    /// Blocks until an in-flight refill has arrived (tests, shutdown).
+    pub fn wait_for_refill(&mut self, timeout: Duration) -> Result<bool, PolicyError> {
+        self.policy.wait_for_refill(timeout)
+    }
+}

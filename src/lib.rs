@@ -1,0 +1,13 @@
+//! policy_node: run action-chunking robot policies exported to OpenVINO IR, ONNX or
+//! TorchScript, natively, with a ROS 2 node around them.
+pub mod control;
+pub mod export;
+pub mod npy;
+pub mod observation;
+pub mod policy;
+pub mod runtime;
+
+#[cfg(feature = "ros")]
+pub mod bag;
+#[cfg(feature = "ros")]
+pub mod ros;

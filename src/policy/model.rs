@@ -1,0 +1,309 @@
+//! `InferenceModel`: the Rust form of getiaction's `InferenceModel`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ndarray::{Array2, ArrayD};
+
+use super::{Observation, PolicyError, Predictor, Preprocess, Scheduler};
+use crate::export::{ExportBackend, ExportDir};
+use crate::runtime::{
+    get_adapter, DeviceRequest, GraphOptimization, RuntimeAdapter, RuntimeOptions,
+};
+
+/// How actions are served, resolved from metadata and overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    /// Actions per model call.
+    pub chunk_size: usize,
+    /// Actions executed per chunk (`<= chunk_size`).
+    pub n_action_steps: usize,
+    /// Serve single actions from a queue (true when `chunk_size > 1` unless disabled).
+    pub use_action_queue: bool,
+    /// ACT temporal ensembling coefficient; `None` = off.
+    pub temporal_ensemble_coeff: Option<f64>,
+}
+
+impl PolicyConfig {
+    /// Whether `select_action` returns single actions (queue or ensembling) rather than the
+    /// whole chunk.
+    pub fn serves_single_actions(&self) -> bool {
+        self.temporal_ensemble_coeff.is_some() || (self.use_action_queue && self.chunk_size > 1)
+    }
+}
+
+/// Builder for [`InferenceModel`]: backend, device and runtime options, queue overrides and
+/// the preprocessing hook.
+pub struct InferenceModelBuilder {
+    dir: PathBuf,
+    backend: Option<ExportBackend>,
+    options: RuntimeOptions,
+    n_action_steps: Option<usize>,
+    use_action_queue: Option<bool>,
+    temporal_ensemble_coeff: Option<f64>,
+    preprocess: Option<Box<dyn Preprocess>>,
+}
+
+impl InferenceModelBuilder {
+    /// Overrides the backend from metadata / file extension.
+    pub fn backend(mut self, backend: ExportBackend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+    /// `auto` (default) or an explicit device.
+    pub fn device(mut self, device: DeviceRequest) -> Self {
+        self.options.device = device;
+        self
+    }
+    /// Intra-op CPU threads.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.options.threads = Some(threads);
+        self
+    }
+    /// OpenVINO compiled-model cache directory.
+    pub fn openvino_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.options.openvino_cache_dir = Some(dir.into());
+        self
+    }
+    /// ONNX Runtime graph optimisation level.
+    pub fn onnx_optimization(mut self, level: GraphOptimization) -> Self {
+        self.options.onnx_optimization = level;
+        self
+    }
+    /// All runtime options at once.
+    pub fn runtime_options(mut self, options: RuntimeOptions) -> Self {
+        self.options = options;
+        self
+    }
+    /// Actions executed per chunk (0 = the whole chunk).
+    pub fn n_action_steps(mut self, n: usize) -> Self {
+        self.n_action_steps = Some(n);
+        self
+    }
+    /// Overrides the metadata's `use_action_queue`.
+    pub fn use_action_queue(mut self, on: bool) -> Self {
+        self.use_action_queue = Some(on);
+        self
+    }
+    /// ACT temporal ensembling (`coeff > 0` turns it on, 0 turns it off).
+    pub fn temporal_ensemble_coeff(mut self, coeff: f64) -> Self {
+        self.temporal_ensemble_coeff = Some(coeff);
+        self
+    }
+    /// Sets the preprocessing hook.
+    pub fn preprocess(mut self, hook: impl Preprocess + 'static) -> Self {
+        self.preprocess = Some(Box::new(hook));
+        self
+    }
+
+    /// Reads the export, creates and loads the adapter, and resolves the queue configuration.
+    pub fn build(self) -> Result<InferenceModel, PolicyError> {
+        let export = ExportDir::open_with_backend(&self.dir, self.backend)?;
+        let start = Instant::now();
+        let mut adapter = get_adapter(export.backend, &self.options)?;
+        adapter.load(&export.model_file)?;
+        let load_time = start.elapsed();
+        let config = resolve_config(
+            &export,
+            adapter.as_ref(),
+            self.n_action_steps,
+            self.use_action_queue,
+            self.temporal_ensemble_coeff,
+        )?;
+        let order = export.metadata.input_shapes.keys().cloned().collect();
+        let predictor = Predictor::new(adapter, order, self.preprocess)?;
+        log::info!(
+            "loaded {} ({} on {}) in {:.1} ms: chunk {} x {} steps, queue {}",
+            export.model_file.display(),
+            export.backend,
+            predictor.adapter().device(),
+            load_time.as_secs_f64() * 1e3,
+            config.chunk_size,
+            config.n_action_steps,
+            if config.serves_single_actions() {
+                "on"
+            } else {
+                "off"
+            }
+        );
+        let scheduler = Scheduler::new(config.n_action_steps, 0, config.temporal_ensemble_coeff);
+        Ok(InferenceModel {
+            export,
+            predictor,
+            scheduler,
+            config,
+            load_time,
+        })
+    }
+}
+
+fn resolve_config(
+    export: &ExportDir,
+    adapter: &dyn RuntimeAdapter,
+    n_action_steps: Option<usize>,
+    use_action_queue: Option<bool>,
+    ensemble: Option<f64>,
+) -> Result<PolicyConfig, PolicyError> {
+    let meta = &export.metadata;
+    let out_name = super::binding::action_output(adapter.outputs())?;
+    let out_chunk = adapter
+        .outputs()
+        .iter()
+        .find(|o| o.name == out_name)
+        .and_then(|o| match o.shape.as_slice() {
+            [_, Some(c), _] => Some(*c),
+            _ => None,
+        });
+    let chunk_size = match out_chunk {
+        Some(c) if meta.chunk_size != 1 && c != meta.chunk_size => {
+            return Err(PolicyError::Config {
+                key: "chunk_size",
+                problem: format!(
+                    "is {} in the metadata but the model's `{out_name}` output holds {c} actions",
+                    meta.chunk_size
+                ),
+            })
+        }
+        Some(c) => c,
+        None => meta.chunk_size,
+    };
+    let n = match n_action_steps.filter(|n| *n > 0).or(meta.n_action_steps) {
+        Some(n) if n > chunk_size => {
+            return Err(PolicyError::Config {
+                key: "n_action_steps",
+                problem: format!("must not exceed chunk_size ({chunk_size}), got {n}"),
+            })
+        }
+        Some(n) => n,
+        None => chunk_size,
+    };
+    let coeff = ensemble.or(meta.temporal_ensemble_coeff);
+    if let Some(c) = coeff {
+        if !c.is_finite() || c < 0.0 {
+            return Err(PolicyError::Config {
+                key: "temporal_ensemble_coeff",
+                problem: format!("must be a finite number >= 0, got {c}"),
+            });
+        }
+    }
+    Ok(PolicyConfig {
+        chunk_size,
+        n_action_steps: n,
+        use_action_queue: use_action_queue.unwrap_or(meta.use_action_queue || chunk_size > 1),
+        temporal_ensemble_coeff: coeff.filter(|c| *c > 0.0),
+    })
+}
+
+/// A loaded policy: `load`, `reset`, `select_action`, as in getiaction.
+pub struct InferenceModel {
+    export: ExportDir,
+    predictor: Predictor,
+    scheduler: Scheduler,
+    config: PolicyConfig,
+    load_time: Duration,
+}
+
+impl InferenceModel {
+    /// Loads an export directory with auto-detected backend and device.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, PolicyError> {
+        Self::builder(dir).build()
+    }
+
+    /// A builder with overrides.
+    pub fn builder(dir: impl AsRef<Path>) -> InferenceModelBuilder {
+        InferenceModelBuilder {
+            dir: dir.as_ref().to_path_buf(),
+            backend: None,
+            options: RuntimeOptions::default(),
+            n_action_steps: None,
+            use_action_queue: None,
+            temporal_ensemble_coeff: None,
+            preprocess: None,
+        }
+    }
+
+    /// Clears the action queue and ensembling state (call between episodes).
+    pub fn reset(&mut self) {
+        self.scheduler.reset();
+    }
+
+    /// The next action. With an action queue (or temporal ensembling) this is one action
+    /// `[A]`: the first call runs the model and queues the rest of the chunk, later calls pop
+    /// from the queue, and the model runs again when it is empty. Without a queue it runs the
+    /// model and returns the whole chunk `[chunk, A]`.
+    pub fn select_action(&mut self, observation: &Observation) -> Result<ArrayD<f32>, PolicyError> {
+        if !self.config.serves_single_actions() {
+            return Ok(self.predictor.predict_chunk(observation)?.into_dyn());
+        }
+        if self.scheduler.needs_refill() {
+            let tick = self.scheduler.tick();
+            let chunk = self.predictor.predict_chunk(observation)?;
+            self.scheduler.requested();
+            self.scheduler.deliver(tick, chunk);
+        }
+        match self.scheduler.next_action() {
+            Some(a) => Ok(a.into_dyn()),
+            // Unreachable with inline inference: a chunk was just delivered if the queue was
+            // empty. Kept as an error rather than a panic.
+            None => Err(PolicyError::Config {
+                key: "n_action_steps",
+                problem: "left no action to execute".into(),
+            }),
+        }
+    }
+
+    /// Runs the model once and returns the action chunk `[chunk, A]` (queue untouched).
+    pub fn predict_chunk(&mut self, observation: &Observation) -> Result<Array2<f32>, PolicyError> {
+        self.predictor.predict_chunk(observation)
+    }
+
+    /// Checks an observation against the model inputs without running it.
+    pub fn check_observation(&mut self, observation: &Observation) -> Result<(), PolicyError> {
+        self.predictor.check(observation)
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+    pub fn export(&self) -> &ExportDir {
+        &self.export
+    }
+    pub fn backend(&self) -> ExportBackend {
+        self.export.backend
+    }
+    pub fn device(&self) -> &str {
+        self.predictor.adapter().device()
+    }
+    pub fn adapter(&self) -> &dyn RuntimeAdapter {
+        self.predictor.adapter()
+    }
+    pub fn predictor(&self) -> &Predictor {
+        &self.predictor
+    }
+    /// Time spent creating and loading the adapter.
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+    /// Actions left in the queue.
+    pub fn queue_len(&self) -> usize {
+        self.scheduler.queue_len()
+    }
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Splits into the predictor (for a worker thread) and the resolved configuration.
+    pub fn into_parts(self) -> (ExportDir, Predictor, PolicyConfig) {
+        (self.export, self.predictor, self.config)
+    }
+}
+
+impl std::fmt::Debug for InferenceModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InferenceModel")
+            .field("export", &self.export.dir)
+            .field("predictor", &self.predictor)
+            .field("config", &self.config)
+            .finish()
+    }
+}

@@ -1,0 +1,383 @@
+//! Message conversion as plain functions: r2r message types in, the ROS-free types of
+//! [`crate::control`] / [`crate::observation`] out, and back for what the node publishes.
+//! Nothing here touches a node, a clock or a publisher, so every rule is unit-tested.
+
+use std::time::Duration;
+
+use r2r::builtin_interfaces::msg::{Duration as DurationMsg, Time};
+use r2r::diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue};
+use r2r::sensor_msgs::msg::{CompressedImage, Image, JointState};
+use r2r::std_msgs::msg::{Float64MultiArray, Header};
+use r2r::trajectory_msgs::msg::{JointTrajectory, JointTrajectoryPoint};
+
+use crate::control::{ImageData, Status};
+use crate::observation::{time_to_ns, ObservationError};
+use crate::policy::RefillMode;
+
+/// `diagnostic_msgs/DiagnosticStatus` levels (the generated constants have bindgen types).
+pub mod level {
+    pub const OK: u8 = 0;
+    pub const WARN: u8 = 1;
+    pub const ERROR: u8 = 2;
+}
+
+/// A header stamp as nanoseconds; a zero stamp (a driver that does not stamp) means "now":
+/// the receive time.
+pub fn stamp_ns(stamp: &Time, receive_ns: i64) -> i64 {
+    if stamp.sec == 0 && stamp.nanosec == 0 {
+        receive_ns
+    } else {
+        time_to_ns(stamp.sec, stamp.nanosec)
+    }
+}
+
+/// Nanoseconds (ROS or sim time) as a `builtin_interfaces/Time`; negative values clamp to 0.
+pub fn time_msg(ns: i64) -> Time {
+    let ns = ns.max(0);
+    Time {
+        sec: i32::try_from(ns / 1_000_000_000).unwrap_or(i32::MAX),
+        nanosec: (ns % 1_000_000_000) as u32,
+    }
+}
+
+/// A duration as a `builtin_interfaces/Duration` (saturating at `i32::MAX` seconds).
+pub fn duration_msg(d: Duration) -> DurationMsg {
+    DurationMsg {
+        sec: i32::try_from(d.as_secs()).unwrap_or(i32::MAX),
+        nanosec: d.subsec_nanos(),
+    }
+}
+
+/// `sensor_msgs/Image` -> a validated [`ImageData`] (encoding, `step`, data length), taking
+/// the pixel buffer without copying. Returns the stamp alongside.
+pub fn raw_image(msg: Image) -> (Time, Result<ImageData, ObservationError>) {
+    let stamp = msg.header.stamp;
+    let data = ImageData::raw(msg.width, msg.height, msg.step, &msg.encoding, msg.data);
+    (stamp, data)
+}
+
+/// `sensor_msgs/CompressedImage` -> [`ImageData::Compressed`] (decoded when a chunk is
+/// computed; the control loop decodes the first one at arrival to report a bad stream).
+pub fn compressed_image(msg: CompressedImage) -> (Time, Result<ImageData, ObservationError>) {
+    let stamp = msg.header.stamp;
+    (
+        stamp,
+        Ok(ImageData::Compressed {
+            format: msg.format,
+            data: msg.data,
+        }),
+    )
+}
+
+/// The command as `std_msgs/Float64MultiArray` (data only, as ros2_control's forward
+/// controllers expect).
+pub fn float64_multi_array(command: &[f64]) -> Float64MultiArray {
+    Float64MultiArray {
+        data: command.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// The command as `trajectory_msgs/JointTrajectory`: one point at one control period, then
+/// the rest of the plan (`plan[k]` at `(k + 2)` periods) when given. The header stamp stays
+/// zero: "start now" for joint_trajectory_controller, immune to clock offsets between hosts.
+pub fn joint_trajectory(joint_names: &[String], command: &[f64], plan: &[Vec<f64>], period: Duration) -> JointTrajectory {
+    let point = |positions: &[f64], k: u32| JointTrajectoryPoint {
+        positions: positions.to_vec(),
+        time_from_start: duration_msg(period * k),
+        ..Default::default()
+    };
+    let mut points = Vec::with_capacity(1 + plan.len());
+    points.push(point(command, 1));
+    for (k, p) in plan.iter().enumerate() {
+        points.push(point(p, u32::try_from(k + 2).unwrap_or(u32::MAX)));
+    }
+    JointTrajectory {
+        header: Header::default(),
+        joint_names: joint_names.to_vec(),
+        points,
+    }
+}
+
+/// The command as `sensor_msgs/JointState` (name + position, stamped `now_ns`).
+pub fn joint_state_command(joint_names: &[String], command: &[f64], now_ns: i64) -> JointState {
+    JointState {
+        header: Header {
+            stamp: time_msg(now_ns),
+            frame_id: String::new(),
+        },
+        name: joint_names.to_vec(),
+        position: command.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// What `/diagnostics` reports besides the [`Status`] snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct DiagnosticExtras {
+    /// Node name for the status name (`policy_node: policy`).
+    pub node_name: String,
+    pub control_rate_hz: f64,
+    /// Commands per second since the previous report.
+    pub achieved_rate_hz: f64,
+    /// Commands published since start (not cleared by `~/reset`).
+    pub commands_total: u64,
+    /// Whether stale ticks / overruns / errors grew since the previous report.
+    pub stale_grew: bool,
+    pub overruns_grew: bool,
+    pub errors_grew: bool,
+    /// The newest stale input, if the last tick was stale.
+    pub stale_input: Option<String>,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+/// The status as a `diagnostic_msgs/DiagnosticArray`: level ERROR when errors grew since the
+/// previous report, WARN when stale ticks or overruns grew, else OK.
+pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> DiagnosticArray {
+    let c = &status.counters;
+    let (level, message) = if extras.errors_grew {
+        (level::ERROR, format!("policy error: {}", status.last_error.as_deref().unwrap_or("unknown")))
+    } else if extras.stale_grew {
+        let what = extras.stale_input.as_deref().unwrap_or("an input");
+        (level::WARN, format!("stale observations ({what}): no commands"))
+    } else if extras.overruns_grew {
+        (level::WARN, "overruns: chunks arrive later than the queue runs out".to_string())
+    } else if !status.enabled {
+        (level::OK, "disabled (~/enable false)".to_string())
+    } else {
+        (level::OK, "running".to_string())
+    };
+    let kv = |key: &str, value: String| KeyValue { key: key.to_string(), value };
+    let values = vec![
+        kv("backend", status.backend.clone()),
+        kv("device", status.device.clone()),
+        kv("enabled", status.enabled.to_string()),
+        kv(
+            "refill_mode",
+            match status.mode {
+                RefillMode::Asynchronous => "async",
+                RefillMode::Synchronous => "sync",
+            }
+            .to_string(),
+        ),
+        kv("refill_ahead_steps", status.refill_ahead.to_string()),
+        kv("queue_depth", status.queue_depth.to_string()),
+        kv("latency_last_ms", ms(status.latency.last)),
+        kv("latency_mean_ms", ms(status.latency.mean())),
+        kv("latency_max_ms", ms(status.latency.max)),
+        kv("inferences", status.latency.count.to_string()),
+        kv("control_rate_hz", format!("{:.3}", extras.control_rate_hz)),
+        kv("achieved_rate_hz", format!("{:.3}", extras.achieved_rate_hz)),
+        kv("ticks", c.ticks.to_string()),
+        kv("commands", c.commands.to_string()),
+        kv("commands_total", extras.commands_total.to_string()),
+        kv("stale_ticks", c.stale.to_string()),
+        kv("overruns", c.overruns.to_string()),
+        kv("errors", c.errors.to_string()),
+        kv("rejected_messages", c.rejected_messages.to_string()),
+        kv("last_error", status.last_error.clone().unwrap_or_default()),
+    ];
+    DiagnosticArray {
+        header: Header {
+            stamp: time_msg(now_ns),
+            frame_id: String::new(),
+        },
+        status: vec![DiagnosticStatus {
+            level,
+            name: format!("{}: policy", extras.node_name),
+            message,
+            hardware_id: format!("{}/{}", status.backend, status.device),
+            values,
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::Counters;
+    use crate::policy::LatencyStats;
+
+    #[test]
+    fn zero_stamp_means_receive_time() {
+        assert_eq!(stamp_ns(&Time { sec: 0, nanosec: 0 }, 42), 42);
+        assert_eq!(stamp_ns(&Time { sec: 2, nanosec: 5 }, 42), 2_000_000_005);
+        assert_eq!(stamp_ns(&Time { sec: 0, nanosec: 1 }, 42), 1);
+    }
+
+    #[test]
+    fn time_and_duration_round_trip() {
+        let t = time_msg(3_500_000_001);
+        assert_eq!((t.sec, t.nanosec), (3, 500_000_001));
+        assert_eq!(time_to_ns(t.sec, t.nanosec), 3_500_000_001);
+        let t = time_msg(-5);
+        assert_eq!((t.sec, t.nanosec), (0, 0));
+        let d = duration_msg(Duration::from_millis(1500));
+        assert_eq!((d.sec, d.nanosec), (1, 500_000_000));
+        let d = duration_msg(Duration::from_secs(u64::MAX));
+        assert_eq!(d.sec, i32::MAX);
+    }
+
+    fn image(encoding: &str, w: u32, h: u32, step: u32, len: usize) -> Image {
+        Image {
+            width: w,
+            height: h,
+            step,
+            encoding: encoding.into(),
+            data: vec![7; len],
+            header: Header {
+                stamp: Time { sec: 1, nanosec: 2 },
+                frame_id: "cam".into(),
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn raw_images_are_validated() {
+        let (stamp, data) = raw_image(image("rgb8", 4, 2, 12, 24));
+        assert_eq!((stamp.sec, stamp.nanosec), (1, 2));
+        match data.unwrap() {
+            ImageData::Raw { width, height, step, data, .. } => {
+                assert_eq!((width, height, step, data.len()), (4, 2, 12, 24));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Row padding is honoured.
+        assert!(raw_image(image("mono8", 3, 2, 4, 8)).1.is_ok());
+        let e = raw_image(image("yuv422", 4, 2, 8, 16)).1.unwrap_err();
+        assert!(matches!(e, ObservationError::UnsupportedEncoding { .. }), "{e}");
+        assert!(e.to_string().contains("yuv422"));
+        let e = raw_image(image("rgb8", 4, 2, 12, 20)).1.unwrap_err();
+        assert!(matches!(e, ObservationError::DataLength { expected: 24, actual: 20, .. }), "{e}");
+        let e = raw_image(image("bgr8", 4, 2, 6, 12)).1.unwrap_err();
+        assert!(matches!(e, ObservationError::StepTooSmall { .. }), "{e}");
+    }
+
+    #[test]
+    fn compressed_images_are_passed_on() {
+        let msg = CompressedImage {
+            format: "png".into(),
+            data: vec![1, 2, 3],
+            ..Default::default()
+        };
+        match compressed_image(msg).1.unwrap() {
+            ImageData::Compressed { format, data } => {
+                assert_eq!(format, "png");
+                assert_eq!(data, vec![1, 2, 3]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn commands_in_each_message_type() {
+        let names: Vec<String> = vec!["a".into(), "b".into()];
+        let cmd = [0.5, -1.0];
+        let m = float64_multi_array(&cmd);
+        assert_eq!(m.data, cmd.to_vec());
+        assert!(m.layout.dim.is_empty());
+
+        let period = Duration::from_millis(20);
+        let t = joint_trajectory(&names, &cmd, &[], period);
+        assert_eq!(t.joint_names, names);
+        assert_eq!(t.points.len(), 1);
+        assert_eq!(t.points[0].positions, cmd.to_vec());
+        assert_eq!((t.points[0].time_from_start.sec, t.points[0].time_from_start.nanosec), (0, 20_000_000));
+        assert_eq!((t.header.stamp.sec, t.header.stamp.nanosec), (0, 0));
+
+        let plan = vec![vec![0.6, -1.1], vec![0.7, -1.2]];
+        let t = joint_trajectory(&names, &cmd, &plan, period);
+        assert_eq!(t.points.len(), 3);
+        assert_eq!(t.points[2].positions, plan[1]);
+        assert_eq!(t.points[2].time_from_start.nanosec, 60_000_000);
+
+        let s = joint_state_command(&names, &cmd, 1_000_000_007);
+        assert_eq!(s.name, names);
+        assert_eq!(s.position, cmd.to_vec());
+        assert!(s.velocity.is_empty());
+        assert_eq!((s.header.stamp.sec, s.header.stamp.nanosec), (1, 7));
+    }
+
+    fn status() -> Status {
+        Status {
+            backend: "onnx".into(),
+            device: "cpu".into(),
+            enabled: true,
+            queue_depth: 7,
+            latency: LatencyStats {
+                count: 2,
+                last: Duration::from_millis(3),
+                max: Duration::from_millis(5),
+                total: Duration::from_millis(8),
+            },
+            counters: Counters {
+                ticks: 10,
+                commands: 8,
+                stale: 1,
+                overruns: 1,
+                errors: 0,
+                rejected_messages: 2,
+            },
+            refill_ahead: 2,
+            mode: RefillMode::Asynchronous,
+            last_error: None,
+        }
+    }
+
+    fn value<'a>(a: &'a DiagnosticArray, key: &str) -> &'a str {
+        &a.status[0].values.iter().find(|kv| kv.key == key).unwrap_or_else(|| panic!("no {key}")).value
+    }
+
+    #[test]
+    fn diagnostics_report_status_and_level() {
+        let extras = DiagnosticExtras {
+            node_name: "policy_node".into(),
+            control_rate_hz: 30.0,
+            achieved_rate_hz: 29.5,
+            commands_total: 80,
+            ..Default::default()
+        };
+        let a = diagnostics(&status(), &extras, 5_000_000_000);
+        assert_eq!(a.header.stamp.sec, 5);
+        let s = &a.status[0];
+        assert_eq!(s.level, level::OK);
+        assert_eq!(s.name, "policy_node: policy");
+        assert_eq!(value(&a, "backend"), "onnx");
+        assert_eq!(value(&a, "device"), "cpu");
+        assert_eq!(value(&a, "latency_last_ms"), "3.000");
+        assert_eq!(value(&a, "latency_mean_ms"), "4.000");
+        assert_eq!(value(&a, "latency_max_ms"), "5.000");
+        assert_eq!(value(&a, "queue_depth"), "7");
+        assert_eq!(value(&a, "stale_ticks"), "1");
+        assert_eq!(value(&a, "overruns"), "1");
+        assert_eq!(value(&a, "refill_mode"), "async");
+        assert_eq!(value(&a, "enabled"), "true");
+
+        let stale = DiagnosticExtras {
+            stale_grew: true,
+            stale_input: Some("image_raw".into()),
+            ..extras.clone()
+        };
+        let a = diagnostics(&status(), &stale, 0);
+        assert_eq!(a.status[0].level, level::WARN);
+        assert!(a.status[0].message.contains("image_raw"), "{}", a.status[0].message);
+        let overrun = DiagnosticExtras {
+            overruns_grew: true,
+            ..extras.clone()
+        };
+        assert_eq!(diagnostics(&status(), &overrun, 0).status[0].level, level::WARN);
+        let err = DiagnosticExtras {
+            errors_grew: true,
+            ..extras
+        };
+        let mut st = status();
+        st.last_error = Some("boom".into());
+        let a = diagnostics(&st, &err, 0);
+        assert_eq!(a.status[0].level, level::ERROR);
+        assert!(a.status[0].message.contains("boom"));
+    }
+}

@@ -1,0 +1,328 @@
+//! Runtime adapters: one trait over ONNX Runtime, OpenVINO and TorchScript (libtorch).
+//!
+//! Mirrors `getiaction.inference.adapters`: [`RuntimeAdapter`] (load, predict, input and
+//! output names), [`ExportBackend`] and the [`get_adapter`] factory. Each backend lives in its
+//! own module behind its own cargo feature; a backend that is not compiled in, or whose
+//! runtime library cannot be found, is an error that says how to get it, never a panic.
+//!
+//! Tensors cross the trait as `f32` ([`ndarray::ArrayD`]); adapters convert to and from the
+//! model's port types (`f16`, `f64`, `i64`, ...) where a model has them.
+
+mod device;
+#[cfg(feature = "onnx")]
+pub mod onnx;
+#[cfg(feature = "openvino")]
+pub mod openvino;
+#[cfg(feature = "torch")]
+pub mod torchscript;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ndarray::{ArrayD, ArrayViewD};
+
+pub use crate::export::ExportBackend;
+pub use device::{select_device, DeviceChoice, DeviceRequest};
+
+/// Output tensors by the model's output names (ordered, so iteration is deterministic).
+pub type TensorMap = BTreeMap<String, ArrayD<f32>>;
+
+/// Element type of a model port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+    F64,
+    I64,
+    I32,
+    U8,
+    Bool,
+    /// A type this crate does not convert; named as the runtime names it.
+    Other(String),
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::F64 => "f64",
+            DType::I64 => "i64",
+            DType::I32 => "i32",
+            DType::U8 => "u8",
+            DType::Bool => "bool",
+            DType::Other(s) => s,
+        };
+        f.write_str(s)
+    }
+}
+
+/// Name, shape and element type of one model input or output.
+/// `None` in `shape` is a dynamic dimension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<Option<usize>>,
+    pub dtype: DType,
+}
+
+impl TensorSpec {
+    /// Whether a concrete shape fits this spec (dynamic dimensions match anything).
+    pub fn accepts(&self, shape: &[usize]) -> bool {
+        self.shape.len() == shape.len()
+            && self
+                .shape
+                .iter()
+                .zip(shape)
+                .all(|(d, s)| d.is_none_or(|d| d == *s))
+    }
+}
+
+/// Formats a spec shape as `[1, ?, 6]`.
+pub fn fmt_shape(shape: &[Option<usize>]) -> String {
+    let dims: Vec<String> = shape
+        .iter()
+        .map(|d| d.map_or_else(|| "?".to_string(), |d| d.to_string()))
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// ONNX Runtime graph optimisation level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GraphOptimization {
+    Disable,
+    Basic,
+    Extended,
+    #[default]
+    All,
+}
+
+impl std::str::FromStr for GraphOptimization {
+    type Err = RuntimeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "disable" | "disabled" | "none" | "0" => Ok(Self::Disable),
+            "basic" | "1" => Ok(Self::Basic),
+            "extended" | "2" => Ok(Self::Extended),
+            "all" | "3" | "99" => Ok(Self::All),
+            _ => Err(RuntimeError::InvalidOption {
+                option: "onnx_optimization",
+                value: s.to_string(),
+                expected: "disable, basic, extended or all",
+            }),
+        }
+    }
+}
+
+/// Options shared by all adapters. `Default` is: `device: auto`, runtime-chosen thread
+/// count, no OpenVINO cache, all ONNX graph optimisations.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// `auto` or an explicit device (`CPU`, `GPU`, `NPU` for OpenVINO; `cpu`, `cuda`,
+    /// `tensorrt` for ONNX; `cpu`, `cuda`, `cuda:N` for TorchScript).
+    pub device: DeviceRequest,
+    /// Intra-op CPU threads; `None` lets the runtime decide.
+    pub threads: Option<usize>,
+    /// OpenVINO compiled-model cache directory (`CACHE_DIR`).
+    pub openvino_cache_dir: Option<PathBuf>,
+    /// ONNX Runtime graph optimisation level.
+    pub onnx_optimization: GraphOptimization,
+}
+
+/// Errors of the runtime layer. Each names the backend, file, tensor or library involved.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("backend `{backend}` is not compiled in; rebuild with `--features {feature}`")]
+    NotCompiled {
+        backend: ExportBackend,
+        feature: &'static str,
+    },
+    #[error("{backend} runtime library could not be loaded ({detail}); {hint}")]
+    LibraryMissing {
+        backend: ExportBackend,
+        detail: String,
+        hint: String,
+    },
+    #[error("{backend}: failed to load model {}: {detail}", path.display())]
+    Load {
+        backend: ExportBackend,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("{backend}: model is not loaded; call load() first")]
+    NotLoaded { backend: ExportBackend },
+    #[error("{backend}: device `{requested}` is not available (available: {available})")]
+    DeviceUnavailable {
+        backend: ExportBackend,
+        requested: String,
+        available: String,
+    },
+    #[error("{backend}: unknown device `{requested}` (expected one of: {expected})")]
+    UnknownDevice {
+        backend: ExportBackend,
+        requested: String,
+        expected: String,
+    },
+    #[error("{backend}: model has no input named `{name}` (inputs: {inputs})")]
+    UnknownInput {
+        backend: ExportBackend,
+        name: String,
+        inputs: String,
+    },
+    #[error("{backend}: input `{name}` was not given (inputs given: {given})")]
+    MissingInput {
+        backend: ExportBackend,
+        name: String,
+        given: String,
+    },
+    #[error("{backend}: input `{name}` expects shape {expected}, got {actual:?}")]
+    Shape {
+        backend: ExportBackend,
+        name: String,
+        expected: String,
+        actual: Vec<usize>,
+    },
+    #[error("{backend}: tensor `{name}` has element type {dtype}, which is not supported")]
+    UnsupportedType {
+        backend: ExportBackend,
+        name: String,
+        dtype: DType,
+    },
+    #[error("{backend}: inference failed: {detail}")]
+    Inference {
+        backend: ExportBackend,
+        detail: String,
+    },
+    #[error("invalid value `{value}` for {option}: expected {expected}")]
+    InvalidOption {
+        option: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+/// A loaded model behind one runtime: the Rust form of getiaction's `RuntimeAdapter`.
+///
+/// Adapters are created by [`get_adapter`] and must be [`load`](RuntimeAdapter::load)ed
+/// before use. They are `Send` so a worker thread can own one (asynchronous refill).
+pub trait RuntimeAdapter: Send {
+    /// The backend this adapter runs.
+    fn backend(&self) -> ExportBackend;
+    /// Loads (and compiles) the model file on the device chosen by the options.
+    fn load(&mut self, model_path: &Path) -> Result<(), RuntimeError>;
+    /// The device the model runs on, as the runtime names it (after `auto` resolution).
+    fn device(&self) -> &str;
+    /// Model inputs in the model's order (empty before `load`).
+    fn inputs(&self) -> &[TensorSpec];
+    /// Model outputs in the model's order (empty before `load`).
+    fn outputs(&self) -> &[TensorSpec];
+    /// Runs the model on named f32 tensors. Every model input must be given exactly once;
+    /// outputs come back as f32 by output name.
+    fn predict(
+        &mut self,
+        inputs: &[(&str, ArrayViewD<'_, f32>)],
+    ) -> Result<TensorMap, RuntimeError>;
+
+    /// Names of the model inputs, in order.
+    fn input_names(&self) -> Vec<String> {
+        self.inputs().iter().map(|s| s.name.clone()).collect()
+    }
+    /// Names of the model outputs, in order.
+    fn output_names(&self) -> Vec<String> {
+        self.outputs().iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+/// The factory: an unloaded adapter for `backend` configured with `options`.
+pub fn get_adapter(
+    backend: ExportBackend,
+    #[allow(unused_variables)] options: &RuntimeOptions,
+) -> Result<Box<dyn RuntimeAdapter>, RuntimeError> {
+    match backend {
+        #[cfg(feature = "onnx")]
+        ExportBackend::Onnx => Ok(Box::new(onnx::OnnxAdapter::new(options.clone()))),
+        #[cfg(feature = "openvino")]
+        ExportBackend::OpenVino => Ok(Box::new(openvino::OpenVinoAdapter::new(options.clone()))),
+        #[cfg(feature = "torch")]
+        ExportBackend::TorchScript => Ok(Box::new(torchscript::TorchScriptAdapter::new(
+            options.clone(),
+        ))),
+        #[allow(unreachable_patterns)]
+        other => Err(RuntimeError::NotCompiled {
+            backend: other,
+            feature: other.feature(),
+        }),
+    }
+}
+
+/// The devices `backend`'s runtime reports as available on this machine, best first.
+pub fn available_devices(backend: ExportBackend) -> Result<Vec<String>, RuntimeError> {
+    match backend {
+        #[cfg(feature = "onnx")]
+        ExportBackend::Onnx => onnx::available_devices(),
+        #[cfg(feature = "openvino")]
+        ExportBackend::OpenVino => openvino::available_devices(),
+        #[cfg(feature = "torch")]
+        ExportBackend::TorchScript => Ok(torchscript::available_devices()),
+        #[allow(unreachable_patterns)]
+        other => Err(RuntimeError::NotCompiled {
+            backend: other,
+            feature: other.feature(),
+        }),
+    }
+}
+
+/// Backends compiled into this build.
+pub fn compiled_backends() -> Vec<ExportBackend> {
+    ExportBackend::ALL
+        .into_iter()
+        .filter(|b| b.is_compiled())
+        .collect()
+}
+
+/// Checks the given inputs against the model's specs: each model input exactly once, with a
+/// fitting shape. Adapters call this before converting, so every backend reports the same
+/// errors.
+pub fn check_inputs(
+    backend: ExportBackend,
+    specs: &[TensorSpec],
+    inputs: &[(&str, ArrayViewD<'_, f32>)],
+) -> Result<(), RuntimeError> {
+    for (name, view) in inputs {
+        let Some(spec) = specs.iter().find(|s| s.name == *name) else {
+            return Err(RuntimeError::UnknownInput {
+                backend,
+                name: (*name).to_string(),
+                inputs: join_names(specs.iter().map(|s| s.name.as_str())),
+            });
+        };
+        if !spec.accepts(view.shape()) {
+            return Err(RuntimeError::Shape {
+                backend,
+                name: spec.name.clone(),
+                expected: fmt_shape(&spec.shape),
+                actual: view.shape().to_vec(),
+            });
+        }
+    }
+    for spec in specs {
+        if !inputs.iter().any(|(n, _)| *n == spec.name) {
+            return Err(RuntimeError::MissingInput {
+                backend,
+                name: spec.name.clone(),
+                given: join_names(inputs.iter().map(|(n, _)| *n)),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn join_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = names.collect();
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
+}

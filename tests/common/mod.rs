@@ -1,0 +1,53 @@
+//! Shared helpers of the integration tests: fixture paths, compiled backends, reference data.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use ndarray::{ArrayD, Axis};
+use policy_node::export::ExportBackend;
+use policy_node::npy::read_npy;
+use policy_node::policy::Observation;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    root().join("tests/fixtures").join(rel)
+}
+
+/// The fixture export directory of `backend` for the tiny ACT policy.
+pub fn act_tiny(backend: ExportBackend) -> PathBuf {
+    fixture(&format!("act_tiny/{}", backend.as_str()))
+}
+
+/// Backends compiled into this test build.
+pub fn backends() -> Vec<ExportBackend> {
+    policy_node::runtime::compiled_backends()
+}
+
+/// Reference data: `reference/<name>.npy`.
+pub fn reference(model: &str, name: &str) -> ArrayD<f32> {
+    read_npy(fixture(&format!("{model}/reference/{name}.npy"))).unwrap()
+}
+
+/// Observation `i` of the act_tiny reference set (no batch dimension).
+pub fn act_tiny_observation(i: usize) -> Observation {
+    let state = reference("act_tiny", "state").index_axis(Axis(0), i).to_owned();
+    let images = reference("act_tiny", "images").index_axis(Axis(0), i).to_owned();
+    let mut obs = Observation::new();
+    obs.insert("state", state);
+    obs.insert("images", images);
+    obs
+}
+
+/// The PyTorch reference chunk `[chunk, A]` for observation `i`.
+pub fn act_tiny_action(i: usize) -> ArrayD<f32> {
+    reference("act_tiny", "action").index_axis(Axis(0), i).to_owned()
+}
+
+/// Largest absolute difference between two arrays of the same shape.
+pub fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape(), "shapes differ");
+    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

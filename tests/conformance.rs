@@ -1,0 +1,164 @@
+//! One conformance suite, every compiled backend: outputs against the PyTorch reference with
+//! an explicit tolerance, backends against each other, model-port type conversion, and the
+//! error behaviour every adapter must share.
+
+mod common;
+
+use common::*;
+use ndarray::{ArrayD, Axis};
+use policy_node::export::{ExportBackend, ExportDir};
+use policy_node::runtime::{get_adapter, RuntimeAdapter, RuntimeError, RuntimeOptions};
+
+/// |runtime - PyTorch| bound for the f32 fixture (the runtimes measure 2e-7 .. 5e-7 here;
+/// the bound leaves room for other CPUs' kernels).
+const TOL_REFERENCE: f32 = 1e-4;
+
+fn loaded(backend: ExportBackend, dir: &std::path::Path) -> Box<dyn RuntimeAdapter> {
+    let export = ExportDir::open(dir).unwrap();
+    assert_eq!(export.backend, backend);
+    let opts = RuntimeOptions {
+        threads: Some(1),
+        ..Default::default()
+    };
+    let mut a = get_adapter(backend, &opts).unwrap();
+    a.load(&export.model_file).unwrap_or_else(|e| panic!("{backend}: {e}"));
+    a
+}
+
+fn run_reference(a: &mut dyn RuntimeAdapter, i: usize) -> ArrayD<f32> {
+    let state = reference("act_tiny", "state").index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned();
+    let images = reference("act_tiny", "images").index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned();
+    let out = a.predict(&[("state", state.view()), ("images", images.view())]).unwrap();
+    out["action"].clone()
+}
+
+#[test]
+fn every_backend_matches_the_pytorch_reference() {
+    let n = reference("act_tiny", "state").shape()[0];
+    for backend in backends() {
+        let mut a = loaded(backend, &act_tiny(backend));
+        let names: Vec<String> = a.inputs().iter().map(|s| s.name.clone()).collect();
+        assert_eq!(names, ["state", "images"], "{backend}: input names");
+        assert_eq!(a.output_names(), ["action"], "{backend}: output names");
+        let mut worst = 0.0f32;
+        for i in 0..n {
+            let got = run_reference(a.as_mut(), i);
+            let want = act_tiny_action(i).insert_axis(Axis(0));
+            worst = worst.max(max_abs_diff(&got, &want));
+        }
+        println!("{backend}: max |out - torch| = {worst:.2e} over {n} samples");
+        assert!(worst <= TOL_REFERENCE, "{backend}: {worst} > {TOL_REFERENCE}");
+    }
+}
+
+#[test]
+fn backends_agree_with_each_other() {
+    let bs = backends();
+    let outs: Vec<(ExportBackend, ArrayD<f32>)> = bs
+        .iter()
+        .map(|b| {
+            let mut a = loaded(*b, &act_tiny(*b));
+            (*b, run_reference(a.as_mut(), 3))
+        })
+        .collect();
+    for w in outs.windows(2) {
+        let d = max_abs_diff(&w[0].1, &w[1].1);
+        println!("{} vs {}: {d:.2e}", w[0].0, w[1].0);
+        assert!(d <= TOL_REFERENCE, "{} vs {}: {d}", w[0].0, w[1].0);
+    }
+}
+
+#[test]
+fn errors_are_shared_by_every_backend() {
+    for backend in backends() {
+        let mut a = loaded(backend, &act_tiny(backend));
+        let state = ArrayD::<f32>::zeros(vec![1, 6]);
+        let images = ArrayD::<f32>::zeros(vec![1, 3, 64, 64]);
+        let bad_state = ArrayD::<f32>::zeros(vec![1, 7]);
+
+        let e = a.predict(&[("state", bad_state.view()), ("images", images.view())]).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, RuntimeError::Shape { .. }), "{backend}: {msg}");
+        assert!(msg.contains("`state`") && msg.contains("[1, 6]") && msg.contains("[1, 7]"), "{backend}: {msg}");
+
+        let e = a.predict(&[("state", state.view())]).unwrap_err();
+        assert!(matches!(e, RuntimeError::MissingInput { ref name, .. } if name == "images"), "{backend}: {e}");
+
+        let e = a.predict(&[("state", state.view()), ("images", images.view()), ("extra", state.view())]).unwrap_err();
+        assert!(matches!(e, RuntimeError::UnknownInput { ref name, .. } if name == "extra"), "{backend}: {e}");
+
+        let mut fresh = get_adapter(backend, &RuntimeOptions::default()).unwrap();
+        let e = fresh.predict(&[("state", state.view())]).unwrap_err();
+        assert!(matches!(e, RuntimeError::NotLoaded { .. }), "{backend}: {e}");
+
+        let e = fresh.load(std::path::Path::new("/nonexistent/model.bin")).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/model"), "{backend}: {e}");
+    }
+}
+
+#[test]
+fn unavailable_explicit_device_is_an_error() {
+    for backend in backends() {
+        let available = policy_node::runtime::available_devices(backend).unwrap();
+        let gpu = match backend {
+            ExportBackend::OpenVino => "NPU",
+            ExportBackend::Onnx => "tensorrt",
+            ExportBackend::TorchScript => "cuda",
+        };
+        if available.iter().any(|d| d.to_ascii_lowercase().starts_with(&gpu.to_ascii_lowercase())) {
+            println!("{backend}: {gpu} is available here; skipping the negative case");
+            continue;
+        }
+        let opts = RuntimeOptions {
+            device: gpu.parse().unwrap(),
+            ..Default::default()
+        };
+        let export = ExportDir::open(act_tiny(backend)).unwrap();
+        let mut a = get_adapter(backend, &opts).unwrap();
+        let e = a.load(&export.model_file).unwrap_err();
+        assert!(matches!(e, RuntimeError::DeviceUnavailable { .. }), "{backend}: {e}");
+        assert!(e.to_string().contains(gpu), "{backend}: {e}");
+    }
+}
+
+#[test]
+fn auto_device_picks_what_the_runtime_reports() {
+    for backend in backends() {
+        let available = policy_node::runtime::available_devices(backend).unwrap();
+        let want = policy_node::runtime::select_device(backend, &Default::default(), &available).unwrap();
+        let a = loaded(backend, &act_tiny(backend));
+        assert_eq!(a.device(), want.device, "{backend}");
+    }
+}
+
+#[test]
+fn f16_and_i64_ports_are_converted() {
+    for backend in backends() {
+        let mut a = loaded(backend, &fixture(&format!("ports/{}", backend.as_str())));
+        let x = ArrayD::from_shape_vec(vec![1, 4], vec![0.5f32, -1.25, 2.0, 1000.0]).unwrap();
+        let idx = ArrayD::from_shape_vec(vec![1, 4], vec![1.0f32, -2.0, 3.0, 40.0]).unwrap();
+        let out = a.predict(&[("x", x.view()), ("idx", idx.view())]).unwrap_or_else(|e| panic!("{backend}: {e}"));
+        // y = x * 2 + idx in f16: exact for these values; n = idx + 1 in i64.
+        let y: Vec<f32> = out["y"].iter().copied().collect();
+        assert_eq!(y, vec![2.0, -4.5, 7.0, 2040.0], "{backend}");
+        let n: Vec<f32> = out["n"].iter().copied().collect();
+        assert_eq!(n, vec![2.0, -1.0, 4.0, 41.0], "{backend}");
+        // A non-integral or non-finite value for an integer port is refused, not truncated silently.
+        let bad = ArrayD::from_shape_vec(vec![1, 4], vec![f32::NAN, 0.0, 0.0, 0.0]).unwrap();
+        let e = a.predict(&[("x", x.view()), ("idx", bad.view())]).unwrap_err().to_string();
+        assert!(e.contains("idx"), "{backend}: {e}");
+    }
+}
+
+#[test]
+fn two_camera_export_runs() {
+    if !backends().contains(&ExportBackend::Onnx) {
+        return;
+    }
+    let mut a = loaded(ExportBackend::Onnx, &fixture("act_tiny_2cam/onnx"));
+    let get = |n: &str| reference("act_tiny_2cam", n).index_axis(Axis(0), 0).insert_axis(Axis(0)).to_owned();
+    let (s, t, w) = (get("state"), get("images.top"), get("images.wrist"));
+    let out = a.predict(&[("state", s.view()), ("images.top", t.view()), ("images.wrist", w.view())]).unwrap();
+    let want = reference("act_tiny_2cam", "action").index_axis(Axis(0), 0).insert_axis(Axis(0)).to_owned();
+    assert!(max_abs_diff(&out["action"], &want) <= TOL_REFERENCE);
+}

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Write the demo rosbag2 recording of the synthetic demonstration (``rosbags`` only).
+
+Creates, under ``tests/fixtures/demo_bag/`` (or ``--out``):
+
+- ``mcap/``     rosbag2 bag directory, MCAP storage, zstd-compressed chunks
+- ``sqlite3/``  rosbag2 bag directory, sqlite3 storage (``.db3``)
+- ``demo.mcap`` a single-file copy of the MCAP bag (no ``metadata.yaml``)
+- ``params.yaml`` the node's parameter file used to replay it (``policyctl replay --params``
+  and the live replay test)
+
+Topics (both from :mod:`synthetic_demo`, the task the ``act_tiny`` fixture learned):
+
+- ``/joint_states`` ``sensor_msgs/msg/JointState``, ``joint1`` .. ``joint6``, 30 Hz
+- ``/image_raw``    ``sensor_msgs/msg/Image``, ``rgb8`` 64x64, 30 Hz
+
+Timing (bag time, integer nanoseconds; header stamps equal log times):
+
+- ``T0_NS`` is a multiple of the 30 Hz control period ``P = 33_333_333`` ns, so a ROS timer
+  on sim time (rcl keeps timer phases on multiples of the period) ticks exactly on the
+  replay's tick grid ``T0_NS + k * P``.
+- The recording opens with one joint state at ``T0_NS`` (so replay's tick 0 falls there),
+  then every sample ``i`` (joint state and image) is stamped ``T0_NS + i * P + P // 2``:
+  half a period away from every control tick, so which sample is the newest at a tick never
+  depends on sub-period jitter (the live replay test relies on this).
+- ``DURATION_S`` = 4 s (one period of the demo motion): 120 samples per topic.
+
+Deterministic: running it twice writes byte-identical ``.db3``/``.mcap`` files, except for
+the rosbags version string inside the MCAP header.
+
+Usage::
+
+    .venv/bin/python tools/make_demo_bag.py            # (re)writes tests/fixtures/demo_bag
+    .venv/bin/python tools/make_demo_bag.py --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import synthetic_demo as demo  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "tests" / "fixtures" / "demo_bag"
+
+RATE_HZ = 30.0
+#: The control period in integer nanoseconds, as the node computes it
+#: (`Duration::from_secs_f64(1 / 30)`).
+PERIOD_NS = 33_333_333
+#: Bag start: a multiple of the period (about 2023-11-14T22:13:03Z).
+T0_NS = 51_000_000_000 * PERIOD_NS
+DURATION_S = 4.0
+N_SAMPLES = int(round(DURATION_S * RATE_HZ))
+JOINT_TOPIC = "/joint_states"
+IMAGE_TOPIC = "/image_raw"
+FRAME_ID = "camera"
+
+PARAMS_YAML = """\
+# Node parameters for the demo recording (tools/make_demo_bag.py writes this file).
+# `policyctl replay BAG DIR --params tests/fixtures/demo_bag/params.yaml` replaces export_dir
+# with DIR; the live replay test passes the same file to the node with use_sim_time.
+policy_node:
+  ros__parameters:
+    export_dir: tests/fixtures/act_tiny/onnx
+    control_rate_hz: 30.0
+    joint_names: [joint1, joint2, joint3, joint4, joint5, joint6]
+    joint_state_topic: /joint_states
+    camera_topics: [/image_raw]
+    command_topic: /joint_commands
+    command_type: float64_multi_array
+    max_observation_age_ms: 200.0
+    # Chunks of 10: the next chunk is computed from the observation 5 ticks before the queue
+    # runs out (~167 ms of slack), so an asynchronous node is always in time and agrees with
+    # the synchronous replay.
+    refill_ahead_steps: 5
+    enable_on_start: true
+"""
+
+
+def stamp(ns: int, typestore):
+    Time = typestore.types["builtin_interfaces/msg/Time"]
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def messages(typestore):
+    """(log time ns, topic, type, message) in log-time order."""
+    Header = typestore.types["std_msgs/msg/Header"]
+    JointState = typestore.types["sensor_msgs/msg/JointState"]
+    Image = typestore.types["sensor_msgs/msg/Image"]
+    names = demo.joint_names()
+    h, w = demo.DEFAULT_IMAGE_SIZE
+
+    def joint_state(ns: int):
+        t = (ns - T0_NS) / 1e9
+        q = demo.state_at(t).astype(np.float64)
+        return JointState(
+            header=Header(stamp=stamp(ns, typestore), frame_id=""),
+            name=list(names),
+            position=q,
+            velocity=np.zeros(0, dtype=np.float64),
+            effort=np.zeros(0, dtype=np.float64),
+        )
+
+    out = [(T0_NS, JOINT_TOPIC, "sensor_msgs/msg/JointState", joint_state(T0_NS))]
+    for i in range(N_SAMPLES):
+        ns = T0_NS + i * PERIOD_NS + PERIOD_NS // 2
+        out.append((ns, JOINT_TOPIC, "sensor_msgs/msg/JointState", joint_state(ns)))
+        pixels = demo.render_image((ns - T0_NS) / 1e9, h, w, "top")
+        image = Image(
+            header=Header(stamp=stamp(ns, typestore), frame_id=FRAME_ID),
+            height=h,
+            width=w,
+            encoding="rgb8",
+            is_bigendian=0,
+            step=w * 3,
+            data=np.ascontiguousarray(pixels).reshape(-1),
+        )
+        out.append((ns, IMAGE_TOPIC, "sensor_msgs/msg/Image", image))
+    return out
+
+
+def write_bag(path: Path, plugin: StoragePlugin, typestore, msgs) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    writer = Writer(path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
+    if plugin == StoragePlugin.MCAP:
+        # Storage-side compression = zstd-compressed MCAP chunks (the mcap crate reads them).
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with writer:
+        conns = {}
+        for topic, msgtype in ((JOINT_TOPIC, "sensor_msgs/msg/JointState"), (IMAGE_TOPIC, "sensor_msgs/msg/Image")):
+            conns[topic] = writer.add_connection(topic, msgtype, typestore=typestore)
+        for ns, topic, msgtype, msg in msgs:
+            writer.write(conns[topic], ns, bytes(typestore.serialize_cdr(msg, msgtype)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    msgs = messages(typestore)
+    write_bag(out / "mcap", StoragePlugin.MCAP, typestore, msgs)
+    write_bag(out / "sqlite3", StoragePlugin.SQLITE3, typestore, msgs)
+    mcaps = sorted((out / "mcap").glob("*.mcap"))
+    shutil.copyfile(mcaps[0], out / "demo.mcap")
+    (out / "params.yaml").write_text(PARAMS_YAML)
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"wrote {out} ({len(msgs)} messages per bag, {total / 1e6:.2f} MB in all)")
+
+
+if __name__ == "__main__":
+    main()
