@@ -627,7 +627,7 @@ def reference_times() -> np.ndarray:
     return np.round(0.137 + 0.473 * np.arange(8), 6)
 
 
-def make_small(seed: int, steps: int, steps_2cam: int) -> dict[str, float]:
+def make_small(seed: int, steps: int, steps_2cam: int, two_cam: bool = True) -> dict[str, float]:
     cfg = PolicyConfig()
     torch.manual_seed(seed)
     model = ACTPolicy(cfg)
@@ -679,6 +679,8 @@ def make_small(seed: int, steps: int, steps_2cam: int) -> dict[str, float]:
     torch.save(model.state_dict(), case / "model.pt")
     write_yaml(case / "metadata.yaml", design_metadata("torchscript", cfg, demo.joint_names()))
 
+    if not two_cam:
+        return diffs
     # --- two cameras of different sizes, ONNX only --------------------------
     cfg2 = PolicyConfig(cameras={"top": (3, 64, 64), "wrist": (3, 48, 64)})
     torch.manual_seed(seed + 1)
@@ -790,7 +792,14 @@ def main() -> None:
     parser.add_argument("--steps-2cam", type=int, default=400,
                         help="training steps of act_tiny_2cam (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the small fixtures under OUT instead of tests/fixtures (used by the "
+                             "train -> export -> inference test)")
+    parser.add_argument("--no-2cam", action="store_true", help="skip the two-camera fixture")
     args = parser.parse_args()
+    global FIXTURES
+    if args.out is not None:
+        FIXTURES = args.out.resolve()
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -798,10 +807,11 @@ def main() -> None:
     if args.large is not None:
         make_large(args.large.resolve(), args.seed)
     else:
-        make_small(args.seed, args.steps, args.steps_2cam)
+        make_small(args.seed, args.steps, args.steps_2cam, two_cam=not args.no_2cam)
         total = dir_size(FIXTURES)
-        print(f"tests/fixtures: {total / 1e6:.2f} MB in total (limit 5 MB), digest {digest(FIXTURES)}")
-        for sub in ("act_tiny", "act_tiny_2cam", "cases/invalid-state-dict-pt"):
+        print(f"{FIXTURES}: {total / 1e6:.2f} MB in total (limit 5 MB), digest {digest(FIXTURES)}")
+        subs = ("act_tiny", "cases/invalid-state-dict-pt") + (() if args.no_2cam else ("act_tiny_2cam",))
+        for sub in subs:
             print(f"    {sub}: {dir_size(FIXTURES / sub) / 1e3:.0f} kB, digest {digest(FIXTURES / sub)}")
         if total > 5_000_000:
             sys.exit("error: fixtures exceed 5 MB")

@@ -18,8 +18,8 @@ Writes
 - ``torchscript/model.pt``         a scripted module ``forward(self, x, idx) -> (y, n)``
 
 each with a ``metadata.yaml``. The script checks every file with its own runtime
-(onnxruntime, openvino, torch) before it returns. Reruns give the same bytes for ONNX
-and OpenVINO; the TorchScript zip holds no timestamps that matter to the tests.
+(onnxruntime, openvino, torch) before it returns. With the pinned versions
+(tools/requirements.txt) a rerun writes the same bytes for all three formats.
 """
 
 from __future__ import annotations

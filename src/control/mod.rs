@@ -5,6 +5,7 @@
 
 pub mod params;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,6 +152,7 @@ pub struct ControlLoop {
     counters: Counters,
     last_error: Option<String>,
     first_observation_checked: bool,
+    preprocess_ns: Arc<AtomicU64>,
 }
 
 impl ControlLoop {
@@ -350,6 +352,7 @@ impl ControlLoop {
             counters: Counters::default(),
             last_error: None,
             first_observation_checked: false,
+            preprocess_ns: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -413,6 +416,12 @@ impl ControlLoop {
         Ok(())
     }
 
+    /// Counts a message the node rejected before it reached the loop (e.g. a
+    /// `sensor_msgs/Image` whose encoding or size is wrong), for the status counters.
+    pub fn count_rejected(&mut self) {
+        self.counters.rejected_messages += 1;
+    }
+
     /// Index of a camera topic in `camera_topics`.
     pub fn camera_index(&self, topic: &str) -> Option<usize> {
         self.cameras.iter().position(|c| c.topic == topic)
@@ -437,6 +446,7 @@ impl ControlLoop {
         let (dropped, in_flight) = self.policy.reset();
         let before = self.counters;
         self.counters = Counters::default();
+        self.preprocess_ns.store(0, Ordering::Relaxed);
         self.last_command = None;
         self.last_error = None;
         self.was_stale = false;
@@ -557,12 +567,8 @@ impl ControlLoop {
     fn observation_fn(&self) -> impl FnOnce() -> Result<Observation, PolicyError> + Send + 'static {
         let state = self.state.as_ref().map(|s| s.0.clone()).unwrap_or_default();
         let state_input = self.state_input.clone();
-        let images: Vec<(
-            String,
-            String,
-            Arc<Mutex<ImagePreprocessor>>,
-            Option<Arc<ImageData>>,
-        )> = self
+        type Capture = (String, String, Arc<Mutex<ImagePreprocessor>>, Option<Arc<ImageData>>);
+        let images: Vec<Capture> = self
             .cameras
             .iter()
             .map(|c| {
@@ -574,38 +580,44 @@ impl ControlLoop {
                 )
             })
             .collect();
+        let preprocess_ns = self.preprocess_ns.clone();
         move || {
-            let mut obs = Observation::new();
-            let n = state.len();
-            obs.insert(
-                state_input,
-                ArrayD::from_shape_vec(vec![n], state)
-                    .map_err(|e| PolicyError::Preprocess(e.to_string()))?,
-            );
-            for (topic, input, pre, image) in images {
-                let image =
-                    image.ok_or_else(|| PolicyError::Preprocess(format!("{topic}: no image")))?;
-                let mut pre = pre.lock().unwrap_or_else(|p| p.into_inner());
-                let tensor = match image.as_ref() {
-                    ImageData::Raw {
-                        width,
-                        height,
-                        step,
-                        encoding,
-                        data,
-                    } => pre.raw(&RawImage {
-                        width: *width,
-                        height: *height,
-                        step: *step,
-                        encoding: *encoding,
-                        data,
-                    }),
-                    ImageData::Compressed { format, data } => pre.compressed(format, data),
+            let start = Instant::now();
+            let result: Result<Observation, PolicyError> = (move || {
+                let mut obs = Observation::new();
+                let n = state.len();
+                obs.insert(
+                    state_input,
+                    ArrayD::from_shape_vec(vec![n], state)
+                        .map_err(|e| PolicyError::Preprocess(e.to_string()))?,
+                );
+                for (topic, input, pre, image) in images {
+                    let image =
+                        image.ok_or_else(|| PolicyError::Preprocess(format!("{topic}: no image")))?;
+                    let mut pre = pre.lock().unwrap_or_else(|p| p.into_inner());
+                    let tensor = match image.as_ref() {
+                        ImageData::Raw {
+                            width,
+                            height,
+                            step,
+                            encoding,
+                            data,
+                        } => pre.raw(&RawImage {
+                            width: *width,
+                            height: *height,
+                            step: *step,
+                            encoding: *encoding,
+                            data,
+                        }),
+                        ImageData::Compressed { format, data } => pre.compressed(format, data),
+                    }
+                    .map_err(|e| PolicyError::Preprocess(format!("{topic}: {e}")))?;
+                    obs.insert(input, tensor.into_dyn());
                 }
-                .map_err(|e| PolicyError::Preprocess(format!("{topic}: {e}")))?;
-                obs.insert(input, tensor.into_dyn());
-            }
-            Ok(obs)
+                Ok(obs)
+            })();
+            preprocess_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            result
         }
     }
 
@@ -662,6 +674,12 @@ impl ControlLoop {
             mode: self.policy.mode(),
             last_error: self.last_error.clone(),
         }
+    }
+
+    /// Time spent turning the newest inputs into observations (image conversion), in total
+    /// since the last reset; it is part of `Status::latency`, which also covers inference.
+    pub fn preprocess_time(&self) -> Duration {
+        Duration::from_nanos(self.preprocess_ns.load(Ordering::Relaxed))
     }
 
     /// Blocks until an in-flight refill has arrived (tests, shutdown).

@@ -15,6 +15,11 @@ pub struct RunStats {
     pub commands: u64,
     /// Timer ticks handled.
     pub ticks: u64,
+    /// Ticks without a command, by reason (never cleared by `~/reset`).
+    pub stale: u64,
+    pub overruns: u64,
+    pub errors: u64,
+    pub disabled: u64,
     first_tick: Option<Instant>,
     last_tick: Option<Instant>,
     first_command: Option<Instant>,

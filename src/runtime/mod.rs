@@ -170,6 +170,8 @@ pub enum RuntimeError {
         name: String,
         inputs: String,
     },
+    #[error("{backend}: input `{name}` was given more than once")]
+    DuplicateInput { backend: ExportBackend, name: String },
     #[error("{backend}: input `{name}` was not given (inputs given: {given})")]
     MissingInput {
         backend: ExportBackend,
@@ -289,7 +291,13 @@ pub fn check_inputs(
     specs: &[TensorSpec],
     inputs: &[(&str, ArrayViewD<'_, f32>)],
 ) -> Result<(), RuntimeError> {
-    for (name, view) in inputs {
+    for (i, (name, view)) in inputs.iter().enumerate() {
+        if inputs[..i].iter().any(|(n, _)| n == name) {
+            return Err(RuntimeError::DuplicateInput {
+                backend,
+                name: (*name).to_string(),
+            });
+        }
         let Some(spec) = specs.iter().find(|s| s.name == *name) else {
             return Err(RuntimeError::UnknownInput {
                 backend,

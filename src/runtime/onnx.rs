@@ -1344,6 +1344,28 @@ mod tests {
         assert!(device_id("cuda:x").is_err());
     }
 
+    /// On a library without CUDA / TensorRT (the CPU wheel), registering them through the C API
+    /// is an error from ONNX Runtime, not a crash; with them, it succeeds.
+    #[test]
+    fn gpu_provider_registration_reports_errors() {
+        let env = environment().unwrap();
+        let mut builder = Session::builder(env).unwrap();
+        let cuda = CudaProvider { device_id: 0 }.register(&mut builder);
+        assert_eq!(
+            cuda.is_ok(),
+            provider_available::<CudaProvider>(),
+            "{cuda:?}"
+        );
+        let trt = TensorRtProvider { device_id: 0 }.register(&mut builder);
+        if !provider_available::<TensorRtProvider>() {
+            let e = trt.unwrap_err();
+            assert!(
+                e.to_string().contains("TensorRT") || e.to_string().contains("Tensorrt"),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn adapter_is_send() {
         fn send<T: Send>() {}

@@ -1,0 +1,92 @@
+//! Policy-layer benchmarks: `select_action` served from a non-empty queue (the per-tick cost
+//! when no inference is due), the scheduler alone, and one `predict` per compiled backend on
+//! the tiny fixture.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ndarray::Axis;
+use policy_node::npy::read_npy;
+use policy_node::policy::{InferenceModel, Observation, Scheduler};
+
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
+fn observation() -> Observation {
+    let state = read_npy(fixture("act_tiny/reference/state.npy")).unwrap();
+    let images = read_npy(fixture("act_tiny/reference/images.npy")).unwrap();
+    let mut obs = Observation::new();
+    obs.insert("state", state.index_axis(Axis(0), 0).to_owned());
+    obs.insert("images", images.index_axis(Axis(0), 0).to_owned());
+    obs
+}
+
+fn bench_queue(c: &mut Criterion) {
+    let backends = policy_node::runtime::compiled_backends();
+    let Some(backend) = backends.first() else { return };
+    let dir = fixture(&format!("act_tiny/{}", backend.as_str()));
+    let mut model = InferenceModel::builder(&dir).threads(1).build().unwrap();
+    let obs = observation();
+    let chunk = model.config().chunk_size;
+    // Only pops are timed: each round resets, fills the queue with one (untimed) inference,
+    // then times the chunk - 1 calls served from the queue.
+    c.bench_function("select_action from a non-empty queue", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0u64;
+            while done < iters {
+                model.reset();
+                model.select_action(&obs).unwrap();
+                let n = ((chunk - 1) as u64).min(iters - done);
+                let t = Instant::now();
+                for _ in 0..n {
+                    std::hint::black_box(model.select_action(&obs).unwrap());
+                }
+                total += t.elapsed();
+                done += n;
+            }
+            total
+        })
+    });
+
+    let rows = ndarray::Array2::<f32>::zeros((100, 14));
+    let mut s = Scheduler::new(100, 0, None);
+    c.bench_function("scheduler next_action (chunk 100 x 14)", |b| {
+        b.iter(|| {
+            if s.needs_refill() {
+                s.requested();
+                s.deliver(s.tick(), rows.clone());
+            }
+            std::hint::black_box(s.next_action())
+        })
+    });
+}
+
+fn bench_predict(c: &mut Criterion) {
+    let obs = observation();
+    let state = obs.get("state").unwrap().clone().insert_axis(Axis(0));
+    let images = obs.get("images").unwrap().clone().insert_axis(Axis(0));
+    for backend in policy_node::runtime::compiled_backends() {
+        let dir = fixture(&format!("act_tiny/{}", backend.as_str()));
+        let export = policy_node::export::ExportDir::open(&dir).unwrap();
+        let opts = policy_node::runtime::RuntimeOptions {
+            threads: Some(1),
+            ..Default::default()
+        };
+        let mut a = policy_node::runtime::get_adapter(backend, &opts).unwrap();
+        a.load(&export.model_file).unwrap();
+        let inputs: [(&str, ndarray::ArrayViewD<'_, f32>); 2] = [("state", state.view()), ("images", images.view())];
+        c.bench_function(&format!("predict act_tiny {backend} (1 thread)"), |b| {
+            b.iter(|| std::hint::black_box(a.predict(&inputs).unwrap()))
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = bench_queue, bench_predict
+}
+criterion_main!(benches);

@@ -1,0 +1,537 @@
+//! `policyctl replay`: drive the node's control loop ([`ControlLoop`]) from a bag, on bag
+//! time, deterministically.
+//!
+//! - Parameters: the node's own parameter file (`policy_node:` / `/**:` section), with
+//!   `export_dir` replaced by the command line's; `joint_names` default to the export's.
+//! - Ticks every `1 / control_rate_hz` (the node's period, in whole nanoseconds) from the
+//!   log time of the bag's first message. Before the tick at time `T`, every message logged
+//!   at or before `T` is fed to the loop, stamped with its `header.stamp` (its log time where
+//!   the stamp is zero) for the freshness check. The last tick is the last one at or before
+//!   the bag's last message.
+//! - Chunks are computed synchronously on the tick that needs them (`refill_ahead_steps`
+//!   works as in the node: a live node that is never late commands the same actions, see
+//!   `policy::Scheduler`), and `refill_ahead_steps: -1` means 0: no measured latency leaks
+//!   into the result. Two runs with the same inputs, backend, device and thread count give
+//!   byte-identical output.
+//! - Output: one row per tick that commanded something (CSV or `.npz`), written only when the
+//!   whole replay succeeded.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use is_terminal::IsTerminal;
+
+use super::decode::{self, MessageKind};
+use super::output::{write_actions, Actions, OutputFormat};
+use super::plot::{write_plot, PlotData};
+use super::{Bag, BagError};
+use crate::control::params::read_params_file;
+use crate::control::{ControlLoop, LoopOptions, NodeParams, ParamMap, ParamValue, TickStatus};
+use crate::observation::ObservationError;
+
+/// The node name whose section of the parameter file applies.
+pub const NODE_NAME: &str = "policy_node";
+
+/// What to replay and where the results go.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    /// Bag directory, `.mcap` or `.db3` file.
+    pub bag: PathBuf,
+    /// The export directory (replaces the parameter file's `export_dir`).
+    pub export_dir: PathBuf,
+    /// The node's ROS parameter file.
+    pub params: Option<PathBuf>,
+    /// `.csv` or `.npz` for the commanded actions.
+    pub output: Option<PathBuf>,
+    /// `.png` of commanded actions vs recorded joint positions.
+    pub plot: Option<PathBuf>,
+    /// Overrides the parameter `backend`.
+    pub backend: Option<String>,
+    /// Overrides the parameter `device`.
+    pub device: Option<String>,
+    /// Overrides the parameter `threads`.
+    pub threads: Option<usize>,
+    /// Show progress on stderr (only when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// What a replay did, and where the time went.
+#[derive(Debug, Clone)]
+pub struct ReplaySummary {
+    pub bag: PathBuf,
+    pub storage: &'static str,
+    pub files: usize,
+    pub backend: String,
+    pub device: String,
+    pub control_rate_hz: f64,
+    /// Messages fed to the loop.
+    pub messages: u64,
+    /// Joint states rejected (joints missing from the message), as the node would.
+    pub rejected_messages: u64,
+    pub ticks: u64,
+    pub commands: u64,
+    pub stale: u64,
+    pub overruns: u64,
+    pub disabled: u64,
+    pub errors: u64,
+    /// Chunks inferred.
+    pub inferences: u64,
+    /// Loading the model (and its warm-up).
+    pub load_time: Duration,
+    /// Reading the bag: file I/O and MCAP decompression.
+    pub read_time: Duration,
+    /// CDR decoding and building the loop's inputs.
+    pub decode_time: Duration,
+    /// Image conversion to the model's tensors.
+    pub preprocess_time: Duration,
+    /// Model inference (chunks).
+    pub infer_time: Duration,
+    /// The replay loop, from the first message to the last tick (no load, no writing).
+    pub loop_time: Duration,
+    /// Everything, including loading and writing the outputs.
+    pub wall_time: Duration,
+    /// The commanded actions (also written to `output`, when given).
+    pub actions: Actions,
+    pub output: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+}
+
+impl ReplaySummary {
+    /// Control ticks replayed per second of replay loop.
+    pub fn ticks_per_second(&self) -> f64 {
+        self.ticks as f64 / self.loop_time.as_secs_f64().max(1e-9)
+    }
+
+    /// (decode + preprocess) time relative to inference time.
+    pub fn decode_preprocess_vs_infer(&self) -> f64 {
+        (self.decode_time + self.preprocess_time).as_secs_f64() / self.infer_time.as_secs_f64().max(1e-12)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.actions.stamp_ns.len()
+    }
+}
+
+impl std::fmt::Display for ReplaySummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let share = |d: Duration| 100.0 * d.as_secs_f64() / self.loop_time.as_secs_f64().max(1e-12);
+        writeln!(f, "bag:        {} ({}, {} file(s), {} messages replayed)", self.bag.display(), self.storage, self.files, self.messages)?;
+        writeln!(f, "policy:     {} on {}, {} Hz", self.backend, self.device, self.control_rate_hz)?;
+        writeln!(
+            f,
+            "ticks:      {} ({} commands, {} stale, {} overruns, {} disabled, {} errors; {} chunks inferred)",
+            self.ticks, self.commands, self.stale, self.overruns, self.disabled, self.errors, self.inferences
+        )?;
+        if self.rejected_messages > 0 {
+            writeln!(f, "rejected:   {} joint state message(s) without all of joint_names", self.rejected_messages)?;
+        }
+        writeln!(f, "throughput: {:.0} ticks/s ({:.1} ms replay loop, {:.1} ms model load)", self.ticks_per_second(), ms(self.loop_time), ms(self.load_time))?;
+        writeln!(
+            f,
+            "time:       read {:.1} ms ({:.1}%), decode {:.1} ms ({:.1}%), preprocess {:.1} ms ({:.1}%), inference {:.1} ms ({:.1}%)",
+            ms(self.read_time),
+            share(self.read_time),
+            ms(self.decode_time),
+            share(self.decode_time),
+            ms(self.preprocess_time),
+            share(self.preprocess_time),
+            ms(self.infer_time),
+            share(self.infer_time)
+        )?;
+        writeln!(
+            f,
+            "            decode + preprocess = {:.3} x inference ({:.0}x faster)",
+            self.decode_preprocess_vs_infer(),
+            1.0 / self.decode_preprocess_vs_infer().max(1e-12)
+        )?;
+        if let Some(o) = &self.output {
+            writeln!(f, "output:     {} ({} rows)", o.display(), self.rows())?;
+        }
+        if let Some(p) = &self.plot {
+            writeln!(f, "plot:       {}", p.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// A ROS name as the node resolves it in the root namespace (`joint_states` ->
+/// `/joint_states`, `~/x` -> `/policy_node/x`).
+pub fn resolve_topic(name: &str) -> String {
+    if name.starts_with('/') {
+        name.to_string()
+    } else if let Some(rest) = name.strip_prefix("~/") {
+        format!("/{NODE_NAME}/{rest}")
+    } else {
+        format!("/{name}")
+    }
+}
+
+/// The node's parameters for a replay: the file's, `export_dir` and the overrides of
+/// `opts`, `joint_names` from the export when the file has none.
+pub fn replay_params(opts: &ReplayOptions) -> Result<NodeParams, BagError> {
+    let mut map = match &opts.params {
+        Some(p) => read_params_file(p, NODE_NAME)?,
+        None => ParamMap::new(),
+    };
+    map.insert("export_dir".into(), ParamValue::String(opts.export_dir.to_string_lossy().into_owned()));
+    if let Some(b) = &opts.backend {
+        map.insert("backend".into(), ParamValue::String(b.clone()));
+    }
+    if let Some(d) = &opts.device {
+        map.insert("device".into(), ParamValue::String(d.clone()));
+    }
+    if let Some(t) = opts.threads {
+        map.insert("threads".into(), ParamValue::Int(t as i64));
+    }
+    if !map.contains_key("joint_names") {
+        let (meta, _) = crate::export::read_dir_metadata(&opts.export_dir)?;
+        if let Some(names) = meta.joint_names {
+            map.insert("joint_names".into(), ParamValue::StringArray(names));
+        }
+    }
+    let (params, unknown) = NodeParams::from_map(&map)?;
+    for u in unknown {
+        log::warn!("parameter `{u}` is not a parameter of {NODE_NAME}; ignored");
+    }
+    Ok(params)
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Joints,
+    Camera { index: usize, kind: MessageKind },
+}
+
+struct Needed {
+    /// Bag topic index -> role.
+    roles: HashMap<usize, Role>,
+    joint_topic: usize,
+}
+
+/// Checks that every topic the node subscribes to is in the bag with a usable type.
+fn needed_topics(bag: &Bag, params: &NodeParams) -> Result<Needed, BagError> {
+    let find = |param: &'static str, topic: &str| -> Result<usize, BagError> {
+        let resolved = resolve_topic(topic);
+        let idx = bag.topic_index(&resolved).ok_or_else(|| BagError::MissingTopic {
+            topic: resolved.clone(),
+            param,
+            available: bag.topic_list(),
+        })?;
+        let info = &bag.topics()[idx];
+        if !(info.serialization_format.is_empty() || info.serialization_format == "cdr") {
+            return Err(BagError::SerializationFormat {
+                topic: resolved,
+                format: info.serialization_format.clone(),
+            });
+        }
+        if info.message_count == Some(0) {
+            return Err(BagError::EmptyTopic { topic: resolved, param });
+        }
+        Ok(idx)
+    };
+    let mut roles = HashMap::new();
+    let joint_topic = find("joint_state_topic", &params.joint_state_topic)?;
+    let info = &bag.topics()[joint_topic];
+    if MessageKind::from_type_name(&info.msg_type) != Some(MessageKind::JointState) {
+        return Err(BagError::UnsupportedType {
+            topic: info.name.clone(),
+            msg_type: info.msg_type.clone(),
+            expected: MessageKind::JointState.type_name().into(),
+        });
+    }
+    roles.insert(joint_topic, Role::Joints);
+    for (index, topic) in params.camera_topics.iter().enumerate() {
+        let idx = find("camera_topics", topic)?;
+        let info = &bag.topics()[idx];
+        let wanted = if NodeParams::is_compressed_topic(topic) { MessageKind::CompressedImage } else { MessageKind::Image };
+        if MessageKind::from_type_name(&info.msg_type) != Some(wanted) {
+            return Err(BagError::UnsupportedType {
+                topic: info.name.clone(),
+                msg_type: info.msg_type.clone(),
+                expected: format!(
+                    "{} — the node subscribes to camera topics as sensor_msgs/msg/Image, and to those ending in `/compressed` as sensor_msgs/msg/CompressedImage",
+                    wanted.type_name()
+                ),
+            });
+        }
+        if roles.insert(idx, Role::Camera { index, kind: wanted }).is_some() {
+            return Err(BagError::Params(crate::control::ParamError::Invalid {
+                name: "camera_topics".into(),
+                rule: format!("lists `{topic}` twice or also as joint_state_topic"),
+            }));
+        }
+    }
+    Ok(Needed { roles, joint_topic })
+}
+
+struct Progress {
+    on: bool,
+    range: Option<(i64, i64)>,
+    last: Instant,
+    start: Instant,
+}
+
+impl Progress {
+    fn update(&mut self, now_ns: i64, ticks: u64, done: bool) {
+        if !self.on || (!done && self.last.elapsed() < Duration::from_millis(200)) {
+            return;
+        }
+        self.last = Instant::now();
+        let rate = ticks as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+        let pct = match self.range {
+            Some((a, b)) if b > a => format!("{:5.1}% ", 100.0 * ((now_ns - a) as f64 / (b - a) as f64).clamp(0.0, 1.0)),
+            _ => String::new(),
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\rreplay: {pct}{ticks} ticks, {rate:.0} ticks/s   ");
+        if done {
+            let _ = writeln!(err);
+        }
+    }
+}
+
+/// Replays `opts.bag` through the control loop; see the module docs.
+pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
+    let wall = Instant::now();
+    let output_format = opts.output.as_deref().map(OutputFormat::from_path).transpose()?;
+    let params = replay_params(opts)?;
+    let mut bag = Bag::open(&opts.bag)?;
+    let needed = needed_topics(&bag, &params)?;
+    let selected: Vec<usize> = needed.roles.keys().copied().collect();
+    bag.select(&selected);
+
+    let load = Instant::now();
+    let joint_names = params.joint_names.clone();
+    let period_ns = i64::try_from(params.period().as_nanos()).unwrap_or(i64::MAX).max(1);
+    let control_rate_hz = params.control_rate_hz;
+    let mut ctl = ControlLoop::new(
+        params,
+        LoopOptions {
+            force_sync: true,
+            auto_refill_from_warmup: false,
+        },
+    )?;
+    let load_time = load.elapsed();
+    let status = ctl.status();
+    let (backend, device) = (status.backend.clone(), status.device.clone());
+
+    let mut progress = Progress {
+        on: opts.progress && std::io::stderr().is_terminal(),
+        range: None,
+        last: Instant::now(),
+        start: Instant::now(),
+    };
+    if progress.on {
+        progress.range = bag.time_range().ok().flatten();
+    }
+
+    let topic_names: Vec<String> = bag.topics().iter().map(|t| t.name.clone()).collect();
+    let mut per_topic = vec![0u64; topic_names.len()];
+    let mut actions = Actions {
+        joint_names: joint_names.clone(),
+        ..Default::default()
+    };
+    let mut recorded: Vec<(i64, Vec<Option<f64>>)> = Vec::new();
+    let mut first_rejection: Option<BagError> = None;
+    let mut accepted_joint_states = 0u64;
+    let (mut read_time, mut decode_time) = (Duration::ZERO, Duration::ZERO);
+    let mut disabled = 0u64;
+    let mut messages = 0u64;
+    let mut next_tick: Option<i64> = None;
+    let mut first_time: Option<i64> = None;
+    let mut last_time = i64::MIN;
+
+    let loop_start = Instant::now();
+    let tick = |ctl: &mut ControlLoop, t: i64, actions: &mut Actions, disabled: &mut u64| -> Result<(), BagError> {
+        match ctl.tick(t) {
+            TickStatus::Command(cmd) => {
+                actions.stamp_ns.push(t);
+                actions.values.push(cmd);
+            }
+            TickStatus::Disabled => *disabled += 1,
+            TickStatus::Stale { .. } | TickStatus::Overrun => {}
+            TickStatus::Error(message) => return Err(BagError::Tick { stamp_ns: t, message }),
+        }
+        Ok(())
+    };
+    loop {
+        let read = Instant::now();
+        let next = bag.next();
+        read_time += read.elapsed();
+        let Some(msg) = next else { break };
+        let msg = msg?;
+        let t = msg.log_time_ns;
+        first_time.get_or_insert(t);
+        let nt = next_tick.get_or_insert(t);
+        while *nt < t {
+            tick(&mut ctl, *nt, &mut actions, &mut disabled)?;
+            *nt = nt.saturating_add(period_ns);
+        }
+        last_time = last_time.max(t);
+        messages += 1;
+        per_topic[msg.topic] += 1;
+
+        let decode_start = Instant::now();
+        let topic = &topic_names[msg.topic];
+        let decode_err = |source| BagError::Decode {
+            path: bag.files()[msg.file].to_path_buf(),
+            topic: topic.clone(),
+            msg_type: bag.topics()[msg.topic].msg_type.clone(),
+            log_time_ns: t,
+            source,
+        };
+        match needed.roles.get(&msg.topic) {
+            Some(Role::Joints) => {
+                let js = decode::joint_state(&msg.data).map_err(decode_err)?;
+                let stamp = if js.stamp_ns != 0 { js.stamp_ns } else { t };
+                match ctl.on_joint_state(stamp, &js.name, &js.position) {
+                    Ok(()) => accepted_joint_states += 1,
+                    Err(source) => {
+                        // The node rejects such a message and keeps going; so does replay.
+                        if first_rejection.is_none() {
+                            log::warn!("joint state on `{topic}` at {t} ns rejected: {source}");
+                            first_rejection = Some(BagError::JointState {
+                                topic: topic.clone(),
+                                log_time_ns: t,
+                                source,
+                            });
+                        }
+                    }
+                }
+                if opts.plot.is_some() {
+                    let row = joint_names
+                        .iter()
+                        .map(|n| js.name.iter().position(|m| m == n).and_then(|i| js.position.get(i).copied()))
+                        .collect();
+                    recorded.push((stamp, row));
+                }
+            }
+            Some(Role::Camera { index, kind }) => {
+                let image_err = |source: ObservationError| BagError::Image {
+                    topic: topic.clone(),
+                    log_time_ns: t,
+                    source,
+                };
+                let m = decode::image(*kind, &msg.data).map_err(decode_err)?;
+                let stamp = if m.stamp_ns != 0 { m.stamp_ns } else { t };
+                let image = m.image.map_err(image_err)?;
+                ctl.on_image(*index, stamp, image).map_err(image_err)?;
+            }
+            None => {}
+        }
+        decode_time += decode_start.elapsed();
+        if progress.on {
+            progress.update(t, ctl.status().counters.ticks, false);
+        }
+    }
+    if let Some(mut nt) = next_tick {
+        while nt <= last_time {
+            tick(&mut ctl, nt, &mut actions, &mut disabled)?;
+            nt = nt.saturating_add(period_ns);
+        }
+    }
+    let loop_time = loop_start.elapsed();
+    let status = ctl.status();
+    progress.update(last_time, status.counters.ticks, true);
+
+    for (&idx, role) in &needed.roles {
+        if per_topic[idx] == 0 {
+            let param = match role {
+                Role::Joints => "joint_state_topic",
+                Role::Camera { .. } => "camera_topics",
+            };
+            return Err(BagError::EmptyTopic {
+                topic: topic_names[idx].clone(),
+                param,
+            });
+        }
+    }
+    if accepted_joint_states == 0 && per_topic[needed.joint_topic] > 0 {
+        if let Some(e) = first_rejection {
+            return Err(e);
+        }
+    }
+
+    // The warm-up runs before the loop's statistics start: these cover the replay only.
+    let preprocess_time = ctl.preprocess_time();
+    let infer_time = status.latency.total.saturating_sub(preprocess_time);
+    if let (Some(path), Some(format)) = (&opts.output, output_format) {
+        write_actions(path, format, &actions)?;
+    }
+    if let Some(path) = &opts.plot {
+        let t0 = first_time.unwrap_or(0);
+        let secs = |t: i64| (t - t0) as f64 / 1e9;
+        let data = PlotData {
+            title: format!(
+                "{}: commanded (red) vs recorded (blue) — {} on {}",
+                opts.bag.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                backend,
+                device
+            ),
+            joint_names: &joint_names,
+            commanded: actions.stamp_ns.iter().zip(&actions.values).map(|(t, v)| (secs(*t), v.as_slice())).collect(),
+            recorded: recorded.iter().map(|(t, v)| (secs(*t), v.clone())).collect(),
+        };
+        write_plot(path, &data)?;
+    }
+    Ok(ReplaySummary {
+        bag: opts.bag.clone(),
+        storage: bag.storage().as_str(),
+        files: bag.files().len(),
+        backend,
+        device,
+        control_rate_hz,
+        messages,
+        rejected_messages: status.counters.rejected_messages,
+        ticks: status.counters.ticks,
+        commands: status.counters.commands,
+        stale: status.counters.stale,
+        overruns: status.counters.overruns,
+        disabled,
+        errors: status.counters.errors,
+        inferences: status.latency.count,
+        load_time,
+        read_time,
+        decode_time,
+        preprocess_time,
+        infer_time,
+        loop_time,
+        wall_time: wall.elapsed(),
+        actions,
+        output: opts.output.clone(),
+        plot: opts.plot.clone(),
+    })
+}
+
+/// Reads a replay CSV back (tests, comparisons): joint names and rows.
+pub fn read_csv(path: &Path) -> Result<Actions, BagError> {
+    let text = std::fs::read_to_string(path).map_err(|e| BagError::io(path, e))?;
+    let bad = |detail: String| BagError::Metadata {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut lines = text.lines();
+    let header = lines.next().ok_or_else(|| bad("empty file".into()))?;
+    let mut cols = header.split(',');
+    if cols.next() != Some("stamp_ns") {
+        return Err(bad("first column must be `stamp_ns`".into()));
+    }
+    let mut out = Actions {
+        joint_names: cols.map(str::to_string).collect(),
+        ..Default::default()
+    };
+    for (i, line) in lines.enumerate() {
+        let mut f = line.split(',');
+        let t = f.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad(format!("row {}: bad stamp_ns", i + 1)))?;
+        let row: Vec<f64> = f.map(|s| s.parse().map_err(|_| bad(format!("row {}: bad number `{s}`", i + 1)))).collect::<Result<_, _>>()?;
+        if row.len() != out.joint_names.len() {
+            return Err(bad(format!("row {} has {} values for {} joints", i + 1, row.len(), out.joint_names.len())));
+        }
+        out.stamp_ns.push(t);
+        out.values.push(row);
+    }
+    Ok(out)
+}

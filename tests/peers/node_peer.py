@@ -1,0 +1,453 @@
+#!/usr/bin/env python3
+"""rclpy peer for the policy_node integration tests (tests/node_integration.rs).
+
+Plays a robot: publishes joint states and camera images at 30 Hz (the synthetic demo of
+tools/synthetic_demo.py, or one constant observation), records what policy_node publishes
+(commands, /diagnostics), calls its services, and prints one line ``RESULT {json}`` on
+stdout at the end. The Rust test asserts on that JSON (and on the node's log).
+
+Usage: node_peer.py SCENARIO [--config JSON]
+
+Scenarios:
+  rate_offline        constant observation; command count over 3 s, first 20 commands,
+                      the observation sent (for the offline comparison), /diagnostics
+  reset_enable        constant observation; ~/reset mid-chunk, ~/enable false / true
+  silent_camera       demo playback; the camera goes silent for 1.6 s, then returns
+  bad_messages        wrong encoding, truncated image, unknown joint names, wrong state
+                      length (1 s each, no good data of that kind), then good data
+  multicam            constant observation on two cameras (one raw, one PNG compressed),
+                      first 12 commands (any command type)
+  stream              demo playback until killed; prints STREAMING at the first command
+  demo                demo playback for --config duration seconds; prints a report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import sys
+import threading
+import time
+import zlib
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import synthetic_demo as demo  # noqa: E402
+
+import rclpy  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import QoSProfile, qos_profile_sensor_data  # noqa: E402
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+RATE_HZ = 30.0
+#: The constant observation's time in the demo.
+CONST_T = 0.7
+DISCOVERY_TIMEOUT_S = 40.0
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """A minimal lossless PNG (8-bit RGB, no filter) of a uint8 [H, W, 3] image."""
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+class Peer(Node):
+    def __init__(self, cfg: dict):
+        super().__init__("policy_node_test_peer")
+        self.cfg = cfg
+        self.lock = threading.Lock()
+        self.names = demo.joint_names()
+        # What the publish timer sends: see `publish`.
+        self.joints_mode = None
+        self.images_mode = None
+        self.obs_mode = "const"
+        self.t_start = time.monotonic()
+        self.sent_joint_msgs = 0
+        self.sent_image_msgs = 0
+        # cameras: [{topic, camera (demo view), h, w, compressed}]
+        self.cameras = cfg.get("cameras") or [{"topic": "image_raw", "camera": "top", "h": 64, "w": 64}]
+        self.joint_pub = self.create_publisher(JointState, cfg.get("joint_topic", "joint_states"), 10)
+        self.image_pubs = []
+        for cam in self.cameras:
+            cam["compressed"] = cam["topic"].endswith("/compressed")
+            kind = CompressedImage if cam["compressed"] else Image
+            self.image_pubs.append(self.create_publisher(kind, cam["topic"], qos_profile_sensor_data))
+        self.const_images = [demo.render_image(CONST_T, c["h"], c["w"], c["camera"]) for c in self.cameras]
+        self.const_state = demo.state_at(CONST_T)
+
+        self.commands = []  # [(monotonic s, payload)]
+        command_type = cfg.get("command_type", "float64_multi_array")
+        kind = {
+            "float64_multi_array": Float64MultiArray,
+            "joint_trajectory": JointTrajectory,
+            "joint_state": JointState,
+        }[command_type]
+        self.create_subscription(kind, cfg.get("command_topic", "joint_commands"), self.on_command, QoSProfile(depth=200))
+        self.diagnostics = []
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 10)
+        node = cfg.get("node_name", "policy_node")
+        self.reset_client = self.create_client(Trigger, f"/{node}/reset")
+        self.enable_client = self.create_client(SetBool, f"/{node}/enable")
+        self.timer = self.create_timer(1.0 / RATE_HZ, self.publish)
+
+    # ---- recording ---------------------------------------------------------------------
+    def on_command(self, msg):
+        if isinstance(msg, Float64MultiArray):
+            payload = list(msg.data)
+        elif isinstance(msg, JointTrajectory):
+            payload = {
+                "joint_names": list(msg.joint_names),
+                "points": [
+                    {
+                        "positions": list(p.positions),
+                        "time_from_start": p.time_from_start.sec + p.time_from_start.nanosec * 1e-9,
+                    }
+                    for p in msg.points
+                ],
+            }
+        else:
+            payload = {
+                "name": list(msg.name),
+                "position": list(msg.position),
+                "stamp": msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
+            }
+        with self.lock:
+            self.commands.append((time.monotonic(), payload))
+
+    def on_diagnostics(self, msg):
+        for st in msg.status:
+            if st.name.endswith(": policy"):
+                entry = {
+                    "t": time.monotonic(),
+                    "level": int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level),
+                    "message": st.message,
+                    "values": {kv.key: kv.value for kv in st.values},
+                }
+                with self.lock:
+                    self.diagnostics.append(entry)
+
+    def n_commands(self) -> int:
+        with self.lock:
+            return len(self.commands)
+
+    def commands_since(self, t: float) -> int:
+        with self.lock:
+            return sum(1 for at, _ in self.commands if at >= t)
+
+    # ---- publishing --------------------------------------------------------------------
+    def observation(self):
+        if self.obs_mode == "const":
+            return self.const_state, self.const_images
+        t = time.monotonic() - self.t_start
+        return demo.state_at(t), [demo.render_image(t, c["h"], c["w"], c["camera"]) for c in self.cameras]
+
+    def publish(self):
+        state, images = self.observation()
+        stamp = self.get_clock().now().to_msg()
+        if self.joints_mode is not None:
+            js = JointState()
+            js.header.stamp = stamp
+            js.name = list(self.names)
+            js.position = [float(v) for v in state]
+            if self.joints_mode == "unknown_names":
+                js.name = [f"other{i + 1}" for i in range(len(self.names))]
+            elif self.joints_mode == "wrong_length":
+                js.position = js.position[:-1]
+            self.joint_pub.publish(js)
+            self.sent_joint_msgs += 1
+        if self.images_mode is not None:
+            for cam, pub, rgb in zip(self.cameras, self.image_pubs, images):
+                if cam["compressed"]:
+                    msg = CompressedImage()
+                    msg.header.stamp = stamp
+                    msg.format = "rgb8; png compressed rgb8"
+                    msg.data = png_bytes(rgb)
+                else:
+                    msg = Image()
+                    msg.header.stamp = stamp
+                    msg.height, msg.width = rgb.shape[0], rgb.shape[1]
+                    msg.encoding = "rgb8"
+                    msg.step = rgb.shape[1] * 3
+                    data = rgb.tobytes()
+                    if self.images_mode == "bad_encoding":
+                        msg.encoding = "yuv422"
+                        msg.step = rgb.shape[1] * 2
+                        data = data[: msg.step * msg.height]
+                    elif self.images_mode == "truncated":
+                        data = data[: len(data) - 3 * rgb.shape[1]]  # one row short
+                    msg.data = data
+                pub.publish(msg)
+            self.sent_image_msgs += 1
+
+    # ---- services ----------------------------------------------------------------------
+    def call(self, client, request, timeout=15.0):
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise RuntimeError(f"service {client.srv_name} not available after {timeout} s")
+        sent = time.monotonic()
+        n_before = self.n_commands()
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"service {client.srv_name} did not answer in {timeout} s")
+            time.sleep(0.001)
+        res = future.result()
+        return {
+            "success": bool(res.success),
+            "message": res.message,
+            "sent_at_index": n_before,
+            "answered_at_index": self.n_commands(),
+            "latency_s": time.monotonic() - sent,
+        }
+
+
+def wait_until(cond, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.002)
+
+
+def sleep(s: float):
+    time.sleep(s)
+
+
+# ---- scenarios ---------------------------------------------------------------------------
+
+
+def first_command(peer: Peer):
+    wait_until(lambda: peer.n_commands() > 0, DISCOVERY_TIMEOUT_S, "the first command from policy_node")
+
+
+def scenario_rate_offline(peer: Peer, cfg: dict) -> dict:
+    peer.joints_mode, peer.images_mode = "good", "good"
+    first_command(peer)
+    wait_until(lambda: peer.n_commands() >= 20, 10, "20 commands")
+    sleep(0.3)
+    window = float(cfg.get("window_s", 3.0))
+    t0 = time.monotonic()
+    sleep(window)
+    t1 = time.monotonic()
+    with peer.lock:
+        in_window = sum(1 for at, _ in peer.commands if t0 <= at < t1)
+        first = [c for _, c in peer.commands[:20]]
+    wait_until(lambda: len(peer.diagnostics) > 0, 5, "a /diagnostics message")
+    with peer.lock:
+        diag = peer.diagnostics[-1]
+    return {
+        "window_s": t1 - t0,
+        "window_count": in_window,
+        "first_commands": first,
+        "state": [float(v) for v in peer.const_state],
+        "images": [img.reshape(-1).tolist() for img in peer.const_images],
+        "image_shapes": [list(img.shape) for img in peer.const_images],
+        "diagnostics": diag,
+    }
+
+
+def scenario_reset_enable(peer: Peer, cfg: dict) -> dict:
+    peer.joints_mode, peer.images_mode = "good", "good"
+    first_command(peer)
+    wait_until(lambda: peer.n_commands() >= 20, 10, "20 commands")
+    with peer.lock:
+        a3 = peer.commands[3][1]
+    # Reset mid-chunk: right after the 4th action of a chunk went out.
+    n = peer.n_commands()
+    wait_until(lambda: peer.n_commands() > n and peer.commands[-1][1] == a3, 5, "action 3 of a chunk")
+    reset = peer.call(peer.reset_client, Trigger.Request())
+    wait_until(lambda: peer.n_commands() >= reset["answered_at_index"] + 12, 5, "commands after the reset")
+
+    off = peer.call(peer.enable_client, SetBool.Request(data=False))
+    sleep(0.3)  # commands already on the wire
+    mark_off = peer.n_commands()
+    sleep(1.0)
+    after_off = peer.n_commands()
+    on = peer.call(peer.enable_client, SetBool.Request(data=True))
+    resumed_at = on["answered_at_index"]
+    wait_until(lambda: peer.n_commands() >= max(resumed_at, after_off) + 10, 5, "commands after enable=true")
+    with peer.lock:
+        commands = [c for _, c in peer.commands]
+    return {
+        "commands": commands,
+        "reset": reset,
+        "disable": off,
+        "disabled_window": [mark_off, after_off],
+        "enable": on,
+        "enabled_from_index": after_off,
+    }
+
+
+def scenario_silent_camera(peer: Peer, cfg: dict) -> dict:
+    peer.obs_mode = "demo"
+    peer.joints_mode, peer.images_mode = "good", "good"
+    first_command(peer)
+    sleep(1.0)
+    before = peer.n_commands()
+    peer.images_mode = None
+    silent_at = time.monotonic()
+    sleep(float(cfg.get("settle_s", 0.6)))
+    mark = peer.n_commands()
+    sleep(1.0)
+    during = peer.n_commands() - mark
+    with peer.lock:
+        diags = [d for d in peer.diagnostics if d["t"] >= silent_at]
+    peer.images_mode = "good"
+    back_at = time.monotonic()
+    wait_until(lambda: peer.commands_since(back_at) >= 10, 10, "commands after the camera returned")
+    with peer.lock:
+        resume_delay = next(at for at, _ in peer.commands if at >= back_at) - back_at
+    return {
+        "commands_before_silence": before,
+        "commands_while_silent": during,
+        "diagnostics_while_silent": diags,
+        "resume_delay_s": resume_delay,
+        "commands_after_return": peer.commands_since(back_at),
+    }
+
+
+def scenario_bad_messages(peer: Peer, cfg: dict) -> dict:
+    phases = [
+        ("bad_encoding", "good", "bad_encoding"),
+        ("truncated", "good", "truncated"),
+        ("unknown_names", "unknown_names", "good"),
+        ("wrong_length", "wrong_length", "good"),
+    ]
+    dur = float(cfg.get("phase_s", 1.0))
+    # Make sure the node is up and subscribed before the bad data counts as "sent".
+    wait_until(lambda: peer.count_subscribers(peer.joint_pub.topic_name) > 0, DISCOVERY_TIMEOUT_S, "policy_node's subscriptions")
+    wait_until(lambda: all(peer.count_subscribers(p.topic_name) > 0 for p in peer.image_pubs), DISCOVERY_TIMEOUT_S, "camera subscriptions")
+    result = {"phases": {}}
+    for name, joints, images in phases:
+        peer.joints_mode, peer.images_mode = joints, images
+        n0 = peer.n_commands()
+        sent0 = (peer.sent_joint_msgs, peer.sent_image_msgs)
+        sleep(dur)
+        result["phases"][name] = {
+            "commands": peer.n_commands() - n0,
+            "joint_msgs": peer.sent_joint_msgs - sent0[0],
+            "image_msgs": peer.sent_image_msgs - sent0[1],
+        }
+    peer.joints_mode, peer.images_mode = "good", "good"
+    good_at = time.monotonic()
+    wait_until(lambda: peer.commands_since(good_at) >= 5, 10, "commands once the data is good")
+    result["good_commands"] = peer.commands_since(good_at)
+    wait_until(lambda: any(d["t"] > good_at for d in peer.diagnostics), 5, "/diagnostics")
+    with peer.lock:
+        result["diagnostics"] = [d for d in peer.diagnostics if d["t"] > good_at][-1]
+    return result
+
+
+def scenario_multicam(peer: Peer, cfg: dict) -> dict:
+    peer.joints_mode, peer.images_mode = "good", "good"
+    first_command(peer)
+    wait_until(lambda: peer.n_commands() >= 12, 10, "12 commands")
+    with peer.lock:
+        first = [c for _, c in peer.commands[:12]]
+    return {
+        "first_commands": first,
+        "state": [float(v) for v in peer.const_state],
+        "images": [img.reshape(-1).tolist() for img in peer.const_images],
+        "image_shapes": [list(img.shape) for img in peer.const_images],
+    }
+
+
+def scenario_stream(peer: Peer, cfg: dict) -> dict:
+    peer.obs_mode = "demo"
+    peer.joints_mode, peer.images_mode = "good", "good"
+    first_command(peer)
+    print("STREAMING", flush=True)
+    deadline = time.monotonic() + float(cfg.get("duration_s", 60.0))
+    while time.monotonic() < deadline:
+        sleep(0.05)
+    return {"commands": peer.n_commands()}
+
+
+def scenario_demo(peer: Peer, cfg: dict) -> dict:
+    """The main job's robot: plays the demo for `duration_s` and reports what came back."""
+    peer.obs_mode = "demo"
+    peer.joints_mode, peer.images_mode = "good", "good"
+    first_command(peer)
+    t0 = time.monotonic()
+    peer.t_start = t0 - 0.0
+    sleep(float(cfg.get("duration_s", 10.0)))
+    t1 = time.monotonic()
+    with peer.lock:
+        cmds = [(at, c) for at, c in peer.commands if t0 <= at < t1]
+        diag = peer.diagnostics[-1] if peer.diagnostics else None
+    # Tracking error: command vs the demo's expert target one tick ahead.
+    errs = []
+    for at, c in cmds:
+        target = demo.state_at(at - peer.t_start + 1.0 / RATE_HZ)
+        errs.append(float(np.max(np.abs(np.asarray(c) - target))))
+    return {
+        "duration_s": t1 - t0,
+        "commands": len(cmds),
+        "rate_hz": (len(cmds) - 1) / (cmds[-1][0] - cmds[0][0]) if len(cmds) > 1 else 0.0,
+        "max_abs_error_rad_median": float(np.median(errs)) if errs else None,
+        "joint_msgs_sent": peer.sent_joint_msgs,
+        "image_msgs_sent": peer.sent_image_msgs,
+        "diagnostics": diag,
+    }
+
+
+SCENARIOS = {
+    "rate_offline": scenario_rate_offline,
+    "reset_enable": scenario_reset_enable,
+    "silent_camera": scenario_silent_camera,
+    "bad_messages": scenario_bad_messages,
+    "multicam": scenario_multicam,
+    "stream": scenario_stream,
+    "demo": scenario_demo,
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("--config", default="{}", help="JSON object: topics, cameras, command_type, ...")
+    args = ap.parse_args()
+    cfg = json.loads(args.config)
+    rclpy.init()
+    peer = Peer(cfg)
+    executor = SingleThreadedExecutor()
+    executor.add_node(peer)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        result = SCENARIOS[args.scenario](peer, cfg)
+        result["ok"] = True
+    except Exception as e:  # reported to the Rust test, which prints it
+        result = {"ok": False, "error": f"{type(e).__name__}: {e}", "commands_received": peer.n_commands()}
+    print("RESULT " + json.dumps(result), flush=True)
+    # Stop spinning and join the thread before tearing down, or the C++ side aborts at exit.
+    executor.shutdown(timeout_sec=2.0)
+    spinner.join(timeout=5.0)
+    peer.destroy_node()
+    rclpy.try_shutdown()
+    return 0 if result.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
