@@ -33,6 +33,11 @@ fn main() {
     if env::var_os("CARGO_FEATURE_TORCH").is_some() {
         if let Ok(libtorch) = env::var("LIBTORCH") {
             rpaths.push(format!("{libtorch}/lib"));
+            // Keep libtorch_cuda linked although no symbol of it is referenced directly:
+            // with the default --as-needed it is dropped and CUDA is never available.
+            if std::path::Path::new(&format!("{libtorch}/lib/libtorch_cuda.so")).exists() {
+                println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+            }
         }
     }
     let ros = env::var_os("CARGO_FEATURE_ROS").is_some();

@@ -11,7 +11,9 @@ use policy_node::npy::read_npy;
 use policy_node::policy::{InferenceModel, Observation, Scheduler};
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 fn observation() -> Observation {
@@ -25,7 +27,9 @@ fn observation() -> Observation {
 
 fn bench_queue(c: &mut Criterion) {
     let backends = policy_node::runtime::compiled_backends();
-    let Some(backend) = backends.first() else { return };
+    let Some(backend) = backends.first() else {
+        return;
+    };
     let dir = fixture(&format!("act_tiny/{}", backend.as_str()));
     let mut model = InferenceModel::builder(&dir).threads(1).build().unwrap();
     let obs = observation();
@@ -77,7 +81,8 @@ fn bench_predict(c: &mut Criterion) {
         };
         let mut a = policy_node::runtime::get_adapter(backend, &opts).unwrap();
         a.load(&export.model_file).unwrap();
-        let inputs: [(&str, ndarray::ArrayViewD<'_, f32>); 2] = [("state", state.view()), ("images", images.view())];
+        let inputs: [(&str, ndarray::ArrayViewD<'_, f32>); 2] =
+            [("state", state.view()), ("images", images.view())];
         c.bench_function(&format!("predict act_tiny {backend} (1 thread)"), |b| {
             b.iter(|| std::hint::black_box(a.predict(&inputs).unwrap()))
         });

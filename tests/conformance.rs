@@ -21,14 +21,23 @@ fn loaded(backend: ExportBackend, dir: &std::path::Path) -> Box<dyn RuntimeAdapt
         ..Default::default()
     };
     let mut a = get_adapter(backend, &opts).unwrap();
-    a.load(&export.model_file).unwrap_or_else(|e| panic!("{backend}: {e}"));
+    a.load(&export.model_file)
+        .unwrap_or_else(|e| panic!("{backend}: {e}"));
     a
 }
 
 fn run_reference(a: &mut dyn RuntimeAdapter, i: usize) -> ArrayD<f32> {
-    let state = reference("act_tiny", "state").index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned();
-    let images = reference("act_tiny", "images").index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned();
-    let out = a.predict(&[("state", state.view()), ("images", images.view())]).unwrap();
+    let state = reference("act_tiny", "state")
+        .index_axis(Axis(0), i)
+        .insert_axis(Axis(0))
+        .to_owned();
+    let images = reference("act_tiny", "images")
+        .index_axis(Axis(0), i)
+        .insert_axis(Axis(0))
+        .to_owned();
+    let out = a
+        .predict(&[("state", state.view()), ("images", images.view())])
+        .unwrap();
     out["action"].clone()
 }
 
@@ -47,7 +56,10 @@ fn every_backend_matches_the_pytorch_reference() {
             worst = worst.max(max_abs_diff(&got, &want));
         }
         println!("{backend}: max |out - torch| = {worst:.2e} over {n} samples");
-        assert!(worst <= TOL_REFERENCE, "{backend}: {worst} > {TOL_REFERENCE}");
+        assert!(
+            worst <= TOL_REFERENCE,
+            "{backend}: {worst} > {TOL_REFERENCE}"
+        );
     }
 }
 
@@ -76,22 +88,45 @@ fn errors_are_shared_by_every_backend() {
         let images = ArrayD::<f32>::zeros(vec![1, 3, 64, 64]);
         let bad_state = ArrayD::<f32>::zeros(vec![1, 7]);
 
-        let e = a.predict(&[("state", bad_state.view()), ("images", images.view())]).unwrap_err();
+        let e = a
+            .predict(&[("state", bad_state.view()), ("images", images.view())])
+            .unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, RuntimeError::Shape { .. }), "{backend}: {msg}");
-        assert!(msg.contains("`state`") && msg.contains("[1, 6]") && msg.contains("[1, 7]"), "{backend}: {msg}");
+        assert!(
+            msg.contains("`state`") && msg.contains("[1, 6]") && msg.contains("[1, 7]"),
+            "{backend}: {msg}"
+        );
 
         let e = a.predict(&[("state", state.view())]).unwrap_err();
-        assert!(matches!(e, RuntimeError::MissingInput { ref name, .. } if name == "images"), "{backend}: {e}");
+        assert!(
+            matches!(e, RuntimeError::MissingInput { ref name, .. } if name == "images"),
+            "{backend}: {e}"
+        );
 
-        let e = a.predict(&[("state", state.view()), ("images", images.view()), ("extra", state.view())]).unwrap_err();
-        assert!(matches!(e, RuntimeError::UnknownInput { ref name, .. } if name == "extra"), "{backend}: {e}");
+        let e = a
+            .predict(&[
+                ("state", state.view()),
+                ("images", images.view()),
+                ("extra", state.view()),
+            ])
+            .unwrap_err();
+        assert!(
+            matches!(e, RuntimeError::UnknownInput { ref name, .. } if name == "extra"),
+            "{backend}: {e}"
+        );
 
         let mut fresh = get_adapter(backend, &RuntimeOptions::default()).unwrap();
         let e = fresh.predict(&[("state", state.view())]).unwrap_err();
-        assert!(matches!(e, RuntimeError::NotLoaded { .. }), "{backend}: {e}");
+        assert!(
+            matches!(e, RuntimeError::NotLoaded { .. }),
+            "{backend}: {e}"
+        );
 
-        let e = fresh.load(std::path::Path::new("/nonexistent/model.bin")).unwrap_err().to_string();
+        let e = fresh
+            .load(std::path::Path::new("/nonexistent/model.bin"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/model"), "{backend}: {e}");
     }
 }
@@ -105,7 +140,10 @@ fn unavailable_explicit_device_is_an_error() {
             ExportBackend::Onnx => "tensorrt",
             ExportBackend::TorchScript => "cuda",
         };
-        if available.iter().any(|d| d.to_ascii_lowercase().starts_with(&gpu.to_ascii_lowercase())) {
+        if available.iter().any(|d| {
+            d.to_ascii_lowercase()
+                .starts_with(&gpu.to_ascii_lowercase())
+        }) {
             println!("{backend}: {gpu} is available here; skipping the negative case");
             continue;
         }
@@ -116,7 +154,10 @@ fn unavailable_explicit_device_is_an_error() {
         let export = ExportDir::open(act_tiny(backend)).unwrap();
         let mut a = get_adapter(backend, &opts).unwrap();
         let e = a.load(&export.model_file).unwrap_err();
-        assert!(matches!(e, RuntimeError::DeviceUnavailable { .. }), "{backend}: {e}");
+        assert!(
+            matches!(e, RuntimeError::DeviceUnavailable { .. }),
+            "{backend}: {e}"
+        );
         assert!(e.to_string().contains(gpu), "{backend}: {e}");
     }
 }
@@ -125,7 +166,8 @@ fn unavailable_explicit_device_is_an_error() {
 fn auto_device_picks_what_the_runtime_reports() {
     for backend in backends() {
         let available = policy_node::runtime::available_devices(backend).unwrap();
-        let want = policy_node::runtime::select_device(backend, &Default::default(), &available).unwrap();
+        let want =
+            policy_node::runtime::select_device(backend, &Default::default(), &available).unwrap();
         let a = loaded(backend, &act_tiny(backend));
         assert_eq!(a.device(), want.device, "{backend}");
     }
@@ -137,7 +179,9 @@ fn f16_and_i64_ports_are_converted() {
         let mut a = loaded(backend, &fixture(&format!("ports/{}", backend.as_str())));
         let x = ArrayD::from_shape_vec(vec![1, 4], vec![0.5f32, -1.25, 2.0, 1000.0]).unwrap();
         let idx = ArrayD::from_shape_vec(vec![1, 4], vec![1.0f32, -2.0, 3.0, 40.0]).unwrap();
-        let out = a.predict(&[("x", x.view()), ("idx", idx.view())]).unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let out = a
+            .predict(&[("x", x.view()), ("idx", idx.view())])
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
         // y = x * 2 + idx in f16: exact for these values; n = idx + 1 in i64.
         let y: Vec<f32> = out["y"].iter().copied().collect();
         assert_eq!(y, vec![2.0, -4.5, 7.0, 2040.0], "{backend}");
@@ -145,7 +189,10 @@ fn f16_and_i64_ports_are_converted() {
         assert_eq!(n, vec![2.0, -1.0, 4.0, 41.0], "{backend}");
         // A non-integral or non-finite value for an integer port is refused, not truncated silently.
         let bad = ArrayD::from_shape_vec(vec![1, 4], vec![f32::NAN, 0.0, 0.0, 0.0]).unwrap();
-        let e = a.predict(&[("x", x.view()), ("idx", bad.view())]).unwrap_err().to_string();
+        let e = a
+            .predict(&[("x", x.view()), ("idx", bad.view())])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("idx"), "{backend}: {e}");
     }
 }
@@ -156,9 +203,23 @@ fn two_camera_export_runs() {
         return;
     }
     let mut a = loaded(ExportBackend::Onnx, &fixture("act_tiny_2cam/onnx"));
-    let get = |n: &str| reference("act_tiny_2cam", n).index_axis(Axis(0), 0).insert_axis(Axis(0)).to_owned();
+    let get = |n: &str| {
+        reference("act_tiny_2cam", n)
+            .index_axis(Axis(0), 0)
+            .insert_axis(Axis(0))
+            .to_owned()
+    };
     let (s, t, w) = (get("state"), get("images.top"), get("images.wrist"));
-    let out = a.predict(&[("state", s.view()), ("images.top", t.view()), ("images.wrist", w.view())]).unwrap();
-    let want = reference("act_tiny_2cam", "action").index_axis(Axis(0), 0).insert_axis(Axis(0)).to_owned();
+    let out = a
+        .predict(&[
+            ("state", s.view()),
+            ("images.top", t.view()),
+            ("images.wrist", w.view()),
+        ])
+        .unwrap();
+    let want = reference("act_tiny_2cam", "action")
+        .index_axis(Axis(0), 0)
+        .insert_axis(Axis(0))
+        .to_owned();
     assert!(max_abs_diff(&out["action"], &want) <= TOL_REFERENCE);
 }

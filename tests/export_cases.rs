@@ -116,6 +116,10 @@ fn both_schemas_parse_to_the_same_concepts() {
     assert_eq!(j.metadata.chunk_size, 10);
     assert!(!j.metadata.use_action_queue);
     assert!(j.metadata_file.unwrap().ends_with("metadata.json"));
+
+    // JSON keeps the file's key order too (positional input fallback relies on it).
+    let t = ExportDir::open(fixture("act_tiny/torchscript")).unwrap();
+    assert_eq!(t.metadata.input_shapes.keys().collect::<Vec<_>>(), ["state", "images"]);
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::*;
 use ndarray::{ArrayD, Axis};
-use policy_node::policy::{ControlPolicy, InferenceModel, Observation, PolicyError, RefillMode, TickOutcome};
+use policy_node::policy::{
+    ControlPolicy, InferenceModel, Observation, PolicyError, RefillMode, TickOutcome,
+};
 
 /// Same runtime, same input: results are bitwise repeatable, but allow for kernels that
 /// split work differently from call to call.
@@ -63,13 +65,21 @@ fn reset_clears_the_queue() {
     assert_eq!(m.queue_len(), 0);
     let chunk5 = m.predict_chunk(&obs5).unwrap().into_dyn();
     let a = m.select_action(&obs5).unwrap();
-    assert!(max_abs_diff(&a, &row(&chunk5, 0)) <= TOL_SAME, "after reset the next call infers");
+    assert!(
+        max_abs_diff(&a, &row(&chunk5, 0)) <= TOL_SAME,
+        "after reset the next call infers"
+    );
 }
 
 #[test]
 fn n_action_steps_executes_only_the_first_actions() {
-    let Some(dir) = first_backend_dir() else { return };
-    let mut m = InferenceModel::builder(&dir).n_action_steps(3).build().unwrap();
+    let Some(dir) = first_backend_dir() else {
+        return;
+    };
+    let mut m = InferenceModel::builder(&dir)
+        .n_action_steps(3)
+        .build()
+        .unwrap();
     let obs0 = act_tiny_observation(0);
     let obs1 = act_tiny_observation(1);
     let chunk0 = m.predict_chunk(&obs0).unwrap().into_dyn();
@@ -80,19 +90,34 @@ fn n_action_steps_executes_only_the_first_actions() {
     let a2 = m.select_action(&obs0).unwrap();
     assert!(max_abs_diff(&a2, &row(&chunk0, 2)) <= TOL_SAME);
     let a3 = m.select_action(&obs1).unwrap();
-    assert!(max_abs_diff(&a3, &row(&chunk1, 0)) <= TOL_SAME, "refill after 3 steps");
+    assert!(
+        max_abs_diff(&a3, &row(&chunk1, 0)) <= TOL_SAME,
+        "refill after 3 steps"
+    );
 
-    let e = InferenceModel::builder(&dir).n_action_steps(11).build().unwrap_err().to_string();
+    let e = InferenceModel::builder(&dir)
+        .n_action_steps(11)
+        .build()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("n_action_steps") && e.contains("10"), "{e}");
 }
 
 #[test]
 fn without_queue_the_whole_chunk_is_returned() {
-    let Some(dir) = first_backend_dir() else { return };
-    let mut m = InferenceModel::builder(&dir).use_action_queue(false).build().unwrap();
+    let Some(dir) = first_backend_dir() else {
+        return;
+    };
+    let mut m = InferenceModel::builder(&dir)
+        .use_action_queue(false)
+        .build()
+        .unwrap();
     let out = m.select_action(&act_tiny_observation(2)).unwrap();
     assert_eq!(out.shape(), &[10, 6]);
-    assert!(max_abs_diff(&out, &act_tiny_action(2)) <= 1e-4, "matches the PyTorch reference");
+    assert!(
+        max_abs_diff(&out, &act_tiny_action(2)) <= 1e-4,
+        "matches the PyTorch reference"
+    );
 }
 
 #[test]
@@ -100,8 +125,14 @@ fn aliases_and_batch_dims_bind() {
     let Some(mut m) = model() else { return };
     let base = act_tiny_observation(1);
     let mut obs = Observation::new();
-    obs.insert("observation.state", base.get("state").unwrap().clone().insert_axis(Axis(0)));
-    obs.insert("observation.images.top", base.get("images").unwrap().clone());
+    obs.insert(
+        "observation.state",
+        base.get("state").unwrap().clone().insert_axis(Axis(0)),
+    );
+    obs.insert(
+        "observation.images.top",
+        base.get("images").unwrap().clone(),
+    );
     let got = m.predict_chunk(&obs).unwrap().into_dyn();
     assert!(max_abs_diff(&got, &act_tiny_action(1)) <= 1e-4);
 }
@@ -114,7 +145,10 @@ fn shape_mismatch_names_tensor_and_shapes() {
     let e = m.select_action(&obs).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, PolicyError::Shape { .. }), "{msg}");
-    assert!(msg.contains("`images`") && msg.contains("[1, 3, 64, 64]") && msg.contains("[3, 32, 32]"), "{msg}");
+    assert!(
+        msg.contains("`images`") && msg.contains("[1, 3, 64, 64]") && msg.contains("[3, 32, 32]"),
+        "{msg}"
+    );
 
     let mut obs = act_tiny_observation(0);
     obs.remove("state");
@@ -129,11 +163,15 @@ fn shape_mismatch_names_tensor_and_shapes() {
 
 #[test]
 fn preprocess_hook_runs_before_binding() {
-    let Some(dir) = first_backend_dir() else { return };
+    let Some(dir) = first_backend_dir() else {
+        return;
+    };
     // The hook renames a custom key to what the model expects.
     let mut m = InferenceModel::builder(&dir)
         .preprocess(|obs: &mut Observation| {
-            let s = obs.remove("joint_positions").ok_or_else(|| PolicyError::Preprocess("no joint_positions".into()))?;
+            let s = obs
+                .remove("joint_positions")
+                .ok_or_else(|| PolicyError::Preprocess("no joint_positions".into()))?;
             obs.insert("state", s);
             Ok(())
         })
@@ -149,11 +187,19 @@ fn preprocess_hook_runs_before_binding() {
 
 #[test]
 fn temporal_ensembling_averages_overlapping_chunks() {
-    let Some(dir) = first_backend_dir() else { return };
+    let Some(dir) = first_backend_dir() else {
+        return;
+    };
     let coeff = 0.1f64;
-    let mut m = InferenceModel::builder(&dir).temporal_ensemble_coeff(coeff).build().unwrap();
+    let mut m = InferenceModel::builder(&dir)
+        .temporal_ensemble_coeff(coeff)
+        .build()
+        .unwrap();
     let obs: Vec<Observation> = (0..3).map(act_tiny_observation).collect();
-    let chunks: Vec<ArrayD<f32>> = obs.iter().map(|o| m.predict_chunk(o).unwrap().into_dyn()).collect();
+    let chunks: Vec<ArrayD<f32>> = obs
+        .iter()
+        .map(|o| m.predict_chunk(o).unwrap().into_dyn())
+        .collect();
     let a0 = m.select_action(&obs[0]).unwrap();
     let a1 = m.select_action(&obs[1]).unwrap();
     let a2 = m.select_action(&obs[2]).unwrap();
@@ -161,7 +207,9 @@ fn temporal_ensembling_averages_overlapping_chunks() {
     let w = |i: i32| (-coeff * f64::from(i)).exp() as f32;
     let expect1 = (row(&chunks[0], 1) * w(0) + row(&chunks[1], 0) * w(1)) / (w(0) + w(1));
     assert!(max_abs_diff(&a1, &expect1) <= 1e-5);
-    let expect2 = (row(&chunks[0], 2) * w(0) + row(&chunks[1], 1) * w(1) + row(&chunks[2], 0) * w(2)) / (w(0) + w(1) + w(2));
+    let expect2 =
+        (row(&chunks[0], 2) * w(0) + row(&chunks[1], 1) * w(1) + row(&chunks[2], 0) * w(2))
+            / (w(0) + w(1) + w(2));
     assert!(max_abs_diff(&a2, &expect2) <= 1e-5);
 }
 
@@ -170,8 +218,16 @@ fn temporal_ensembling_averages_overlapping_chunks() {
 /// replays agree).
 #[test]
 fn async_refill_matches_sync_when_in_time() {
-    let Some(dir) = first_backend_dir() else { return };
-    let build = |mode| ControlPolicy::new(InferenceModel::builder(&dir).threads(1).build().unwrap(), mode, 3);
+    let Some(dir) = first_backend_dir() else {
+        return;
+    };
+    let build = |mode| {
+        ControlPolicy::new(
+            InferenceModel::builder(&dir).threads(1).build().unwrap(),
+            mode,
+            3,
+        )
+    };
     let mut sync = build(RefillMode::Synchronous);
     let mut asyn = build(RefillMode::Asynchronous);
     let mut overruns = 0;
@@ -184,7 +240,10 @@ fn async_refill_matches_sync_when_in_time() {
         let a = asyn.tick(move || Ok(o));
         match (s.unwrap(), a.unwrap()) {
             (TickOutcome::Action(x), TickOutcome::Action(y)) => {
-                assert!(max_abs_diff(&x.into_dyn(), &y.into_dyn()) <= TOL_SAME, "tick {t}")
+                assert!(
+                    max_abs_diff(&x.into_dyn(), &y.into_dyn()) <= TOL_SAME,
+                    "tick {t}"
+                )
             }
             // Tick 0: the async chunk (from tick 0's observation) is still being computed; it is
             // switched in at tick 1 starting at its row 1, exactly where the sync one is.
@@ -194,7 +253,10 @@ fn async_refill_matches_sync_when_in_time() {
         // Give the worker the time a control period would.
         assert!(asyn.wait_for_refill(Duration::from_secs(10)).unwrap());
     }
-    assert_eq!(overruns, 1, "the async policy has nothing to serve on its very first tick");
+    assert_eq!(
+        overruns, 1,
+        "the async policy has nothing to serve on its very first tick"
+    );
     // Chunks from ticks 0, 7, 14, 21: 10 rows, then 7 (3 skipped for the refill-ahead) each.
     assert_eq!(asyn.latency().count, 4);
     assert_eq!(sync.latency().count, 4);
@@ -202,8 +264,14 @@ fn async_refill_matches_sync_when_in_time() {
 
 #[test]
 fn reset_discards_the_in_flight_refill() {
-    let Some(dir) = first_backend_dir() else { return };
-    let mut p = ControlPolicy::new(InferenceModel::load(&dir).unwrap(), RefillMode::Asynchronous, 0);
+    let Some(dir) = first_backend_dir() else {
+        return;
+    };
+    let mut p = ControlPolicy::new(
+        InferenceModel::load(&dir).unwrap(),
+        RefillMode::Asynchronous,
+        0,
+    );
     let o = act_tiny_observation(0);
     assert_eq!(p.tick(move || Ok(o)).unwrap(), TickOutcome::Overrun);
     let (dropped, in_flight) = p.reset();
@@ -220,11 +288,20 @@ fn reset_discards_the_in_flight_refill() {
 
 #[test]
 fn bad_observation_in_async_mode_is_reported() {
-    let Some(dir) = first_backend_dir() else { return };
-    let mut p = ControlPolicy::new(InferenceModel::load(&dir).unwrap(), RefillMode::Asynchronous, 0);
+    let Some(dir) = first_backend_dir() else {
+        return;
+    };
+    let mut p = ControlPolicy::new(
+        InferenceModel::load(&dir).unwrap(),
+        RefillMode::Asynchronous,
+        0,
+    );
     let mut o = act_tiny_observation(0);
     o.insert("state", ArrayD::zeros(vec![5]));
     assert_eq!(p.tick(move || Ok(o)).unwrap(), TickOutcome::Overrun);
-    let e = p.wait_for_refill(Duration::from_secs(10)).unwrap_err().to_string();
+    let e = p
+        .wait_for_refill(Duration::from_secs(10))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("state") && e.contains("[5]"), "{e}");
 }

@@ -23,7 +23,11 @@ fn python() -> std::path::PathBuf {
 fn train_export_infer() {
     let out = tempfile::tempdir().unwrap();
     let py = python();
-    assert!(py.exists(), "{} is missing: run tools/setup.sh", py.display());
+    assert!(
+        py.exists(),
+        "{} is missing: run tools/setup.sh",
+        py.display()
+    );
     let status = Command::new(&py)
         .arg(root().join("tools/make_fixture.py"))
         .args(["--no-2cam", "--steps", "300", "--seed", "7", "--out"])
@@ -44,7 +48,11 @@ fn train_export_infer() {
         let dir = out.path().join("act_tiny").join(backend.as_str());
         let mut m = InferenceModel::load(&dir).unwrap_or_else(|e| panic!("{backend}: {e}"));
         assert_eq!(m.backend(), backend);
-        assert_eq!(m.config().chunk_size, 10, "{backend}: chunk_size from either metadata schema");
+        assert_eq!(
+            m.config().chunk_size,
+            10,
+            "{backend}: chunk_size from either metadata schema"
+        );
         let mut chunks = Vec::new();
         for i in 0..n {
             let mut obs = Observation::new();
@@ -80,5 +88,8 @@ fn train_export_infer() {
     }
     let (rmse, base_rmse) = ((err / count).sqrt(), (base / count).sqrt());
     println!("policy RMSE {rmse:.4} rad vs repeat-state baseline {base_rmse:.4} rad");
-    assert!(rmse < 0.25 * base_rmse, "the exported policy does not track the demonstration: {rmse} vs {base_rmse}");
+    assert!(
+        rmse < 0.25 * base_rmse,
+        "the exported policy does not track the demonstration: {rmse} vs {base_rmse}"
+    );
 }

@@ -28,10 +28,17 @@ Timing (bag time, integer nanoseconds; header stamps equal log times):
 Deterministic: running it twice writes byte-identical ``.db3``/``.mcap`` files, except for
 the rosbags version string inside the MCAP header.
 
+``--large`` writes instead a bag for measuring replay speed with the ACT-size model
+(``fixtures-large/act_full``, made by ``tools/make_fixture.py --large``):
+``fixtures-large/demo_bag_large/`` (git-ignored) with 14 joints (the demo's 6, repeated),
+480x640 ``rgb8`` camera images (what a real camera records; the model takes 224x224), 30 Hz,
+10 s, MCAP only, and a ``params.yaml`` without ``joint_names`` (replay takes the export's).
+
 Usage::
 
     .venv/bin/python tools/make_demo_bag.py            # (re)writes tests/fixtures/demo_bag
     .venv/bin/python tools/make_demo_bag.py --out DIR
+    .venv/bin/python tools/make_demo_bag.py --large    # fixtures-large/demo_bag_large
 """
 
 from __future__ import annotations
@@ -90,17 +97,35 @@ def stamp(ns: int, typestore):
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
-def messages(typestore):
+LARGE_OUT = ROOT / "fixtures-large" / "demo_bag_large"
+LARGE_JOINTS = 14
+LARGE_IMAGE_SIZE = (480, 640)
+LARGE_DURATION_S = 10.0
+
+LARGE_PARAMS_YAML = """\
+# Node parameters for the large demo bag (tools/make_demo_bag.py --large): replay speed
+# with the ACT-size export. joint_names: the export's.
+policy_node:
+  ros__parameters:
+    export_dir: fixtures-large/act_full/onnx
+    control_rate_hz: 30.0
+    joint_state_topic: /joint_states
+    camera_topics: [/image_raw]
+    max_observation_age_ms: 200.0
+"""
+
+
+def messages(typestore, joints: int = demo.NUM_JOINTS, size=demo.DEFAULT_IMAGE_SIZE, n_samples: int = N_SAMPLES):
     """(log time ns, topic, type, message) in log-time order."""
     Header = typestore.types["std_msgs/msg/Header"]
     JointState = typestore.types["sensor_msgs/msg/JointState"]
     Image = typestore.types["sensor_msgs/msg/Image"]
-    names = demo.joint_names()
-    h, w = demo.DEFAULT_IMAGE_SIZE
+    names = [f"joint{i + 1}" for i in range(joints)]
+    h, w = size
 
     def joint_state(ns: int):
         t = (ns - T0_NS) / 1e9
-        q = demo.state_at(t).astype(np.float64)
+        q = np.resize(demo.state_at(t).astype(np.float64), joints)
         return JointState(
             header=Header(stamp=stamp(ns, typestore), frame_id=""),
             name=list(names),
@@ -110,7 +135,7 @@ def messages(typestore):
         )
 
     out = [(T0_NS, JOINT_TOPIC, "sensor_msgs/msg/JointState", joint_state(T0_NS))]
-    for i in range(N_SAMPLES):
+    for i in range(n_samples):
         ns = T0_NS + i * PERIOD_NS + PERIOD_NS // 2
         out.append((ns, JOINT_TOPIC, "sensor_msgs/msg/JointState", joint_state(ns)))
         pixels = demo.render_image((ns - T0_NS) / 1e9, h, w, "top")
@@ -144,11 +169,22 @@ def write_bag(path: Path, plugin: StoragePlugin, typestore, msgs) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    parser.add_argument("--out", type=Path, default=None, help="output directory")
+    parser.add_argument("--large", action="store_true", help="the ACT-size speed-test bag instead")
     args = parser.parse_args()
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     typestore = get_typestore(Stores.ROS2_KILTED)
+    if args.large:
+        out = args.out or LARGE_OUT
+        out.mkdir(parents=True, exist_ok=True)
+        n = int(round(LARGE_DURATION_S * RATE_HZ))
+        msgs = messages(typestore, LARGE_JOINTS, LARGE_IMAGE_SIZE, n)
+        write_bag(out / "mcap", StoragePlugin.MCAP, typestore, msgs)
+        (out / "params.yaml").write_text(LARGE_PARAMS_YAML)
+        total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        print(f"wrote {out} ({len(msgs)} messages, {total / 1e6:.1f} MB)")
+        return
+    out = args.out or DEFAULT_OUT
+    out.mkdir(parents=True, exist_ok=True)
     msgs = messages(typestore)
     write_bag(out / "mcap", StoragePlugin.MCAP, typestore, msgs)
     write_bag(out / "sqlite3", StoragePlugin.SQLITE3, typestore, msgs)

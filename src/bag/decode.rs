@@ -97,16 +97,42 @@ pub fn image(kind: MessageKind, cdr: &[u8]) -> Result<ImageMsg, r2r::Error> {
     })
 }
 
+/// Decodes one message of each type: the first decode of a type loads its typesupport
+/// library (milliseconds), which replay keeps out of its decode timing.
+pub fn warm_up() {
+    if let Ok(b) = r2r::sensor_msgs::msg::JointState::default().to_serialized_bytes() {
+        let _ = joint_state(&b);
+    }
+    if let Ok(b) = r2r::sensor_msgs::msg::Image::default().to_serialized_bytes() {
+        let _ = image(MessageKind::Image, &b);
+    }
+    if let Ok(b) = r2r::sensor_msgs::msg::CompressedImage::default().to_serialized_bytes() {
+        let _ = image(MessageKind::CompressedImage, &b);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn type_names() {
-        assert_eq!(MessageKind::from_type_name("sensor_msgs/msg/Image"), Some(MessageKind::Image));
-        assert_eq!(MessageKind::from_type_name("sensor_msgs/Image"), Some(MessageKind::Image));
-        assert_eq!(MessageKind::from_type_name("sensor_msgs/msg/CompressedImage"), Some(MessageKind::CompressedImage));
-        assert_eq!(MessageKind::from_type_name("sensor_msgs/msg/JointState"), Some(MessageKind::JointState));
+        assert_eq!(
+            MessageKind::from_type_name("sensor_msgs/msg/Image"),
+            Some(MessageKind::Image)
+        );
+        assert_eq!(
+            MessageKind::from_type_name("sensor_msgs/Image"),
+            Some(MessageKind::Image)
+        );
+        assert_eq!(
+            MessageKind::from_type_name("sensor_msgs/msg/CompressedImage"),
+            Some(MessageKind::CompressedImage)
+        );
+        assert_eq!(
+            MessageKind::from_type_name("sensor_msgs/msg/JointState"),
+            Some(MessageKind::JointState)
+        );
         assert_eq!(MessageKind::from_type_name("std_msgs/msg/String"), None);
         assert_eq!(MessageKind::from_type_name("sensor_msgs/msg/Image/x"), None);
     }
@@ -132,11 +158,21 @@ mod tests {
         img.data = vec![1, 2, 3, 4, 5, 6];
         let bytes = img.to_serialized_bytes().unwrap();
         let m = image(MessageKind::Image, &bytes).unwrap();
-        assert!(matches!(m.image, Ok(ImageData::Raw { width: 2, height: 1, .. })));
+        assert!(matches!(
+            m.image,
+            Ok(ImageData::Raw {
+                width: 2,
+                height: 1,
+                ..
+            })
+        ));
 
         img.encoding = "32FC1".into();
         let m = image(MessageKind::Image, &img.to_serialized_bytes().unwrap()).unwrap();
-        assert!(matches!(m.image, Err(ObservationError::UnsupportedEncoding { .. })));
+        assert!(matches!(
+            m.image,
+            Err(ObservationError::UnsupportedEncoding { .. })
+        ));
     }
 
     #[test]
@@ -149,7 +185,10 @@ mod tests {
         img.data = vec![7; 48];
         let bytes = img.to_serialized_bytes().unwrap();
         for cut in [0, 4, 10, bytes.len() / 2, bytes.len() - 1] {
-            assert!(image(MessageKind::Image, &bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                image(MessageKind::Image, &bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 }

@@ -28,7 +28,11 @@ pub enum BagError {
 
     /// A storage plugin or bag-level compression this reader does not handle.
     #[error("{}: {what} is not supported ({hint})", path.display())]
-    Unsupported { path: PathBuf, what: String, hint: String },
+    Unsupported {
+        path: PathBuf,
+        what: String,
+        hint: String,
+    },
 
     /// A corrupt or truncated MCAP file.
     #[error("{}: corrupt or truncated MCAP file{}: {source}", path.display(), fmt_offset(*offset))]
@@ -137,7 +141,9 @@ pub enum BagError {
 }
 
 fn fmt_offset(offset: Option<u64>) -> String {
-    offset.map(|o| format!(" (record at byte {o})")).unwrap_or_default()
+    offset
+        .map(|o| format!(" (record at byte {o})"))
+        .unwrap_or_default()
 }
 
 impl BagError {

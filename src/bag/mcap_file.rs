@@ -21,7 +21,10 @@ use super::BagError;
 
 enum Mode {
     /// Chunk indexes present: the indexed reader is created at the first message.
-    Indexed { summary: Box<Summary>, reader: Option<IndexedReader> },
+    Indexed {
+        summary: Box<Summary>,
+        reader: Option<IndexedReader>,
+    },
     /// Read linearly at open: (channel, log time, data), sorted by log time.
     Loaded(VecDeque<(u16, u64, Vec<u8>)>),
 }
@@ -48,8 +51,12 @@ impl<R: Read + Seek> McapFile<R> {
             offset,
             source,
         };
-        let size = input.seek(SeekFrom::End(0)).map_err(|e| BagError::io(path, e))?;
-        input.seek(SeekFrom::Start(0)).map_err(|e| BagError::io(path, e))?;
+        let size = input
+            .seek(SeekFrom::End(0))
+            .map_err(|e| BagError::io(path, e))?;
+        input
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| BagError::io(path, e))?;
         let mut magic = [0u8; 8];
         if size < 8 || input.read_exact(&mut magic).is_err() || magic != mcap::MAGIC {
             return Err(BagError::NotABag {
@@ -82,13 +89,22 @@ impl<R: Read + Seek> McapFile<R> {
         };
         if indexed {
             let summary = summary.expect("checked above");
-            let counts = summary.stats.as_ref().map(|s| s.channel_message_counts.clone());
+            let counts = summary
+                .stats
+                .as_ref()
+                .map(|s| s.channel_message_counts.clone());
             let mut ids: Vec<_> = summary.channels.keys().copied().collect();
             ids.sort_unstable();
             for id in ids {
                 let ch = &summary.channels[&id];
                 let count = counts.as_ref().map(|c| c.get(&id).copied().unwrap_or(0));
-                file.add_channel(id, &ch.topic, ch.schema.as_ref().map(|s| s.name.as_str()), &ch.message_encoding, count);
+                file.add_channel(
+                    id,
+                    &ch.topic,
+                    ch.schema.as_ref().map(|s| s.name.as_str()),
+                    &ch.message_encoding,
+                    count,
+                );
             }
             file.time_range = summary
                 .stats
@@ -101,7 +117,9 @@ impl<R: Read + Seek> McapFile<R> {
             };
         } else {
             // Unindexed: one linear pass (channels and messages), then sort by log time.
-            file.input.seek(SeekFrom::Start(0)).map_err(|e| BagError::io(path, e))?;
+            file.input
+                .seek(SeekFrom::Start(0))
+                .map_err(|e| BagError::io(path, e))?;
             let mut reader = LinearReader::new();
             let mut consumed: u64 = 0;
             let mut schemas: HashMap<u16, String> = HashMap::new();
@@ -110,24 +128,39 @@ impl<R: Read + Seek> McapFile<R> {
             while let Some(event) = reader.next_event() {
                 match event.map_err(|e| mcap_err(Some(consumed), e))? {
                     LinearReadEvent::ReadRequest(n) => {
-                        let got = file.input.read(reader.insert(n)).map_err(|e| BagError::io(path, e))?;
+                        let got = file
+                            .input
+                            .read(reader.insert(n))
+                            .map_err(|e| BagError::io(path, e))?;
                         reader.notify_read(got);
                         consumed += got as u64;
                     }
                     LinearReadEvent::Record { opcode, data } => {
-                        match mcap::parse_record(opcode, data).map_err(|e| mcap_err(Some(consumed), e))? {
+                        match mcap::parse_record(opcode, data)
+                            .map_err(|e| mcap_err(Some(consumed), e))?
+                        {
                             Record::Schema { header, .. } => {
                                 schemas.insert(header.id, header.name);
                             }
                             Record::Channel(ch) => {
                                 if !file.channels.contains_key(&ch.id) {
                                     let schema = schemas.get(&ch.schema_id).cloned();
-                                    file.add_channel(ch.id, &ch.topic, schema.as_deref(), &ch.message_encoding, None);
+                                    file.add_channel(
+                                        ch.id,
+                                        &ch.topic,
+                                        schema.as_deref(),
+                                        &ch.message_encoding,
+                                        None,
+                                    );
                                 }
                             }
                             Record::Message { header, data } => {
                                 *counts.entry(header.channel_id).or_default() += 1;
-                                messages.push((header.channel_id, header.log_time, data.into_owned()));
+                                messages.push((
+                                    header.channel_id,
+                                    header.log_time,
+                                    data.into_owned(),
+                                ));
                             }
                             _ => {}
                         }
@@ -136,19 +169,34 @@ impl<R: Read + Seek> McapFile<R> {
             }
             for (id, n) in counts {
                 if let Some(&i) = file.channels.get(&id) {
-                    file.topics[i].message_count = Some(file.topics[i].message_count.unwrap_or(0) + n);
+                    file.topics[i].message_count =
+                        Some(file.topics[i].message_count.unwrap_or(0) + n);
                 }
             }
             messages.sort_by_key(|m| m.1); // stable: file order among equal log times
-            file.time_range = messages.first().zip(messages.last()).map(|(a, b)| (a.1 as i64, b.1 as i64));
+            file.time_range = messages
+                .first()
+                .zip(messages.last())
+                .map(|(a, b)| (a.1 as i64, b.1 as i64));
             file.mode = Mode::Loaded(messages.into());
         }
         Ok(file)
     }
 
-    fn add_channel(&mut self, id: u16, topic: &str, schema: Option<&str>, encoding: &str, count: Option<u64>) {
+    fn add_channel(
+        &mut self,
+        id: u16,
+        topic: &str,
+        schema: Option<&str>,
+        encoding: &str,
+        count: Option<u64>,
+    ) {
         // Several channels may carry one topic (different publishers' QoS): one topic entry.
-        let idx = match self.topics.iter().position(|t| t.name == topic && Some(t.msg_type.as_str()) == schema) {
+        let idx = match self
+            .topics
+            .iter()
+            .position(|t| t.name == topic && Some(t.msg_type.as_str()) == schema)
+        {
             Some(i) => {
                 if let (Some(a), Some(b)) = (&mut self.topics[i].message_count, count) {
                     *a += b;
@@ -175,7 +223,12 @@ impl<R: Read + Seek> McapFile<R> {
         if reader.is_none() {
             let mut options = IndexedReaderOptions::new();
             if let Some(sel) = &self.selected {
-                let topics = self.topics.iter().zip(sel).filter(|(_, on)| **on).map(|(t, _)| t.name.clone());
+                let topics = self
+                    .topics
+                    .iter()
+                    .zip(sel)
+                    .filter(|(_, on)| **on)
+                    .map(|(t, _)| t.name.clone());
                 options = options.include_topics(topics);
             }
             match IndexedReader::new_with_options(summary, options) {
@@ -296,7 +349,9 @@ enum SummaryError {
 }
 
 fn read_summary<R: Read + Seek>(input: &mut R, size: u64) -> Result<Option<Summary>, SummaryError> {
-    let mut reader = SummaryReader::new_with_options(mcap::sans_io::summary_reader::SummaryReaderOptions::default().with_file_size(size));
+    let mut reader = SummaryReader::new_with_options(
+        mcap::sans_io::summary_reader::SummaryReaderOptions::default().with_file_size(size),
+    );
     while let Some(event) = reader.next_event() {
         match event.map_err(SummaryError::Mcap)? {
             SummaryReadEvent::ReadRequest(need) => {

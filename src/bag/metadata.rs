@@ -58,7 +58,8 @@ impl BagMetadata {
             path: path.to_path_buf(),
             detail,
         };
-        let doc: Value = serde_yaml::from_str(text).map_err(|e| bad(format!("not valid YAML: {e}")))?;
+        let doc: Value =
+            serde_yaml::from_str(text).map_err(|e| bad(format!("not valid YAML: {e}")))?;
         let info = doc
             .get("rosbag2_bagfile_information")
             .ok_or_else(|| bad("no `rosbag2_bagfile_information` mapping".into()))?;
@@ -78,8 +79,14 @@ impl BagMetadata {
                 })
             }
         };
-        let mode = info.get("compression_mode").and_then(Value::as_str).unwrap_or("");
-        let format = info.get("compression_format").and_then(Value::as_str).unwrap_or("");
+        let mode = info
+            .get("compression_mode")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let format = info
+            .get("compression_format")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if !mode.is_empty() && !mode.eq_ignore_ascii_case("none") {
             return Err(BagError::Unsupported {
                 path: path.to_path_buf(),
@@ -87,31 +94,45 @@ impl BagMetadata {
                 hint: "decompress it first, e.g. `ros2 bag convert`; MCAP chunk compression (zstd, lz4) is supported".into(),
             });
         }
-        let files: Vec<PathBuf> = match info.get("relative_file_paths").and_then(Value::as_sequence) {
+        let files: Vec<PathBuf> = match info.get("relative_file_paths").and_then(Value::as_sequence)
+        {
             Some(seq) => seq
                 .iter()
                 .map(|v| {
-                    v.as_str()
-                        .map(PathBuf::from)
-                        .ok_or_else(|| bad("`relative_file_paths` must be a list of strings".into()))
+                    v.as_str().map(PathBuf::from).ok_or_else(|| {
+                        bad("`relative_file_paths` must be a list of strings".into())
+                    })
                 })
                 .collect::<Result<_, _>>()?,
             None => info
                 .get("files")
                 .and_then(Value::as_sequence)
-                .map(|seq| seq.iter().filter_map(|f| f.get("path")?.as_str().map(PathBuf::from)).collect())
+                .map(|seq| {
+                    seq.iter()
+                        .filter_map(|f| f.get("path")?.as_str().map(PathBuf::from))
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         if files.is_empty() {
             return Err(bad("lists no storage files (`relative_file_paths`)".into()));
         }
         for f in &files {
-            if f.is_absolute() || f.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                return Err(bad(format!("file `{}` is outside the bag directory", f.display())));
+            if f.is_absolute()
+                || f.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(bad(format!(
+                    "file `{}` is outside the bag directory",
+                    f.display()
+                )));
             }
         }
         let mut topics = Vec::new();
-        if let Some(seq) = info.get("topics_with_message_count").and_then(Value::as_sequence) {
+        if let Some(seq) = info
+            .get("topics_with_message_count")
+            .and_then(Value::as_sequence)
+        {
             for t in seq {
                 let meta = t.get("topic_metadata");
                 let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str);
@@ -126,7 +147,10 @@ impl BagMetadata {
             .get("starting_time")
             .and_then(|s| s.get("nanoseconds_since_epoch"))
             .and_then(Value::as_i64);
-        let duration_ns = info.get("duration").and_then(|s| s.get("nanoseconds")).and_then(Value::as_i64);
+        let duration_ns = info
+            .get("duration")
+            .and_then(|s| s.get("nanoseconds"))
+            .and_then(Value::as_i64);
         Ok(BagMetadata {
             version,
             storage,
@@ -171,25 +195,47 @@ rosbag2_bagfile_information:
     fn parses_rosbag2_metadata() {
         let m = BagMetadata::parse(ROSBAG2_V5, Path::new("metadata.yaml")).unwrap();
         assert_eq!(m.storage, Storage::Sqlite3);
-        assert_eq!(m.files, vec![PathBuf::from("bag_0.db3"), PathBuf::from("bag_1.db3")]);
-        assert_eq!(m.topics, vec![("/joint_states".into(), "sensor_msgs/msg/JointState".into(), 3)]);
-        assert_eq!((m.starting_time_ns, m.duration_ns), (Some(1000), Some(2000)));
+        assert_eq!(
+            m.files,
+            vec![PathBuf::from("bag_0.db3"), PathBuf::from("bag_1.db3")]
+        );
+        assert_eq!(
+            m.topics,
+            vec![(
+                "/joint_states".into(),
+                "sensor_msgs/msg/JointState".into(),
+                3
+            )]
+        );
+        assert_eq!(
+            (m.starting_time_ns, m.duration_ns),
+            (Some(1000), Some(2000))
+        );
     }
 
     #[test]
     fn rejects_compressed_bags_and_unknown_storage() {
         let compressed = ROSBAG2_V5.replace("compression_mode: ''", "compression_mode: FILE");
-        let e = BagMetadata::parse(&compressed, Path::new("m.yaml")).unwrap_err().to_string();
+        let e = BagMetadata::parse(&compressed, Path::new("m.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("compression (mode `FILE`"), "{e}");
-        let other = ROSBAG2_V5.replace("storage_identifier: sqlite3", "storage_identifier: rosbag_v1");
-        let e = BagMetadata::parse(&other, Path::new("m.yaml")).unwrap_err().to_string();
+        let other = ROSBAG2_V5.replace(
+            "storage_identifier: sqlite3",
+            "storage_identifier: rosbag_v1",
+        );
+        let e = BagMetadata::parse(&other, Path::new("m.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("storage plugin `rosbag_v1`"), "{e}");
     }
 
     #[test]
     fn rejects_files_outside_the_bag() {
         let escape = ROSBAG2_V5.replace("- bag_1.db3", "- ../elsewhere.db3");
-        let e = BagMetadata::parse(&escape, Path::new("m.yaml")).unwrap_err().to_string();
+        let e = BagMetadata::parse(&escape, Path::new("m.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("outside the bag directory"), "{e}");
     }
 }

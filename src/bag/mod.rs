@@ -43,5 +43,5 @@ pub use mcap_file::McapFile;
 pub use metadata::{BagMetadata, Storage};
 pub use output::{Actions, OutputFormat};
 pub use reader::{Bag, BagMessage, FileMessage, FileReader, FileTopic, TopicInfo};
-pub use replay::{run, ReplayOptions, ReplaySummary};
+pub use replay::{run, PerInference, ReplayOptions, ReplaySummary};
 pub use sqlite_file::SqliteFile;

@@ -16,10 +16,17 @@ pub enum OutputFormat {
 
 impl OutputFormat {
     pub fn from_path(path: &Path) -> Result<Self, BagError> {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("csv") => Ok(OutputFormat::Csv),
             Some("npz") => Ok(OutputFormat::Npz),
-            _ => Err(BagError::OutputFormat { path: path.to_path_buf() }),
+            _ => Err(BagError::OutputFormat {
+                path: path.to_path_buf(),
+            }),
         }
     }
 }
@@ -36,7 +43,10 @@ pub struct Actions {
 
 /// Writes `path` through `write`: into `.<name>.<pid>.tmp` in the same directory, renamed to
 /// `path` on success and removed on failure, so `path` is never left partial.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<(), BagError> {
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<(), BagError> {
     let tmp = temp_path(path);
     let out_err = |source| BagError::Output {
         path: path.to_path_buf(),
@@ -59,7 +69,10 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&mut BufWriter<File>) ->
 
 /// The temporary sibling used by [`write_atomically`].
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "output".into());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
@@ -113,7 +126,8 @@ pub fn write_npz<W: Write + std::io::Seek>(w: &mut W, actions: &Actions) -> std:
     for s in &actions.stamp_ns {
         buf.extend_from_slice(&s.to_le_bytes());
     }
-    zip.start_file("stamp_ns.npy", opts).map_err(std::io::Error::other)?;
+    zip.start_file("stamp_ns.npy", opts)
+        .map_err(std::io::Error::other)?;
     zip.write_all(&buf)?;
 
     let mut buf = npy_header("<f8", &[t, a]);
@@ -122,10 +136,17 @@ pub fn write_npz<W: Write + std::io::Seek>(w: &mut W, actions: &Actions) -> std:
             buf.extend_from_slice(&v.to_le_bytes());
         }
     }
-    zip.start_file("actions.npy", opts).map_err(std::io::Error::other)?;
+    zip.start_file("actions.npy", opts)
+        .map_err(std::io::Error::other)?;
     zip.write_all(&buf)?;
 
-    let width = actions.joint_names.iter().map(|n| n.chars().count()).max().unwrap_or(1).max(1);
+    let width = actions
+        .joint_names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let mut buf = npy_header(&format!("<U{width}"), &[a]);
     for n in &actions.joint_names {
         let mut chars: Vec<char> = n.chars().collect();
@@ -134,7 +155,8 @@ pub fn write_npz<W: Write + std::io::Seek>(w: &mut W, actions: &Actions) -> std:
             buf.extend_from_slice(&(c as u32).to_le_bytes());
         }
     }
-    zip.start_file("joint_names.npy", opts).map_err(std::io::Error::other)?;
+    zip.start_file("joint_names.npy", opts)
+        .map_err(std::io::Error::other)?;
     zip.write_all(&buf)?;
     zip.finish().map_err(std::io::Error::other)?;
     Ok(())
@@ -144,7 +166,13 @@ pub fn write_npz<W: Write + std::io::Seek>(w: &mut W, actions: &Actions) -> std:
 fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
     let shape = match shape {
         [n] => format!("({n},)"),
-        dims => format!("({})", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        dims => format!(
+            "({})",
+            dims.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     // magic (6) + version (2) + header length (2) + dict + '\n' is a multiple of 64.
@@ -173,7 +201,10 @@ mod tests {
     fn csv_is_exact() {
         let mut out = Vec::new();
         write_csv(&mut out, &sample()).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "stamp_ns,j1,\"j,2\"\n10,0.1,-2.5\n20,1e-9,3.0\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "stamp_ns,j1,\"j,2\"\n10,0.1,-2.5\n20,1e-9,3.0\n"
+        );
     }
 
     #[test]
@@ -214,8 +245,14 @@ mod tests {
 
     #[test]
     fn format_from_extension() {
-        assert_eq!(OutputFormat::from_path(Path::new("a.CSV")).unwrap(), OutputFormat::Csv);
-        assert_eq!(OutputFormat::from_path(Path::new("a.npz")).unwrap(), OutputFormat::Npz);
+        assert_eq!(
+            OutputFormat::from_path(Path::new("a.CSV")).unwrap(),
+            OutputFormat::Csv
+        );
+        assert_eq!(
+            OutputFormat::from_path(Path::new("a.npz")).unwrap(),
+            OutputFormat::Npz
+        );
         assert!(OutputFormat::from_path(Path::new("a.txt")).is_err());
     }
 }

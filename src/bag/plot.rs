@@ -65,7 +65,11 @@ fn draw(buf: &mut [u8], size: (u32, u32), data: &PlotData, text: bool) -> Result
     let (title, body) = root.split_vertically(TITLE_HEIGHT);
     if text {
         title
-            .draw_text(&data.title, &("sans-serif", 20).into_font().color(&BLACK), (10, 10))
+            .draw_text(
+                &data.title,
+                &("sans-serif", 20).into_font().color(&BLACK),
+                (10, 10),
+            )
             .map_err(|x| e(&x))?;
     }
     let t_end = data
@@ -81,41 +85,68 @@ fn draw(buf: &mut [u8], size: (u32, u32), data: &PlotData, text: bool) -> Result
             .commanded
             .iter()
             .filter_map(|c| c.1.get(j).copied())
-            .chain(data.recorded.iter().filter_map(|r| r.1.get(j).copied().flatten()))
+            .chain(
+                data.recorded
+                    .iter()
+                    .filter_map(|r| r.1.get(j).copied().flatten()),
+            )
             .filter(|v| v.is_finite());
-        let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (-1.0, 1.0) };
+        let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+        let (lo, hi) = if lo.is_finite() {
+            (lo, hi)
+        } else {
+            (-1.0, 1.0)
+        };
         let pad = ((hi - lo) * 0.08).max(1e-3);
         let mut builder = ChartBuilder::on(panel);
         builder.margin(6).margin_right(16);
         if text {
-            builder.caption(name, ("sans-serif", 15)).x_label_area_size(24).y_label_area_size(56);
+            builder
+                .caption(name, ("sans-serif", 15))
+                .x_label_area_size(24)
+                .y_label_area_size(56);
         } else {
             builder.x_label_area_size(4).y_label_area_size(4);
         }
-        let mut chart = builder.build_cartesian_2d(0.0..t_end, (lo - pad)..(hi + pad)).map_err(|x| e(&x))?;
+        let mut chart = builder
+            .build_cartesian_2d(0.0..t_end, (lo - pad)..(hi + pad))
+            .map_err(|x| e(&x))?;
         let mut mesh = chart.configure_mesh();
         mesh.light_line_style(WHITE.mix(0.0));
         if text {
-            mesh.x_labels(10).y_labels(5).x_desc(if j + 1 == data.joint_names.len() { "bag time (s)" } else { "" });
+            mesh.x_labels(10)
+                .y_labels(5)
+                .x_desc(if j + 1 == data.joint_names.len() {
+                    "bag time (s)"
+                } else {
+                    ""
+                });
         } else {
             mesh.x_labels(0).y_labels(0);
         }
         mesh.draw().map_err(|x| e(&x))?;
-        let recorded = data.recorded.iter().filter_map(|(t, v)| v.get(j).copied().flatten().map(|v| (*t, v)));
+        let recorded = data
+            .recorded
+            .iter()
+            .filter_map(|(t, v)| v.get(j).copied().flatten().map(|v| (*t, v)));
         let series = chart
             .draw_series(LineSeries::new(recorded, RECORDED.stroke_width(2)))
             .map_err(|x| e(&x))?;
         series
             .label("recorded position")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RECORDED.stroke_width(2)));
-        let commanded = data.commanded.iter().filter_map(|(t, v)| v.get(j).map(|v| (*t, *v)));
+        let commanded = data
+            .commanded
+            .iter()
+            .filter_map(|(t, v)| v.get(j).map(|v| (*t, *v)));
         let series = chart
             .draw_series(LineSeries::new(commanded, COMMANDED.stroke_width(2)))
             .map_err(|x| e(&x))?;
-        series
-            .label("commanded action")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], COMMANDED.stroke_width(2)));
+        series.label("commanded action").legend(|(x, y)| {
+            PathElement::new(vec![(x, y), (x + 20, y)], COMMANDED.stroke_width(2))
+        });
         if text {
             chart
                 .configure_series_labels()

@@ -114,7 +114,9 @@ impl Bag {
                         let direct = path.join(rel);
                         // Early rosbag2 releases wrote paths with the bag directory in front.
                         match rel.file_name() {
-                            Some(name) if !direct.exists() && path.join(name).exists() => path.join(name),
+                            Some(name) if !direct.exists() && path.join(name).exists() => {
+                                path.join(name)
+                            }
                             _ => direct,
                         }
                     })
@@ -141,7 +143,12 @@ impl Bag {
                     reason: "directory without metadata.yaml mixes .mcap and .db3 files".into(),
                 });
             }
-            log::warn!("{}: no metadata.yaml; reading {} {} file(s) by name", path.display(), files.len(), storage.as_str());
+            log::warn!(
+                "{}: no metadata.yaml; reading {} {} file(s) by name",
+                path.display(),
+                files.len(),
+                storage.as_str()
+            );
             return Self::from_files(path, storage, &files, None);
         }
         if path.file_name().is_some_and(|n| n == "metadata.yaml") {
@@ -156,7 +163,12 @@ impl Bag {
         }
     }
 
-    fn from_files(path: &Path, storage: Storage, files: &[PathBuf], metadata: Option<BagMetadata>) -> Result<Self, BagError> {
+    fn from_files(
+        path: &Path,
+        storage: Storage,
+        files: &[PathBuf],
+        metadata: Option<BagMetadata>,
+    ) -> Result<Self, BagError> {
         let mut readers: Vec<Box<dyn FileReader>> = Vec::new();
         for f in files {
             readers.push(match storage {
@@ -171,7 +183,12 @@ impl Bag {
     }
 
     /// A bag over already opened storage files (e.g. in-memory ones in tests).
-    pub fn from_readers(path: &Path, storage: Storage, files: Vec<Box<dyn FileReader>>, metadata: Option<BagMetadata>) -> Result<Self, BagError> {
+    pub fn from_readers(
+        path: &Path,
+        storage: Storage,
+        files: Vec<Box<dyn FileReader>>,
+        metadata: Option<BagMetadata>,
+    ) -> Result<Self, BagError> {
         let mut topics: Vec<TopicInfo> = Vec::new();
         let mut maps = Vec::new();
         for f in &files {
@@ -183,7 +200,10 @@ impl Bag {
                         if b.msg_type != t.msg_type {
                             return Err(BagError::Metadata {
                                 path: f.path().to_path_buf(),
-                                detail: format!("topic `{}` has type `{}` here and `{}` in another file", t.name, t.msg_type, b.msg_type),
+                                detail: format!(
+                                    "topic `{}` has type `{}` here and `{}` in another file",
+                                    t.name, t.msg_type, b.msg_type
+                                ),
                             });
                         }
                         b.message_count = b.message_count.zip(t.message_count).map(|(a, c)| a + c);
@@ -206,7 +226,11 @@ impl Bag {
         // metadata.yaml counts where the storage does not know them (sqlite3).
         if let Some(m) = &metadata {
             for t in topics.iter_mut().filter(|t| t.message_count.is_none()) {
-                t.message_count = m.topics.iter().find(|(n, _, _)| *n == t.name).map(|(_, _, c)| *c);
+                t.message_count = m
+                    .topics
+                    .iter()
+                    .find(|(n, _, _)| *n == t.name)
+                    .map(|(_, _, c)| *c);
             }
         }
         let n = files.len();
@@ -252,7 +276,11 @@ impl Bag {
         if self.topics.is_empty() {
             return "no topics".into();
         }
-        self.topics.iter().map(|t| format!("{} ({})", t.name, t.msg_type)).collect::<Vec<_>>().join(", ")
+        self.topics
+            .iter()
+            .map(|t| format!("{} ({})", t.name, t.msg_type))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// First and last log time of the bag (from `metadata.yaml` or the storage files).
@@ -275,7 +303,12 @@ impl Bag {
     /// the first message. Unselected topics are not read at all where the storage allows it.
     pub fn select(&mut self, topics: &[usize]) {
         for (f, map) in self.files.iter_mut().zip(&self.maps) {
-            let local: Vec<usize> = map.iter().enumerate().filter(|(_, g)| topics.contains(g)).map(|(l, _)| l).collect();
+            let local: Vec<usize> = map
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| topics.contains(g))
+                .map(|(l, _)| l)
+                .collect();
             f.select(&local);
         }
     }

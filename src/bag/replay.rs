@@ -68,6 +68,8 @@ pub struct ReplaySummary {
     pub control_rate_hz: f64,
     /// Messages fed to the loop.
     pub messages: u64,
+    /// Topics the loop takes input from (joint states and cameras).
+    pub input_topics: usize,
     /// Joint states rejected (joints missing from the message), as the node would.
     pub rejected_messages: u64,
     pub ticks: u64,
@@ -78,7 +80,7 @@ pub struct ReplaySummary {
     pub errors: u64,
     /// Chunks inferred.
     pub inferences: u64,
-    /// Loading the model (and its warm-up).
+    /// Loading the model (and its warm-up) and the message typesupport libraries.
     pub load_time: Duration,
     /// Reading the bag: file I/O and MCAP decompression.
     pub read_time: Duration,
@@ -104,9 +106,29 @@ impl ReplaySummary {
         self.ticks as f64 / self.loop_time.as_secs_f64().max(1e-9)
     }
 
-    /// (decode + preprocess) time relative to inference time.
+    /// Over the whole replay: (decode + preprocess) time relative to inference time. Every
+    /// message is decoded, chunks are inferred only when the queue runs low, so this depends
+    /// on message rates and `n_action_steps` as much as on speed.
     pub fn decode_preprocess_vs_infer(&self) -> f64 {
-        (self.decode_time + self.preprocess_time).as_secs_f64() / self.infer_time.as_secs_f64().max(1e-12)
+        (self.decode_time + self.preprocess_time).as_secs_f64()
+            / self.infer_time.as_secs_f64().max(1e-12)
+    }
+
+    /// Per inference: (decode one message per input topic + preprocess one observation)
+    /// relative to one inference, from the mean times of the replay.
+    pub fn per_inference(&self) -> PerInference {
+        let per = |d: Duration, n: u64| {
+            if n == 0 {
+                Duration::ZERO
+            } else {
+                d / n.min(u64::from(u32::MAX)) as u32
+            }
+        };
+        PerInference {
+            decode: per(self.decode_time, self.messages) * self.input_topics as u32,
+            preprocess: per(self.preprocess_time, self.inferences),
+            infer: per(self.infer_time, self.inferences),
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -114,21 +136,61 @@ impl ReplaySummary {
     }
 }
 
+/// Mean cost of one observation's way through the pipeline, see
+/// [`ReplaySummary::per_inference`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PerInference {
+    /// Decoding one message of each input topic.
+    pub decode: Duration,
+    /// Converting one observation's images to tensors.
+    pub preprocess: Duration,
+    /// One inference (a chunk).
+    pub infer: Duration,
+}
+
+impl PerInference {
+    /// How many times faster decode + preprocess is than the inference.
+    pub fn speedup(&self) -> f64 {
+        self.infer.as_secs_f64() / (self.decode + self.preprocess).as_secs_f64().max(1e-12)
+    }
+}
+
 impl std::fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let share = |d: Duration| 100.0 * d.as_secs_f64() / self.loop_time.as_secs_f64().max(1e-12);
-        writeln!(f, "bag:        {} ({}, {} file(s), {} messages replayed)", self.bag.display(), self.storage, self.files, self.messages)?;
-        writeln!(f, "policy:     {} on {}, {} Hz", self.backend, self.device, self.control_rate_hz)?;
+        writeln!(
+            f,
+            "bag:        {} ({}, {} file(s), {} messages replayed)",
+            self.bag.display(),
+            self.storage,
+            self.files,
+            self.messages
+        )?;
+        writeln!(
+            f,
+            "policy:     {} on {}, {} Hz",
+            self.backend, self.device, self.control_rate_hz
+        )?;
         writeln!(
             f,
             "ticks:      {} ({} commands, {} stale, {} overruns, {} disabled, {} errors; {} chunks inferred)",
             self.ticks, self.commands, self.stale, self.overruns, self.disabled, self.errors, self.inferences
         )?;
         if self.rejected_messages > 0 {
-            writeln!(f, "rejected:   {} joint state message(s) without all of joint_names", self.rejected_messages)?;
+            writeln!(
+                f,
+                "rejected:   {} joint state message(s) without all of joint_names",
+                self.rejected_messages
+            )?;
         }
-        writeln!(f, "throughput: {:.0} ticks/s ({:.1} ms replay loop, {:.1} ms model load)", self.ticks_per_second(), ms(self.loop_time), ms(self.load_time))?;
+        writeln!(
+            f,
+            "throughput: {:.0} ticks/s ({:.1} ms replay loop, {:.1} ms model load)",
+            self.ticks_per_second(),
+            ms(self.loop_time),
+            ms(self.load_time)
+        )?;
         writeln!(
             f,
             "time:       read {:.1} ms ({:.1}%), decode {:.1} ms ({:.1}%), preprocess {:.1} ms ({:.1}%), inference {:.1} ms ({:.1}%)",
@@ -141,11 +203,22 @@ impl std::fmt::Display for ReplaySummary {
             ms(self.infer_time),
             share(self.infer_time)
         )?;
+        let per = self.per_inference();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
         writeln!(
             f,
-            "            decode + preprocess = {:.3} x inference ({:.0}x faster)",
-            self.decode_preprocess_vs_infer(),
-            1.0 / self.decode_preprocess_vs_infer().max(1e-12)
+            "per chunk:  decode one observation {:.1} us + preprocess {:.1} us vs inference {:.1} us: {:.1}x faster",
+            us(per.decode),
+            us(per.preprocess),
+            us(per.infer),
+            per.speedup()
+        )?;
+        writeln!(
+            f,
+            "in all:     decode + preprocess {:.1}x faster than inference ({} messages decoded, {} chunks inferred)",
+            1.0 / self.decode_preprocess_vs_infer().max(1e-12),
+            self.messages,
+            self.inferences
         )?;
         if let Some(o) = &self.output {
             writeln!(f, "output:     {} ({} rows)", o.display(), self.rows())?;
@@ -176,7 +249,10 @@ pub fn replay_params(opts: &ReplayOptions) -> Result<NodeParams, BagError> {
         Some(p) => read_params_file(p, NODE_NAME)?,
         None => ParamMap::new(),
     };
-    map.insert("export_dir".into(), ParamValue::String(opts.export_dir.to_string_lossy().into_owned()));
+    map.insert(
+        "export_dir".into(),
+        ParamValue::String(opts.export_dir.to_string_lossy().into_owned()),
+    );
     if let Some(b) = &opts.backend {
         map.insert("backend".into(), ParamValue::String(b.clone()));
     }
@@ -215,11 +291,13 @@ struct Needed {
 fn needed_topics(bag: &Bag, params: &NodeParams) -> Result<Needed, BagError> {
     let find = |param: &'static str, topic: &str| -> Result<usize, BagError> {
         let resolved = resolve_topic(topic);
-        let idx = bag.topic_index(&resolved).ok_or_else(|| BagError::MissingTopic {
-            topic: resolved.clone(),
-            param,
-            available: bag.topic_list(),
-        })?;
+        let idx = bag
+            .topic_index(&resolved)
+            .ok_or_else(|| BagError::MissingTopic {
+                topic: resolved.clone(),
+                param,
+                available: bag.topic_list(),
+            })?;
         let info = &bag.topics()[idx];
         if !(info.serialization_format.is_empty() || info.serialization_format == "cdr") {
             return Err(BagError::SerializationFormat {
@@ -228,7 +306,10 @@ fn needed_topics(bag: &Bag, params: &NodeParams) -> Result<Needed, BagError> {
             });
         }
         if info.message_count == Some(0) {
-            return Err(BagError::EmptyTopic { topic: resolved, param });
+            return Err(BagError::EmptyTopic {
+                topic: resolved,
+                param,
+            });
         }
         Ok(idx)
     };
@@ -246,7 +327,11 @@ fn needed_topics(bag: &Bag, params: &NodeParams) -> Result<Needed, BagError> {
     for (index, topic) in params.camera_topics.iter().enumerate() {
         let idx = find("camera_topics", topic)?;
         let info = &bag.topics()[idx];
-        let wanted = if NodeParams::is_compressed_topic(topic) { MessageKind::CompressedImage } else { MessageKind::Image };
+        let wanted = if NodeParams::is_compressed_topic(topic) {
+            MessageKind::CompressedImage
+        } else {
+            MessageKind::Image
+        };
         if MessageKind::from_type_name(&info.msg_type) != Some(wanted) {
             return Err(BagError::UnsupportedType {
                 topic: info.name.clone(),
@@ -257,7 +342,16 @@ fn needed_topics(bag: &Bag, params: &NodeParams) -> Result<Needed, BagError> {
                 ),
             });
         }
-        if roles.insert(idx, Role::Camera { index, kind: wanted }).is_some() {
+        if roles
+            .insert(
+                idx,
+                Role::Camera {
+                    index,
+                    kind: wanted,
+                },
+            )
+            .is_some()
+        {
             return Err(BagError::Params(crate::control::ParamError::Invalid {
                 name: "camera_topics".into(),
                 rule: format!("lists `{topic}` twice or also as joint_state_topic"),
@@ -282,7 +376,10 @@ impl Progress {
         self.last = Instant::now();
         let rate = ticks as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
         let pct = match self.range {
-            Some((a, b)) if b > a => format!("{:5.1}% ", 100.0 * ((now_ns - a) as f64 / (b - a) as f64).clamp(0.0, 1.0)),
+            Some((a, b)) if b > a => format!(
+                "{:5.1}% ",
+                100.0 * ((now_ns - a) as f64 / (b - a) as f64).clamp(0.0, 1.0)
+            ),
             _ => String::new(),
         };
         let mut err = std::io::stderr().lock();
@@ -296,7 +393,11 @@ impl Progress {
 /// Replays `opts.bag` through the control loop; see the module docs.
 pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
     let wall = Instant::now();
-    let output_format = opts.output.as_deref().map(OutputFormat::from_path).transpose()?;
+    let output_format = opts
+        .output
+        .as_deref()
+        .map(OutputFormat::from_path)
+        .transpose()?;
     let params = replay_params(opts)?;
     let mut bag = Bag::open(&opts.bag)?;
     let needed = needed_topics(&bag, &params)?;
@@ -305,7 +406,9 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
 
     let load = Instant::now();
     let joint_names = params.joint_names.clone();
-    let period_ns = i64::try_from(params.period().as_nanos()).unwrap_or(i64::MAX).max(1);
+    let period_ns = i64::try_from(params.period().as_nanos())
+        .unwrap_or(i64::MAX)
+        .max(1);
     let control_rate_hz = params.control_rate_hz;
     let mut ctl = ControlLoop::new(
         params,
@@ -314,6 +417,8 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
             auto_refill_from_warmup: false,
         },
     )?;
+    // First use of each message type loads its typesupport library: not part of decoding.
+    decode::warm_up();
     let load_time = load.elapsed();
     let status = ctl.status();
     let (backend, device) = (status.backend.clone(), status.device.clone());
@@ -345,7 +450,11 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
     let mut last_time = i64::MIN;
 
     let loop_start = Instant::now();
-    let tick = |ctl: &mut ControlLoop, t: i64, actions: &mut Actions, disabled: &mut u64| -> Result<(), BagError> {
+    let tick = |ctl: &mut ControlLoop,
+                t: i64,
+                actions: &mut Actions,
+                disabled: &mut u64|
+     -> Result<(), BagError> {
         match ctl.tick(t) {
             TickStatus::Command(cmd) => {
                 actions.stamp_ns.push(t);
@@ -353,7 +462,12 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
             }
             TickStatus::Disabled => *disabled += 1,
             TickStatus::Stale { .. } | TickStatus::Overrun => {}
-            TickStatus::Error(message) => return Err(BagError::Tick { stamp_ns: t, message }),
+            TickStatus::Error(message) => {
+                return Err(BagError::Tick {
+                    stamp_ns: t,
+                    message,
+                })
+            }
         }
         Ok(())
     };
@@ -404,7 +518,12 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
                 if opts.plot.is_some() {
                     let row = joint_names
                         .iter()
-                        .map(|n| js.name.iter().position(|m| m == n).and_then(|i| js.position.get(i).copied()))
+                        .map(|n| {
+                            js.name
+                                .iter()
+                                .position(|m| m == n)
+                                .and_then(|i| js.position.get(i).copied())
+                        })
                         .collect();
                     recorded.push((stamp, row));
                 }
@@ -467,13 +586,24 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
         let data = PlotData {
             title: format!(
                 "{}: commanded (red) vs recorded (blue) — {} on {}",
-                opts.bag.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                opts.bag
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 backend,
                 device
             ),
             joint_names: &joint_names,
-            commanded: actions.stamp_ns.iter().zip(&actions.values).map(|(t, v)| (secs(*t), v.as_slice())).collect(),
-            recorded: recorded.iter().map(|(t, v)| (secs(*t), v.clone())).collect(),
+            commanded: actions
+                .stamp_ns
+                .iter()
+                .zip(&actions.values)
+                .map(|(t, v)| (secs(*t), v.as_slice()))
+                .collect(),
+            recorded: recorded
+                .iter()
+                .map(|(t, v)| (secs(*t), v.clone()))
+                .collect(),
         };
         write_plot(path, &data)?;
     }
@@ -485,6 +615,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
         device,
         control_rate_hz,
         messages,
+        input_topics: needed.roles.len(),
         rejected_messages: status.counters.rejected_messages,
         ticks: status.counters.ticks,
         commands: status.counters.commands,
@@ -525,10 +656,23 @@ pub fn read_csv(path: &Path) -> Result<Actions, BagError> {
     };
     for (i, line) in lines.enumerate() {
         let mut f = line.split(',');
-        let t = f.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad(format!("row {}: bad stamp_ns", i + 1)))?;
-        let row: Vec<f64> = f.map(|s| s.parse().map_err(|_| bad(format!("row {}: bad number `{s}`", i + 1)))).collect::<Result<_, _>>()?;
+        let t = f
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(format!("row {}: bad stamp_ns", i + 1)))?;
+        let row: Vec<f64> = f
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| bad(format!("row {}: bad number `{s}`", i + 1)))
+            })
+            .collect::<Result<_, _>>()?;
         if row.len() != out.joint_names.len() {
-            return Err(bad(format!("row {} has {} values for {} joints", i + 1, row.len(), out.joint_names.len())));
+            return Err(bad(format!(
+                "row {} has {} values for {} joints",
+                i + 1,
+                row.len(),
+                out.joint_names.len()
+            )));
         }
         out.stamp_ns.push(t);
         out.values.push(row);

@@ -36,12 +36,15 @@ impl SqliteFile {
     pub fn open(path: &Path) -> Result<Self, BagError> {
         // Check existence first: SQLite's own message for a missing file is vague.
         std::fs::metadata(path).map_err(|e| BagError::io(path, e))?;
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|source| BagError::Sqlite {
-                path: path.to_path_buf(),
-                what: "opening",
-                source,
-            })?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| BagError::Sqlite {
+            path: path.to_path_buf(),
+            what: "opening",
+            source,
+        })?;
         Self::from_connection(conn, path)
     }
 
@@ -58,7 +61,14 @@ impl SqliteFile {
                 .prepare("SELECT id, name, type, serialization_format FROM topics ORDER BY id")
                 .map_err(err("reading table `topics`"))?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
                 .map_err(err("reading table `topics`"))?;
             for row in rows {
                 let (id, name, msg_type, format) = row.map_err(err("reading table `topics`"))?;
@@ -94,7 +104,10 @@ impl SqliteFile {
             }
             Some(sel) => format!(
                 " AND topic_id IN ({})",
-                sel.iter().map(|&i| self.ids[i].to_string()).collect::<Vec<_>>().join(",")
+                sel.iter()
+                    .map(|&i| self.ids[i].to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
             None => String::new(),
         };
@@ -149,14 +162,22 @@ impl FileReader for SqliteFile {
     }
 
     fn select(&mut self, topics: &[usize]) {
-        self.selected = Some(topics.iter().copied().filter(|&t| t < self.topics.len()).collect());
+        self.selected = Some(
+            topics
+                .iter()
+                .copied()
+                .filter(|&t| t < self.topics.len())
+                .collect(),
+        );
     }
 
     fn time_range(&mut self) -> Result<Option<(i64, i64)>, BagError> {
         self.conn
-            .query_row("SELECT MIN(timestamp), MAX(timestamp) FROM messages", [], |r| {
-                Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?))
-            })
+            .query_row(
+                "SELECT MIN(timestamp), MAX(timestamp) FROM messages",
+                [],
+                |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)),
+            )
             .map_err(|source| BagError::Sqlite {
                 path: self.path.clone(),
                 what: "reading table `messages`",

@@ -11,10 +11,16 @@ use ndarray::ArrayD;
 use policy_node::export::{ExportBackend, ExportDir};
 use policy_node::npy::{read_npy, write_npz, NpyData};
 use policy_node::policy::InferenceModel;
-use policy_node::runtime::{fmt_shape, get_adapter, DeviceRequest, GraphOptimization, RuntimeOptions, TensorSpec};
+use policy_node::runtime::{
+    fmt_shape, get_adapter, DeviceRequest, GraphOptimization, RuntimeOptions, TensorSpec,
+};
 
 #[derive(Parser)]
-#[command(name = "policyctl", version, about = "Inspect, run, benchmark and replay policy exports (OpenVINO IR, ONNX, TorchScript)")]
+#[command(
+    name = "policyctl",
+    version,
+    about = "Inspect, run, benchmark and replay policy exports (OpenVINO IR, ONNX, TorchScript)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,7 +48,10 @@ struct RuntimeArgs {
 
 impl RuntimeArgs {
     fn backend(&self) -> Result<Option<ExportBackend>> {
-        self.backend.as_deref().map(|b| b.parse::<ExportBackend>().map_err(Into::into)).transpose()
+        self.backend
+            .as_deref()
+            .map(|b| b.parse::<ExportBackend>().map_err(Into::into))
+            .transpose()
     }
     fn options(&self) -> Result<RuntimeOptions> {
         Ok(RuntimeOptions {
@@ -125,7 +134,12 @@ fn main() -> ExitCode {
 fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Info { dir, json, rt } => info(dir, json, &rt),
-        Command::Predict { dir, inputs, output, rt } => predict(dir, &inputs, output, &rt),
+        Command::Predict {
+            dir,
+            inputs,
+            output,
+            rt,
+        } => predict(dir, &inputs, output, &rt),
         Command::Bench {
             dir,
             iterations,
@@ -157,7 +171,9 @@ fn info(dir: PathBuf, json: bool, rt: &RuntimeArgs) -> Result<()> {
     if let Some(backend) = rt.backend()? {
         b = b.backend(backend);
     }
-    let model = b.build().with_context(|| format!("loading {}", dir.display()))?;
+    let model = b
+        .build()
+        .with_context(|| format!("loading {}", dir.display()))?;
     let e = model.export();
     let c = model.config();
     let a = model.adapter();
@@ -199,19 +215,48 @@ fn info(dir: PathBuf, json: bool, rt: &RuntimeArgs) -> Result<()> {
     }
     println!("outputs");
     for s in a.outputs() {
-        let mark = if s.name == model.predictor().action_output() { "  (action)" } else { "" };
-        println!("  {:<24} {:<18} {}{mark}", s.name, fmt_shape(&s.shape), s.dtype);
+        let mark = if s.name == model.predictor().action_output() {
+            "  (action)"
+        } else {
+            ""
+        };
+        println!(
+            "  {:<24} {:<18} {}{mark}",
+            s.name,
+            fmt_shape(&s.shape),
+            s.dtype
+        );
     }
-    println!("chunk size  {} ({} executed per chunk)", c.chunk_size, c.n_action_steps);
-    println!("queue       {}", if c.serves_single_actions() { "on" } else { "off" });
+    println!(
+        "chunk size  {} ({} executed per chunk)",
+        c.chunk_size, c.n_action_steps
+    );
+    println!(
+        "queue       {}",
+        if c.serves_single_actions() {
+            "on"
+        } else {
+            "off"
+        }
+    );
     if let Some(k) = c.temporal_ensemble_coeff {
         println!("ensembling  exp(-{k} * i)");
     }
-    println!("load time   {:.1} ms", model.load_time().as_secs_f64() * 1e3);
+    println!(
+        "load time   {:.1} ms",
+        model.load_time().as_secs_f64() * 1e3
+    );
     Ok(())
 }
 
-fn load_adapter(dir: &PathBuf, rt: &RuntimeArgs) -> Result<(ExportDir, Box<dyn policy_node::runtime::RuntimeAdapter>, f64)> {
+fn load_adapter(
+    dir: &PathBuf,
+    rt: &RuntimeArgs,
+) -> Result<(
+    ExportDir,
+    Box<dyn policy_node::runtime::RuntimeAdapter>,
+    f64,
+)> {
     let export = ExportDir::open_with_backend(dir, rt.backend()?)?;
     let start = Instant::now();
     let mut adapter = get_adapter(export.backend, &rt.options()?)?;
@@ -230,14 +275,19 @@ fn predict(dir: PathBuf, inputs: &[String], output: PathBuf, rt: &RuntimeArgs) -
         let arr = read_npy(file).with_context(|| format!("--input {name}"))?;
         arrays.push((name.to_string(), arr));
     }
-    let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> = arrays.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> =
+        arrays.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
     let outputs = adapter.predict(&views)?;
     let flat: Vec<(String, Vec<usize>, Vec<f32>)> = outputs
         .iter()
         .map(|(n, a)| (n.clone(), a.shape().to_vec(), a.iter().copied().collect()))
         .collect();
-    let entries: Vec<(&str, Vec<usize>, NpyData<'_>)> = flat.iter().map(|(n, s, v)| (n.as_str(), s.clone(), NpyData::F32(v))).collect();
-    let file = std::fs::File::create(&output).with_context(|| format!("creating {}", output.display()))?;
+    let entries: Vec<(&str, Vec<usize>, NpyData<'_>)> = flat
+        .iter()
+        .map(|(n, s, v)| (n.as_str(), s.clone(), NpyData::F32(v)))
+        .collect();
+    let file =
+        std::fs::File::create(&output).with_context(|| format!("creating {}", output.display()))?;
     write_npz(file, &entries).with_context(|| format!("writing {}", output.display()))?;
     for (n, s, _) in &flat {
         eprintln!("{n}: {s:?}");
@@ -263,13 +313,20 @@ fn random_inputs(specs: &[TensorSpec]) -> Vec<(String, ArrayD<f32>)> {
         .collect()
 }
 
-fn bench(dir: PathBuf, iterations: usize, warmup: usize, json: bool, rt: &RuntimeArgs) -> Result<()> {
+fn bench(
+    dir: PathBuf,
+    iterations: usize,
+    warmup: usize,
+    json: bool,
+    rt: &RuntimeArgs,
+) -> Result<()> {
     if iterations == 0 {
         bail!("--iterations must be at least 1");
     }
     let (export, mut adapter, load_ms) = load_adapter(&dir, rt)?;
     let inputs = random_inputs(adapter.inputs());
-    let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> = inputs.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> =
+        inputs.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
     for _ in 0..warmup {
         adapter.predict(&views)?;
     }
@@ -283,7 +340,11 @@ fn bench(dir: PathBuf, iterations: usize, warmup: usize, json: bool, rt: &Runtim
     us.sort_by(f64::total_cmp);
     // Nearest rank (the ceil(p * n)-th smallest), as tools/bench_python.py computes it.
     let pct = |p: f64| us[((p * us.len() as f64).ceil() as usize).clamp(1, us.len()) - 1];
-    let median = if us.len() % 2 == 1 { us[us.len() / 2] } else { 0.5 * (us[us.len() / 2 - 1] + us[us.len() / 2]) };
+    let median = if us.len() % 2 == 1 {
+        us[us.len() / 2]
+    } else {
+        0.5 * (us[us.len() / 2 - 1] + us[us.len() / 2])
+    };
     if json {
         let v = serde_json::json!({
             "backend": export.backend.as_str(),
@@ -295,7 +356,13 @@ fn bench(dir: PathBuf, iterations: usize, warmup: usize, json: bool, rt: &Runtim
         });
         println!("{v}");
     } else {
-        println!("{} on {} ({} iterations, threads {:?})", export.backend, adapter.device(), iterations, rt.threads);
+        println!(
+            "{} on {} ({} iterations, threads {:?})",
+            export.backend,
+            adapter.device(),
+            iterations,
+            rt.threads
+        );
         println!("load     {load_ms:.1} ms");
         println!(
             "predict  min {:.0} us  median {:.0} us  p99 {:.0} us  max {:.0} us",
@@ -309,7 +376,14 @@ fn bench(dir: PathBuf, iterations: usize, warmup: usize, json: bool, rt: &Runtim
 }
 
 #[cfg(feature = "ros")]
-fn replay(bag: PathBuf, dir: PathBuf, params: Option<PathBuf>, output: Option<PathBuf>, plot: Option<PathBuf>, rt: &RuntimeArgs) -> Result<()> {
+fn replay(
+    bag: PathBuf,
+    dir: PathBuf,
+    params: Option<PathBuf>,
+    output: Option<PathBuf>,
+    plot: Option<PathBuf>,
+    rt: &RuntimeArgs,
+) -> Result<()> {
     use std::io::IsTerminal;
     let opts = policy_node::bag::replay::ReplayOptions {
         bag,
@@ -318,7 +392,8 @@ fn replay(bag: PathBuf, dir: PathBuf, params: Option<PathBuf>, output: Option<Pa
         output,
         plot,
         backend: rt.backend.clone(),
-        device: Some(rt.device.clone()),
+        // `auto` (the flag's default) leaves the parameter file's `device` in force.
+        device: (rt.device != "auto").then(|| rt.device.clone()),
         threads: rt.threads,
         progress: std::io::stderr().is_terminal(),
     };
@@ -328,6 +403,13 @@ fn replay(bag: PathBuf, dir: PathBuf, params: Option<PathBuf>, output: Option<Pa
 }
 
 #[cfg(not(feature = "ros"))]
-fn replay(_: PathBuf, _: PathBuf, _: Option<PathBuf>, _: Option<PathBuf>, _: Option<PathBuf>, _: &RuntimeArgs) -> Result<()> {
+fn replay(
+    _: PathBuf,
+    _: PathBuf,
+    _: Option<PathBuf>,
+    _: Option<PathBuf>,
+    _: Option<PathBuf>,
+    _: &RuntimeArgs,
+) -> Result<()> {
     bail!("replay is not compiled in; rebuild with `--features ros` (it decodes bags with r2r's message types)")
 }

@@ -219,9 +219,6 @@ impl ControlLoop {
             let spec = specs
                 .iter()
                 .find(|s| s.name == *input || canonical_name(&s.name) == canonical_name(input))
-                .or_else(|| {
-                    (image_specs.len() == 1 && camera_inputs.len() == 1).then(|| image_specs[0])
-                })
                 .ok_or_else(|| ControlError::Mismatch {
                     name: "camera_inputs",
                     problem: format!(
@@ -311,7 +308,9 @@ impl ControlLoop {
                 model.predict_chunk(&obs)?;
                 latency = start.elapsed();
             }
-            if params.refill_ahead_steps.is_none() && options.auto_refill_from_warmup {
+            let sync = options.force_sync || params.refill_mode == RefillSetting::Sync;
+            if params.refill_ahead_steps.is_none() && options.auto_refill_from_warmup && !sync {
+                // Enough queued actions to cover 1.5 inferences, plus one tick of slack.
                 let period = params.period().as_secs_f64();
                 refill_ahead = ((1.5 * latency.as_secs_f64() / period).ceil() as usize) + 1;
             }
@@ -567,7 +566,12 @@ impl ControlLoop {
     fn observation_fn(&self) -> impl FnOnce() -> Result<Observation, PolicyError> + Send + 'static {
         let state = self.state.as_ref().map(|s| s.0.clone()).unwrap_or_default();
         let state_input = self.state_input.clone();
-        type Capture = (String, String, Arc<Mutex<ImagePreprocessor>>, Option<Arc<ImageData>>);
+        type Capture = (
+            String,
+            String,
+            Arc<Mutex<ImagePreprocessor>>,
+            Option<Arc<ImageData>>,
+        );
         let images: Vec<Capture> = self
             .cameras
             .iter()
@@ -592,8 +596,8 @@ impl ControlLoop {
                         .map_err(|e| PolicyError::Preprocess(e.to_string()))?,
                 );
                 for (topic, input, pre, image) in images {
-                    let image =
-                        image.ok_or_else(|| PolicyError::Preprocess(format!("{topic}: no image")))?;
+                    let image = image
+                        .ok_or_else(|| PolicyError::Preprocess(format!("{topic}: no image")))?;
                     let mut pre = pre.lock().unwrap_or_else(|p| p.into_inner());
                     let tensor = match image.as_ref() {
                         ImageData::Raw {

@@ -330,12 +330,14 @@ impl NodeParams {
             "float64_multi_array" => CommandType::Float64MultiArray,
             "joint_trajectory" => CommandType::JointTrajectory,
             "joint_state" => CommandType::JointState,
-            other => return Err(invalid(
-                "command_type",
-                format!(
+            other => {
+                return Err(invalid(
+                    "command_type",
+                    format!(
                     "must be float64_multi_array, joint_trajectory or joint_state, got `{other}`"
                 ),
-            )),
+                ))
+            }
         };
         let max_age = r.double("max_observation_age_ms")?;
         if !(max_age.is_finite() && max_age > 0.0) {

@@ -81,7 +81,12 @@ pub fn float64_multi_array(command: &[f64]) -> Float64MultiArray {
 /// The command as `trajectory_msgs/JointTrajectory`: one point at one control period, then
 /// the rest of the plan (`plan[k]` at `(k + 2)` periods) when given. The header stamp stays
 /// zero: "start now" for joint_trajectory_controller, immune to clock offsets between hosts.
-pub fn joint_trajectory(joint_names: &[String], command: &[f64], plan: &[Vec<f64>], period: Duration) -> JointTrajectory {
+pub fn joint_trajectory(
+    joint_names: &[String],
+    command: &[f64],
+    plan: &[Vec<f64>],
+    period: Duration,
+) -> JointTrajectory {
     let point = |positions: &[f64], k: u32| JointTrajectoryPoint {
         positions: positions.to_vec(),
         time_from_start: duration_msg(period * k),
@@ -139,18 +144,33 @@ fn ms(d: Duration) -> String {
 pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> DiagnosticArray {
     let c = &status.counters;
     let (level, message) = if extras.errors_grew {
-        (level::ERROR, format!("policy error: {}", status.last_error.as_deref().unwrap_or("unknown")))
+        (
+            level::ERROR,
+            format!(
+                "policy error: {}",
+                status.last_error.as_deref().unwrap_or("unknown")
+            ),
+        )
     } else if extras.stale_grew {
         let what = extras.stale_input.as_deref().unwrap_or("an input");
-        (level::WARN, format!("stale observations ({what}): no commands"))
+        (
+            level::WARN,
+            format!("stale observations ({what}): no commands"),
+        )
     } else if extras.overruns_grew {
-        (level::WARN, "overruns: chunks arrive later than the queue runs out".to_string())
+        (
+            level::WARN,
+            "overruns: chunks arrive later than the queue runs out".to_string(),
+        )
     } else if !status.enabled {
         (level::OK, "disabled (~/enable false)".to_string())
     } else {
         (level::OK, "running".to_string())
     };
-    let kv = |key: &str, value: String| KeyValue { key: key.to_string(), value };
+    let kv = |key: &str, value: String| KeyValue {
+        key: key.to_string(),
+        value,
+    };
     let values = vec![
         kv("backend", status.backend.clone()),
         kv("device", status.device.clone()),
@@ -170,7 +190,10 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
         kv("latency_max_ms", ms(status.latency.max)),
         kv("inferences", status.latency.count.to_string()),
         kv("control_rate_hz", format!("{:.3}", extras.control_rate_hz)),
-        kv("achieved_rate_hz", format!("{:.3}", extras.achieved_rate_hz)),
+        kv(
+            "achieved_rate_hz",
+            format!("{:.3}", extras.achieved_rate_hz),
+        ),
         kv("ticks", c.ticks.to_string()),
         kv("commands", c.commands.to_string()),
         kv("commands_total", extras.commands_total.to_string()),
@@ -241,7 +264,13 @@ mod tests {
         let (stamp, data) = raw_image(image("rgb8", 4, 2, 12, 24));
         assert_eq!((stamp.sec, stamp.nanosec), (1, 2));
         match data.unwrap() {
-            ImageData::Raw { width, height, step, data, .. } => {
+            ImageData::Raw {
+                width,
+                height,
+                step,
+                data,
+                ..
+            } => {
                 assert_eq!((width, height, step, data.len()), (4, 2, 12, 24));
             }
             other => panic!("{other:?}"),
@@ -249,10 +278,23 @@ mod tests {
         // Row padding is honoured.
         assert!(raw_image(image("mono8", 3, 2, 4, 8)).1.is_ok());
         let e = raw_image(image("yuv422", 4, 2, 8, 16)).1.unwrap_err();
-        assert!(matches!(e, ObservationError::UnsupportedEncoding { .. }), "{e}");
+        assert!(
+            matches!(e, ObservationError::UnsupportedEncoding { .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains("yuv422"));
         let e = raw_image(image("rgb8", 4, 2, 12, 20)).1.unwrap_err();
-        assert!(matches!(e, ObservationError::DataLength { expected: 24, actual: 20, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                ObservationError::DataLength {
+                    expected: 24,
+                    actual: 20,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = raw_image(image("bgr8", 4, 2, 6, 12)).1.unwrap_err();
         assert!(matches!(e, ObservationError::StepTooSmall { .. }), "{e}");
     }
@@ -286,7 +328,13 @@ mod tests {
         assert_eq!(t.joint_names, names);
         assert_eq!(t.points.len(), 1);
         assert_eq!(t.points[0].positions, cmd.to_vec());
-        assert_eq!((t.points[0].time_from_start.sec, t.points[0].time_from_start.nanosec), (0, 20_000_000));
+        assert_eq!(
+            (
+                t.points[0].time_from_start.sec,
+                t.points[0].time_from_start.nanosec
+            ),
+            (0, 20_000_000)
+        );
         assert_eq!((t.header.stamp.sec, t.header.stamp.nanosec), (0, 0));
 
         let plan = vec![vec![0.6, -1.1], vec![0.7, -1.2]];
@@ -329,7 +377,12 @@ mod tests {
     }
 
     fn value<'a>(a: &'a DiagnosticArray, key: &str) -> &'a str {
-        &a.status[0].values.iter().find(|kv| kv.key == key).unwrap_or_else(|| panic!("no {key}")).value
+        &a.status[0]
+            .values
+            .iter()
+            .find(|kv| kv.key == key)
+            .unwrap_or_else(|| panic!("no {key}"))
+            .value
     }
 
     #[test]
@@ -364,12 +417,19 @@ mod tests {
         };
         let a = diagnostics(&status(), &stale, 0);
         assert_eq!(a.status[0].level, level::WARN);
-        assert!(a.status[0].message.contains("image_raw"), "{}", a.status[0].message);
+        assert!(
+            a.status[0].message.contains("image_raw"),
+            "{}",
+            a.status[0].message
+        );
         let overrun = DiagnosticExtras {
             overruns_grew: true,
             ..extras.clone()
         };
-        assert_eq!(diagnostics(&status(), &overrun, 0).status[0].level, level::WARN);
+        assert_eq!(
+            diagnostics(&status(), &overrun, 0).status[0].level,
+            level::WARN
+        );
         let err = DiagnosticExtras {
             errors_grew: true,
             ..extras

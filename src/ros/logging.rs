@@ -34,19 +34,31 @@ impl Log for RosLogger {
             Level::Info => r2r::LogSeverity::Info,
             Level::Debug | Level::Trace => r2r::LogSeverity::Debug,
         };
-        r2r::log(&msg, &self.logger, record.file().unwrap_or(""), record.line().unwrap_or(0), severity);
+        r2r::log(
+            &msg,
+            &self.logger,
+            record.file().unwrap_or(""),
+            record.line().unwrap_or(0),
+            severity,
+        );
     }
 
     fn flush(&self) {}
 }
 
 /// Routes `log` records to ROS logging under `logger` (normally the node name). The level
-/// comes from `RUST_LOG` (`error`, `warn`, `info`, `debug`, `trace`), default `info`; ROS's
-/// own `--log-level` then filters further. A second call is a no-op.
-pub fn init(logger: &str) {
+/// comes from `RUST_LOG` (`error`, `warn`, `info`, `debug`, `trace`), else from the ROS
+/// `--log-level` given as `ros_level` (`fatal` counts as `error`), else `info`; rcutils then
+/// filters by its own level. A second call is a no-op.
+pub fn init(logger: &str, ros_level: Option<&str>) {
+    let parse = |v: &str| match v.trim() {
+        "fatal" => Some(LevelFilter::Error),
+        v => v.parse::<LevelFilter>().ok(),
+    };
     let level = std::env::var("RUST_LOG")
         .ok()
-        .and_then(|v| v.trim().parse::<LevelFilter>().ok())
+        .and_then(|v| parse(&v))
+        .or_else(|| ros_level.and_then(parse))
         .unwrap_or(LevelFilter::Info);
     if log::set_boxed_logger(Box::new(RosLogger {
         logger: logger.to_string(),

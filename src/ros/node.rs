@@ -26,7 +26,8 @@ use super::logging::{self, held_back, Throttle};
 use super::params::{self, Cli};
 use super::stats::{ms, RunStats};
 use crate::control::{
-    CommandType, ControlError, ControlLoop, ImageData, LoopOptions, NodeParams, ParamError, TickStatus,
+    CommandType, ControlError, ControlLoop, ImageData, LoopOptions, NodeParams, ParamError,
+    TickStatus,
 };
 use crate::observation::ObservationError;
 
@@ -47,7 +48,10 @@ pub enum NodeError {
     #[error("{0}")]
     Usage(String),
     #[error("parameters file `{}`: {detail}", path.display())]
-    ParamsFile { path: std::path::PathBuf, detail: String },
+    ParamsFile {
+        path: std::path::PathBuf,
+        detail: String,
+    },
     #[error("cannot initialise ROS 2 (rcl_init): {0}")]
     Init(String),
     #[error("invalid parameters: {0}")]
@@ -68,7 +72,10 @@ impl NodeError {
     /// 2 for configuration errors (nothing ran), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            NodeError::Usage(_) | NodeError::ParamsFile { .. } | NodeError::Param(_) | NodeError::Control(_) => 2,
+            NodeError::Usage(_)
+            | NodeError::ParamsFile { .. }
+            | NodeError::Param(_)
+            | NodeError::Control(_) => 2,
             NodeError::Init(_) | NodeError::Ros { .. } | NodeError::Runtime(_) => 1,
         }
     }
@@ -120,9 +127,15 @@ impl Shared {
     /// Logs a rejected message (throttled per topic and kind of error).
     fn rejected(&self, topic: &str, error: &ObservationError) {
         let kind = format!("{error:?}");
-        let kind = kind.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("");
+        let kind = kind
+            .split(|c: char| !c.is_alphanumeric())
+            .next()
+            .unwrap_or("");
         if let Some(n) = self.due(&format!("reject:{topic}:{kind}")) {
-            log::warn!("{topic}: message rejected, no observation taken from it: {error}{}", held_back(n));
+            log::warn!(
+                "{topic}: message rejected, no observation taken from it: {error}{}",
+                held_back(n)
+            );
         }
     }
 }
@@ -158,26 +171,46 @@ impl CommandPublisher {
         let what = || format!("publish on `{topic}` (parameter `command_topic`)");
         let qos = QosProfile::default();
         Ok(match params.command_type {
-            CommandType::Float64MultiArray => CommandPublisher::Array(node.create_publisher(topic, qos).map_err(ros(what()))?),
+            CommandType::Float64MultiArray => {
+                CommandPublisher::Array(node.create_publisher(topic, qos).map_err(ros(what()))?)
+            }
             CommandType::JointTrajectory => CommandPublisher::Trajectory {
                 publisher: node.create_publisher(topic, qos).map_err(ros(what()))?,
                 full_chunk: params.trajectory_full_chunk,
             },
-            CommandType::JointState => CommandPublisher::State(node.create_publisher(topic, qos).map_err(ros(what()))?),
+            CommandType::JointState => {
+                CommandPublisher::State(node.create_publisher(topic, qos).map_err(ros(what()))?)
+            }
         })
     }
 
     fn wants_plan(&self) -> bool {
-        matches!(self, CommandPublisher::Trajectory { full_chunk: true, .. })
+        matches!(
+            self,
+            CommandPublisher::Trajectory {
+                full_chunk: true,
+                ..
+            }
+        )
     }
 
-    fn publish(&self, params: &NodeParams, command: &[f64], plan: &[Vec<f64>], now_ns: i64) -> r2r::Result<()> {
+    fn publish(
+        &self,
+        params: &NodeParams,
+        command: &[f64],
+        plan: &[Vec<f64>],
+        now_ns: i64,
+    ) -> r2r::Result<()> {
         match self {
             CommandPublisher::Array(p) => p.publish(&convert::float64_multi_array(command)),
-            CommandPublisher::Trajectory { publisher, .. } => {
-                publisher.publish(&convert::joint_trajectory(&params.joint_names, command, plan, params.period()))
-            }
-            CommandPublisher::State(p) => p.publish(&convert::joint_state_command(&params.joint_names, command, now_ns)),
+            CommandPublisher::Trajectory { publisher, .. } => publisher.publish(
+                &convert::joint_trajectory(&params.joint_names, command, plan, params.period()),
+            ),
+            CommandPublisher::State(p) => p.publish(&convert::joint_state_command(
+                &params.joint_names,
+                command,
+                now_ns,
+            )),
         }
     }
 }
@@ -225,7 +258,7 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
     let ctx = create_context()?;
     let mut node = r2r::Node::create(ctx, NODE_NAME, "").map_err(ros("create the node"))?;
     let node_name = node.name().unwrap_or_else(|_| NODE_NAME.to_string());
-    logging::init(node.logger());
+    logging::init(node.logger(), cli.log_level.as_deref());
 
     // Parameters: validated before anything else exists.
     let overrides = params::overrides(&lock(&node.params));
@@ -244,19 +277,29 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
     )?;
 
     // Every ROS interface is created before the first tick: a bad topic name stops the node
-    // here, naming its parameter.
-    let (param_handler, mut param_events) = node.make_parameter_handler().map_err(ros("create the parameter services"))?;
+    // here, naming its parameter. First the parameter services (and `use_sim_time`: r2r's
+    // time source then follows /clock); run-time changes are refused, see `ReadOnlyParams`.
+    let (param_handler, mut param_events) = node
+        .make_derived_parameter_handler(Arc::new(Mutex::new(params::ReadOnlyParams)))
+        .map_err(ros("create the parameter services"))?;
     let joint_sub = node
         .subscribe::<JointState>(&params.joint_state_topic, QosProfile::sensor_data())
-        .map_err(ros(format!("subscribe to `{}` (parameter `joint_state_topic`)", params.joint_state_topic)))?;
+        .map_err(ros(format!(
+            "subscribe to `{}` (parameter `joint_state_topic`)",
+            params.joint_state_topic
+        )))?;
     let mut cameras = Vec::new();
     for (topic, input) in control.camera_inputs() {
         let what = format!("subscribe to `{topic}` (parameter `camera_topics`)");
         let sub = if NodeParams::is_compressed_topic(&topic) {
-            let s = node.subscribe::<CompressedImage>(&topic, QosProfile::sensor_data()).map_err(ros(what))?;
+            let s = node
+                .subscribe::<CompressedImage>(&topic, QosProfile::sensor_data())
+                .map_err(ros(what))?;
             CameraSub::Compressed(Box::pin(s))
         } else {
-            let s = node.subscribe::<Image>(&topic, QosProfile::sensor_data()).map_err(ros(what))?;
+            let s = node
+                .subscribe::<Image>(&topic, QosProfile::sensor_data())
+                .map_err(ros(what))?;
             CameraSub::Raw(Box::pin(s))
         };
         cameras.push((topic, input, sub));
@@ -271,7 +314,9 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
     let enable_srv = node
         .create_service::<SetBool::Service>("~/enable", QosProfile::services_default())
         .map_err(ros("create the ~/enable service"))?;
-    let timer = node.create_timer(params.period()).map_err(ros("create the control timer"))?;
+    let timer = node
+        .create_timer(params.period())
+        .map_err(ros("create the control timer"))?;
     let use_sim_time = matches!(
         lock(&node.params).get("use_sim_time").map(|p| &p.value),
         Some(r2r::ParameterValue::Bool(true))
@@ -287,7 +332,10 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         stale_input: Mutex::new(None),
     });
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(NodeError::Runtime)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(NodeError::Runtime)?;
     let node = Arc::new(Mutex::new(node));
     let stop = Arc::new(AtomicBool::new(false));
     let spinner = {
@@ -311,14 +359,8 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         let mut sigterm = signal(SignalKind::terminate()).map_err(NodeError::Runtime)?;
 
         tokio::task::spawn_local(param_handler);
-        tokio::task::spawn_local(async move {
-            while let Some((name, value)) = param_events.next().await {
-                log::warn!(
-                    "parameter `{name}` set to {value:?} at run time: policy_node reads its parameters at start \
-                     only; restart the node to apply it"
-                );
-            }
-        });
+        // No change is ever accepted, so no event comes; drain the stream regardless.
+        tokio::task::spawn_local(async move { while param_events.next().await.is_some() {} });
         tokio::task::spawn_local(joint_feed(shared.clone(), joint_sub));
         let mut inputs = Vec::new();
         for (index, (topic, input, sub)) in cameras.into_iter().enumerate() {
@@ -376,8 +418,13 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
 }
 
 /// Camera `index`: each message converted and handed to the control loop.
-async fn camera_feed<M, S>(shared: Arc<Shared>, index: usize, topic: String, mut stream: S, convert: fn(M) -> (Time, Result<ImageData, ObservationError>))
-where
+async fn camera_feed<M, S>(
+    shared: Arc<Shared>,
+    index: usize,
+    topic: String,
+    mut stream: S,
+    convert: fn(M) -> (Time, Result<ImageData, ObservationError>),
+) where
     S: Stream<Item = M> + Unpin,
 {
     while let Some(msg) = stream.next().await {
@@ -432,28 +479,34 @@ async fn tick_loop(shared: Arc<Shared>, mut timer: r2r::Timer, publisher: Comman
         };
         lock(&shared.stats).tick(woke);
         match status {
-            TickStatus::Command(command) => match publisher.publish(&shared.params, &command, &plan, now_ns) {
-                Ok(()) => {
-                    let done = Instant::now();
-                    lock(&shared.stats).command(done, done - woke);
-                    if was_stale {
-                        if lock(&shared.stats).commands == 1 {
-                            log::info!("first command published: all inputs are fresh");
-                        } else {
-                            log::info!("inputs are fresh again: commands resumed");
+            TickStatus::Command(command) => {
+                match publisher.publish(&shared.params, &command, &plan, now_ns) {
+                    Ok(()) => {
+                        let done = Instant::now();
+                        lock(&shared.stats).command(done, done - woke);
+                        if was_stale {
+                            if lock(&shared.stats).commands == 1 {
+                                log::info!("first command published: all inputs are fresh");
+                            } else {
+                                log::info!("inputs are fresh again: commands resumed");
+                            }
+                            was_stale = false;
+                            lock(&shared.throttle).clear("stale");
                         }
-                        was_stale = false;
-                        lock(&shared.throttle).clear("stale");
+                        *lock(&shared.stale_input) = None;
                     }
-                    *lock(&shared.stale_input) = None;
-                }
-                Err(e) => {
-                    lock(&shared.stats).errors += 1;
-                    if let Some(n) = shared.due("publish") {
-                        log::error!("cannot publish the command on `{}`: {e}{}", shared.params.command_topic, held_back(n));
+                    Err(e) => {
+                        lock(&shared.stats).errors += 1;
+                        if let Some(n) = shared.due("publish") {
+                            log::error!(
+                                "cannot publish the command on `{}`: {e}{}",
+                                shared.params.command_topic,
+                                held_back(n)
+                            );
+                        }
                     }
                 }
-            },
+            }
             TickStatus::Disabled => lock(&shared.stats).disabled += 1,
             TickStatus::Stale { what, age_ms } => {
                 lock(&shared.stats).stale += 1;
@@ -466,8 +519,12 @@ async fn tick_loop(shared: Arc<Shared>, mut timer: r2r::Timer, publisher: Comman
                             held_back(n)
                         ),
                         None => {
-                            let (topic, detail) = what.split_once(" (").unwrap_or((what.as_str(), ")"));
-                            log::warn!("no command: waiting for `{topic}` ({detail}{}", held_back(n))
+                            let (topic, detail) =
+                                what.split_once(" (").unwrap_or((what.as_str(), ")"));
+                            log::warn!(
+                                "no command: waiting for `{topic}` ({detail}{}",
+                                held_back(n)
+                            )
                         }
                     }
                 }
@@ -502,7 +559,10 @@ where
         let message = lock(&shared.control).reset();
         *lock(&shared.stale_input) = None;
         log::info!("~/reset called: {message}");
-        if let Err(e) = req.respond(Trigger::Response { success: true, message }) {
+        if let Err(e) = req.respond(Trigger::Response {
+            success: true,
+            message,
+        }) {
             log::warn!("~/reset: cannot send the response: {e}");
         }
     }
@@ -538,7 +598,11 @@ where
 }
 
 /// `/diagnostics` once per [`DIAGNOSTICS_PERIOD`] (wall time).
-async fn diagnostics_loop(shared: Arc<Shared>, publisher: Publisher<DiagnosticArray>, node_name: String) {
+async fn diagnostics_loop(
+    shared: Arc<Shared>,
+    publisher: Publisher<DiagnosticArray>,
+    node_name: String,
+) {
     let mut interval = tokio::time::interval(DIAGNOSTICS_PERIOD);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut previous = lock(&shared.control).status().counters;
@@ -564,7 +628,8 @@ async fn diagnostics_loop(shared: Arc<Shared>, publisher: Publisher<DiagnosticAr
         previous = c;
         previous_commands = commands_total;
         previous_at = Instant::now();
-        if let Err(e) = publisher.publish(&convert::diagnostics(&status, &extras, shared.now_ns())) {
+        if let Err(e) = publisher.publish(&convert::diagnostics(&status, &extras, shared.now_ns()))
+        {
             if let Some(n) = shared.due("diagnostics") {
                 log::warn!("cannot publish /diagnostics: {e}{}", held_back(n));
             }

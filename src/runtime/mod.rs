@@ -171,7 +171,10 @@ pub enum RuntimeError {
         inputs: String,
     },
     #[error("{backend}: input `{name}` was given more than once")]
-    DuplicateInput { backend: ExportBackend, name: String },
+    DuplicateInput {
+        backend: ExportBackend,
+        name: String,
+    },
     #[error("{backend}: input `{name}` was not given (inputs given: {given})")]
     MissingInput {
         backend: ExportBackend,

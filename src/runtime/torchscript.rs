@@ -1,8 +1,8 @@
 //! TorchScript adapter (feature `torch`): runs `torch.jit.save`d modules through libtorch
 //! (`tch` 0.26 = libtorch 2.13.0).
 //!
-//! A TorchScript file carries no port shapes and no output names, so the adapter assembles
-//! its [`TensorSpec`]s from two sources:
+//! A TorchScript file carries no port shapes, element types or output names, so the adapter
+//! assembles its [`TensorSpec`]s from the archive's code and the export metadata:
 //!
 //! - **Input names and order**: the module's `forward` signature, read from the archive
 //!   (`<archive>/data.pkl` names the root class `__torch__.<Name>`; its code in
@@ -27,8 +27,11 @@
 //! (`at::set_num_threads`, process-wide) and, once per process, one inter-op thread. The
 //! setting is re-applied on each thread that calls `predict` (OpenMP keeps it per thread).
 //!
-//! Every libtorch call goes through `tch`'s fallible (`f_`) API: errors come back as
-//! [`RuntimeError`], never as panics.
+//! Every libtorch call that can fail goes through `tch`'s fallible API (`f_*`, `forward_is`,
+//! `load_on_device`): errors come back as [`RuntimeError`], never as panics. The few
+//! unwrapping `tch` calls left (CUDA queries, grad mode, sizes of defined tensors, thread
+//! counts with validated values) cannot fail; the one that can (`set_num_interop_threads`,
+//! refused by libtorch after inter-op work has started) is contained.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -257,18 +260,17 @@ impl RuntimeAdapter for TorchScriptAdapter {
         module
             .f_set_eval()
             .map_err(|e| load_err(format!("cannot switch the module to eval mode: {e}")))?;
-        log::info!(
-            "{BACKEND}: loaded {} on {} (inputs: {}; outputs: {})",
-            model_path.display(),
-            choice.device,
-            describe(&inputs),
-            describe(&outputs)
-        );
-
         self.device = match device {
             Device::Cuda(i) => format!("cuda:{i}"),
             _ => choice.device,
         };
+        log::info!(
+            "{BACKEND}: loaded {} on {} (inputs: {}; outputs: {})",
+            model_path.display(),
+            self.device,
+            describe(&inputs),
+            describe(&outputs)
+        );
         self.inputs = inputs;
         self.outputs = outputs;
         self.loaded = Some(Loaded {
@@ -526,6 +528,12 @@ fn to_array(t: &Tensor, name: &str) -> Result<(ArrayD<f32>, DType), RuntimeError
         backend: BACKEND,
         detail: format!("cannot read output `{name}`: {e}"),
     };
+    if !t.defined() {
+        return Err(RuntimeError::Inference {
+            backend: BACKEND,
+            detail: format!("output `{name}` is an undefined tensor"),
+        });
+    }
     let kind = t.f_kind().map_err(inference)?;
     let dtype = dtype_of(kind);
     let convertible = matches!(
@@ -811,9 +819,12 @@ fn read_signature(path: &Path) -> Result<Option<Signature>, String> {
         .iter()
         .any(|n| n.contains("/code/") || n.ends_with("constants.pkl"))
     {
-        return Err("is a pickled state dict / torch.save archive with no TorchScript code, not a \
-                    TorchScript module; export with torch.jit.trace/torch.jit.script and torch.jit.save"
-            .into());
+        return Err(
+            "the file is a torch.save archive with no TorchScript code (a pickled state \
+                    dict?), not a TorchScript module; export with torch.jit.trace/torch.jit.script \
+                    and torch.jit.save"
+                .into(),
+        );
     }
     let Some(pkl) = names
         .iter()
@@ -1125,6 +1136,20 @@ mod tests {
     }
 
     #[test]
+    fn the_factory_builds_this_adapter() {
+        let Some(model) = fixture("act_tiny/torchscript/model.pt") else {
+            return;
+        };
+        let mut a =
+            super::super::get_adapter(ExportBackend::TorchScript, &cpu_options(Some(1))).unwrap();
+        a.load(&model).unwrap();
+        assert_eq!(a.backend(), ExportBackend::TorchScript);
+        assert_eq!(a.input_names(), ["state", "images"]);
+        let devices = super::super::available_devices(ExportBackend::TorchScript).unwrap();
+        assert_eq!(devices, available_devices());
+    }
+
+    #[test]
     fn predict_before_load_is_an_error() {
         let mut a = TorchScriptAdapter::new(RuntimeOptions::default());
         assert!(a.inputs().is_empty() && a.outputs().is_empty());
@@ -1400,6 +1425,24 @@ mod tests {
     }
 
     #[test]
+    fn metadata_keys_keep_file_order_for_json_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("metadata.json");
+        std::fs::write(&json, "{\"output_shapes\": {\"y\": [4], \"n\": [4]}}").unwrap();
+        let sorted = vec!["n".to_string(), "y".to_string()];
+        assert_eq!(
+            ordered_keys(Some(&json), "output_shapes", sorted.clone()),
+            ["y", "n"]
+        );
+        // Disagreement with the parsed keys or no file: the parsed order stands.
+        assert_eq!(
+            ordered_keys(Some(&json), "input_shapes", vec![]),
+            Vec::<String>::new()
+        );
+        assert_eq!(ordered_keys(None, "output_shapes", sorted.clone()), sorted);
+    }
+
+    #[test]
     fn resolves_input_names_against_metadata() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(
@@ -1415,36 +1458,5 @@ mod tests {
             s(&["state", "images"])
         );
         assert_eq!(resolve_input_names(&s(&["a", "b"]), &[]), s(&["a", "b"]));
-    }
-}
-#[cfg(test)]
-mod scratch {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn scratch_bench() {
-        let threads: usize = std::env::var("TS_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
-        for (model, refdir, iters) in [
-            ("tests/fixtures/act_tiny/torchscript/model.pt", "tests/fixtures/act_tiny/reference", 300),
-            ("fixtures-large/act_full/torchscript/model.pt", "fixtures-large/act_full/reference", 20),
-        ] {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let mut a = TorchScriptAdapter::new(RuntimeOptions { threads: Some(threads), device: "cpu".parse().unwrap(), ..Default::default() });
-            a.load(&root.join(model)).unwrap();
-            let st = crate::npy::read_npy(root.join(refdir).join("state.npy")).unwrap();
-            let im = crate::npy::read_npy(root.join(refdir).join("images.npy")).unwrap();
-            let st = st.slice_axis(ndarray::Axis(0), (0..1).into());
-            let im = im.slice_axis(ndarray::Axis(0), (0..1).into());
-            for _ in 0..5 { a.predict(&[("state", st.view()), ("images", im.view())]).unwrap(); }
-            let mut times = Vec::new();
-            for _ in 0..iters {
-                let t = std::time::Instant::now();
-                let o = a.predict(&[("state", st.view()), ("images", im.view())]).unwrap();
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-                std::hint::black_box(o);
-            }
-            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            println!("rust {model}: threads {threads} median {:.3} ms min {:.3} ms", times[times.len() / 2], times[0]);
-        }
     }
 }

@@ -33,8 +33,12 @@ pub fn reference(model: &str, name: &str) -> ArrayD<f32> {
 
 /// Observation `i` of the act_tiny reference set (no batch dimension).
 pub fn act_tiny_observation(i: usize) -> Observation {
-    let state = reference("act_tiny", "state").index_axis(Axis(0), i).to_owned();
-    let images = reference("act_tiny", "images").index_axis(Axis(0), i).to_owned();
+    let state = reference("act_tiny", "state")
+        .index_axis(Axis(0), i)
+        .to_owned();
+    let images = reference("act_tiny", "images")
+        .index_axis(Axis(0), i)
+        .to_owned();
     let mut obs = Observation::new();
     obs.insert("state", state);
     obs.insert("images", images);
@@ -43,11 +47,16 @@ pub fn act_tiny_observation(i: usize) -> Observation {
 
 /// The PyTorch reference chunk `[chunk, A]` for observation `i`.
 pub fn act_tiny_action(i: usize) -> ArrayD<f32> {
-    reference("act_tiny", "action").index_axis(Axis(0), i).to_owned()
+    reference("act_tiny", "action")
+        .index_axis(Axis(0), i)
+        .to_owned()
 }
 
 /// Largest absolute difference between two arrays of the same shape.
 pub fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape(), "shapes differ");
-    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -237,6 +237,41 @@ def sleep(s: float):
 # ---- scenarios ---------------------------------------------------------------------------
 
 
+def observation_json(peer: Peer) -> dict:
+    """The constant observation, for the offline comparison."""
+    return {
+        "state": [float(v) for v in peer.const_state],
+        "images": [img.reshape(-1).tolist() for img in peer.const_images],
+        "image_shapes": [list(img.shape) for img in peer.const_images],
+    }
+
+
+def wait_future(future, timeout: float, what: str):
+    wait_until(future.done, timeout, what)
+    return future.result()
+
+
+def parameter_services(peer: Peer, node: str) -> dict:
+    """What the node's parameter services answer: every parameter listed, values (defaults
+    included), and a run-time set (refused)."""
+    from rclpy.parameter import Parameter, parameter_value_to_python
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(peer, node)
+    if not client.wait_for_services(timeout_sec=15.0):
+        raise RuntimeError(f"parameter services of {node} not available")
+    names = list(wait_future(client.list_parameters(), 10, "list_parameters").result.names)
+    got = wait_future(client.get_parameters(names), 10, "get_parameters")
+    values = {n: parameter_value_to_python(v) for n, v in zip(names, got.values)}
+    values = {n: (list(v) if not isinstance(v, (str, bool, int, float)) and v is not None else v) for n, v in values.items()}
+    res = wait_future(client.set_parameters([Parameter("control_rate_hz", value=50.0)]), 10, "set_parameters")
+    return {
+        "names": names,
+        "values": values,
+        "set": [{"successful": r.successful, "reason": r.reason} for r in res.results],
+    }
+
+
 def first_command(peer: Peer):
     wait_until(lambda: peer.n_commands() > 0, DISCOVERY_TIMEOUT_S, "the first command from policy_node")
 
@@ -256,14 +291,14 @@ def scenario_rate_offline(peer: Peer, cfg: dict) -> dict:
     wait_until(lambda: len(peer.diagnostics) > 0, 5, "a /diagnostics message")
     with peer.lock:
         diag = peer.diagnostics[-1]
+    params = parameter_services(peer, cfg.get("node_name", "policy_node"))
     return {
+        "parameters": params,
         "window_s": t1 - t0,
         "window_count": in_window,
         "first_commands": first,
-        "state": [float(v) for v in peer.const_state],
-        "images": [img.reshape(-1).tolist() for img in peer.const_images],
-        "image_shapes": [list(img.shape) for img in peer.const_images],
         "diagnostics": diag,
+        **observation_json(peer),
     }
 
 
@@ -296,6 +331,7 @@ def scenario_reset_enable(peer: Peer, cfg: dict) -> dict:
         "disabled_window": [mark_off, after_off],
         "enable": on,
         "enabled_from_index": after_off,
+        **observation_json(peer),
     }
 
 
@@ -328,31 +364,39 @@ def scenario_silent_camera(peer: Peer, cfg: dict) -> dict:
 
 
 def scenario_bad_messages(peer: Peer, cfg: dict) -> dict:
-    phases = [
-        ("bad_encoding", "good", "bad_encoding"),
-        ("truncated", "good", "truncated"),
-        ("unknown_names", "unknown_names", "good"),
-        ("wrong_length", "wrong_length", "good"),
-    ]
+    """Each phase sends one kind of bad data and good data of the other kind, never good
+    data of the bad kind: so no command may follow. Between the joint and the image phases
+    the camera pauses for `gap_s` (> max_observation_age_ms), so the images of the joint
+    phases are stale when the joints turn good."""
     dur = float(cfg.get("phase_s", 1.0))
-    # Make sure the node is up and subscribed before the bad data counts as "sent".
+    gap = float(cfg.get("gap_s", 0.8))
+    # The node must be up and subscribed before bad data counts as "sent".
     wait_until(lambda: peer.count_subscribers(peer.joint_pub.topic_name) > 0, DISCOVERY_TIMEOUT_S, "policy_node's subscriptions")
     wait_until(lambda: all(peer.count_subscribers(p.topic_name) > 0 for p in peer.image_pubs), DISCOVERY_TIMEOUT_S, "camera subscriptions")
     result = {"phases": {}}
-    for name, joints, images in phases:
+
+    def phase(name, joints, images, seconds):
         peer.joints_mode, peer.images_mode = joints, images
         n0 = peer.n_commands()
         sent0 = (peer.sent_joint_msgs, peer.sent_image_msgs)
-        sleep(dur)
+        sleep(seconds)
         result["phases"][name] = {
             "commands": peer.n_commands() - n0,
             "joint_msgs": peer.sent_joint_msgs - sent0[0],
             "image_msgs": peer.sent_image_msgs - sent0[1],
         }
+
+    phase("unknown_names", "unknown_names", "good", dur)
+    phase("wrong_length", "wrong_length", "good", dur)
+    phase("camera_pause", "wrong_length", None, gap)
+    phase("bad_encoding", "good", "bad_encoding", dur)
+    phase("truncated", "good", "truncated", dur)
     peer.joints_mode, peer.images_mode = "good", "good"
     good_at = time.monotonic()
     wait_until(lambda: peer.commands_since(good_at) >= 5, 10, "commands once the data is good")
     result["good_commands"] = peer.commands_since(good_at)
+    with peer.lock:
+        result["last_command"] = peer.commands[-1][1]
     wait_until(lambda: any(d["t"] > good_at for d in peer.diagnostics), 5, "/diagnostics")
     with peer.lock:
         result["diagnostics"] = [d for d in peer.diagnostics if d["t"] > good_at][-1]
@@ -365,12 +409,7 @@ def scenario_multicam(peer: Peer, cfg: dict) -> dict:
     wait_until(lambda: peer.n_commands() >= 12, 10, "12 commands")
     with peer.lock:
         first = [c for _, c in peer.commands[:12]]
-    return {
-        "first_commands": first,
-        "state": [float(v) for v in peer.const_state],
-        "images": [img.reshape(-1).tolist() for img in peer.const_images],
-        "image_shapes": [list(img.shape) for img in peer.const_images],
-    }
+    return {"first_commands": first, **observation_json(peer)}
 
 
 def scenario_stream(peer: Peer, cfg: dict) -> dict:
@@ -390,22 +429,15 @@ def scenario_demo(peer: Peer, cfg: dict) -> dict:
     peer.joints_mode, peer.images_mode = "good", "good"
     first_command(peer)
     t0 = time.monotonic()
-    peer.t_start = t0 - 0.0
     sleep(float(cfg.get("duration_s", 10.0)))
     t1 = time.monotonic()
     with peer.lock:
         cmds = [(at, c) for at, c in peer.commands if t0 <= at < t1]
         diag = peer.diagnostics[-1] if peer.diagnostics else None
-    # Tracking error: command vs the demo's expert target one tick ahead.
-    errs = []
-    for at, c in cmds:
-        target = demo.state_at(at - peer.t_start + 1.0 / RATE_HZ)
-        errs.append(float(np.max(np.abs(np.asarray(c) - target))))
     return {
         "duration_s": t1 - t0,
         "commands": len(cmds),
         "rate_hz": (len(cmds) - 1) / (cmds[-1][0] - cmds[0][0]) if len(cmds) > 1 else 0.0,
-        "max_abs_error_rad_median": float(np.median(errs)) if errs else None,
         "joint_msgs_sent": peer.sent_joint_msgs,
         "image_msgs_sent": peer.sent_image_msgs,
         "diagnostics": diag,

@@ -1,0 +1,966 @@
+//! End-to-end tests of the `policy_node` binary over DDS, with rclpy peers
+//! (`tests/peers/node_peer.py`) playing the robot: joint states and camera images at 30 Hz,
+//! commands and `/diagnostics` recorded, services called. Each test runs its node and peer
+//! on a private `ROS_DOMAIN_ID` with localhost-only discovery and a private `HOME`.
+//!
+//! Needs the ROS 2 Python packages (`tools/setup.sh` puts them in `.venv`; override the
+//! interpreter with `POLICY_NODE_TEST_PYTHON`). Waiting is done by polling with generous
+//! deadlines (discovery, start-up), never by fixed sleeps; the peer's own windows (3 s of
+//! commands, 1 s of silence) are measurements, not synchronisation.
+#![cfg(all(feature = "ros", feature = "onnx"))]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ndarray::{Array2, ArrayD};
+use policy_node::policy::{InferenceModel, Observation};
+use serde_json::{json, Value};
+
+const NODE: &str = env!("CARGO_BIN_EXE_policy_node");
+const TOL: f64 = 1e-5;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> String {
+    root()
+        .join("tests/fixtures")
+        .join(name)
+        .join("onnx")
+        .display()
+        .to_string()
+}
+
+const JOINTS: &str = "joint_names:=[joint1, joint2, joint3, joint4, joint5, joint6]";
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("POLICY_NODE_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = std::env::var_os("POLICY_NODE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv"));
+    let p = venv.join("bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run tools/setup.sh (or set POLICY_NODE_TEST_PYTHON)",
+        p.display()
+    );
+    p
+}
+
+/// A private ROS 2 world: domain id and HOME (rcl logs there).
+struct World {
+    domain: u32,
+    home: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        // Distinct per test in this process and spread by pid across concurrent runs, in
+        // 10..=141 (tests/replay_live.rs uses 150..=219; Fast DDS accepts up to 232).
+        let domain =
+            10 + (std::process::id() % 12) * 11 + NEXT.fetch_add(1, Ordering::Relaxed) % 11;
+        World {
+            domain,
+            home: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.current_dir(root())
+            .env("ROS_DOMAIN_ID", self.domain.to_string())
+            .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+            .env_remove("ROS_LOCALHOST_ONLY")
+            .env_remove("ROS_STATIC_PEERS")
+            .env("HOME", self.home.path())
+            .env("ROS_LOG_DIR", self.home.path().join("log"))
+            .env("RCUTILS_COLORIZED_OUTPUT", "0")
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn node(&self, args: &[&str]) -> NodeProc {
+        let mut cmd = self.command(NODE);
+        cmd.arg("--ros-args").args(args);
+        NodeProc::spawn(cmd)
+    }
+
+    fn peer(&self, scenario: &str, config: Value) -> PeerProc {
+        let mut cmd = self.command(python());
+        cmd.arg(root().join("tests/peers/node_peer.py"))
+            .arg(scenario)
+            .arg("--config")
+            .arg(config.to_string());
+        let mut child = cmd.spawn().expect("start the Python peer");
+        let (tx, rx) = channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = Arc::new(Mutex::new(String::new()));
+        collect(child.stderr.take().expect("stderr"), err.clone());
+        PeerProc {
+            child,
+            lines: rx,
+            stderr: err,
+        }
+    }
+}
+
+/// Appends everything read from `r` to `buf` on a thread.
+fn collect(mut r: impl Read + Send + 'static, buf: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = r.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+}
+
+/// The node under test; killed if a test fails before stopping it.
+struct NodeProc {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl NodeProc {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd.spawn().expect("start policy_node");
+        let log = Arc::new(Mutex::new(String::new()));
+        collect(child.stdout.take().expect("stdout"), log.clone());
+        collect(child.stderr.take().expect("stderr"), log.clone());
+        NodeProc { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Polls the log for `needle`.
+    fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "policy_node exited ({status}) before logging `{needle}`:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "policy_node did not log `{needle}` within {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the exit (polling) up to `timeout`: the status and the time it took.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<(ExitStatus, Duration)> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(50));
+                return Some((status, start.elapsed()));
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGINT, then the exit status (asserted 0) and the log.
+    fn stop(mut self) -> String {
+        self.signal("INT");
+        let (status, _) = self
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("policy_node ignored SIGINT:\n{}", self.log()));
+        assert!(
+            status.success(),
+            "policy_node exited with {status}:\n{}",
+            self.log()
+        );
+        self.log()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+struct PeerProc {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl PeerProc {
+    /// Waits for a stdout line starting with `prefix` (the rest of it is returned).
+    fn wait_line(&mut self, prefix: &str, timeout: Duration, node: &NodeProc) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.to_string();
+                    }
+                }
+                Err(_) if Instant::now() >= deadline => panic!(
+                    "the peer printed no `{prefix}` line within {timeout:?}\npeer stderr:\n{}\nnode log:\n{}",
+                    self.stderr.lock().unwrap(),
+                    node.log()
+                ),
+                Err(_) => {
+                    if let Ok(Some(_)) = self.child.try_wait() {
+                        // Drain what is left, then give up.
+                        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                            if let Some(rest) = line.strip_prefix(prefix) {
+                                return rest.to_string();
+                            }
+                        }
+                        panic!(
+                            "the peer exited without a `{prefix}` line\npeer stderr:\n{}\nnode log:\n{}",
+                            self.stderr.lock().unwrap(),
+                            node.log()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The peer's `RESULT` JSON (asserted `ok`).
+    fn result(mut self, node: &NodeProc) -> Value {
+        let line = self.wait_line("RESULT ", Duration::from_secs(120), node);
+        let v: Value = serde_json::from_str(&line).expect("peer RESULT is JSON");
+        assert_eq!(
+            v["ok"],
+            json!(true),
+            "peer failed: {}\npeer stderr:\n{}\nnode log:\n{}",
+            v["error"],
+            self.stderr.lock().unwrap(),
+            node.log()
+        );
+        let _ = self.child.wait();
+        v
+    }
+}
+
+impl Drop for PeerProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---- offline reference -------------------------------------------------------------------
+
+fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect()
+}
+
+/// The chunk `InferenceModel` computes offline for the observation the peer sent: its state
+/// and its uint8 HWC RGB images, converted as the policy expects (CHW float32 in [0, 1]).
+fn offline_chunk(export: &str, result: &Value, image_inputs: &[&str]) -> Array2<f32> {
+    let mut model = InferenceModel::load(export).expect("load the export offline");
+    let mut obs = Observation::new();
+    let state: Vec<f32> = f64s(&result["state"])
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    obs.insert(
+        "state",
+        ArrayD::from_shape_vec(vec![state.len()], state).unwrap(),
+    );
+    for (i, input) in image_inputs.iter().enumerate() {
+        let shape: Vec<usize> = result["image_shapes"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect();
+        let (h, w) = (shape[0], shape[1]);
+        let pixels: Vec<u8> = result["images"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u8)
+            .collect();
+        let chw = ArrayD::from_shape_fn(vec![3, h, w], |ix| {
+            f32::from(pixels[(ix[1] * w + ix[2]) * 3 + ix[0]]) / 255.0
+        });
+        obs.insert(*input, chw);
+    }
+    model.predict_chunk(&obs).expect("offline inference")
+}
+
+fn max_diff(a: &[f64], row: ndarray::ArrayView1<f32>) -> f64 {
+    assert_eq!(a.len(), row.len(), "command length");
+    a.iter()
+        .zip(row.iter())
+        .map(|(x, y)| (x - f64::from(*y)).abs())
+        .fold(0.0, f64::max)
+}
+
+/// The chunk row each command equals (within `TOL`), if any.
+fn rows(commands: &[Vec<f64>], chunk: &Array2<f32>) -> Vec<Option<usize>> {
+    commands
+        .iter()
+        .map(|c| (0..chunk.nrows()).find(|k| max_diff(c, chunk.row(*k)) < TOL))
+        .collect()
+}
+
+fn diag_value<'a>(diag: &'a Value, key: &str) -> &'a str {
+    diag["values"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("/diagnostics has no `{key}`: {diag}"))
+}
+
+// ---- tests -------------------------------------------------------------------------------
+
+/// Commands come at the control rate and are exactly what `InferenceModel` computes offline
+/// for the observation the peer sent (synchronous refill: the first chunk from row 0).
+#[test]
+fn commands_at_the_control_rate_equal_offline_inference() {
+    let world = World::new();
+    let export = fixture("act_tiny");
+    let node = world.node(&[
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        JOINTS,
+        "-p",
+        "refill_mode:=sync",
+    ]);
+    let r = world.peer("rate_offline", json!({})).result(&node);
+    let log = node.stop();
+
+    let window = r["window_s"].as_f64().unwrap();
+    let count = r["window_count"].as_f64().unwrap();
+    let expected = 30.0 * window;
+    assert!(
+        (count - expected).abs() <= 0.1 * expected,
+        "{count} commands in {window:.2} s, expected {expected:.0} +- 10 %"
+    );
+
+    let chunk = offline_chunk(&export, &r, &["images"]);
+    let commands: Vec<Vec<f64>> = r["first_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f64s)
+        .collect();
+    for (k, c) in commands.iter().take(10).enumerate() {
+        let d = max_diff(c, chunk.row(k));
+        assert!(
+            d < TOL,
+            "command {k} differs from the offline chunk row {k} by {d}: {c:?} vs {:?}",
+            chunk.row(k)
+        );
+    }
+    // The next chunks (same observation) are the same actions.
+    let later = rows(&commands[10..], &chunk);
+    assert!(
+        later.iter().all(Option::is_some),
+        "a later command is no row of the offline chunk: {later:?}"
+    );
+
+    let diag = &r["diagnostics"];
+    assert_eq!(diag_value(diag, "backend"), "onnx");
+    assert_eq!(diag_value(diag, "device"), "cpu");
+    assert_eq!(diag_value(diag, "refill_mode"), "sync");
+    for key in [
+        "latency_last_ms",
+        "latency_mean_ms",
+        "latency_max_ms",
+        "queue_depth",
+        "stale_ticks",
+        "overruns",
+    ] {
+        let v: f64 = diag_value(diag, key)
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is not a number: {diag}"));
+        assert!(v >= 0.0);
+    }
+    assert!(
+        diag_value(diag, "latency_max_ms").parse::<f64>().unwrap() > 0.0,
+        "{diag}"
+    );
+    assert!(log.contains("stopped on SIGINT"), "{log}");
+
+    // Every parameter is declared with its effective value (defaults included), and a
+    // run-time change is refused rather than silently ignored.
+    let p = &r["parameters"];
+    let names: Vec<&str> = p["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    for name in policy_node::control::params::PARAM_NAMES
+        .iter()
+        .chain(&["use_sim_time"])
+    {
+        assert!(
+            names.contains(name),
+            "list_parameters lacks `{name}`: {names:?}"
+        );
+    }
+    let values = &p["values"];
+    assert_eq!(values["export_dir"], json!(export));
+    assert_eq!(values["refill_mode"], json!("sync"));
+    assert_eq!(values["control_rate_hz"], json!(30.0));
+    assert_eq!(values["camera_topics"], json!(["image_raw"]));
+    assert_eq!(values["use_sim_time"], json!(false));
+    let set = &p["set"][0];
+    assert_eq!(set["successful"], json!(false), "{set}");
+    assert!(set["reason"].as_str().unwrap().contains("restart"), "{set}");
+}
+
+/// `~/reset` mid-chunk restarts the chunk at its first action; `~/enable false` stops output
+/// and `true` resumes it from a fresh chunk.
+#[test]
+fn reset_restarts_the_chunk_and_enable_gates_output() {
+    let world = World::new();
+    let export = fixture("act_tiny");
+    let node = world.node(&[
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        JOINTS,
+        "-p",
+        "refill_mode:=sync",
+        "-p",
+        "refill_ahead_steps:=0",
+    ]);
+    let r = world.peer("reset_enable", json!({})).result(&node);
+    let log = node.stop();
+
+    let chunk = offline_chunk(&export, &r, &["images"]);
+    let commands: Vec<Vec<f64>> = r["commands"].as_array().unwrap().iter().map(f64s).collect();
+    let rows = rows(&commands, &chunk);
+    assert!(
+        rows.iter().all(Option::is_some),
+        "a command is no row of the offline chunk: {rows:?}"
+    );
+    let rows: Vec<usize> = rows.into_iter().map(Option::unwrap).collect();
+
+    let reset = &r["reset"];
+    assert_eq!(reset["success"], json!(true), "{reset}");
+    let msg = reset["message"].as_str().unwrap();
+    assert!(
+        msg.contains("cleared") && msg.contains("queued action"),
+        "{msg}"
+    );
+    // Before the reset: whole chunks in order.
+    let sent = reset["sent_at_index"].as_u64().unwrap() as usize;
+    for (i, row) in rows[..sent].iter().enumerate() {
+        assert_eq!(*row, i % 10, "before the reset: {rows:?}");
+    }
+    // After it: back to row 0 in the middle of a chunk, then in order again.
+    let restart = (sent..rows.len())
+        .find(|&i| rows[i] == 0)
+        .expect("row 0 after the reset");
+    assert!(
+        rows[restart - 1] < 9,
+        "the reset did not cut the chunk short: {rows:?} (reset sent at {sent})"
+    );
+    assert!(
+        restart - sent <= 3,
+        "the reset took effect {} commands late: {rows:?}",
+        restart - sent
+    );
+    for k in 0..10 {
+        assert_eq!(rows[restart + k], k, "after the reset: {rows:?}");
+    }
+
+    let off = &r["disable"];
+    assert_eq!(off["success"], json!(true), "{off}");
+    let window = r["disabled_window"].as_array().unwrap();
+    assert_eq!(
+        window[0], window[1],
+        "commands were published while disabled: {window:?}"
+    );
+    let on = &r["enable"];
+    assert_eq!(on["success"], json!(true), "{on}");
+    assert!(on["message"].as_str().unwrap().contains("enabled"), "{on}");
+    let from = r["enabled_from_index"].as_u64().unwrap() as usize;
+    assert!(rows.len() >= from + 10, "output did not resume: {rows:?}");
+    assert_eq!(
+        rows[from..from + 10],
+        (0..10).collect::<Vec<_>>(),
+        "after enable: a fresh chunk from row 0: {rows:?}"
+    );
+    assert!(log.contains("~/enable: command output disabled"), "{log}");
+}
+
+/// A camera that goes silent stops commands (stale, a throttled warning naming the topic, a
+/// WARN on /diagnostics) and its return resumes them. Also: parameters from the shipped
+/// `config/policy_node.yaml` and remapped topics.
+#[test]
+fn silent_camera_stops_commands_until_it_returns() {
+    let world = World::new();
+    let export = fixture("act_tiny");
+    let config = root().join("config/policy_node.yaml");
+    let node = world.node(&[
+        "--params-file",
+        config.to_str().unwrap(),
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        "max_observation_age_ms:=300.0",
+        "-r",
+        "image_raw:=/robot/camera/image_raw",
+        "-r",
+        "joint_states:=/robot/joint_states",
+        "-r",
+        "joint_commands:=/robot/forward_position_controller/commands",
+    ]);
+    let r = world
+        .peer(
+            "silent_camera",
+            json!({
+                "joint_topic": "/robot/joint_states",
+                "cameras": [{"topic": "/robot/camera/image_raw", "camera": "top", "h": 96, "w": 128}],
+                "command_topic": "/robot/forward_position_controller/commands",
+            }),
+        )
+        .result(&node);
+    let log = node.stop();
+
+    assert!(r["commands_before_silence"].as_u64().unwrap() >= 20, "{r}");
+    assert_eq!(
+        r["commands_while_silent"],
+        json!(0),
+        "commands while the camera was silent: {r}"
+    );
+    assert!(r["commands_after_return"].as_u64().unwrap() >= 10, "{r}");
+    assert!(r["resume_delay_s"].as_f64().unwrap() < 1.5, "{r}");
+    let diags = r["diagnostics_while_silent"].as_array().unwrap();
+    let warn = diags
+        .iter()
+        .find(|d| d["level"] == json!(1))
+        .unwrap_or_else(|| panic!("no WARN on /diagnostics while silent: {diags:?}"));
+    assert!(
+        warn["message"].as_str().unwrap().contains("image_raw"),
+        "{warn}"
+    );
+    assert!(
+        diag_value(warn, "stale_ticks").parse::<u64>().unwrap() > 0,
+        "{warn}"
+    );
+    assert!(
+        log.contains("no command: `image_raw` is stale") && log.contains("ms old"),
+        "{log}"
+    );
+    assert!(log.contains("commands resumed"), "{log}");
+}
+
+/// Wrong encoding, truncated image data, unknown joint names and a wrong state length are
+/// each reported (naming the topic and what is wrong) and produce no command; good data
+/// then does. Commands as `sensor_msgs/JointState` here.
+#[test]
+fn bad_messages_are_reported_and_produce_no_command() {
+    let world = World::new();
+    let export = fixture("act_tiny");
+    let node = world.node(&[
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        JOINTS,
+        "-p",
+        "command_type:=joint_state",
+        "-p",
+        "max_observation_age_ms:=300.0",
+    ]);
+    let r = world
+        .peer(
+            "bad_messages",
+            json!({"command_type": "joint_state", "gap_s": 0.8}),
+        )
+        .result(&node);
+    let log = node.stop();
+
+    assert_eq!(r["phases"]["camera_pause"]["commands"], json!(0), "{r}");
+    for phase in ["unknown_names", "wrong_length", "bad_encoding", "truncated"] {
+        let p = &r["phases"][phase];
+        assert_eq!(
+            p["commands"],
+            json!(0),
+            "{phase}: commands were published: {p}"
+        );
+        assert!(
+            p["joint_msgs"].as_u64().unwrap() >= 15 && p["image_msgs"].as_u64().unwrap() >= 15,
+            "{phase}: too little data sent: {p}"
+        );
+    }
+    assert!(r["good_commands"].as_u64().unwrap() >= 5, "{r}");
+    let last = &r["last_command"];
+    assert_eq!(
+        last["name"],
+        json!((1..=6).map(|i| format!("joint{i}")).collect::<Vec<_>>()),
+        "{last}"
+    );
+    assert_eq!(last["position"].as_array().unwrap().len(), 6, "{last}");
+    assert!(last["stamp"].as_f64().unwrap() > 0.0, "{last}");
+    assert!(
+        diag_value(&r["diagnostics"], "rejected_messages")
+            .parse::<u64>()
+            .unwrap()
+            > 0,
+        "{r}"
+    );
+    for needle in [
+        "image_raw: message rejected, no observation taken from it: unsupported image encoding `yuv422`",
+        "image_raw: message rejected, no observation taken from it: image data is",
+        "joint_states: message rejected, no observation taken from it: joint state lacks joint(s) [\"joint1\"",
+        "joint_states: message rejected, no observation taken from it: joint state has 6 names but 5 positions",
+    ] {
+        assert!(log.contains(needle), "the node did not report `{needle}`:\n{log}");
+    }
+}
+
+/// Two cameras (one raw, one PNG `/compressed`) feeding `images.top` / `images.wrist`;
+/// `joint_trajectory` commands with the rest of the chunk, asynchronous refill: each
+/// trajectory is the offline chunk from the current row on, one control period apart.
+#[test]
+fn two_cameras_compressed_and_full_chunk_trajectories() {
+    let world = World::new();
+    let export = fixture("act_tiny_2cam");
+    let node = world.node(&[
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        JOINTS,
+        "-p",
+        "camera_topics:=[top/image_raw, wrist/image_raw/compressed]",
+        "-p",
+        "camera_inputs:=[images.top, images.wrist]",
+        "-p",
+        "command_type:=joint_trajectory",
+        "-p",
+        "trajectory_full_chunk:=true",
+        "-p",
+        "control_rate_hz:=50.0",
+    ]);
+    let r = world
+        .peer(
+            "multicam",
+            json!({
+                "cameras": [
+                    {"topic": "top/image_raw", "camera": "top", "h": 64, "w": 64},
+                    {"topic": "wrist/image_raw/compressed", "camera": "wrist", "h": 48, "w": 64},
+                ],
+                "command_type": "joint_trajectory",
+            }),
+        )
+        .result(&node);
+    node.stop();
+
+    let chunk = offline_chunk(&export, &r, &["images.top", "images.wrist"]);
+    let joints: Vec<String> = (1..=6).map(|i| format!("joint{i}")).collect();
+    for (i, msg) in r["first_commands"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(msg["joint_names"], json!(joints));
+        let points = msg["points"].as_array().unwrap();
+        let first = f64s(&points[0]["positions"]);
+        let k = (0..chunk.nrows())
+            .find(|k| max_diff(&first, chunk.row(*k)) < TOL)
+            .unwrap_or_else(|| {
+                panic!("trajectory {i} starts at no row of the offline chunk: {first:?}")
+            });
+        assert_eq!(
+            points.len(),
+            chunk.nrows() - k,
+            "trajectory {i} from row {k}: the rest of the chunk"
+        );
+        for (j, p) in points.iter().enumerate() {
+            let d = max_diff(&f64s(&p["positions"]), chunk.row(k + j));
+            assert!(
+                d < TOL,
+                "trajectory {i} point {j} differs from row {} by {d}",
+                k + j
+            );
+            let t = p["time_from_start"].as_f64().unwrap();
+            assert!(
+                (t - 0.02 * (j + 1) as f64).abs() < 1e-9,
+                "trajectory {i} point {j} at {t} s"
+            );
+        }
+    }
+}
+
+/// Invalid parameters stop the node before anything runs, exit non-zero and name the
+/// parameter (or file) at fault.
+#[test]
+fn invalid_parameters_exit_nonzero_naming_the_parameter() {
+    let world = World::new();
+    let export = format!("export_dir:={}", fixture("act_tiny"));
+    let missing = world.home.path().join("missing.yaml");
+    let bad_yaml = world.home.path().join("bad.yaml");
+    std::fs::write(&bad_yaml, "policy_node: [unclosed\n").unwrap();
+    let cases: Vec<(Vec<String>, &[&str])> = vec![
+        (vec![], &["`export_dir`", "required"]),
+        (
+            vec!["-p".into(), export.clone()],
+            &["`joint_names`", "required"],
+        ),
+        (
+            vec![
+                "-p".into(),
+                export.clone(),
+                "-p".into(),
+                JOINTS.into(),
+                "-p".into(),
+                "control_rate_hz:=0.0".into(),
+            ],
+            &["`control_rate_hz`", "(0, 10000]"],
+        ),
+        (
+            vec![
+                "-p".into(),
+                export.clone(),
+                "-p".into(),
+                JOINTS.into(),
+                "-p".into(),
+                "control_rate_hz:=fast".into(),
+            ],
+            &["`control_rate_hz`", "must be a number"],
+        ),
+        (
+            vec![
+                "-p".into(),
+                export.clone(),
+                "-p".into(),
+                JOINTS.into(),
+                "-p".into(),
+                "command_type:=velocity".into(),
+            ],
+            &["`command_type`", "velocity"],
+        ),
+        (
+            vec![
+                "-p".into(),
+                export.clone(),
+                "-p".into(),
+                JOINTS.into(),
+                "-p".into(),
+                "max_observation_age_ms:=-1.0".into(),
+            ],
+            &["`max_observation_age_ms`"],
+        ),
+        (
+            vec![
+                "-p".into(),
+                export.clone(),
+                "-p".into(),
+                JOINTS.into(),
+                "-p".into(),
+                "refill_mode:=later".into(),
+            ],
+            &["`refill_mode`"],
+        ),
+        (
+            vec![
+                "-p".into(),
+                export.clone(),
+                "-p".into(),
+                JOINTS.into(),
+                "-p".into(),
+                "joint_lower_limits:=[0.0, 1.0]".into(),
+            ],
+            &["`joint_lower_limits`", "one value per joint"],
+        ),
+        (
+            vec![
+                "-p".into(),
+                "export_dir:=/nonexistent/export".into(),
+                "-p".into(),
+                JOINTS.into(),
+            ],
+            &["`export_dir`", "/nonexistent/export"],
+        ),
+        (
+            vec![
+                "-p".into(),
+                export.clone(),
+                "-p".into(),
+                "joint_names:=[a, b, c, d, e]".into(),
+            ],
+            &["`joint_names`", "5 joint(s)"],
+        ),
+        (
+            vec![
+                "-p".into(),
+                export.clone(),
+                "-p".into(),
+                JOINTS.into(),
+                "-p".into(),
+                "camera_topics:=[left, right]".into(),
+            ],
+            &["`camera_topics`", "2 camera topic(s)"],
+        ),
+        (
+            vec![
+                "-p".into(),
+                format!("export_dir:={}", fixture("act_tiny_2cam")),
+                "-p".into(),
+                JOINTS.into(),
+                "-p".into(),
+                "camera_topics:=[top, side]".into(),
+                "-p".into(),
+                "camera_inputs:=[images.top, images.side]".into(),
+            ],
+            &["`camera_inputs`", "images.side"],
+        ),
+        (
+            vec!["--params-file".into(), missing.display().to_string()],
+            &["parameters file", "missing.yaml"],
+        ),
+        (
+            vec!["--params-file".into(), bad_yaml.display().to_string()],
+            &["parameters file", "not valid YAML"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut node = world.node(&args);
+        let (status, _) = node
+            .wait_exit(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{args:?}: the node kept running:\n{}", node.log()));
+        let log = node.log();
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{args:?}: exit status {status}:\n{log}"
+        );
+        for needle in needles {
+            assert!(
+                log.contains(needle),
+                "{args:?}: the error does not mention `{needle}`:\n{log}"
+            );
+        }
+        assert!(
+            !log.contains("ready:"),
+            "{args:?}: the node got ready:\n{log}"
+        );
+    }
+    // Arguments outside --ros-args.
+    let mut cmd = world.command(NODE);
+    cmd.arg("export_dir:=x");
+    let mut node = NodeProc::spawn(cmd);
+    let (status, _) = node.wait_exit(Duration::from_secs(10)).expect("exit");
+    assert_eq!(status.code(), Some(2));
+    assert!(node.log().contains("--ros-args"), "{}", node.log());
+}
+
+fn exits_cleanly_on(sig: &str) {
+    let world = World::new();
+    let mut node = world.node(&[
+        "-p",
+        &format!("export_dir:={}", fixture("act_tiny")),
+        "-p",
+        JOINTS,
+    ]);
+    node.wait_for_log("ready:", Duration::from_secs(30));
+    let mut peer = world.peer("stream", json!({"duration_s": 60.0}));
+    peer.wait_line("STREAMING", Duration::from_secs(60), &node);
+    node.signal(sig);
+    let (status, took) = node
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no exit on SIG{sig}:\n{}", node.log()));
+    let log = node.log();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status} on SIG{sig}:\n{log}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "SIG{sig}: took {took:?} to exit"
+    );
+    let summary = log
+        .lines()
+        .find(|l| l.contains(&format!("stopped on SIG{sig}")))
+        .unwrap_or_else(|| panic!("no summary line:\n{log}"));
+    assert!(
+        summary.contains("command(s) published")
+            && summary.contains("Hz achieved")
+            && summary.contains("latency"),
+        "{summary}"
+    );
+    assert!(!summary.contains(" 0 command(s) published"), "{summary}");
+    assert!(
+        !log.contains("terminate called") && !log.contains("panicked"),
+        "{log}"
+    );
+}
+
+/// SIGINT while commanding: exit code 0 within 2 s, with the summary line.
+#[test]
+fn sigint_exits_cleanly_with_a_summary() {
+    exits_cleanly_on("INT");
+}
+
+/// SIGTERM (what `ros2 launch` and systemd send) likewise.
+#[test]
+fn sigterm_exits_cleanly_with_a_summary() {
+    exits_cleanly_on("TERM");
+}
+
+/// `--help` lists every parameter (no ROS needed).
+#[test]
+fn help_lists_every_parameter() {
+    let out = Command::new(NODE)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in policy_node::control::params::PARAM_NAMES {
+        assert!(text.contains(name), "--help lacks {name}");
+    }
+}
