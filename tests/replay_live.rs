@@ -223,21 +223,31 @@ struct LiveRun {
 fn live_run(bag: &std::path::Path, params: &std::path::Path, export: &std::path::Path) -> LiveRun {
     let home = tempfile::tempdir().unwrap();
     static ATTEMPT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let domain = 150 + (std::process::id() % 23) * 3 + ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 3;
+    let domain = 150
+        + (std::process::id() % 23) * 3
+        + ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 3;
     let mut node = ros_command(NODE, domain, home.path());
-    node.arg("--ros-args").arg("--params-file").arg(params).args([
-        "-p",
-        &format!("export_dir:={}", export.display()),
-        "-p",
-        "use_sim_time:=true",
-    ]);
+    node.arg("--ros-args")
+        .arg("--params-file")
+        .arg(params)
+        .args([
+            "-p",
+            &format!("export_dir:={}", export.display()),
+            "-p",
+            "use_sim_time:=true",
+        ]);
     let mut node = Proc::spawn("policy_node", node);
     let mut recorder = ros_command(python(), domain, home.path());
-    recorder.arg(root().join("tests/peers/recorder.py")).args(["--topic", "/joint_commands"]);
+    recorder
+        .arg(root().join("tests/peers/recorder.py"))
+        .args(["--topic", "/joint_commands"]);
     let mut recorder = Proc::spawn("recorder", recorder);
     recorder.wait_line("READY", Duration::from_secs(60), &[&node]);
     let mut player = ros_command(python(), domain, home.path());
-    player.arg(root().join("tests/peers/bag_player.py")).arg(bag).args(["--rate", "30", "--clock-subscribers", "2"]);
+    player
+        .arg(root().join("tests/peers/bag_player.py"))
+        .arg(bag)
+        .args(["--rate", "30", "--clock-subscribers", "2"]);
     let mut player = Proc::spawn("bag_player", player);
     player.wait_line("READY", Duration::from_secs(60), &[&node, &recorder]);
     let done = player.wait_line("DONE", Duration::from_secs(60), &[&node, &recorder]);
@@ -252,8 +262,16 @@ fn live_run(bag: &std::path::Path, params: &std::path::Path, export: &std::path:
         .filter_map(|l| l.strip_prefix("CMD "))
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let context = format!("{}\n{}\npolicy_node log:\n{node_log}", recorder.output(), player.output());
-    LiveRun { commands, done, context }
+    let context = format!(
+        "{}\n{}\npolicy_node log:\n{node_log}",
+        recorder.output(),
+        player.output()
+    );
+    LiveRun {
+        commands,
+        done,
+        context,
+    }
 }
 
 #[test]
@@ -277,8 +295,20 @@ fn live_node_on_sim_time_commands_what_offline_replay_computes() {
     // Expected: the node's first command is row 1 of the first chunk (async first refill).
     let offset = 1;
 
-    let values = |c: &Value| -> Vec<f64> { c["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
-    let close = |a: &[f64], b: &[f64]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= VALUE_TOLERANCE);
+    let values = |c: &Value| -> Vec<f64> {
+        c["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let close = |a: &[f64], b: &[f64]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= VALUE_TOLERANCE)
+    };
 
     // A node starved of CPU for more than a period (other test binaries, a loaded CI
     // machine) misses a timer tick, and from then on its tick-indexed queue is one tick off
@@ -308,9 +338,17 @@ fn live_node_on_sim_time_commands_what_offline_replay_computes() {
             expected.values.len() - offset,
             r.commands.iter().map(|c| (c["clock_ns"].as_i64().unwrap_or(0) - expected.stamp_ns[0]) / 1_000_000).collect::<Vec<_>>()
         );
-        assert!(attempt < ATTEMPTS, "the node missed ticks in all {ATTEMPTS} attempts\n{}", r.context);
+        assert!(
+            attempt < ATTEMPTS,
+            "the node missed ticks in all {ATTEMPTS} attempts\n{}",
+            r.context
+        );
     }
-    let LiveRun { commands, done, context } = run.expect("a complete run");
+    let LiveRun {
+        commands,
+        done,
+        context,
+    } = run.expect("a complete run");
 
     let tick_walls: std::collections::HashMap<i64, f64> = done["tick_walls"]
         .as_array()
@@ -327,11 +365,17 @@ fn live_node_on_sim_time_commands_what_offline_replay_computes() {
         for (x, y) in got.iter().zip(want) {
             worst_value = worst_value.max((x - y).abs());
         }
-        assert!(close(&got, want), "command {i}: {got:?} vs offline row {row} {want:?}\n{context}");
+        assert!(
+            close(&got, want),
+            "command {i}: {got:?} vs offline row {row} {want:?}\n{context}"
+        );
         let tick_ns = expected.stamp_ns[row];
         // Wall time: from just before the player published this tick's /clock to the
         // command's arrival at the recorder.
-        let due = tick_walls.get(&tick_ns).copied().unwrap_or_else(|| panic!("tick {tick_ns} was not played\n{context}"));
+        let due = tick_walls
+            .get(&tick_ns)
+            .copied()
+            .unwrap_or_else(|| panic!("tick {tick_ns} was not played\n{context}"));
         let latency = c["recv_unix"].as_f64().unwrap() - due;
         latencies.push(latency);
         assert!(

@@ -139,23 +139,27 @@ mod tests {
 
     #[test]
     fn round_trips_through_cdr() {
-        let mut js = r2r::sensor_msgs::msg::JointState::default();
+        let mut js = r2r::sensor_msgs::msg::JointState {
+            name: vec!["a".into(), "b".into()],
+            position: vec![0.5, -1.0],
+            ..Default::default()
+        };
         js.header.stamp.sec = 3;
         js.header.stamp.nanosec = 5;
-        js.name = vec!["a".into(), "b".into()];
-        js.position = vec![0.5, -1.0];
         let bytes = js.to_serialized_bytes().unwrap();
         let m = joint_state(&bytes).unwrap();
         assert_eq!(m.stamp_ns, 3_000_000_005);
         assert_eq!(m.name, vec!["a".to_string(), "b".to_string()]);
         assert_eq!(m.position, vec![0.5, -1.0]);
 
-        let mut img = r2r::sensor_msgs::msg::Image::default();
-        img.width = 2;
-        img.height = 1;
-        img.step = 6;
-        img.encoding = "rgb8".into();
-        img.data = vec![1, 2, 3, 4, 5, 6];
+        let mut img = r2r::sensor_msgs::msg::Image {
+            width: 2,
+            height: 1,
+            step: 6,
+            encoding: "rgb8".into(),
+            data: vec![1, 2, 3, 4, 5, 6],
+            ..Default::default()
+        };
         let bytes = img.to_serialized_bytes().unwrap();
         let m = image(MessageKind::Image, &bytes).unwrap();
         assert!(matches!(
@@ -177,12 +181,14 @@ mod tests {
 
     #[test]
     fn truncated_cdr_is_an_error() {
-        let mut img = r2r::sensor_msgs::msg::Image::default();
-        img.width = 4;
-        img.height = 4;
-        img.step = 12;
-        img.encoding = "rgb8".into();
-        img.data = vec![7; 48];
+        let img = r2r::sensor_msgs::msg::Image {
+            width: 4,
+            height: 4,
+            step: 12,
+            encoding: "rgb8".into(),
+            data: vec![7; 48],
+            ..Default::default()
+        };
         let bytes = img.to_serialized_bytes().unwrap();
         for cut in [0, 4, 10, bytes.len() / 2, bytes.len() - 1] {
             assert!(

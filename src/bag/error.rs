@@ -90,7 +90,7 @@ pub enum BagError {
         msg_type: String,
         log_time_ns: i64,
         #[source]
-        source: r2r::Error,
+        source: Box<r2r::Error>,
     },
 
     /// A camera message the model cannot take (encoding, dimensions, data length).
@@ -111,14 +111,15 @@ pub enum BagError {
         source: ObservationError,
     },
 
+    // The causes below are large; boxed so that `Result<_, BagError>` stays small.
     #[error(transparent)]
-    Params(#[from] ParamError),
+    Params(Box<ParamError>),
 
     #[error(transparent)]
-    Control(#[from] ControlError),
+    Control(Box<ControlError>),
 
     #[error("cannot read the export metadata for the default `joint_names`: {0}")]
-    Export(#[from] ExportError),
+    Export(#[source] Box<ExportError>),
 
     /// The policy failed on a tick (replay stops: a regression run must not skip ticks).
     #[error("tick at bag time {stamp_ns} ns failed: {message}")]
@@ -138,6 +139,24 @@ pub enum BagError {
     /// as its message).
     #[error("cannot draw the plot {}: {detail}", path.display())]
     Plot { path: PathBuf, detail: String },
+}
+
+impl From<ParamError> for BagError {
+    fn from(e: ParamError) -> Self {
+        BagError::Params(Box::new(e))
+    }
+}
+
+impl From<ControlError> for BagError {
+    fn from(e: ControlError) -> Self {
+        BagError::Control(Box::new(e))
+    }
+}
+
+impl From<ExportError> for BagError {
+    fn from(e: ExportError) -> Self {
+        BagError::Export(Box::new(e))
+    }
 }
 
 fn fmt_offset(offset: Option<u64>) -> String {

@@ -142,17 +142,15 @@ impl<R: Read + Seek> McapFile<R> {
                             Record::Schema { header, .. } => {
                                 schemas.insert(header.id, header.name);
                             }
-                            Record::Channel(ch) => {
-                                if !file.channels.contains_key(&ch.id) {
-                                    let schema = schemas.get(&ch.schema_id).cloned();
-                                    file.add_channel(
-                                        ch.id,
-                                        &ch.topic,
-                                        schema.as_deref(),
-                                        &ch.message_encoding,
-                                        None,
-                                    );
-                                }
+                            Record::Channel(ch) if !file.channels.contains_key(&ch.id) => {
+                                let schema = schemas.get(&ch.schema_id).cloned();
+                                file.add_channel(
+                                    ch.id,
+                                    &ch.topic,
+                                    schema.as_deref(),
+                                    &ch.message_encoding,
+                                    None,
+                                );
                             }
                             Record::Message { header, data } => {
                                 *counts.entry(header.channel_id).or_default() += 1;

@@ -352,20 +352,33 @@ fn needed_topics(bag: &Bag, params: &NodeParams) -> Result<Needed, BagError> {
             )
             .is_some()
         {
-            return Err(BagError::Params(crate::control::ParamError::Invalid {
+            return Err(crate::control::ParamError::Invalid {
                 name: "camera_topics".into(),
                 rule: format!("lists `{topic}` twice or also as joint_state_topic"),
-            }));
+            }
+            .into());
         }
     }
     Ok(Needed { roles, joint_topic })
 }
 
+/// A one-line progress display on stderr (only when it is a terminal).
 struct Progress {
     on: bool,
     range: Option<(i64, i64)>,
     last: Instant,
     start: Instant,
+    /// A line is on screen without its newline yet.
+    open_line: bool,
+}
+
+impl Drop for Progress {
+    /// Ends the line when the replay stops early (an error follows on its own line).
+    fn drop(&mut self) {
+        if self.open_line {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
 }
 
 impl Progress {
@@ -384,6 +397,7 @@ impl Progress {
         };
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\rreplay: {pct}{ticks} ticks, {rate:.0} ticks/s   ");
+        self.open_line = !done;
         if done {
             let _ = writeln!(err);
         }
@@ -428,6 +442,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
         range: None,
         last: Instant::now(),
         start: Instant::now(),
+        open_line: false,
     };
     if progress.on {
         progress.range = bag.time_range().ok().flatten();
@@ -495,7 +510,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
             topic: topic.clone(),
             msg_type: bag.topics()[msg.topic].msg_type.clone(),
             log_time_ns: t,
-            source,
+            source: Box::new(source),
         };
         match needed.roles.get(&msg.topic) {
             Some(Role::Joints) => {

@@ -153,6 +153,7 @@ pub struct ControlLoop {
     last_error: Option<String>,
     first_observation_checked: bool,
     preprocess_ns: Arc<AtomicU64>,
+    last_tick_requested: bool,
 }
 
 impl ControlLoop {
@@ -352,6 +353,7 @@ impl ControlLoop {
             last_error: None,
             first_observation_checked: false,
             preprocess_ns: Arc::new(AtomicU64::new(0)),
+            last_tick_requested: false,
         })
     }
 
@@ -461,6 +463,7 @@ impl ControlLoop {
     /// One control tick at time `now_ns` (the same clock as the message stamps).
     pub fn tick(&mut self, now_ns: i64) -> TickStatus {
         self.counters.ticks += 1;
+        self.last_tick_requested = false;
         if !self.enabled {
             return TickStatus::Disabled;
         }
@@ -475,7 +478,9 @@ impl ControlLoop {
         }
         self.was_stale = false;
         let observation = self.observation_fn();
-        let status = match self.policy.tick(observation) {
+        let outcome = self.policy.tick(observation);
+        self.last_tick_requested = self.policy.requested_on_last_tick();
+        let status = match outcome {
             Ok(TickOutcome::Action(a)) => {
                 self.first_observation_checked = true;
                 match self.limit(a.iter().map(|v| f64::from(*v)).collect()) {
@@ -503,6 +508,13 @@ impl ControlLoop {
             self.last_error = Some(e.clone());
         }
         status
+    }
+
+    /// Whether the last [`tick`](Self::tick) requested the next chunk (in synchronous mode:
+    /// computed it on the tick). False after a tick that did not reach the policy (disabled,
+    /// stale).
+    pub fn last_tick_requested_chunk(&self) -> bool {
+        self.last_tick_requested
     }
 
     /// The rest of the current chunk after this tick's command (for `joint_trajectory`

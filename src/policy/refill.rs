@@ -87,6 +87,8 @@ pub struct ControlPolicy {
     config: PolicyConfig,
     generation: u64,
     latency: LatencyStats,
+    /// Whether the last tick requested a chunk (for the node's tick-latency breakdown).
+    requested_on_last_tick: bool,
 }
 
 impl ControlPolicy {
@@ -107,6 +109,7 @@ impl ControlPolicy {
             config,
             generation: 0,
             latency: LatencyStats::default(),
+            requested_on_last_tick: false,
         }
     }
 
@@ -118,6 +121,11 @@ impl ControlPolicy {
     }
     pub fn latency(&self) -> LatencyStats {
         self.latency
+    }
+    /// Whether the last [`tick`](Self::tick) requested the next chunk (in synchronous mode:
+    /// computed it).
+    pub fn requested_on_last_tick(&self) -> bool {
+        self.requested_on_last_tick
     }
     pub fn mode(&self) -> RefillMode {
         match self.executor {
@@ -133,6 +141,7 @@ impl ControlPolicy {
     where
         F: FnOnce() -> Result<Observation, PolicyError> + Send + 'static,
     {
+        self.requested_on_last_tick = false;
         if let Err(e) = self.collect() {
             self.scheduler.skip();
             return Err(e);
@@ -140,6 +149,7 @@ impl ControlPolicy {
         if self.scheduler.needs_refill() {
             let tick = self.scheduler.tick();
             self.scheduler.requested();
+            self.requested_on_last_tick = true;
             match &mut self.executor {
                 Executor::Inline(p) => {
                     let start = Instant::now();

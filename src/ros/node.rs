@@ -24,7 +24,7 @@ use r2r::{Publisher, QosProfile, ServiceRequest};
 use super::convert::{self, DiagnosticExtras};
 use super::logging::{self, held_back, Throttle};
 use super::params::{self, Cli};
-use super::stats::{ms, RunStats};
+use super::stats::{ms, RunStats, TickKind};
 use crate::control::{
     CommandType, ControlError, ControlLoop, ImageData, LoopOptions, NodeParams, ParamError,
     TickStatus,
@@ -467,7 +467,7 @@ async fn tick_loop(shared: Arc<Shared>, mut timer: r2r::Timer, publisher: Comman
     while timer.tick().await.is_ok() {
         let woke = Instant::now();
         let now_ns = shared.now_ns();
-        let (status, plan) = {
+        let (status, plan, kind) = {
             let mut control = lock(&shared.control);
             let status = control.tick(now_ns);
             let plan = if publisher.wants_plan() && matches!(status, TickStatus::Command(_)) {
@@ -475,7 +475,12 @@ async fn tick_loop(shared: Arc<Shared>, mut timer: r2r::Timer, publisher: Comman
             } else {
                 Vec::new()
             };
-            (status, plan)
+            let kind = if control.last_tick_requested_chunk() {
+                TickKind::Refill
+            } else {
+                TickKind::Queue
+            };
+            (status, plan, kind)
         };
         lock(&shared.stats).tick(woke);
         match status {
@@ -483,7 +488,7 @@ async fn tick_loop(shared: Arc<Shared>, mut timer: r2r::Timer, publisher: Comman
                 match publisher.publish(&shared.params, &command, &plan, now_ns) {
                     Ok(()) => {
                         let done = Instant::now();
-                        lock(&shared.stats).command(done, done - woke);
+                        lock(&shared.stats).command(done, done - woke, kind);
                         if was_stale {
                             if lock(&shared.stats).commands == 1 {
                                 log::info!("first command published: all inputs are fresh");
@@ -531,7 +536,7 @@ async fn tick_loop(shared: Arc<Shared>, mut timer: r2r::Timer, publisher: Comman
                 *lock(&shared.stale_input) = Some(what);
             }
             TickStatus::Overrun => {
-                lock(&shared.stats).overruns += 1;
+                lock(&shared.stats).overrun(woke.elapsed());
                 if let Some(n) = shared.due("overrun") {
                     log::warn!(
                         "overrun: no action ready on this tick (the queue ran out before the next chunk \
@@ -642,11 +647,15 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
     let stats = lock(&shared.stats).clone();
     let status = lock(&shared.control).status();
     let tick = stats.latency();
+    let queue = stats.latency_of(TickKind::Queue);
+    let refill = stats.latency_of(TickKind::Refill);
+    let overrun = stats.latency_of(TickKind::Overrun);
     format!(
         "stopped on {signal} after {:.1} s: {} command(s) published on {} ({:.2} Hz achieved, control_rate_hz {}); \
          {} tick(s) ({:.2} Hz): {} stale, {} overrun(s), {} error(s), {} disabled; inference ({} chunk(s) since start or \
          the last reset) latency last/mean/max {}/{}/{} ms on {}/{}; tick latency (timer -> published) \
-         p50/p99/max {}/{}/{} ms",
+         p50/p90/p99/max {} ms; of which {} served from the queue {} ms, {} refill tick(s) (chunk requested; \
+         computed on the tick when synchronous) {} ms; {} overrun tick(s) (timer -> handled) {} ms",
         elapsed.as_secs_f64(),
         stats.commands,
         shared.params.command_topic,
@@ -664,8 +673,12 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
         ms(status.latency.max),
         status.backend,
         status.device,
-        ms(tick.p50),
-        ms(tick.p99),
-        ms(tick.max),
+        tick.ms(),
+        queue.count,
+        queue.ms(),
+        refill.count,
+        refill.ms(),
+        overrun.count,
+        overrun.ms(),
     )
 }

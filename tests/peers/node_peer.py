@@ -19,6 +19,10 @@ Scenarios:
                       first 12 commands (any command type)
   stream              demo playback until killed; prints STREAMING at the first command
   demo                demo playback for --config duration seconds; prints a report
+  bench               speed benchmark robot (tools/bench_node.sh): `joints` names joint1..N,
+                      images at each camera's h x w (e.g. 640x480 rgb8), a few pre-rendered
+                      frames cycled, for --config duration seconds after the first command;
+                      reports command count, rate and inter-arrival times seen here
 """
 
 from __future__ import annotations
@@ -159,6 +163,10 @@ class Peer(Node):
     def observation(self):
         if self.obs_mode == "const":
             return self.const_state, self.const_images
+        if self.obs_mode == "bench":
+            t = time.monotonic() - self.t_start
+            k = int(t * RATE_HZ) % len(self.bench_frames)
+            return self.bench_state(t), self.bench_frames[k]
         t = time.monotonic() - self.t_start
         return demo.state_at(t), [demo.render_image(t, c["h"], c["w"], c["camera"]) for c in self.cameras]
 
@@ -444,6 +452,44 @@ def scenario_demo(peer: Peer, cfg: dict) -> dict:
     }
 
 
+def scenario_bench(peer: Peer, cfg: dict) -> dict:
+    """tools/bench_node.sh's robot: `joints` joint states and each camera's raw images at its
+    h x w, at 30 Hz, for `duration_s` after the first command. The frames are rendered once
+    (`frames` of them, cycled) so that the peer spends little CPU next to the node."""
+    n = int(cfg.get("joints", 14))
+    peer.names = [f"joint{i + 1}" for i in range(n)]
+    phases = np.linspace(0.0, np.pi, n)
+    peer.bench_state = lambda t: 0.5 * np.sin(2.0 * np.pi * 0.25 * t + phases)
+    frames = int(cfg.get("frames", 8))
+    peer.bench_frames = [
+        [demo.render_image(k / RATE_HZ, c["h"], c["w"], c["camera"]) for c in peer.cameras] for k in range(frames)
+    ]
+    peer.obs_mode = "bench"
+    peer.joints_mode, peer.images_mode = "good", "good"
+    first_command(peer)
+    t0 = time.monotonic()
+    sent0 = (peer.sent_joint_msgs, peer.sent_image_msgs)
+    sleep(float(cfg.get("duration_s", 20.0)))
+    t1 = time.monotonic()
+    with peer.lock:
+        at = [a for a, _ in peer.commands if t0 <= a < t1]
+        diag = peer.diagnostics[-1] if peer.diagnostics else None
+    gaps = np.diff(np.array(at)) * 1e3 if len(at) > 1 else np.zeros(1)
+    return {
+        "duration_s": t1 - t0,
+        "commands": len(at),
+        "rate_hz": (len(at) - 1) / (at[-1] - at[0]) if len(at) > 1 else 0.0,
+        "interarrival_ms": {
+            "p50": float(np.percentile(gaps, 50)),
+            "p99": float(np.percentile(gaps, 99)),
+            "max": float(gaps.max()),
+        },
+        "joint_msgs_sent": peer.sent_joint_msgs - sent0[0],
+        "image_msgs_sent": peer.sent_image_msgs - sent0[1],
+        "diagnostics": diag,
+    }
+
+
 SCENARIOS = {
     "rate_offline": scenario_rate_offline,
     "reset_enable": scenario_reset_enable,
@@ -452,6 +498,7 @@ SCENARIOS = {
     "multicam": scenario_multicam,
     "stream": scenario_stream,
     "demo": scenario_demo,
+    "bench": scenario_bench,
 }
 
 
