@@ -119,7 +119,10 @@ fn both_schemas_parse_to_the_same_concepts() {
 
     // JSON keeps the file's key order too (positional input fallback relies on it).
     let t = ExportDir::open(fixture("act_tiny/torchscript")).unwrap();
-    assert_eq!(t.metadata.input_shapes.keys().collect::<Vec<_>>(), ["state", "images"]);
+    assert_eq!(
+        t.metadata.input_shapes.keys().collect::<Vec<_>>(),
+        ["state", "images"]
+    );
 }
 
 #[test]

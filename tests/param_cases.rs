@@ -8,14 +8,20 @@ use policy_node::control::params::{read_params_file, CommandType, NodeParams, Re
 
 fn cases() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cases/params");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     v.sort();
     v
 }
 
 fn validate(path: &std::path::Path) -> Result<NodeParams, String> {
     let map = read_params_file(path, "policy_node").map_err(|e| e.to_string())?;
-    NodeParams::from_map(&map).map(|(p, _)| p).map_err(|e| e.to_string())
+    NodeParams::from_map(&map)
+        .map(|(p, _)| p)
+        .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -37,11 +43,17 @@ fn param_case_files() {
                 .to_string();
             match validate(&path) {
                 Ok(_) => panic!("{name}: accepted, expected an error naming `{param}`"),
-                Err(e) => assert!(e.contains(&param), "{name}: error does not name `{param}`: {e}"),
+                Err(e) => assert!(
+                    e.contains(&param),
+                    "{name}: error does not name `{param}`: {e}"
+                ),
             }
         }
     }
-    assert!(valid >= 2 && invalid >= 15, "{valid} valid, {invalid} invalid cases");
+    assert!(
+        valid >= 2 && invalid >= 15,
+        "{valid} valid, {invalid} invalid cases"
+    );
 }
 
 #[test]
@@ -60,7 +72,10 @@ fn defaults_and_full_file() {
     assert_eq!(p.refill_mode, RefillSetting::Async);
 
     let f = validate(&dir.join("valid-full.yaml")).unwrap();
-    assert_eq!(f.control_rate_hz, 50.0, "an integer is accepted for a double");
+    assert_eq!(
+        f.control_rate_hz, 50.0,
+        "an integer is accepted for a double"
+    );
     assert_eq!(f.camera_inputs, ["images.top", "images.wrist"]);
     assert!(NodeParams::is_compressed_topic(&f.camera_topics[1]));
     assert_eq!(f.command_type, CommandType::JointTrajectory);
@@ -78,6 +93,9 @@ fn shipped_config_is_valid_once_required_values_are_set() {
         policy_node::control::params::ParamValue::String("/x".into()),
     );
     let (p, unknown) = NodeParams::from_map(&map).unwrap();
-    assert!(unknown.is_empty(), "unknown parameters in config/policy_node.yaml: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "unknown parameters in config/policy_node.yaml: {unknown:?}"
+    );
     assert!(!p.joint_names.is_empty());
 }
