@@ -330,6 +330,7 @@ impl RuntimeAdapter for TorchScriptAdapter {
                     given: join_names(inputs.iter().map(|(n, _)| *n)),
                 });
             };
+            check_integer_range(&spec.name, view, *kind)?;
             let tensor =
                 to_tensor(view, *kind, loaded.device).map_err(|e| RuntimeError::Inference {
                     backend: BACKEND,
@@ -410,6 +411,33 @@ impl RuntimeAdapter for TorchScriptAdapter {
             refine_specs(&mut self.outputs, observed);
         }
         Ok(out)
+    }
+}
+
+/// Integer ports take f32 values that are finite and within the type's range; libtorch
+/// would otherwise convert NaN or 1e30 to an arbitrary integer without a word.
+fn check_integer_range(
+    name: &str,
+    view: &ArrayViewD<'_, f32>,
+    kind: Kind,
+) -> Result<(), RuntimeError> {
+    let (lo, hi) = match kind {
+        Kind::Int64 => (i64::MIN as f64, i64::MAX as f64),
+        Kind::Int => (f64::from(i32::MIN), f64::from(i32::MAX)),
+        Kind::Int16 => (f64::from(i16::MIN), f64::from(i16::MAX)),
+        Kind::Int8 => (f64::from(i8::MIN), f64::from(i8::MAX)),
+        Kind::Uint8 => (0.0, 255.0),
+        _ => return Ok(()),
+    };
+    match view.iter().position(|v| !(v.is_finite() && f64::from(*v) >= lo && f64::from(*v) <= hi)) {
+        None => Ok(()),
+        Some(index) => Err(RuntimeError::Inference {
+            backend: BACKEND,
+            detail: format!(
+                "input `{name}` holds {} at flat index {index}, which does not fit its integer type {kind:?}",
+                view.iter().nth(index).copied().unwrap_or(f32::NAN)
+            ),
+        }),
     }
 }
 
