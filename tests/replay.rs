@@ -531,22 +531,32 @@ fn images_that_do_not_fit_the_model_name_the_topic() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad_image.mcap");
 
+    // Camera messages are decoded when an observation uses them (see
+    // `a_bad_image_no_observation_uses_is_never_decoded`): from frame 30 on, every frame is
+    // bad, and the first chunk computed after it arrives stops the replay.
     // Data that does not match width x height x 3.
     let mut msgs = demo_messages();
-    with_image(&mut msgs, 30, |img| img.data.truncate(63 * 64 * 3));
+    for i in 30..120 {
+        with_image(&mut msgs, i, |img| img.data.truncate(63 * 64 * 3));
+    }
     write_mcap(&path, &msgs);
     let msg = replay_error(options(&path, "onnx")).to_string();
     assert!(
-        msg.contains("/image_raw") && msg.contains("12096 bytes"),
+        msg.contains("/image_raw")
+            && msg.contains("12096 bytes")
+            && msg.contains("bad_image.mcap")
+            && msg.contains("log time"),
         "{msg}"
     );
 
     // Declared larger than the data it carries.
     let mut msgs = demo_messages();
-    with_image(&mut msgs, 5, |img| {
-        img.width = 640;
-        img.height = 480;
-    });
+    for i in 5..120 {
+        with_image(&mut msgs, i, |img| {
+            img.width = 640;
+            img.height = 480;
+        });
+    }
     write_mcap(&path, &msgs);
     let msg = replay_error(options(&path, "onnx")).to_string();
     assert!(
@@ -573,6 +583,26 @@ fn images_that_do_not_fit_the_model_name_the_topic() {
             && msg.contains("bad_image.mcap"),
         "{msg}"
     );
+}
+
+/// Replay decodes a camera message only when an observation uses it (the node converts
+/// only those too): a bad frame that is superseded before any chunk is computed from it does
+/// not change the result.
+#[cfg(feature = "onnx")]
+#[test]
+fn a_bad_image_no_observation_uses_is_never_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.mcap");
+    let mut msgs = demo_messages();
+    write_mcap(&good, &msgs);
+    // Frame 30 arrives between two chunk computations (chunks of 10, refilled 5 steps ahead).
+    with_image(&mut msgs, 30, |img| img.data.truncate(63 * 64 * 3));
+    let path = dir.path().join("one_bad_frame.mcap");
+    write_mcap(&path, &msgs);
+    let s = run(&options(&path, "onnx"));
+    assert_eq!(s.commands, 119);
+    let expected = run(&options(&good, "onnx"));
+    assert_close(&s.actions, &expected.actions, 0.0, "one unused bad frame");
 }
 
 /// Other image sizes are resized to the model's input, as in the node.

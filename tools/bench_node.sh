@@ -9,7 +9,8 @@
 # latency. Figures come from the node's exit summary (src/ros/stats.rs) and the peer's report.
 #
 # Usage: tools/bench_node.sh [--duration S] [--rate HZ] [--threads N] [--export DIR]
-#                            [--modes "async sync"] [--bin PATH] [--build] [-p NAME:=VALUE]...
+#                            [--modes "async sync"] [--bin PATH] [--build] [--no-rt]
+#                            [-p NAME:=VALUE]...
 #   --duration S   seconds measured after the first command, per mode (default 20)
 #   --rate HZ      control_rate_hz (default 50)
 #   --threads N    runtime CPU threads for inference (default 1: leaves a core for the tick)
@@ -20,6 +21,9 @@
 #                  target/bench/release/policy_node, else target/release/policy_node)
 #   --build        build that binary first (CARGO_TARGET_DIR=target/bench, release,
 #                  features onnx,openvino,ros)
+#   --no-rt        run the node without CAP_SYS_NICE (setpriv), so its control and spin
+#                  threads stay at normal priority: the "before" of src/ros/node.rs's
+#                  SCHED_FIFO (the node logs which one it got)
 #   -p NAME:=VALUE any other node parameter, for every mode (repeatable)
 # Runs on a private ROS_DOMAIN_ID (kept if already set) with localhost discovery; the logs
 # stay in the printed directory. Exit status 0 when every mode ran and published commands
@@ -35,6 +39,7 @@ default_export=1
 modes="async sync"
 node_bin="${POLICY_NODE_BIN:-}"
 build=0
+rt=1
 extra=()
 while (($#)); do
   case "$1" in
@@ -45,8 +50,9 @@ while (($#)); do
     --modes) modes="$2"; shift 2 ;;
     --bin) node_bin="$2"; shift 2 ;;
     --build) build=1; shift ;;
+    --no-rt) rt=0; shift ;;
     -p) extra+=(-p "$2"); shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "bench_node.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -105,6 +111,8 @@ stop_node() {
 trap stop_node EXIT
 
 peer_cfg="{\"duration_s\": $duration, \"joints\": $n_joints, \"cameras\": [{\"topic\": \"image_raw\", \"camera\": \"top\", \"h\": 480, \"w\": 640}]}"
+launcher=()
+((rt)) || launcher=(setpriv --bounding-set=-sys_nice --inh-caps=-sys_nice)
 results=()
 for mode in $modes; do
   params="$run_dir/params_$mode.yaml"
@@ -122,7 +130,7 @@ policy_node:
 EOF
   log="$run_dir/node_$mode.log"
   say "[$mode] starting policy_node (log $log)"
-  "$node_bin" --ros-args --params-file "$params" ${extra[@]+"${extra[@]}"} >"$log" 2>&1 &
+  ${launcher[@]+"${launcher[@]}"} "$node_bin" --ros-args --params-file "$params" ${extra[@]+"${extra[@]}"} >"$log" 2>&1 &
   node_pid=$!
   for _ in $(seq 1200); do
     grep -q "ready:" "$log" && break
@@ -130,7 +138,7 @@ EOF
     sleep 0.1
   done
   grep -q "ready:" "$log" || { say "[$mode] policy_node did not get ready in 120 s:"; cat "$log" >&2; exit 1; }
-  grep -E "warm-up inference|ready:" "$log" | sed 's/^.*\]: /  /' >&2
+  grep -E "warm-up inference|priority|ready:" "$log" | sed 's/^.*\]: /  /' >&2
   say "[$mode] robot peer: ${duration} s after the first command"
   peer_out="$run_dir/peer_$mode.json"
   "$py" tests/peers/node_peer.py bench --config "$peer_cfg" | sed -n 's/^RESULT //p' >"$peer_out" || true
@@ -159,11 +167,11 @@ for i in range(0, len(args), 4):
     except Exception as e:  # noqa: BLE001
         peer = {"ok": False, "error": f"no peer report: {e}"}
     r = {"mode": mode, "rc": int(rc), "peer": peer, "line": line}
-    def grab(pattern, names, conv=float):
+    def grab(pattern, names):
         m = re.search(pattern, line)
         if m:
             for n, v in zip(names, m.groups()):
-                r[n] = conv(v)
+                r[n] = float(v) if "." in v else int(v)
     grab(r"(\d+) command\(s\) published on \S+ \(" + num + r" Hz achieved", ["commands", "cmd_rate"])
     grab(r"(\d+) tick\(s\) \(" + num + r" Hz\): (\d+) stale, (\d+) overrun", ["ticks", "tick_rate", "stale", "overruns"])
     grab(r"inference \((\d+) chunk\(s\)[^)]*\) latency last/mean/max " + num + "/" + num + "/" + num, ["chunks", "inf_last", "inf_mean", "inf_max"])

@@ -16,6 +16,8 @@ step "clippy, all features"
 cargo clippy --all-targets --all-features -- -D warnings
 step "clippy without ros (the inference core builds ROS-free)"
 cargo clippy --all-targets --no-default-features --features onnx -- -D warnings
+step "docs (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 step "tests without ros"
 cargo test --no-default-features --features onnx --lib --test export_cases --test inference_model --test param_cases --test policyctl
 step "tests, all features"

@@ -97,6 +97,43 @@ pub fn image(kind: MessageKind, cdr: &[u8]) -> Result<ImageMsg, r2r::Error> {
     })
 }
 
+/// A camera message whose pixels stay serialized: its stamp, read with r2r's
+/// `std_msgs/Header` (the CDR of `sensor_msgs/Image` and `CompressedImage` begins with their
+/// header; what follows is left alone), and the message as an [`ImageData::Deferred`] that the
+/// control loop decodes with [`image`] only if an observation uses it. `origin` names the
+/// message in the errors of that decode.
+///
+/// Only the header is checked here: a message whose pixels do not decode or do not fit the
+/// model is reported on the tick that needs it (messages no observation uses are never
+/// decoded, as the node would never have converted them either).
+pub fn deferred_image(
+    kind: MessageKind,
+    cdr: Vec<u8>,
+    origin: String,
+) -> Result<(i64, ImageData), r2r::Error> {
+    let header = r2r::std_msgs::msg::Header::from_serialized_bytes(&cdr)?;
+    let decode: fn(&[u8]) -> Result<ImageData, String> = match kind {
+        MessageKind::CompressedImage => |cdr| decode_now(MessageKind::CompressedImage, cdr),
+        _ => |cdr| decode_now(MessageKind::Image, cdr),
+    };
+    Ok((
+        time_to_ns(header.stamp.sec, header.stamp.nanosec),
+        ImageData::Deferred {
+            bytes: cdr,
+            decode,
+            origin,
+        },
+    ))
+}
+
+/// The whole message, as [`ImageData::Deferred`]'s `decode` (errors as text).
+fn decode_now(kind: MessageKind, cdr: &[u8]) -> Result<ImageData, String> {
+    let m =
+        image(kind, cdr).map_err(|e| format!("does not decode as {}: {e}", kind.type_name()))?;
+    m.image
+        .map_err(|e| format!("{} does not fit the model: {e}", kind.type_name()))
+}
+
 /// Decodes one message of each type: the first decode of a type loads its typesupport
 /// library (milliseconds), which replay keeps out of its decode timing.
 pub fn warm_up() {
@@ -108,6 +145,9 @@ pub fn warm_up() {
     }
     if let Ok(b) = r2r::sensor_msgs::msg::CompressedImage::default().to_serialized_bytes() {
         let _ = image(MessageKind::CompressedImage, &b);
+    }
+    if let Ok(b) = r2r::std_msgs::msg::Header::default().to_serialized_bytes() {
+        let _ = r2r::std_msgs::msg::Header::from_serialized_bytes(&b);
     }
 }
 
@@ -177,6 +217,88 @@ mod tests {
             m.image,
             Err(ObservationError::UnsupportedEncoding { .. })
         ));
+    }
+
+    /// r2r's `std_msgs/Header` reads the header at the start of an `Image` /
+    /// `CompressedImage` CDR payload and ignores the rest of the message.
+    #[test]
+    fn deferred_images_read_only_the_header() {
+        let mut img = r2r::sensor_msgs::msg::Image {
+            width: 2,
+            height: 1,
+            step: 6,
+            encoding: "rgb8".into(),
+            data: vec![1, 2, 3, 4, 5, 6],
+            ..Default::default()
+        };
+        img.header.stamp.sec = 7;
+        img.header.stamp.nanosec = 9;
+        img.header.frame_id = "camera_optical_frame".into();
+        let bytes = img.to_serialized_bytes().unwrap();
+        let (stamp, data) =
+            deferred_image(MessageKind::Image, bytes.clone(), "here".into()).unwrap();
+        assert_eq!(stamp, 7_000_000_009);
+        let ImageData::Deferred { bytes: kept, .. } = &data else {
+            panic!("{data:?}")
+        };
+        assert_eq!(kept, &bytes);
+        match data.resolve().unwrap().into_owned() {
+            ImageData::Raw {
+                width: 2,
+                height: 1,
+                step: 6,
+                data,
+                ..
+            } => assert_eq!(data, vec![1, 2, 3, 4, 5, 6]),
+            other => panic!("{other:?}"),
+        }
+
+        let mut c = r2r::sensor_msgs::msg::CompressedImage {
+            format: "png".into(),
+            data: vec![1, 2, 3],
+            ..Default::default()
+        };
+        c.header.stamp.sec = 1;
+        let (stamp, data) = deferred_image(
+            MessageKind::CompressedImage,
+            c.to_serialized_bytes().unwrap(),
+            "here".into(),
+        )
+        .unwrap();
+        assert_eq!(stamp, 1_000_000_000);
+        assert!(matches!(
+            data.resolve().unwrap().into_owned(),
+            ImageData::Compressed { format, .. } if format == "png"
+        ));
+
+        // Pixels that do not fit, and a body that does not decode: errors at resolve time,
+        // naming the origin.
+        img.encoding = "32FC1".into();
+        let (_, data) = deferred_image(
+            MessageKind::Image,
+            img.to_serialized_bytes().unwrap(),
+            "msg 3".into(),
+        )
+        .unwrap();
+        let e = data.resolve().unwrap_err();
+        assert!(e.starts_with("msg 3: ") && e.contains("32FC1"), "{e}");
+        let bytes = img.to_serialized_bytes().unwrap();
+        let (stamp, data) =
+            deferred_image(MessageKind::Image, bytes[..40].to_vec(), "msg 4".into()).unwrap();
+        assert_eq!(stamp, 7_000_000_009);
+        let e = data.resolve().unwrap_err();
+        assert!(
+            e.starts_with("msg 4: ") && e.contains("does not decode"),
+            "{e}"
+        );
+
+        // A payload too short for the header itself is an error at once.
+        for cut in [0, 4, 10, 20] {
+            assert!(
+                deferred_image(MessageKind::Image, bytes[..cut].to_vec(), String::new()).is_err(),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]

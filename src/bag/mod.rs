@@ -8,7 +8,8 @@
 //!   rosbag2's bag-level compression (`compression_mode: FILE/MESSAGE`) is reported as
 //!   unsupported.
 //! - [`decode`] turns `sensor_msgs/JointState`, `Image` and `CompressedImage` payloads into
-//!   the control loop's inputs with r2r's generated types.
+//!   the control loop's inputs with r2r's generated types (camera messages lazily: only the
+//!   header on arrival, the pixels when an observation uses them).
 //! - [`replay::run`] drives the node's own [`ControlLoop`](crate::control::ControlLoop) on
 //!   bag time and writes the commanded actions (CSV / `.npz`) and a plot.
 //!

@@ -13,6 +13,11 @@
 //!   `policy::Scheduler`), and `refill_ahead_steps: -1` means 0: no measured latency leaks
 //!   into the result. Two runs with the same inputs, backend, device and thread count give
 //!   byte-identical output.
+//! - Camera messages are decoded lazily: on arrival only their header (the stamp) is read;
+//!   the pixels are decoded, checked (encoding, size) and converted only for the messages
+//!   an observation actually uses, on the tick that computes a chunk. A message that does not
+//!   decode or fit the model stops the replay at that tick, naming the topic, the file and the
+//!   log time; one that no observation uses is never looked at (nor would the node look at it).
 //! - Output: one row per tick that commanded something (CSV or `.npz`), written only when the
 //!   whole replay succeeded.
 
@@ -84,9 +89,11 @@ pub struct ReplaySummary {
     pub load_time: Duration,
     /// Reading the bag: file I/O and MCAP decompression.
     pub read_time: Duration,
-    /// CDR decoding and building the loop's inputs.
+    /// CDR decoding and building the loop's inputs: whole joint states, the header of each
+    /// camera message.
     pub decode_time: Duration,
-    /// Image conversion to the model's tensors.
+    /// The images of the observations chunks were computed from: decoding the pixels of the
+    /// camera messages used and converting them to the model's tensors.
     pub preprocess_time: Duration,
     /// Model inference (chunks).
     pub infer_time: Duration,
@@ -107,8 +114,9 @@ impl ReplaySummary {
     }
 
     /// Over the whole replay: (decode + preprocess) time relative to inference time. Every
-    /// message is decoded, chunks are inferred only when the queue runs low, so this depends
-    /// on message rates and `n_action_steps` as much as on speed.
+    /// message is decoded (camera messages: their header), chunks are inferred only when the
+    /// queue runs low, so this depends on message rates and `n_action_steps` as much as on
+    /// speed.
     pub fn decode_preprocess_vs_infer(&self) -> f64 {
         (self.decode_time + self.preprocess_time).as_secs_f64()
             / self.infer_time.as_secs_f64().max(1e-12)
@@ -544,15 +552,21 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
                 }
             }
             Some(Role::Camera { index, kind }) => {
-                let image_err = |source: ObservationError| BagError::Image {
-                    topic: topic.clone(),
-                    log_time_ns: t,
-                    source,
-                };
-                let m = decode::image(*kind, &msg.data).map_err(decode_err)?;
-                let stamp = if m.stamp_ns != 0 { m.stamp_ns } else { t };
-                let image = m.image.map_err(image_err)?;
-                ctl.on_image(*index, stamp, image).map_err(image_err)?;
+                // Only the header now: the pixels are decoded (and checked) by the loop if an
+                // observation uses this message; most are superseded before a chunk needs them.
+                let origin = format!(
+                    "message at log time {t} ns in {}",
+                    bag.files()[msg.file].display()
+                );
+                let (stamp, image) =
+                    decode::deferred_image(*kind, msg.data, origin).map_err(decode_err)?;
+                let stamp = if stamp != 0 { stamp } else { t };
+                ctl.on_image(*index, stamp, image)
+                    .map_err(|source: ObservationError| BagError::Image {
+                        topic: topic.clone(),
+                        log_time_ns: t,
+                        source,
+                    })?;
             }
             None => {}
         }

@@ -46,6 +46,18 @@ pub enum ImageData {
     },
     /// `sensor_msgs/CompressedImage`.
     Compressed { format: String, data: Vec<u8> },
+    /// A message kept serialized, decoded only when an observation uses it (replay: most
+    /// camera messages are never part of an observation, so their pixels are never copied).
+    /// `decode` (supplied by the reader, e.g. `bag::decode`) returns a `Raw` or `Compressed`
+    /// image, or why the message cannot be used; its error is reported on the tick that
+    /// needed the image, with the camera topic and `origin`.
+    Deferred {
+        /// The serialized message.
+        bytes: Vec<u8>,
+        decode: fn(&[u8]) -> Result<ImageData, String>,
+        /// Where the message came from (e.g. the bag file and log time), for errors.
+        origin: String,
+    },
 }
 
 impl ImageData {
@@ -73,6 +85,26 @@ impl ImageData {
             encoding,
             data,
         })
+    }
+
+    /// The image itself: a [`Deferred`](Self::Deferred) one decoded (the error names its
+    /// `origin`), the others as they are.
+    pub fn resolve(&self) -> Result<std::borrow::Cow<'_, ImageData>, String> {
+        use std::borrow::Cow;
+        match self {
+            ImageData::Deferred {
+                bytes,
+                decode,
+                origin,
+            } => match decode(bytes) {
+                Ok(ImageData::Deferred { .. }) => {
+                    Err(format!("{origin}: the decoder returned a serialized image"))
+                }
+                Ok(image) => Ok(Cow::Owned(image)),
+                Err(e) => Err(format!("{origin}: {e}")),
+            },
+            other => Ok(Cow::Borrowed(other)),
+        }
     }
 }
 
@@ -610,6 +642,9 @@ impl ControlLoop {
                 for (topic, input, pre, image) in images {
                     let image = image
                         .ok_or_else(|| PolicyError::Preprocess(format!("{topic}: no image")))?;
+                    let image = image
+                        .resolve()
+                        .map_err(|e| PolicyError::Preprocess(format!("{topic}: {e}")))?;
                     let mut pre = pre.lock().unwrap_or_else(|p| p.into_inner());
                     let tensor = match image.as_ref() {
                         ImageData::Raw {
@@ -626,6 +661,7 @@ impl ControlLoop {
                             data,
                         }),
                         ImageData::Compressed { format, data } => pre.compressed(format, data),
+                        ImageData::Deferred { .. } => unreachable!("resolved above"),
                     }
                     .map_err(|e| PolicyError::Preprocess(format!("{topic}: {e}")))?;
                     obs.insert(input, tensor.into_dyn());

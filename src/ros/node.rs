@@ -6,6 +6,12 @@
 //! runtime, sharing the control loop behind a mutex that is held only for a call.
 //! Inference runs on the control loop's refill worker (asynchronous refill), so neither a
 //! tick nor a subscription waits for a whole chunk.
+//!
+//! Where the process may (root, `CAP_SYS_NICE`, or an `rtprio` limit), the runtime thread
+//! (ticks) and the spin thread (timer wake-ups) run at real-time priority
+//! ([`REALTIME_PRIORITY`], `SCHED_FIFO`), so a tick is not preempted by other threads of this
+//! or other processes (the refill worker, DDS, the robot's own nodes) on a busy CPU; the
+//! refill worker and the runtimes' threads, started before, stay at normal priority.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +46,9 @@ const SPIN_TIMEOUT: Duration = Duration::from_millis(10);
 const THROTTLE_PERIOD: Duration = Duration::from_secs(2);
 /// `/diagnostics` period.
 const DIAGNOSTICS_PERIOD: Duration = Duration::from_secs(1);
+/// `SCHED_FIFO` priority of the runtime (tick) and spin threads: above every normal thread,
+/// below ros2_control's controller manager (50 by default), which commands the hardware.
+pub const REALTIME_PRIORITY: i32 = 40;
 
 /// Why the node did not start or stopped with an error. Configuration errors name the
 /// parameter (or file) and the rule; exit code 2. Others: exit code 1.
@@ -344,12 +353,28 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         std::thread::Builder::new()
             .name("ros-spin".into())
             .spawn(move || {
+                // The timer wakes the tick from here. Same permission as the runtime thread,
+                // whose result is the one logged.
+                let _ = set_realtime_priority(REALTIME_PRIORITY);
                 while !stop.load(Ordering::Relaxed) {
                     lock(&node).spin_once(SPIN_TIMEOUT);
                 }
             })
             .map_err(NodeError::Runtime)?
     };
+
+    // The runtime thread (this one) runs the ticks. Threads started before (refill worker,
+    // runtime thread pools) keep their normal priority.
+    match set_realtime_priority(REALTIME_PRIORITY) {
+        Ok(()) => log::info!(
+            "control and spin threads run at real-time priority (SCHED_FIFO {REALTIME_PRIORITY}); \
+             inference stays at normal priority"
+        ),
+        Err(e) => log::info!(
+            "control thread at normal priority: SCHED_FIFO {REALTIME_PRIORITY} not permitted ({e}); \
+             ticks may wait for other threads on a busy CPU (grant CAP_SYS_NICE or an rtprio limit)"
+        ),
+    }
 
     let started = Instant::now();
     let local = tokio::task::LocalSet::new();
@@ -415,6 +440,34 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
     drop(shared);
     drop(node);
     Ok(Summary { signal, line })
+}
+
+/// Puts the calling thread under `SCHED_FIFO` at `priority`, reset on fork (threads it starts
+/// later get normal priority). Fails without `CAP_SYS_NICE` or a high enough `rtprio` limit.
+fn set_realtime_priority(priority: i32) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param {
+            sched_priority: priority,
+        };
+        // SAFETY: plain system call on the calling thread (pid 0) with a valid parameter.
+        let rc = unsafe {
+            libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = priority;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "real-time priority is only set on Linux",
+        ))
+    }
 }
 
 /// Camera `index`: each message converted and handed to the control loop.
@@ -654,7 +707,7 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
         "stopped on {signal} after {:.1} s: {} command(s) published on {} ({:.2} Hz achieved, control_rate_hz {}); \
          {} tick(s) ({:.2} Hz): {} stale, {} overrun(s), {} error(s), {} disabled; inference ({} chunk(s) since start or \
          the last reset) latency last/mean/max {}/{}/{} ms on {}/{}; tick latency (timer -> published) \
-         p50/p90/p99/max {} ms; of which {} served from the queue {} ms, {} refill tick(s) (chunk requested; \
+         p50/p90/p99/max {} ms; of which {} served from the queue {} ms, {} refill tick(s) (chunk requested, \
          computed on the tick when synchronous) {} ms; {} overrun tick(s) (timer -> handled) {} ms",
         elapsed.as_secs_f64(),
         stats.commands,

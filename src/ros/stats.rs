@@ -186,7 +186,11 @@ mod tests {
         for i in 0..101u64 {
             let at = t0 + Duration::from_millis(20 * i);
             s.tick(at);
-            let kind = if i % 10 == 0 { TickKind::Refill } else { TickKind::Queue };
+            let kind = if i % 10 == 0 {
+                TickKind::Refill
+            } else {
+                TickKind::Queue
+            };
             s.command(at, Duration::from_micros(i + 1), kind);
         }
         s.overrun(Duration::from_micros(7));
@@ -202,7 +206,10 @@ mod tests {
         assert_eq!(l.max, Duration::from_micros(101));
         // Refill ticks: i = 0, 10, .., 100 (latency i + 1); the queue ticks are the rest.
         let r = s.latency_of(TickKind::Refill);
-        assert_eq!((r.count, r.p50, r.max), (11, Duration::from_micros(51), Duration::from_micros(101)));
+        assert_eq!(
+            (r.count, r.p50, r.max),
+            (11, Duration::from_micros(51), Duration::from_micros(101))
+        );
         let q = s.latency_of(TickKind::Queue);
         assert_eq!((q.count, q.max), (90, Duration::from_micros(100)));
         let o = s.latency_of(TickKind::Overrun);

@@ -10,6 +10,17 @@ phases on multiples of the period) fires exactly on the replay's tick grid, and 
 clock reads the tick's time while it ticks.
 
 Usage: bag_player.py BAG [--rate HZ] [--clock-subscribers N] [--settle S] [--discovery-timeout S]
+                      [--duration S [--loop-gap S]]
+
+Looping (``--duration S``, tools/run_demo.sh): the bag is played again and again, each
+repetition shifted forward in time by the bag's span plus ``--loop-gap`` (default 0.5 s,
+longer than the demo's ``max_observation_age_ms``, so that the node sees stale data between
+repetitions and starts each one from a fresh chunk, as an offline replay starts), rounded up
+to a whole number of control periods (so the tick grid and the samples' phase on it stay as
+in the bag), until ``S`` seconds of bag time have been played; the last repetition may be cut
+short. The repetitions after the first are republished with their ``header.stamp`` shifted
+by the same amount (deserialized by rclpy and published as messages); the first is the bag's
+raw bytes. Without ``--duration`` the bag is played once, as recorded.
 
 Real time: events are played at their bag time offsets from the first message. Where this
 process falls behind (a loaded machine), sim time pauses rather than catching up in a burst,
@@ -20,7 +31,8 @@ Prints ``READY {json}`` once every subscriber is matched (one on each of the bag
 message), ``wall0_unix`` (``time.time()`` when it was played), ``tick_walls`` (``[tick time
 ns, time.time()]`` just before each control tick's ``/clock`` was published), ``max_late_ms`` / ``slip_ms`` (the
 largest lateness, and the total pause sim time took to absorb it), message and clock
-counts.
+counts, and ``loops`` (one ``{"offset_ns", "start_ns", "end_ns", "messages"}`` per repetition:
+its time shift, and the sim time of its first and last message).
 Exit status 2 when subscribers do not show up in time.
 """
 
@@ -35,6 +47,7 @@ from pathlib import Path
 
 import rclpy
 from rclpy.qos import QoSProfile
+from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 
@@ -45,6 +58,39 @@ def msg_class(msgtype: str):
     return getattr(importlib.import_module(f"{pkg}.{sub}"), name)
 
 
+def repeat(messages, types, period_ns, duration_s, gap_s):
+    """The playback: ``messages`` once (``duration_s`` None), or repeated and time-shifted to
+    fill ``duration_s`` (see the module docs). Returns (messages, loops)."""
+    first, last = messages[0][0], messages[-1][0]
+    if duration_s is None:
+        return messages, [{"offset_ns": 0, "start_ns": first, "end_ns": last, "messages": len(messages)}]
+    if not duration_s > 0 or gap_s < 0:
+        raise SystemExit("bag_player.py: --duration must be > 0 and --loop-gap >= 0")
+    shift = -(-(last - first + int(gap_s * 1e9)) // period_ns) * period_ns
+    end = first + int(duration_s * 1e9)
+    out, loops = [], []
+    k = 0
+    while first + k * shift < end:
+        offset = k * shift
+        played = [m for m in messages if m[0] + offset < end]
+        for ts, topic, raw in played:
+            payload = raw
+            if offset:
+                msg = deserialize_message(raw, msg_class(types[topic]))
+                if hasattr(msg, "header"):
+                    stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec + offset
+                    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+                # Published as a message: rclpy serializes it exactly (`serialize_message`
+                # output has trailing bytes).
+                payload = msg
+            out.append((ts + offset, topic, payload))
+        loops.append(
+            {"offset_ns": offset, "start_ns": first + offset, "end_ns": played[-1][0] + offset, "messages": len(played)}
+        )
+        k += 1
+    return out, loops
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bag", type=Path)
@@ -53,6 +99,12 @@ def main() -> int:
     parser.add_argument("--discovery-timeout", type=float, default=40.0)
     parser.add_argument(
         "--clock-subscribers", type=int, default=1, help="subscribers of /clock to wait for (node, recorder, ...)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="loop the bag until this many seconds of bag time are played"
+    )
+    parser.add_argument(
+        "--loop-gap", type=float, default=0.5, help="seconds of /clock without messages between repetitions"
     )
     args = parser.parse_args()
     # The node's period: Duration::from_secs_f64(1 / rate) in whole nanoseconds.
@@ -65,6 +117,7 @@ def main() -> int:
         messages = [(ts, conns[c.id].topic, bytes(raw)) for c, ts, raw in reader.messages()]
         types = {c.topic: c.msgtype for c in reader.connections}
     messages.sort(key=lambda m: m[0])
+    messages, loops = repeat(messages, types, period_ns, args.duration, args.loop_gap)
     first, last = messages[0][0], messages[-1][0]
 
     rclpy.init()
@@ -115,8 +168,8 @@ def main() -> int:
             tick_walls.append([t, time.time()])
         clock_pub.publish(clock)
         for i in by_time.get(t, ()):
-            _, topic, raw = messages[i]
-            pubs[topic].publish(raw)
+            _, topic, payload = messages[i]
+            pubs[topic].publish(payload)
     # Let the last messages leave before the publishers go away.
     time.sleep(0.3)
     print(
@@ -131,6 +184,7 @@ def main() -> int:
                 "max_late_ms": max_late * 1e3,
                 "slip_ms": slip * 1e3,
                 "tick_walls": tick_walls,
+                "loops": loops,
             }
         ),
         flush=True,
