@@ -100,7 +100,7 @@ pub fn image(kind: MessageKind, cdr: &[u8]) -> Result<ImageMsg, r2r::Error> {
 /// A camera message whose pixels stay serialized: its stamp, read with r2r's
 /// `std_msgs/Header` (the CDR of `sensor_msgs/Image` and `CompressedImage` begins with their
 /// header; what follows is left alone), and the message as an [`ImageData::Deferred`] that the
-/// control loop decodes with [`image`] only if an observation uses it. `origin` names the
+/// control loop decodes with [`image()`] only if an observation uses it. `origin` names the
 /// message in the errors of that decode.
 ///
 /// Only the header is checked here: a message whose pixels do not decode or do not fit the
