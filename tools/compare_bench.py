@@ -188,12 +188,18 @@ def main() -> None:
     if not results:
         sys.exit("error: no export root with a backend sub-directory to benchmark")
 
-    header = ("model", "backend", "python ms", "rust ms", "rust/python", "python load ms", "rust load ms")
+    header = ("model", "backend", "python ms", "rust ms", "rust/python", "paired ratio", "python load ms",
+              "rust load ms")
     rows = []
     for (model, backend), cells in results.items():
         py, rs = cells["python"].median_ms(), cells["rust"].median_ms()
         ratio = rs / py if py and rs is not None else None
-        rows.append((model, backend, fmt(py, 3), fmt(rs, 3), fmt(ratio), fmt(cells["python"].load_ms(), 1),
+        # Each round runs python then rust back to back: the median of the per-round ratios is
+        # less sensitive to load that comes and goes on a shared machine.
+        pairs = [r["latency_us"]["median"] / p["latency_us"]["median"]
+                 for p, r in zip(cells["python"].runs, cells["rust"].runs) if p["latency_us"]["median"] > 0]
+        paired = statistics.median(pairs) if pairs else None
+        rows.append((model, backend, fmt(py, 3), fmt(rs, 3), fmt(ratio), fmt(paired), fmt(cells["python"].load_ms(), 1),
                      fmt(cells["rust"].load_ms(), 1)))
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print(f"\nmedian latency per call, {args.threads} threads, {args.iterations} iterations, "
