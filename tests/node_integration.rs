@@ -9,24 +9,22 @@
 //! commands, 1 s of silence) are measurements, not synchronisation.
 #![cfg(all(feature = "ros", feature = "onnx"))]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{python, root};
 use ndarray::{Array2, ArrayD};
 use policy_node::policy::{InferenceModel, Observation};
 use serde_json::{json, Value};
 
 const NODE: &str = env!("CARGO_BIN_EXE_policy_node");
 const TOL: f64 = 1e-5;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn fixture(name: &str) -> String {
     root()
@@ -38,22 +36,6 @@ fn fixture(name: &str) -> String {
 }
 
 const JOINTS: &str = "joint_names:=[joint1, joint2, joint3, joint4, joint5, joint6]";
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("POLICY_NODE_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = std::env::var_os("POLICY_NODE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv"));
-    let p = venv.join("bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run tools/setup.sh (or set POLICY_NODE_TEST_PYTHON)",
-        p.display()
-    );
-    p
-}
 
 /// A private ROS 2 world: domain id and HOME (rcl logs there).
 struct World {

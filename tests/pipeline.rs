@@ -13,12 +13,6 @@ use ndarray::{ArrayD, Axis};
 use policy_node::npy::read_npy;
 use policy_node::policy::{InferenceModel, Observation};
 
-fn python() -> std::path::PathBuf {
-    std::env::var_os("POLICY_NODE_PYTHON")
-        .map(Into::into)
-        .unwrap_or_else(|| root().join(".venv/bin/python"))
-}
-
 #[test]
 fn train_export_infer() {
     let out = tempfile::tempdir().unwrap();

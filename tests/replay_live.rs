@@ -23,13 +23,15 @@
 //! Runs on a private `ROS_DOMAIN_ID`, localhost-only discovery and a private `HOME`.
 #![cfg(all(feature = "ros", feature = "onnx"))]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{python, root};
 use policy_node::bag::{replay, ReplayOptions};
 use serde_json::Value;
 
@@ -41,26 +43,6 @@ const VALUE_TOLERANCE: f64 = 1e-5;
 /// median near half a period, ~17 ms).
 const LATENCY_BOUND: Duration = Duration::from_millis(100);
 const MEDIAN_LATENCY_BOUND: Duration = Duration::from_millis(8);
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("POLICY_NODE_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = std::env::var_os("POLICY_NODE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv"));
-    let p = venv.join("bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run tools/setup.sh (or set POLICY_NODE_TEST_PYTHON)",
-        p.display()
-    );
-    p
-}
 
 /// A running process whose stdout lines arrive on a channel and whose stderr is collected.
 struct Proc {

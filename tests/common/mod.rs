@@ -12,6 +12,24 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The venv's Python (the test peers and the fixture scripts run with it):
+/// `POLICY_NODE_TEST_PYTHON`, else `$POLICY_NODE_VENV/bin/python`, else `.venv/bin/python`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("POLICY_NODE_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = std::env::var_os("POLICY_NODE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv"));
+    let p = venv.join("bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run tools/setup.sh (or set POLICY_NODE_TEST_PYTHON)",
+        p.display()
+    );
+    p
+}
+
 pub fn fixture(rel: &str) -> PathBuf {
     root().join("tests/fixtures").join(rel)
 }
