@@ -11,14 +11,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{python, root};
+use common::{collect, line_channel, python, root};
 use ndarray::{Array2, ArrayD};
 use policy_node::policy::{InferenceModel, Observation};
 use serde_json::{json, Value};
@@ -86,15 +85,7 @@ impl World {
             .arg("--config")
             .arg(config.to_string());
         let mut child = cmd.spawn().expect("start the Python peer");
-        let (tx, rx) = channel();
-        let out = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = line_channel(child.stdout.take().expect("stdout"));
         let err = Arc::new(Mutex::new(String::new()));
         collect(child.stderr.take().expect("stderr"), err.clone());
         PeerProc {
@@ -103,21 +94,6 @@ impl World {
             stderr: err,
         }
     }
-}
-
-/// Appends everything read from `r` to `buf` on a thread.
-fn collect(mut r: impl Read + Send + 'static, buf: Arc<Mutex<String>>) {
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = r.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            buf.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&chunk[..n]));
-        }
-    });
 }
 
 /// The node under test; killed if a test fails before stopping it.

@@ -25,13 +25,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{python, root};
+use common::{collect, line_channel, python, root};
 use policy_node::bag::{replay, ReplayOptions};
 use serde_json::Value;
 
@@ -56,29 +55,9 @@ struct Proc {
 impl Proc {
     fn spawn(name: &'static str, mut cmd: Command) -> Self {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
-        let (tx, rx) = channel();
-        let out = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = line_channel(child.stdout.take().expect("stdout"));
         let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().expect("stderr");
-        let buf = stderr.clone();
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = err.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                buf.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
+        collect(child.stderr.take().expect("stderr"), stderr.clone());
         Proc {
             name,
             child,
