@@ -8,8 +8,10 @@
 //!   rosbag2's bag-level compression (`compression_mode: FILE/MESSAGE`) is reported as
 //!   unsupported.
 //! - [`decode`] turns `sensor_msgs/JointState`, `Image` and `CompressedImage` payloads into
-//!   the control loop's inputs with r2r's generated types (camera messages lazily: only the
-//!   header on arrival, the pixels when an observation uses them).
+//!   the control loop's inputs as r2r's generated types (camera messages lazily: only the
+//!   header on arrival, the pixels when an observation uses them). Well-formed CDR is read
+//!   in place by [`cdr`]; anything else goes through r2r's (rmw) deserialization, which
+//!   decides.
 //! - [`replay::run`] drives the node's own [`ControlLoop`](crate::control::ControlLoop) on
 //!   bag time and writes the commanded actions (CSV / `.npz`) and a plot.
 //!
@@ -29,6 +31,7 @@
 //! # Ok::<(), policy_node::bag::BagError>(())
 //! ```
 
+pub mod cdr;
 pub mod decode;
 mod error;
 mod mcap_file;

@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use is_terminal::IsTerminal;
@@ -33,7 +34,9 @@ use super::output::{write_actions, Actions, OutputFormat};
 use super::plot::{write_plot, PlotData};
 use super::{Bag, BagError};
 use crate::control::params::read_params_file;
-use crate::control::{ControlLoop, LoopOptions, NodeParams, ParamMap, ParamValue, TickStatus};
+use crate::control::{
+    ControlLoop, LoopOptions, NodeParams, Origin, ParamMap, ParamValue, TickStatus,
+};
 use crate::observation::ObservationError;
 
 /// The node name whose section of the parameter file applies.
@@ -457,6 +460,11 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
     }
 
     let topic_names: Vec<String> = bag.topics().iter().map(|t| t.name.clone()).collect();
+    let sources: Vec<Arc<str>> = bag
+        .files()
+        .iter()
+        .map(|p| Arc::from(p.display().to_string()))
+        .collect();
     let mut per_topic = vec![0u64; topic_names.len()];
     let mut actions = Actions {
         joint_names: joint_names.clone(),
@@ -554,10 +562,10 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
             Some(Role::Camera { index, kind }) => {
                 // Only the header now: the pixels are decoded (and checked) by the loop if an
                 // observation uses this message; most are superseded before a chunk needs them.
-                let origin = format!(
-                    "message at log time {t} ns in {}",
-                    bag.files()[msg.file].display()
-                );
+                let origin = Origin {
+                    source: sources[msg.file].clone(),
+                    at_ns: t,
+                };
                 let (stamp, image) =
                     decode::deferred_image(*kind, msg.data, origin).map_err(decode_err)?;
                 let stamp = if stamp != 0 { stamp } else { t };

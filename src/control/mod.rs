@@ -55,9 +55,28 @@ pub enum ImageData {
         /// The serialized message.
         bytes: Vec<u8>,
         decode: fn(&[u8]) -> Result<ImageData, String>,
-        /// Where the message came from (e.g. the bag file and log time), for errors.
-        origin: String,
+        /// Where the message came from, for errors.
+        origin: Origin,
     },
+}
+
+/// Where a [`Deferred`](ImageData::Deferred) message came from: a source (e.g. the bag file,
+/// shared by all its messages) and the message's time in it. Displayed as
+/// `message at log time {at_ns} ns in {source}`; formatted only when an error needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub source: Arc<str>,
+    pub at_ns: i64,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "message at log time {} ns in {}",
+            self.at_ns, self.source
+        )
+    }
 }
 
 impl ImageData {
@@ -403,10 +422,10 @@ impl ControlLoop {
 
     /// A `sensor_msgs/JointState`: reordered by `joint_names` and kept as the newest state.
     /// A message that does not fit is rejected with an error naming what is wrong.
-    pub fn on_joint_state(
+    pub fn on_joint_state<N: AsRef<str>>(
         &mut self,
         stamp_ns: i64,
-        names: &[String],
+        names: &[N],
         positions: &[f64],
     ) -> Result<(), ObservationError> {
         match self.joints.apply(names, positions) {

@@ -42,9 +42,9 @@ impl JointReorder {
     /// missing ones are named, with the message's names) or appears twice, a value is NaN,
     /// infinite or beyond `f32` range (the joint is named), `out` has the wrong length.
     /// On error `out` may be partly written.
-    pub fn apply_into(
+    pub fn apply_into<N: AsRef<str>>(
         &mut self,
-        names: &[String],
+        names: &[N],
         positions: &[f64],
         out: &mut [f32],
     ) -> Result<(), ObservationError> {
@@ -61,7 +61,10 @@ impl JointReorder {
                 actual: out.len(),
             });
         }
-        if self.cached_names.as_deref() != Some(names) {
+        let cached = self.cached_names.as_deref().is_some_and(|c| {
+            c.len() == names.len() && c.iter().zip(names).all(|(c, n)| c == n.as_ref())
+        });
+        if !cached {
             self.rebuild(names)?;
         }
         for ((o, &i), name) in out.iter_mut().zip(&self.indices).zip(&self.wanted) {
@@ -80,9 +83,9 @@ impl JointReorder {
     }
 
     /// [`apply_into`](Self::apply_into) into a new vector.
-    pub fn apply(
+    pub fn apply<N: AsRef<str>>(
         &mut self,
-        names: &[String],
+        names: &[N],
         positions: &[f64],
     ) -> Result<Vec<f32>, ObservationError> {
         let mut out = vec![0.0; self.wanted.len()];
@@ -90,14 +93,14 @@ impl JointReorder {
         Ok(out)
     }
 
-    fn rebuild(&mut self, names: &[String]) -> Result<(), ObservationError> {
+    fn rebuild<N: AsRef<str>>(&mut self, names: &[N]) -> Result<(), ObservationError> {
         self.cached_names = None;
         self.indices.clear();
         // name -> (first index, seen more than once)
         let mut index: HashMap<&str, (usize, bool)> = HashMap::with_capacity(names.len());
         for (i, n) in names.iter().enumerate() {
             index
-                .entry(n.as_str())
+                .entry(n.as_ref())
                 .and_modify(|e| e.1 = true)
                 .or_insert((i, false));
         }
@@ -115,10 +118,10 @@ impl JointReorder {
             self.indices.clear();
             return Err(ObservationError::MissingJoints {
                 missing,
-                available: names.to_vec(),
+                available: names.iter().map(|n| n.as_ref().to_string()).collect(),
             });
         }
-        self.cached_names = Some(names.to_vec());
+        self.cached_names = Some(names.iter().map(|n| n.as_ref().to_string()).collect());
         Ok(())
     }
 }

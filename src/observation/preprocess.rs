@@ -123,6 +123,25 @@ impl ImagePreprocessor {
 
     /// [`raw_into`](Self::raw_into) into a new `[3, out_h, out_w]` array.
     pub fn raw(&mut self, img: &RawImage) -> Result<Array3<f32>, ObservationError> {
+        self.output_len()?;
+        let layout = img.layout()?;
+        if (layout.width, layout.height) == (self.out_w, self.out_h) {
+            // Same size: written plane by plane into a fresh vector, without zeroing it first.
+            let (w, h, data, step) = (layout.width, layout.height, img.data, layout.step);
+            let v = match img.encoding {
+                ImageEncoding::Rgb8 => resize::copy_to_vec::<resize::Rgb>(w, h, data, step),
+                ImageEncoding::Bgr8 => resize::copy_to_vec::<resize::Bgr>(w, h, data, step),
+                ImageEncoding::Rgba8 => resize::copy_to_vec::<resize::Rgba>(w, h, data, step),
+                ImageEncoding::Bgra8 => resize::copy_to_vec::<resize::Bgra>(w, h, data, step),
+                ImageEncoding::Mono8 => resize::copy_to_vec::<resize::Mono>(w, h, data, step),
+            };
+            return Array3::from_shape_vec((3, h, w), v).map_err(|_| {
+                ObservationError::InvalidOutputSize {
+                    out_h: self.out_h,
+                    out_w: self.out_w,
+                }
+            });
+        }
         let mut out = self.zeroed_output()?;
         self.raw_into(img, out.as_slice_mut().unwrap_or_default())?;
         Ok(out)
@@ -285,6 +304,31 @@ mod tests {
                     assert_eq!(out[[c, y, x]], data[(y * w + x) * 3 + c] as f32 / 255.0);
                 }
             }
+        }
+    }
+
+    /// `raw` (same-size path building a new vector) and `raw_into` give identical bits.
+    #[test]
+    fn raw_and_raw_into_agree_at_the_output_size() {
+        for enc in [
+            ImageEncoding::Rgb8,
+            ImageEncoding::Bgr8,
+            ImageEncoding::Rgba8,
+            ImageEncoding::Bgra8,
+            ImageEncoding::Mono8,
+        ] {
+            let (w, h) = (6usize, 5usize);
+            let step = w * enc.channels() + 2;
+            let data = noise(step * h, 11);
+            let img = raw(w as u32, h as u32, step as u32, enc, &data);
+            let mut pre = ImagePreprocessor::new(h, w);
+            let a = pre.raw(&img).unwrap();
+            let mut b = vec![f32::NAN; 3 * w * h];
+            pre.raw_into(&img, &mut b).unwrap();
+            let bits =
+                |v: &mut dyn Iterator<Item = &f32>| v.map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&mut a.iter()), bits(&mut b.iter()), "{enc:?}");
+            assert_eq!(a.shape(), &[3, h, w]);
         }
     }
 

@@ -154,6 +154,58 @@ pub(crate) fn resize_into<L: PixelLayout>(
     step: usize,
     out: &mut [f32],
 ) {
+    if plan.in_w == plan.xs.len() && plan.in_h == plan.ys.len() {
+        copy_into::<L>(plan.in_w, plan.in_h, data, step, out);
+    } else {
+        separable_into::<L>(plan, rows, data, step, out);
+    }
+}
+
+/// The output size is the input size: every tap is `(d, w0 = 1, w1 = 0)`, so the separable
+/// resize reduces to `LUT[v]` per sample; this writes exactly that (bit-identical, a test
+/// checks it) without the row passes.
+fn copy_into<L: PixelLayout>(w: usize, h: usize, data: &[u8], step: usize, out: &mut [f32]) {
+    let plane = w * h;
+    let (r_out, rest) = out.split_at_mut(plane);
+    let (g_out, b_out) = rest.split_at_mut(plane);
+    for y in 0..h {
+        let row = &data[y * step..][..w * L::CH];
+        let r = &mut r_out[y * w..][..w];
+        let g = &mut g_out[y * w..][..w];
+        let b = &mut b_out[y * w..][..w];
+        for (((px, r), g), b) in row.chunks_exact(L::CH).zip(r).zip(g).zip(b) {
+            *r = LUT[px[L::R] as usize];
+            *g = LUT[px[L::G] as usize];
+            *b = LUT[px[L::B] as usize];
+        }
+    }
+}
+
+/// [`copy_into`] into a new vector, built plane by plane (nothing is zeroed first).
+pub(crate) fn copy_to_vec<L: PixelLayout>(
+    w: usize,
+    h: usize,
+    data: &[u8],
+    step: usize,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(3 * w * h);
+    for offset in [L::R, L::G, L::B] {
+        for y in 0..h {
+            let row = &data[y * step..][..w * L::CH];
+            out.extend(row.chunks_exact(L::CH).map(|px| LUT[px[offset] as usize]));
+        }
+    }
+    out
+}
+
+/// The general case of [`resize_into`].
+fn separable_into<L: PixelLayout>(
+    plan: &ResizePlan,
+    rows: &mut RowCache,
+    data: &[u8],
+    step: usize,
+    out: &mut [f32],
+) {
     let out_w = plan.xs.len();
     let out_h = plan.ys.len();
     let plane = out_w * out_h;
@@ -240,6 +292,34 @@ mod tests {
         // i0 = 1 is the last index, so i1 stays 1 and both taps read the edge.
         assert_eq!((t[2].i0, t[2].i1), (1, 1));
         assert!((t[2].w1 - 1.0 / 6.0).abs() < 1e-6);
+    }
+
+    /// The same-size copy equals the separable resize bit for bit, for every layout, with
+    /// row padding.
+    #[test]
+    fn same_size_copy_equals_the_separable_path() {
+        fn check<L: PixelLayout>() {
+            for (w, h) in [(1usize, 1usize), (5, 3), (64, 64), (17, 9)] {
+                let step = w * L::CH + 3;
+                let data: Vec<u8> = (0..step * h).map(|i| (i * 37 % 251) as u8).collect();
+                let mut plan = ResizePlan::default();
+                plan.prepare(w, h, w, h);
+                let mut rows = RowCache::default();
+                let mut fast = vec![f32::NAN; 3 * w * h];
+                let mut general = vec![f32::NAN; 3 * w * h];
+                resize_into::<L>(&plan, &mut rows, &data, step, &mut fast);
+                separable_into::<L>(&plan, &mut rows, &data, step, &mut general);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fast), bits(&general), "{w}x{h}, {} channels", L::CH);
+                let new = copy_to_vec::<L>(w, h, &data, step);
+                assert_eq!(bits(&new), bits(&general), "{w}x{h}, {} channels", L::CH);
+            }
+        }
+        check::<Rgb>();
+        check::<Bgr>();
+        check::<Rgba>();
+        check::<Bgra>();
+        check::<Mono>();
     }
 
     #[test]
