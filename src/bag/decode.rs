@@ -77,37 +77,41 @@ pub struct ImageMsg {
 /// `Ok` with `image: Err`.
 pub fn image(kind: MessageKind, cdr: &[u8]) -> Result<ImageMsg, r2r::Error> {
     Ok(match kind {
-        MessageKind::CompressedImage => {
-            let m = match cdr::compressed_image(cdr) {
-                Some(m) => m,
-                None => r2r::sensor_msgs::msg::CompressedImage::from_serialized_bytes(cdr)?,
-            };
-            ImageMsg {
-                stamp_ns: time_to_ns(m.header.stamp.sec, m.header.stamp.nanosec),
-                image: Ok(ImageData::Compressed {
-                    format: m.format,
-                    data: m.data,
-                }),
-            }
-        }
-        _ => {
-            let m = match cdr::image(cdr) {
-                Some(m) => m,
-                None => r2r::sensor_msgs::msg::Image::from_serialized_bytes(cdr)?,
-            };
-            let image = if m.is_bigendian != 0 && m.encoding.ends_with("16") {
-                Err(ObservationError::UnsupportedEncoding {
-                    encoding: format!("{} (big-endian)", m.encoding),
-                })
-            } else {
-                ImageData::raw(m.width, m.height, m.step, &m.encoding, m.data)
-            };
-            ImageMsg {
-                stamp_ns: time_to_ns(m.header.stamp.sec, m.header.stamp.nanosec),
-                image,
-            }
-        }
+        MessageKind::CompressedImage => compressed_image_msg(match cdr::compressed_image(cdr) {
+            Some(m) => m,
+            None => r2r::sensor_msgs::msg::CompressedImage::from_serialized_bytes(cdr)?,
+        }),
+        _ => raw_image_msg(match cdr::image(cdr) {
+            Some(m) => m,
+            None => r2r::sensor_msgs::msg::Image::from_serialized_bytes(cdr)?,
+        }),
     })
+}
+
+/// A decoded `sensor_msgs/CompressedImage` as the loop's input.
+fn compressed_image_msg(m: r2r::sensor_msgs::msg::CompressedImage) -> ImageMsg {
+    ImageMsg {
+        stamp_ns: time_to_ns(m.header.stamp.sec, m.header.stamp.nanosec),
+        image: Ok(ImageData::Compressed {
+            format: m.format,
+            data: m.data,
+        }),
+    }
+}
+
+/// A decoded `sensor_msgs/Image` as the loop's input, checked (encoding, size).
+fn raw_image_msg(m: r2r::sensor_msgs::msg::Image) -> ImageMsg {
+    let image = if m.is_bigendian != 0 && m.encoding.ends_with("16") {
+        Err(ObservationError::UnsupportedEncoding {
+            encoding: format!("{} (big-endian)", m.encoding),
+        })
+    } else {
+        ImageData::raw(m.width, m.height, m.step, &m.encoding, m.data)
+    };
+    ImageMsg {
+        stamp_ns: time_to_ns(m.header.stamp.sec, m.header.stamp.nanosec),
+        image,
+    }
 }
 
 /// A camera message whose pixels stay serialized: its stamp (see [`header_stamp`]) and the
@@ -481,30 +485,10 @@ mod tests {
     /// What `image` gives when r2r decodes the message (the reference).
     fn image_via_r2r(kind: MessageKind, cdr: &[u8]) -> Result<ImageMsg, r2r::Error> {
         Ok(match kind {
-            MessageKind::CompressedImage => {
-                let m = r2r::sensor_msgs::msg::CompressedImage::from_serialized_bytes(cdr)?;
-                ImageMsg {
-                    stamp_ns: time_to_ns(m.header.stamp.sec, m.header.stamp.nanosec),
-                    image: Ok(ImageData::Compressed {
-                        format: m.format,
-                        data: m.data,
-                    }),
-                }
-            }
-            _ => {
-                let m = r2r::sensor_msgs::msg::Image::from_serialized_bytes(cdr)?;
-                let image = if m.is_bigendian != 0 && m.encoding.ends_with("16") {
-                    Err(ObservationError::UnsupportedEncoding {
-                        encoding: format!("{} (big-endian)", m.encoding),
-                    })
-                } else {
-                    ImageData::raw(m.width, m.height, m.step, &m.encoding, m.data)
-                };
-                ImageMsg {
-                    stamp_ns: time_to_ns(m.header.stamp.sec, m.header.stamp.nanosec),
-                    image,
-                }
-            }
+            MessageKind::CompressedImage => compressed_image_msg(
+                r2r::sensor_msgs::msg::CompressedImage::from_serialized_bytes(cdr)?,
+            ),
+            _ => raw_image_msg(r2r::sensor_msgs::msg::Image::from_serialized_bytes(cdr)?),
         })
     }
 

@@ -236,4 +236,21 @@ mod tests {
         let mut r = JointReorder::new(Vec::new());
         assert_eq!(r.apply(&s(&["a"]), &[1.0]).unwrap(), Vec::<f32>::new());
     }
+
+    /// Names may be `&str` or `String`; the cached order is compared by content, so a
+    /// message with the same names in another order is reordered afresh.
+    #[test]
+    fn name_types_and_cache_invalidation() {
+        let mut r = JointReorder::new(s(&["a", "b"]));
+        assert_eq!(r.apply(&["b", "a"], &[2.0, 1.0]).unwrap(), vec![1.0, 2.0]);
+        assert_eq!(
+            r.apply(&s(&["b", "a"]), &[4.0, 3.0]).unwrap(),
+            vec![3.0, 4.0]
+        );
+        assert_eq!(r.apply(&["a", "b"], &[5.0, 6.0]).unwrap(), vec![5.0, 6.0]);
+        assert_eq!(
+            r.apply(&["a", "b", "c"], &[7.0, 8.0, 9.0]).unwrap(),
+            vec![7.0, 8.0]
+        );
+    }
 }

@@ -23,7 +23,7 @@
 //! assert!(chw.iter().all(|&v| v == 128.0 / 255.0));
 //!
 //! let mut joints = JointReorder::new(vec!["elbow".into(), "shoulder".into()]);
-//! let state = joints.apply(&["shoulder".into(), "elbow".into()], &[0.1, 0.2])?;
+//! let state = joints.apply(&["shoulder", "elbow"], &[0.1, 0.2])?;
 //! assert_eq!(state, vec![0.2f32, 0.1]);
 //! # Ok::<(), policy_node::observation::ObservationError>(())
 //! ```
