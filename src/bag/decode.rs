@@ -178,7 +178,6 @@ pub fn warm_up() {
     }
     if let Ok(b) = r2r::std_msgs::msg::Header::default().to_serialized_bytes() {
         let _ = r2r::std_msgs::msg::Header::from_serialized_bytes(&b);
-        let _ = header_stamp(&b);
     }
 }
 

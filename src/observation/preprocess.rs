@@ -123,25 +123,6 @@ impl ImagePreprocessor {
 
     /// [`raw_into`](Self::raw_into) into a new `[3, out_h, out_w]` array.
     pub fn raw(&mut self, img: &RawImage) -> Result<Array3<f32>, ObservationError> {
-        self.output_len()?;
-        let layout = img.layout()?;
-        if (layout.width, layout.height) == (self.out_w, self.out_h) {
-            // Same size: written plane by plane into a fresh vector, without zeroing it first.
-            let (w, h, data, step) = (layout.width, layout.height, img.data, layout.step);
-            let v = match img.encoding {
-                ImageEncoding::Rgb8 => resize::copy_to_vec::<resize::Rgb>(w, h, data, step),
-                ImageEncoding::Bgr8 => resize::copy_to_vec::<resize::Bgr>(w, h, data, step),
-                ImageEncoding::Rgba8 => resize::copy_to_vec::<resize::Rgba>(w, h, data, step),
-                ImageEncoding::Bgra8 => resize::copy_to_vec::<resize::Bgra>(w, h, data, step),
-                ImageEncoding::Mono8 => resize::copy_to_vec::<resize::Mono>(w, h, data, step),
-            };
-            return Array3::from_shape_vec((3, h, w), v).map_err(|_| {
-                ObservationError::InvalidOutputSize {
-                    out_h: self.out_h,
-                    out_w: self.out_w,
-                }
-            });
-        }
         let mut out = self.zeroed_output()?;
         self.raw_into(img, out.as_slice_mut().unwrap_or_default())?;
         Ok(out)
@@ -210,9 +191,16 @@ impl ImagePreprocessor {
         Ok(out)
     }
 
+    /// A zeroed `[3, out_h, out_w]` array, from `vec![0.0; n]` (a zeroed allocation, where
+    /// `Array3::zeros` fills element by element).
     fn zeroed_output(&self) -> Result<Array3<f32>, ObservationError> {
-        self.output_len()?;
-        Ok(Array3::zeros((3, self.out_h, self.out_w)))
+        let n = self.output_len()?;
+        Array3::from_shape_vec((3, self.out_h, self.out_w), vec![0.0; n]).map_err(|_| {
+            ObservationError::InvalidOutputSize {
+                out_h: self.out_h,
+                out_w: self.out_w,
+            }
+        })
     }
 }
 
@@ -307,7 +295,7 @@ mod tests {
         }
     }
 
-    /// `raw` (same-size path building a new vector) and `raw_into` give identical bits.
+    /// `raw` (into a new array) and `raw_into` give identical bits at the output size.
     #[test]
     fn raw_and_raw_into_agree_at_the_output_size() {
         for enc in [

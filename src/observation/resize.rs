@@ -181,23 +181,6 @@ fn copy_into<L: PixelLayout>(w: usize, h: usize, data: &[u8], step: usize, out: 
     }
 }
 
-/// [`copy_into`] into a new vector, built plane by plane (nothing is zeroed first).
-pub(crate) fn copy_to_vec<L: PixelLayout>(
-    w: usize,
-    h: usize,
-    data: &[u8],
-    step: usize,
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(3 * w * h);
-    for offset in [L::R, L::G, L::B] {
-        for y in 0..h {
-            let row = &data[y * step..][..w * L::CH];
-            out.extend(row.chunks_exact(L::CH).map(|px| LUT[px[offset] as usize]));
-        }
-    }
-    out
-}
-
 /// The general case of [`resize_into`].
 fn separable_into<L: PixelLayout>(
     plan: &ResizePlan,
@@ -311,8 +294,6 @@ mod tests {
                 separable_into::<L>(&plan, &mut rows, &data, step, &mut general);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&fast), bits(&general), "{w}x{h}, {} channels", L::CH);
-                let new = copy_to_vec::<L>(w, h, &data, step);
-                assert_eq!(bits(&new), bits(&general), "{w}x{h}, {} channels", L::CH);
             }
         }
         check::<Rgb>();
