@@ -674,6 +674,8 @@ def make_small(seed: int, steps: int, steps_2cam: int, two_cam: bool = True) -> 
         "Regenerate with `.venv/bin/python tools/make_fixture.py`.",
     ])
 
+    diffs.update(make_packages(model, cfg, s, action))
+
     # Material for the invalid-export cases: a pickled state dict named model.pt.
     case = reset_dir(FIXTURES / "cases" / "invalid-state-dict-pt")
     torch.save(model.state_dict(), case / "model.pt")
@@ -706,6 +708,227 @@ def make_small(seed: int, steps: int, steps_2cam: int, two_cam: bool = True) -> 
         "- `reference/`: `state.npy`, `images.top.npy` [8,3,64,64], `images.wrist.npy` [8,3,48,64], "
         "`action.npy` [8,10,6], `expert.npy`, `times.npy`, `rgb8.images.top.npy`, `rgb8.images.wrist.npy`.",
         f"- Max |onnxruntime - torch| on the reference: {diffs['onnx_2cam']:.1e}.",
+    ])
+    return diffs
+
+
+# --- physicalai policy packages (manifest.json) ---------------------------- #
+
+PACKAGE_SAMPLES = 4  # reference samples kept per package (of the 8 act_tiny ones)
+PAS_N_ACTION_STEPS = 6
+LEROBOT_N_ACTION_STEPS = 8
+
+
+def feature(ftype: str, name: str, shape: list[int], dtype: str = "float32") -> dict:
+    """An ``InferenceFeature`` as physicalai's exporter writes it (class_path + init_args)."""
+    return {
+        "class_path": "physicalai.inference.data.features.InferenceFeature",
+        "init_args": {"ftype": ftype, "shape": shape, "name": name, "dtype": dtype},
+    }
+
+
+def pas_manifest(backend: str, cfg: PolicyConfig) -> dict:
+    """What physicalai's exporter writes for its first-party ACT: a SinglePass runner named by
+    class_path, one artifact per backend named after the policy, normalisation inside the
+    graph, the trimmer when ``n_action_steps < chunk_size``, input/output features."""
+    ext = {"onnx": ".onnx", "openvino": ".xml"}[backend]
+    return {
+        "format": "policy_package",
+        "version": "1.0",
+        "policy": {"name": "act", "source": {"class_path": "physicalai.policies.act.policy.ACT"}},
+        "model": {
+            "runner": {"class_path": "physicalai.inference.runners.single_pass.SinglePass", "init_args": {}},
+            "artifacts": {backend: f"act{ext}"},
+            "postprocessors": [{"type": "action_chunk_trimmer", "n_action_steps": PAS_N_ACTION_STEPS}],
+            "input_features": [
+                feature("STATE", "state", [cfg.state_dim]),
+                *(feature("VISUAL", name, list(chw)) for name, chw in zip(cfg.image_input_names(), cfg.cameras.values())),
+            ],
+            "output_features": [feature("ACTION", "action", [cfg.chunk_size, cfg.action_dim])],
+        },
+    }
+
+
+class OutsideNormalization(nn.Module):
+    """The same policy with normalisation outside the graph, as a LeRobot-style export has it:
+    the graph takes ``observation.state`` min-max-normalised (with a mask that leaves the
+    gripper raw) and ``observation.images.top`` mean/std-normalised, and returns the action
+    quantile-normalised. Inverting those transforms inside and calling the trained policy makes
+    the package's pipeline (normalize -> graph -> denormalize) reproduce the policy exactly."""
+
+    def __init__(self, policy: ACTPolicy, stats: dict[str, dict[str, np.ndarray]]) -> None:
+        super().__init__()
+        self.policy = policy
+        t = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
+        st, im, ac = stats["observation.state"], stats["observation.images.top"], stats["action"]
+        self.register_buffer("s_min", t(st["min"]))
+        self.register_buffer("s_range", t(st["max"] - st["min"]))
+        self.register_buffer("s_mask", t(st["mask"]))
+        self.register_buffer("i_mean", t(im["mean"]))
+        self.register_buffer("i_std", t(im["std"]))
+        self.register_buffer("a_q01", t(ac["q01"]))
+        self.register_buffer("a_d", t(ac["q99"] - ac["q01"]))
+
+    def forward(self, state: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        raw_state = (state + 1) / 2 * self.s_range + self.s_min
+        raw_state = self.s_mask * raw_state + (1 - self.s_mask) * state
+        action = self.policy(raw_state, image * self.i_std + self.i_mean)
+        return 2 * (action - self.a_q01) / self.a_d - 1
+
+
+def lerobot_stats(model: ACTPolicy, cfg: PolicyConfig, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """Dataset statistics of the synthetic demo (every statistic for every feature, as a
+    LeRobot dataset has them), plus a state mask that leaves the last joint raw."""
+    data = make_samples(np.random.default_rng(seed).uniform(0.0, demo.PERIOD_S, 512), cfg)
+    imgs = data.images("top")
+    acts = data.expert.reshape(-1, cfg.action_dim)
+
+    def describe_(x: np.ndarray, axis) -> dict[str, np.ndarray]:
+        return {
+            "mean": x.mean(axis), "std": x.std(axis), "min": x.min(axis), "max": x.max(axis),
+            "q01": np.quantile(x, 0.01, axis=axis), "q99": np.quantile(x, 0.99, axis=axis),
+        }
+
+    st = describe_(data.state, 0)
+    st["mask"] = np.array([1, 1, 1, 1, 1, 0], np.bool_)
+    im = {k: v.reshape(3, 1, 1) for k, v in describe_(imgs.transpose(1, 0, 2, 3).reshape(3, -1), 1).items()}
+    return {
+        "observation.state": st,
+        "observation.images.top": im,
+        "action": describe_(acts, 0),
+    }
+
+
+def lerobot_manifest(backend: str, cfg: PolicyConfig) -> dict:
+    """A LeRobot-style package: ``type`` + flat parameters, statistics in stats.safetensors,
+    ``observation.*`` keys, and the robot's joint order in ``hardware``."""
+    ext = {"onnx": ".onnx", "openvino": ".xml"}[backend]
+    joints = demo.joint_names()
+    return {
+        "format": "policy_package",
+        "version": "1.0",
+        "policy": {"name": "act", "source": {"repo_id": "local/act_tiny", "class_path": "lerobot.policies.act.modeling_act.ACTPolicy"}},
+        "model": {
+            "n_obs_steps": 1,
+            "runner": {"type": "single_pass"},
+            "artifacts": {backend: f"model{ext}"},
+            "preprocessors": [
+                {"type": "normalize", "mode": "min_max", "artifact": "stats.safetensors", "features": ["observation.state"]},
+                {"type": "normalize", "mode": "mean_std", "artifact": "stats.safetensors", "features": ["observation.images.top"]},
+            ],
+            "postprocessors": [
+                {"type": "denormalize", "mode": "quantiles", "artifact": "stats.safetensors", "features": ["action"]},
+                {"type": "action_chunk_trimmer", "n_action_steps": LEROBOT_N_ACTION_STEPS},
+            ],
+        },
+        "hardware": {
+            "robots": [{
+                "name": "main", "type": "synthetic 6-dof arm",
+                "state": {"shape": [cfg.state_dim], "dtype": "float32", "order": joints},
+                "action": {"shape": [cfg.action_dim], "dtype": "float32", "order": joints},
+            }],
+            "cameras": [{"name": "top", "shape": list(cfg.cameras["top"]), "dtype": "uint8"}],
+        },
+        "metadata": {"created_at": "2026-01-01T00:00:00Z", "created_by": "tools/make_fixture.py"},
+    }
+
+
+def normalize_np(x: np.ndarray, st: dict[str, np.ndarray], mode: str) -> np.ndarray:
+    """The pipeline's forward transforms in numpy (float64), for the fixture's self-check."""
+    eps = 1e-8
+    if mode == "mean_std":
+        y = (x - st["mean"]) / (st["std"] + eps)
+    elif mode == "min_max":
+        y = 2 * (x - st["min"]) / (st["max"] - st["min"] + eps) - 1
+    else:
+        d = st["q99"] - st["q01"]
+        y = 2 * (x - st["q01"]) / np.where(d == 0, eps, d) - 1
+    return np.where(st["mask"].astype(bool), y, x) if "mask" in st else y
+
+
+def make_packages(model: ACTPolicy, cfg: PolicyConfig, s: "Samples", action: np.ndarray) -> dict[str, float]:
+    """``act_tiny_pkg/`` (physicalai first-party ACT style) and ``act_tiny_lerobot/``
+    (LeRobot style, normalisation outside the graph), for ONNX and OpenVINO, each with
+    ``reference/`` inputs and the PyTorch pipeline's trimmed output."""
+    from safetensors.numpy import save_file
+
+    k = PACKAGE_SAMPLES
+    diffs: dict[str, float] = {}
+
+    # --- physicalai first-party style: the act_tiny graph under its policy name --------
+    pkg = reset_dir(FIXTURES / "act_tiny_pkg")
+    ref = {"state": s.state[:k], "images": s.images("top")[:k]}
+    for name, arr in ref.items():
+        (pkg / "reference").mkdir(exist_ok=True)
+        np.save(pkg / "reference" / f"{name}.npy", arr)
+    np.save(pkg / "reference" / "action.npy", action[:k, :PAS_N_ACTION_STEPS].astype(np.float32))
+    for backend, ext in (("onnx", ".onnx"), ("openvino", ".xml")):
+        d = pkg / backend
+        d.mkdir()
+        src = FIXTURES / "act_tiny" / backend / f"model{ext}"
+        shutil.copyfile(src, d / f"act{ext}")
+        if backend == "openvino":
+            shutil.copyfile(src.with_suffix(".bin"), d / "act.bin")
+        write_json(d / "manifest.json", pas_manifest(backend, cfg))
+        diffs[f"pkg_{backend}"] = check_backend(backend, d / f"act{ext}", ref, action[:k])
+
+    # --- LeRobot style: statistics outside the graph -----------------------------------
+    stats = lerobot_stats(model, cfg, seed=7)
+    wrapped = OutsideNormalization(model, stats).eval()
+    lr = reset_dir(FIXTURES / "act_tiny_lerobot")
+    raw = {"observation.state": s.state[:k], "observation.images.top": s.images("top")[:k]}
+    (lr / "reference").mkdir()
+    for name, arr in raw.items():
+        np.save(lr / "reference" / f"{name}.npy", arr)
+    np.save(lr / "reference" / "action.npy", action[:k, :LEROBOT_N_ACTION_STEPS].astype(np.float32))
+    # The graph's inputs as the pipeline hands them over (float64 -> float32, like ours).
+    feeds = {
+        "observation.state": normalize_np(raw["observation.state"].astype(np.float64), stats["observation.state"], "min_max").astype(np.float32),
+        "observation.images.top": normalize_np(raw["observation.images.top"].astype(np.float64), stats["observation.images.top"], "mean_std").astype(np.float32),
+    }
+    with torch.no_grad():
+        normalized_action = wrapped(*(torch.from_numpy(v) for v in feeds.values())).numpy()
+    flat = {f"{feat}/{name}": np.ascontiguousarray(v.astype(np.bool_ if name == "mask" else np.float32))
+            for feat, st in stats.items() for name, v in st.items()}
+    onnx_path = lr / "onnx" / "model.onnx"
+    onnx_path.parent.mkdir(parents=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapped, tuple(torch.from_numpy(v[:1]) for v in feeds.values()), str(onnx_path), dynamo=False,
+            opset_version=ONNX_OPSET, input_names=list(feeds), output_names=["action"], do_constant_folding=True,
+        )
+    export_openvino(onnx_path, lr / "openvino" / "model.xml")
+    for backend, ext in (("onnx", ".onnx"), ("openvino", ".xml")):
+        save_file(flat, str(lr / backend / "stats.safetensors"))
+        write_json(lr / backend / "manifest.json", lerobot_manifest(backend, cfg))
+        diffs[f"lerobot_{backend}_graph"] = check_backend(backend, lr / backend / f"model{ext}", feeds, normalized_action)
+    # The whole pipeline in numpy: graph output denormalised back to the policy's actions.
+    q = stats["action"]
+    denorm = (normalized_action.astype(np.float64) + 1) * (q["q99"] - q["q01"]) / 2 + q["q01"]
+    diffs["lerobot_pipeline"] = float(np.max(np.abs(denorm - action[:k])))
+    for key, v in diffs.items():
+        print(f"    {key:24s} max |runtime - torch| = {v:.2e}")
+    write_readme(pkg, "act_tiny_pkg", [
+        "The `act_tiny` policy as physicalai's exporter packages its first-party ACT: `manifest.json` "
+        "(SinglePass runner by class_path, `artifacts` `act.onnx` / `act.xml`, `input_features` / "
+        f"`output_features`, `action_chunk_trimmer` {PAS_N_ACTION_STEPS} of {cfg.chunk_size}), normalisation "
+        "inside the graph (the same graph as `act_tiny`).",
+        "",
+        f"- `reference/`: `state.npy` [{k},6], `images.npy` [{k},3,64,64], `action.npy` [{k},{PAS_N_ACTION_STEPS},6] "
+        "(the PyTorch policy's chunk, trimmed).",
+    ])
+    write_readme(lr, "act_tiny_lerobot", [
+        "The `act_tiny` policy as a LeRobot-style package: `type` + flat parameters, normalisation outside "
+        "the graph with statistics in `stats.safetensors` (`{feature}/{stat}` keys), `observation.*` names, "
+        "`hardware` with the joint order and the camera.",
+        "",
+        "- Pipeline: normalize min_max `observation.state` (mask: the last joint stays raw), normalize mean_std "
+        "`observation.images.top`, graph, denormalize quantiles `action`, `action_chunk_trimmer` "
+        f"{LEROBOT_N_ACTION_STEPS}.",
+        f"- `reference/`: `observation.state.npy` [{k},6], `observation.images.top.npy` [{k},3,64,64] (raw inputs), "
+        f"`action.npy` [{k},{LEROBOT_N_ACTION_STEPS},6] (the PyTorch policy's chunk, trimmed).",
+        f"- Max |numpy pipeline - torch| {diffs['lerobot_pipeline']:.1e}.",
     ])
     return diffs
 
@@ -809,12 +1032,13 @@ def main() -> None:
     else:
         make_small(args.seed, args.steps, args.steps_2cam, two_cam=not args.no_2cam)
         total = dir_size(FIXTURES)
-        print(f"{FIXTURES}: {total / 1e6:.2f} MB in total (limit 5 MB), digest {digest(FIXTURES)}")
-        subs = ("act_tiny", "cases/invalid-state-dict-pt") + (() if args.no_2cam else ("act_tiny_2cam",))
+        print(f"{FIXTURES}: {total / 1e6:.2f} MB in total (limit 6 MB), digest {digest(FIXTURES)}")
+        subs = ("act_tiny", "act_tiny_pkg", "act_tiny_lerobot", "cases/invalid-state-dict-pt") + (
+            () if args.no_2cam else ("act_tiny_2cam",))
         for sub in subs:
             print(f"    {sub}: {dir_size(FIXTURES / sub) / 1e3:.0f} kB, digest {digest(FIXTURES / sub)}")
-        if total > 5_000_000:
-            sys.exit("error: fixtures exceed 5 MB")
+        if total > 6_000_000:
+            sys.exit("error: fixtures exceed 6 MB")
     print(f"done in {time.perf_counter() - t0:.1f} s")
 
 

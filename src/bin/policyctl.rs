@@ -1,4 +1,5 @@
-//! `policyctl`: offline tooling around policy exports — `info`, `predict`, `bench`, `replay`.
+//! `policyctl`: offline tooling around policy exports — `info`, `predict`, `chunk`, `bench`,
+//! `replay`.
 //! Thin: argument parsing and printing; the work is in the library.
 
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use clap::{Parser, Subcommand};
 use ndarray::ArrayD;
 use policy_node::export::{ExportBackend, ExportDir};
 use policy_node::npy::{read_npy, write_npz, NpyData};
-use policy_node::policy::InferenceModel;
+use policy_node::policy::{InferenceModel, Observation};
 use policy_node::runtime::{
     fmt_shape, get_adapter, DeviceRequest, GraphOptimization, RuntimeOptions, TensorSpec,
 };
@@ -86,9 +87,28 @@ enum Command {
         #[command(flatten)]
         rt: RuntimeArgs,
     },
-    /// Load time and predict latency (min / median / p99 / max, microseconds).
+    /// The whole policy pipeline once (preprocessors, model, postprocessors) on .npy
+    /// observations; writes `action` [n_action_steps, A] (denormalized, trimmed) to an .npz.
+    Chunk {
+        dir: PathBuf,
+        /// NAME=FILE.npy per observation (`state` or `observation.state`, `images.top` or
+        /// `observation.images.top`, ...), with or without the batch dimension.
+        #[arg(long = "input", value_name = "NAME=FILE.npy", required = true)]
+        inputs: Vec<String>,
+        /// Output .npz file.
+        #[arg(long)]
+        output: PathBuf,
+        #[command(flatten)]
+        rt: RuntimeArgs,
+    },
+    /// Load time and predict latency (min / median / p99 / max, microseconds). Input shapes
+    /// come from the model, the package's features or the metadata; `--input` gives them
+    /// (and the values) where none does.
     Bench {
         dir: PathBuf,
+        /// NAME=FILE.npy: feed this input instead of generated values.
+        #[arg(long = "input", value_name = "NAME=FILE.npy")]
+        inputs: Vec<String>,
         #[arg(long, default_value_t = 100)]
         iterations: usize,
         /// Untimed calls before timing.
@@ -140,13 +160,20 @@ fn run(cmd: Command) -> Result<()> {
             output,
             rt,
         } => predict(dir, &inputs, output, &rt),
+        Command::Chunk {
+            dir,
+            inputs,
+            output,
+            rt,
+        } => chunk(dir, &inputs, output, &rt),
         Command::Bench {
             dir,
+            inputs,
             iterations,
             warmup,
             json,
             rt,
-        } => bench(dir, iterations, warmup, json, &rt),
+        } => bench(dir, &inputs, iterations, warmup, json, &rt),
         Command::Replay {
             bag,
             dir,
@@ -195,6 +222,7 @@ fn info(dir: PathBuf, json: bool, rt: &RuntimeArgs) -> Result<()> {
             "temporal_ensemble_coeff": c.temporal_ensemble_coeff,
             "joint_names": e.metadata.joint_names,
             "load_ms": model.load_time().as_secs_f64() * 1e3,
+            "package": e.manifest.as_ref().map(|m| package_json(m, &model)),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -207,6 +235,9 @@ fn info(dir: PathBuf, json: bool, rt: &RuntimeArgs) -> Result<()> {
     }
     if let Some(p) = &e.metadata.policy_class {
         println!("policy      {p}");
+    }
+    if let Some(m) = &e.manifest {
+        print_package(m, &model);
     }
     println!("device      {}", a.device());
     println!("inputs");
@@ -249,6 +280,90 @@ fn info(dir: PathBuf, json: bool, rt: &RuntimeArgs) -> Result<()> {
     Ok(())
 }
 
+fn feature_json(f: &policy_node::export::manifest::Feature) -> serde_json::Value {
+    serde_json::json!({"name": f.name, "ftype": f.ftype, "shape": f.shape, "dtype": f.dtype.as_str()})
+}
+
+fn ordered_json(o: &Option<policy_node::export::manifest::OrderedSpec>) -> serde_json::Value {
+    o.as_ref().map_or(serde_json::Value::Null, |o| {
+        serde_json::json!({"shape": o.shape, "dtype": o.dtype, "order": o.order})
+    })
+}
+
+/// The package as `policyctl info --json` shows it.
+fn package_json(m: &policy_node::export::Manifest, model: &InferenceModel) -> serde_json::Value {
+    let pipeline = model.predictor().pipeline();
+    serde_json::json!({
+        "format": m.format,
+        "version": m.version,
+        "policy": {"name": m.policy.name, "repo_id": m.policy.repo_id, "class_path": m.policy.class_path},
+        "runner": m.runner_kind(),
+        "artifacts": m.model.artifacts,
+        "preprocessors": pipeline.pre.iter().map(|s| s.describe()).collect::<Vec<_>>(),
+        "postprocessors": pipeline.post.iter().map(|s| s.describe()).collect::<Vec<_>>(),
+        "input_features": m.model.input_features.iter().map(feature_json).collect::<Vec<_>>(),
+        "output_features": m.model.output_features.iter().map(feature_json).collect::<Vec<_>>(),
+        "hardware": {
+            "robots": m.hardware.robots.iter().map(|r| serde_json::json!({
+                "name": r.name, "type": r.robot_type,
+                "state": ordered_json(&r.state), "action": ordered_json(&r.action),
+            })).collect::<Vec<_>>(),
+            "cameras": m.hardware.cameras.iter().map(|c| serde_json::json!({
+                "name": c.name, "shape": c.shape, "dtype": c.dtype,
+            })).collect::<Vec<_>>(),
+        },
+        "metadata": {"created_at": m.created_at, "created_by": m.created_by},
+        "extra": m.extra,
+    })
+}
+
+fn print_package(m: &policy_node::export::Manifest, model: &InferenceModel) {
+    println!("package     {} {}", m.format, m.version);
+    if !m.policy.name.is_empty() || !m.policy.repo_id.is_empty() {
+        println!(
+            "  policy    {}{}",
+            m.policy.name,
+            if m.policy.repo_id.is_empty() {
+                String::new()
+            } else {
+                format!(" (from {})", m.policy.repo_id)
+            }
+        );
+    }
+    println!("  runner    {}", m.runner_kind());
+    for (role, step) in model.predictor().pipeline().describe() {
+        println!("  {role:<9} {step}");
+    }
+    for (dir, list) in [("input", &m.model.input_features), ("output", &m.model.output_features)] {
+        for f in list {
+            println!(
+                "  {dir:<9} {:<24} {:<8} {:?} {}",
+                f.name,
+                f.ftype,
+                f.shape,
+                f.dtype.as_str()
+            );
+        }
+    }
+    for r in &m.hardware.robots {
+        println!("  robot     {} {}", r.name, r.robot_type);
+        for (what, spec) in [("state", &r.state), ("action", &r.action)] {
+            if let Some(s) = spec {
+                println!("    {what:<7} {:?} {} [{}]", s.shape, s.dtype, s.order.join(", "));
+            }
+        }
+    }
+    for c in &m.hardware.cameras {
+        println!("  camera    {} {:?} {}", c.name, c.shape, c.dtype);
+    }
+    if !m.created_by.is_empty() || !m.created_at.is_empty() {
+        println!("  created   {} {}", m.created_by, m.created_at);
+    }
+    for (k, v) in &m.extra {
+        println!("  extra     {k}: {v}");
+    }
+}
+
 fn load_adapter(
     dir: &PathBuf,
     rt: &RuntimeArgs,
@@ -265,16 +380,57 @@ fn load_adapter(
     Ok((export, adapter, load_ms))
 }
 
-fn predict(dir: PathBuf, inputs: &[String], output: PathBuf, rt: &RuntimeArgs) -> Result<()> {
-    let (_, mut adapter, _) = load_adapter(&dir, rt)?;
+/// `--input NAME=FILE.npy` arguments, read.
+fn read_inputs(inputs: &[String]) -> Result<Vec<(String, ArrayD<f32>)>> {
     let mut arrays: Vec<(String, ArrayD<f32>)> = Vec::new();
     for spec in inputs {
         let Some((name, file)) = spec.split_once('=') else {
             bail!("--input `{spec}`: expected NAME=FILE.npy");
         };
+        if arrays.iter().any(|(n, _)| n == name) {
+            bail!("--input `{name}` is given twice");
+        }
         let arr = read_npy(file).with_context(|| format!("--input {name}"))?;
         arrays.push((name.to_string(), arr));
     }
+    Ok(arrays)
+}
+
+fn write_arrays(output: &PathBuf, arrays: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+    let entries: Vec<(&str, Vec<usize>, NpyData<'_>)> = arrays
+        .iter()
+        .map(|(n, s, v)| (n.as_str(), s.clone(), NpyData::F32(v)))
+        .collect();
+    let file =
+        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
+    write_npz(file, &entries).with_context(|| format!("writing {}", output.display()))?;
+    Ok(())
+}
+
+fn chunk(dir: PathBuf, inputs: &[String], output: PathBuf, rt: &RuntimeArgs) -> Result<()> {
+    let mut b = InferenceModel::builder(&dir).runtime_options(rt.options()?);
+    if let Some(backend) = rt.backend()? {
+        b = b.backend(backend);
+    }
+    let mut model = b
+        .build()
+        .with_context(|| format!("loading {}", dir.display()))?;
+    let obs: Observation = read_inputs(inputs)?.into_iter().collect();
+    let chunk = model.predict_chunk(&obs)?;
+    let n = model.config().n_action_steps.min(chunk.nrows());
+    let rows = chunk.slice(ndarray::s![..n, ..]);
+    let shape = vec![n, chunk.ncols()];
+    write_arrays(
+        &output,
+        &[("action".into(), shape.clone(), rows.iter().copied().collect())],
+    )?;
+    eprintln!("action: {shape:?}");
+    Ok(())
+}
+
+fn predict(dir: PathBuf, inputs: &[String], output: PathBuf, rt: &RuntimeArgs) -> Result<()> {
+    let (_, mut adapter, _) = load_adapter(&dir, rt)?;
+    let arrays = read_inputs(inputs)?;
     let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> =
         arrays.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
     let outputs = adapter.predict(&views)?;
@@ -282,39 +438,97 @@ fn predict(dir: PathBuf, inputs: &[String], output: PathBuf, rt: &RuntimeArgs) -
         .iter()
         .map(|(n, a)| (n.clone(), a.shape().to_vec(), a.iter().copied().collect()))
         .collect();
-    let entries: Vec<(&str, Vec<usize>, NpyData<'_>)> = flat
-        .iter()
-        .map(|(n, s, v)| (n.as_str(), s.clone(), NpyData::F32(v)))
-        .collect();
-    let file =
-        std::fs::File::create(&output).with_context(|| format!("creating {}", output.display()))?;
-    write_npz(file, &entries).with_context(|| format!("writing {}", output.display()))?;
+    write_arrays(&output, &flat)?;
     for (n, s, _) in &flat {
         eprintln!("{n}: {s:?}");
     }
     Ok(())
 }
 
-/// Deterministic pseudo-random inputs in [0, 1) (xorshift), so runs are comparable.
-fn random_inputs(specs: &[TensorSpec]) -> Vec<(String, ArrayD<f32>)> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    specs
+/// The shape to feed a model input: the port's own where it is fully known; else the
+/// package's feature or the metadata's `input_shapes` entry of the same (alias) name (with
+/// the batch dimension); else the port with dynamic dimensions as 1. `None` when nothing
+/// says what it is (a TorchScript port without metadata).
+fn bench_shape(export: &ExportDir, spec: &TensorSpec) -> Option<Vec<usize>> {
+    use policy_node::policy::canonical_name;
+    let unknown_rank = export.backend == ExportBackend::TorchScript && spec.shape.is_empty();
+    if !unknown_rank && spec.shape.iter().all(Option::is_some) {
+        return Some(spec.shape.iter().map(|d| d.unwrap_or(1)).collect());
+    }
+    let c = canonical_name(&spec.name);
+    let declared = export
+        .metadata
+        .input_shapes
         .iter()
-        .map(|s| {
-            let shape: Vec<usize> = s.shape.iter().map(|d| d.unwrap_or(1)).collect();
-            let arr = ArrayD::from_shape_simple_fn(shape, || {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 40) as f32 / (1u64 << 24) as f32
-            });
-            (s.name.clone(), arr)
-        })
-        .collect()
+        .find(|(n, _)| **n == spec.name)
+        .or_else(|| export.metadata.input_shapes.iter().find(|(n, _)| canonical_name(n) == c))
+        .map(|(_, s)| s.clone());
+    if let Some(d) = declared {
+        let batched: Vec<usize> = std::iter::once(1).chain(d.iter().copied()).collect();
+        if unknown_rank || spec.shape.len() == batched.len() {
+            return Some(batched);
+        }
+        if spec.shape.len() == d.len() {
+            return Some(d);
+        }
+    }
+    (!unknown_rank).then(|| spec.shape.iter().map(|d| d.unwrap_or(1)).collect())
 }
+
+/// Deterministic pseudo-random inputs in [0, 1) (xorshift), so runs are comparable; files
+/// given with `--input` replace them.
+fn bench_inputs(
+    export: &ExportDir,
+    specs: &[TensorSpec],
+    given: Vec<(String, ArrayD<f32>)>,
+) -> Result<Vec<(String, ArrayD<f32>)>> {
+    for (n, _) in &given {
+        if !specs.iter().any(|s| s.name == *n) {
+            bail!(
+                "--input `{n}` is not an input of the model (inputs: {})",
+                specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut out = Vec::new();
+    for s in specs {
+        if let Some((_, a)) = given.iter().find(|(n, _)| *n == s.name) {
+            out.push((s.name.clone(), a.clone()));
+            continue;
+        }
+        let Some(shape) = bench_shape(export, s) else {
+            bail!(
+                "model input `{}` has no known shape: the model does not declare it and the export                  gives none (metadata `input_shapes`, package `input_features`); pass                  `--input {}=FILE.npy`",
+                s.name,
+                s.name
+            );
+        };
+        let elements = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
+        if elements.is_none_or(|e| e > MAX_BENCH_ELEMENTS) {
+            bail!(
+                "model input `{}` would have shape {shape:?}, more than the {MAX_BENCH_ELEMENTS}                  elements `policyctl bench` generates; pass `--input {}=FILE.npy`",
+                s.name,
+                s.name
+            );
+        }
+        let arr = ArrayD::from_shape_simple_fn(shape, || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32
+        });
+        out.push((s.name.clone(), arr));
+    }
+    Ok(out)
+}
+
+/// Largest generated bench input (elements): 64 Mi f32 = 256 MiB.
+const MAX_BENCH_ELEMENTS: usize = 64 << 20;
 
 fn bench(
     dir: PathBuf,
+    given: &[String],
     iterations: usize,
     warmup: usize,
     json: bool,
@@ -323,8 +537,9 @@ fn bench(
     if iterations == 0 {
         bail!("--iterations must be at least 1");
     }
+    let given = read_inputs(given)?;
     let (export, mut adapter, load_ms) = load_adapter(&dir, rt)?;
-    let inputs = random_inputs(adapter.inputs());
+    let inputs = bench_inputs(&export, adapter.inputs(), given)?;
     let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> =
         inputs.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
     for _ in 0..warmup {

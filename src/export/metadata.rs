@@ -204,7 +204,7 @@ impl ExportMetadata {
             {
                 return Err(ExportError::PathEscapes {
                     dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
-                    key: "model_file",
+                    key: "model_file".into(),
                     file: f.clone(),
                 });
             }

@@ -11,13 +11,17 @@
 //! Unknown keys are kept (in [`ExportMetadata::extra`]); wrong types and impossible values are
 //! errors naming the file and the key.
 
+pub mod manifest;
 mod metadata;
+mod package;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use manifest::{Manifest, MANIFEST_FILE};
 pub use metadata::{read_dir_metadata, ExportMetadata};
+pub use package::resolve_in_dir;
 
 /// The model formats an export can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -129,13 +133,13 @@ pub enum ExportError {
     #[error("{}: model file `{file}` named by key `{key}` does not exist", dir.display())]
     MissingModelFile {
         dir: PathBuf,
-        key: &'static str,
+        key: String,
         file: String,
     },
     #[error("{}: path `{file}` (key `{key}`) leaves the export directory", dir.display())]
     PathEscapes {
         dir: PathBuf,
-        key: &'static str,
+        key: String,
         file: String,
     },
     #[error("{}: OpenVINO IR without its weights: expected {}", xml.display(), bin.display())]
@@ -144,6 +148,14 @@ pub enum ExportError {
     NotTorchScript { path: PathBuf, detail: String },
     #[error("{}: model file is empty", .0.display())]
     EmptyModel(PathBuf),
+    #[error("{}: `{key}` is {what} (`{file}`), which cannot run here: {advice}", path.display())]
+    UnsupportedArtifact {
+        path: PathBuf,
+        key: String,
+        file: String,
+        what: &'static str,
+        advice: &'static str,
+    },
 }
 
 /// A validated export directory.
@@ -153,8 +165,13 @@ pub struct ExportDir {
     pub dir: PathBuf,
     /// Parsed metadata (defaults when the directory has no metadata file).
     pub metadata: ExportMetadata,
-    /// `metadata.yaml` / `metadata.json`, when present.
+    /// The file the metadata came from: `manifest.json`, `metadata.yaml` or
+    /// `metadata.json`, when present.
     pub metadata_file: Option<PathBuf>,
+    /// The physicalai policy package (`manifest.json`), when the directory has one; it is
+    /// preferred over `metadata.yaml` / `metadata.json`, and [`metadata`](Self::metadata)
+    /// is derived from it.
+    pub manifest: Option<Manifest>,
     /// The backend: the override, else metadata `backend`, else the model file extension.
     pub backend: ExportBackend,
     /// The model file (`.xml`, `.onnx` or `.pt`).
@@ -183,6 +200,10 @@ impl ExportDir {
             path: dir.clone(),
             source,
         })?;
+        let manifest_file = dir.join(MANIFEST_FILE);
+        if manifest_file.is_file() {
+            return package::open_package(dir, &canonical, &manifest_file, backend);
+        }
         let (metadata, metadata_file) = metadata::read_dir_metadata(&dir)?;
         let backend = backend.or(metadata.backend);
         let (backend, model_file) = locate_model(
@@ -192,41 +213,55 @@ impl ExportDir {
             metadata_file.as_deref(),
             backend,
         )?;
-        let weights_file = match backend {
-            ExportBackend::OpenVino => {
-                let bin = model_file.with_extension("bin");
-                if !bin.is_file() {
-                    return Err(ExportError::MissingWeights {
-                        xml: model_file,
-                        bin,
-                    });
-                }
-                Some(bin)
-            }
-            ExportBackend::TorchScript => {
-                check_torchscript(&model_file)?;
-                None
-            }
-            ExportBackend::Onnx => None,
-        };
-        let len = std::fs::metadata(&model_file)
-            .map_err(|source| ExportError::Io {
-                path: model_file.clone(),
-                source,
-            })?
-            .len();
-        if len == 0 {
-            return Err(ExportError::EmptyModel(model_file));
-        }
+        let weights_file = companion_files(backend, &model_file)?;
+        check_not_empty(&model_file)?;
         Ok(Self {
             dir,
             metadata,
             metadata_file,
+            manifest: None,
             backend,
             model_file,
             weights_file,
         })
     }
+}
+
+/// The weights beside an OpenVINO `.xml`; TorchScript archives checked for code.
+fn companion_files(
+    backend: ExportBackend,
+    model_file: &Path,
+) -> Result<Option<PathBuf>, ExportError> {
+    Ok(match backend {
+        ExportBackend::OpenVino => {
+            let bin = model_file.with_extension("bin");
+            if !bin.is_file() {
+                return Err(ExportError::MissingWeights {
+                    xml: model_file.to_path_buf(),
+                    bin,
+                });
+            }
+            Some(bin)
+        }
+        ExportBackend::TorchScript => {
+            check_torchscript(model_file)?;
+            None
+        }
+        ExportBackend::Onnx => None,
+    })
+}
+
+fn check_not_empty(model_file: &Path) -> Result<(), ExportError> {
+    let len = std::fs::metadata(model_file)
+        .map_err(|source| ExportError::Io {
+            path: model_file.to_path_buf(),
+            source,
+        })?
+        .len();
+    if len == 0 {
+        return Err(ExportError::EmptyModel(model_file.to_path_buf()));
+    }
+    Ok(())
 }
 
 fn locate_model(
@@ -241,7 +276,7 @@ fn locate_model(
         if !path.is_file() {
             return Err(ExportError::MissingModelFile {
                 dir: dir.to_path_buf(),
-                key: "model_file",
+                key: "model_file".into(),
                 file: file.clone(),
             });
         }
@@ -252,7 +287,7 @@ fn locate_model(
         if !real.starts_with(canonical) {
             return Err(ExportError::PathEscapes {
                 dir: dir.to_path_buf(),
-                key: "model_file",
+                key: "model_file".into(),
                 file: file.clone(),
             });
         }
@@ -362,7 +397,7 @@ fn locate_model(
     if !real.starts_with(canonical) {
         return Err(ExportError::PathEscapes {
             dir: dir.to_path_buf(),
-            key: "model file",
+            key: "model file".into(),
             file: pick.display().to_string(),
         });
     }

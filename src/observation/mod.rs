@@ -34,7 +34,7 @@ mod error;
 mod freshness;
 mod joints;
 mod preprocess;
-mod resize;
+pub(crate) mod resize;
 mod slot;
 
 pub use compressed::CompressedFormat;

@@ -19,6 +19,7 @@ mod binding;
 mod ensemble;
 mod model;
 mod predictor;
+pub mod processors;
 mod refill;
 mod scheduler;
 
@@ -75,6 +76,13 @@ impl Observation {
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
     }
+    /// The tensors by name (processors work on them in place).
+    pub fn tensors_mut(&mut self) -> &mut BTreeMap<String, ArrayD<f32>> {
+        &mut self.tensors
+    }
+    pub fn tensors(&self) -> &BTreeMap<String, ArrayD<f32>> {
+        &self.tensors
+    }
 }
 
 impl<S: Into<String>> FromIterator<(S, ArrayD<f32>)> for Observation {
@@ -118,6 +126,19 @@ pub enum PolicyError {
         output: String,
         step: usize,
         joint: usize,
+    },
+    #[error("{}: `{key}` {problem}", file.display())]
+    Package {
+        file: std::path::PathBuf,
+        key: String,
+        problem: String,
+    },
+    #[error("statistics {source_desc}: feature `{feature}`, statistic `{stat}`: {problem}")]
+    Stats {
+        source_desc: String,
+        feature: String,
+        stat: String,
+        problem: String,
     },
     #[error("invalid configuration: `{key}` {problem}")]
     Config { key: &'static str, problem: String },

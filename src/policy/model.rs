@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayD};
 
+use super::processors::Pipeline;
 use super::{Observation, PolicyError, Predictor, Preprocess, Scheduler};
 use crate::export::{ExportBackend, ExportDir};
 use crate::runtime::{
@@ -102,16 +103,20 @@ impl InferenceModelBuilder {
         let start = Instant::now();
         let mut adapter = get_adapter(export.backend, &self.options)?;
         adapter.load(&export.model_file)?;
+        let second = second_stage(&export, &self.options)?;
         let load_time = start.elapsed();
+        let pipeline = Pipeline::from_export(&export)?;
+        let order = export.metadata.input_shapes.keys().cloned().collect();
+        let predictor =
+            Predictor::new(adapter, order, self.preprocess)?.with_pipeline(pipeline, second)?;
         let config = resolve_config(
             &export,
-            adapter.as_ref(),
+            predictor.outputs(),
+            predictor.action_output(),
             self.n_action_steps,
             self.use_action_queue,
             self.temporal_ensemble_coeff,
         )?;
-        let order = export.metadata.input_shapes.keys().cloned().collect();
-        let predictor = Predictor::new(adapter, order, self.preprocess)?;
         log::info!(
             "loaded {} ({} on {}) in {:.1} ms: chunk {} x {} steps, queue {}",
             export.model_file.display(),
@@ -137,17 +142,72 @@ impl InferenceModelBuilder {
     }
 }
 
+/// The second model of a `two_stage` runner (`backend`, `artifact`, `device`), loaded now so
+/// that a broken package fails at start, not on the first inference.
+fn second_stage(
+    export: &ExportDir,
+    options: &RuntimeOptions,
+) -> Result<Option<Box<dyn RuntimeAdapter>>, PolicyError> {
+    let (Some(m), Some(file)) = (&export.manifest, &export.metadata_file) else {
+        return Ok(None);
+    };
+    let Some(r) = m.model.runner.as_ref().filter(|r| r.kind() == "two_stage") else {
+        return Ok(None);
+    };
+    let text = |key: &str| -> Result<Option<String>, PolicyError> {
+        match r.param(key) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(PolicyError::Package {
+                file: file.clone(),
+                key: r.param_path(key),
+                problem: format!("must be a string, got {other}"),
+            }),
+        }
+    };
+    let missing = |key: &str| PolicyError::Package {
+        file: file.clone(),
+        key: r.param_path(key),
+        problem: "is missing (two_stage needs `backend` and `artifact`)".into(),
+    };
+    let backend: ExportBackend = text("backend")?
+        .ok_or_else(|| missing("backend"))?
+        .parse()
+        .map_err(|_| PolicyError::Package {
+            file: file.clone(),
+            key: r.param_path("backend"),
+            problem: "must be onnx, openvino or torchscript".into(),
+        })?;
+    let artifact = text("artifact")?.ok_or_else(|| missing("artifact"))?;
+    let path = crate::export::resolve_in_dir(&export.dir, &artifact, &r.param_path("artifact"))?;
+    let mut opts = options.clone();
+    if let Some(d) = text("device")?.filter(|d| d != "auto") {
+        opts.device = d.parse().map_err(|_| PolicyError::Package {
+            file: file.clone(),
+            key: r.param_path("device"),
+            problem: format!("`{d}` is not a device"),
+        })?;
+    }
+    let mut second = get_adapter(backend, &opts)?;
+    second.load(&path)?;
+    log::info!(
+        "two_stage: second model {} ({backend} on {})",
+        path.display(),
+        second.device()
+    );
+    Ok(Some(second))
+}
+
 fn resolve_config(
     export: &ExportDir,
-    adapter: &dyn RuntimeAdapter,
+    outputs: &[crate::runtime::TensorSpec],
+    out_name: &str,
     n_action_steps: Option<usize>,
     use_action_queue: Option<bool>,
     ensemble: Option<f64>,
 ) -> Result<PolicyConfig, PolicyError> {
     let meta = &export.metadata;
-    let out_name = super::binding::action_output(adapter.outputs())?;
-    let out_chunk = adapter
-        .outputs()
+    let out_chunk = outputs
         .iter()
         .find(|o| o.name == out_name)
         .and_then(|o| match o.shape.as_slice() {
@@ -167,7 +227,13 @@ fn resolve_config(
         Some(c) => c,
         None => meta.chunk_size,
     };
-    let n = match n_action_steps.filter(|n| *n > 0).or(meta.n_action_steps) {
+    // A package's trimmer keeping more rows than the chunk has trims nothing (physicalai cuts
+    // only longer chunks); a legacy metadata value or a parameter that large is an error.
+    let from_export = match meta.n_action_steps {
+        Some(n) if export.manifest.is_some() => Some(n.min(chunk_size)),
+        other => other,
+    };
+    let n = match n_action_steps.filter(|n| *n > 0).or(from_export) {
         Some(n) if n > chunk_size => {
             return Err(PolicyError::Config {
                 key: "n_action_steps",

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use ndarray::Array2;
 
 use super::binding::{action_output, extract_chunk, fit_input, InputBinding};
+use super::processors::Pipeline;
 use super::{Observation, PolicyError};
-use crate::runtime::{RuntimeAdapter, TensorSpec};
+use crate::runtime::{RuntimeAdapter, TensorMap, TensorSpec};
 
 /// The extension point getiaction calls `_preprocess_observation`: runs on every observation
 /// before it is bound to the model inputs (e.g. to crop, normalise or add derived tensors).
@@ -35,6 +36,10 @@ pub struct Predictor {
     action_output: String,
     binding: Option<InputBinding>,
     preprocess: Option<Box<dyn Preprocess>>,
+    /// The package's processors (empty for legacy exports).
+    pipeline: Pipeline,
+    /// A `two_stage` runner's second model, fed from the first one's outputs by name.
+    second: Option<Box<dyn RuntimeAdapter>>,
     last_latency: Duration,
 }
 
@@ -54,8 +59,50 @@ impl Predictor {
             action_output,
             binding: None,
             preprocess,
+            pipeline: Pipeline::default(),
+            second: None,
             last_latency: Duration::ZERO,
         })
+    }
+
+    /// Adds a package's processors and, for a `two_stage` runner, the second model (whose
+    /// inputs must all be outputs of the first; its outputs then hold the action).
+    pub fn with_pipeline(
+        mut self,
+        pipeline: Pipeline,
+        second: Option<Box<dyn RuntimeAdapter>>,
+    ) -> Result<Self, PolicyError> {
+        if let Some(second) = &second {
+            let produced: Vec<&str> = self.adapter.outputs().iter().map(|o| o.name.as_str()).collect();
+            if let Some(missing) = second.inputs().iter().find(|i| !produced.contains(&i.name.as_str())) {
+                return Err(PolicyError::Config {
+                    key: "model.runner",
+                    problem: format!(
+                        "two_stage: the second model's input `{}` is not an output of the first model (it produces {})",
+                        missing.name,
+                        produced.join(", ")
+                    ),
+                });
+            }
+            self.action_output = action_output(second.outputs())?;
+        }
+        pipeline.check_ports(self.adapter.inputs(), self.outputs())?;
+        self.pipeline = pipeline;
+        self.second = second;
+        Ok(self)
+    }
+
+    /// The outputs the action is read from (the second model's for a two-stage runner).
+    pub fn outputs(&self) -> &[TensorSpec] {
+        match &self.second {
+            Some(s) => s.outputs(),
+            None => self.adapter.outputs(),
+        }
+    }
+
+    /// The package's processors.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 
     pub fn adapter(&self) -> &dyn RuntimeAdapter {
@@ -84,6 +131,16 @@ impl Predictor {
     /// Resolves (and caches) the input binding for `obs` without running the model; this is
     /// how callers validate the first observations against the export.
     pub fn check(&mut self, obs: &Observation) -> Result<(), PolicyError> {
+        self.pipeline.check_observation(obs.tensors())?;
+        if !self.pipeline.pre.is_empty() {
+            let mut owned = obs.clone();
+            self.pipeline.preprocess(owned.tensors_mut())?;
+            return self.check_bound(&owned);
+        }
+        self.check_bound(obs)
+    }
+
+    fn check_bound(&mut self, obs: &Observation) -> Result<(), PolicyError> {
         self.bind(obs)?;
         let binding = self.binding.as_ref().expect("bound above");
         for (spec, (_, key)) in self.specs.iter().zip(&binding.pairs) {
@@ -106,12 +163,17 @@ impl Predictor {
 
     /// Runs the model on `obs` and returns the action chunk `[chunk, A]`.
     pub fn predict_chunk(&mut self, obs: &Observation) -> Result<Array2<f32>, PolicyError> {
-        if let Some(p) = self.preprocess.as_mut() {
-            let mut owned = obs.clone();
-            p.preprocess(&mut owned)?;
-            return self.run(&owned);
+        if self.preprocess.is_none() && self.pipeline.pre.is_empty() {
+            self.pipeline.check_observation(obs.tensors())?;
+            return self.run(obs);
         }
-        self.run(obs)
+        let mut owned = obs.clone();
+        if let Some(p) = self.preprocess.as_mut() {
+            p.preprocess(&mut owned)?;
+        }
+        self.pipeline.check_observation(owned.tensors())?;
+        self.pipeline.preprocess(owned.tensors_mut())?;
+        self.run(&owned)
     }
 
     fn run(&mut self, obs: &Observation) -> Result<Array2<f32>, PolicyError> {
@@ -129,10 +191,28 @@ impl Predictor {
             inputs.push((spec.name.as_str(), fit_input(spec, key, t)?));
         }
         let start = Instant::now();
-        let outputs = self.adapter.predict(&inputs)?;
+        let mut outputs = self.adapter.predict(&inputs)?;
+        if let Some(second) = self.second.as_mut() {
+            outputs = run_second(second.as_mut(), outputs)?;
+        }
         self.last_latency = start.elapsed();
+        self.pipeline.postprocess(&mut outputs, &self.action_output)?;
         extract_chunk(outputs, &self.action_output)
     }
+}
+
+/// Feeds a second model the first one's outputs, matched by input name.
+fn run_second(second: &mut dyn RuntimeAdapter, first: TensorMap) -> Result<TensorMap, PolicyError> {
+    let names: Vec<String> = second.inputs().iter().map(|s| s.name.clone()).collect();
+    let mut inputs = Vec::with_capacity(names.len());
+    for n in &names {
+        let t = first.get(n).ok_or_else(|| PolicyError::Config {
+            key: "model.runner",
+            problem: format!("two_stage: the first model produced no `{n}`"),
+        })?;
+        inputs.push((n.as_str(), t.view()));
+    }
+    Ok(second.predict(&inputs)?)
 }
 
 impl std::fmt::Debug for Predictor {

@@ -1,0 +1,324 @@
+//! The processors of a policy package (`model.preprocessors` / `model.postprocessors` of
+//! `manifest.json`), ROS-free, run in manifest order around the model:
+//!
+//! ```text
+//! observation -> input-feature check -> preprocessors -> model (runner) -> postprocessors -> chunk
+//! ```
+//!
+//! | type | where | what |
+//! |---|---|---|
+//! | `normalize` | pre | [`StatsTransform`] forward, per feature |
+//! | `resize` | pre | [`Resize`]: letterbox / stretch every camera |
+//! | `denormalize` | post | [`StatsTransform`] inverse, on the action chunk |
+//! | `action_chunk_trimmer` | post | `n_action_steps`: rows executed per chunk |
+//!
+//! Denormalization runs on the chunk before the action queue, the ensembler and the
+//! command limits see it. The trimmer sets how many rows are executed (as physicalai's
+//! cut of `action[:, :n]`), but the rows past it are kept for the scheduler: a chunk that
+//! is switched in `k` ticks after it was requested (asynchronous refill) skips `k` rows and
+//! still has `n` rows to execute; `policyctl chunk` returns exactly the trimmed rows.
+//!
+//! An unknown processor is an error naming it and listing the supported ones.
+
+pub mod normalize;
+pub mod resize;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ndarray::ArrayD;
+
+use super::binding::canonical_name;
+use super::PolicyError;
+use crate::export::manifest::{Component, Feature, FeatureDtype};
+use crate::export::ExportDir;
+use crate::runtime::{fmt_shape, DType, TensorSpec};
+
+pub use normalize::{NormMode, StatsSource, StatsTransform};
+pub use resize::{Resize, ResizeMode};
+
+/// Preprocessor types this build runs.
+pub const PREPROCESSORS: &[&str] = &["normalize", "resize"];
+/// Postprocessor types this build runs.
+pub const POSTPROCESSORS: &[&str] = &["denormalize", "action_chunk_trimmer"];
+/// Runners this build runs.
+pub const RUNNERS: &[&str] = &["single_pass", "two_stage", "action_chunking"];
+/// Callbacks that only measure (our own diagnostics cover them): accepted and not run.
+pub const MEASURING_CALLBACKS: &[&str] = &["latency_monitor", "throughput_monitor", "rtc_latency"];
+
+/// One processing step.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Normalize(StatsTransform),
+    Resize(Resize),
+    /// `action_chunk_trimmer`: rows executed per chunk.
+    Trim(usize),
+}
+
+impl Step {
+    /// A one-line description for `policyctl info`.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::Normalize(t) => format!(
+                "{} {} [{}] from {}",
+                if t.is_inverse() { "denormalize" } else { "normalize" },
+                t.mode().as_str(),
+                t.features().join(", "),
+                t.source()
+            ),
+            Step::Resize(r) => format!(
+                "resize {}x{} ({}, pad {})",
+                r.height,
+                r.width,
+                match r.mode {
+                    ResizeMode::Letterbox => "letterbox",
+                    ResizeMode::Stretch => "stretch",
+                },
+                r.pad_value
+            ),
+            Step::Trim(n) => format!("action_chunk_trimmer n_action_steps {n}"),
+        }
+    }
+}
+
+/// The processors of a package (empty for legacy exports).
+#[derive(Debug, Clone, Default)]
+pub struct Pipeline {
+    pub pre: Vec<Step>,
+    pub post: Vec<Step>,
+    /// `model.input_features`, checked against every observation.
+    pub input_features: Vec<Feature>,
+    pub output_features: Vec<Feature>,
+    manifest_file: Option<std::path::PathBuf>,
+}
+
+fn unknown(manifest: &Path, c: &Component, role: &str, supported: &[&str]) -> PolicyError {
+    PolicyError::Package {
+        file: manifest.to_path_buf(),
+        key: c.json_path.clone(),
+        problem: format!(
+            "is {}, a {role} this build does not run (supported: {})",
+            c.describe(),
+            supported.join(", ")
+        ),
+    }
+}
+
+impl Pipeline {
+    /// The processors declared by `export`'s manifest (none for a legacy export).
+    pub fn from_export(export: &ExportDir) -> Result<Self, PolicyError> {
+        let (Some(m), Some(file)) = (&export.manifest, &export.metadata_file) else {
+            return Ok(Self::default());
+        };
+        let mut pre = Vec::new();
+        for c in &m.model.preprocessors {
+            pre.push(match c.kind() {
+                "normalize" => Step::Normalize(StatsTransform::from_component(c, &export.dir, file, false)?),
+                "resize" => Step::Resize(Resize::from_component(c, file)?),
+                _ => return Err(unknown(file, c, "preprocessor", PREPROCESSORS)),
+            });
+        }
+        let mut post = Vec::new();
+        for c in &m.model.postprocessors {
+            post.push(match c.kind() {
+                "denormalize" => Step::Normalize(StatsTransform::from_component(c, &export.dir, file, true)?),
+                "action_chunk_trimmer" => Step::Trim(
+                    c.param("n_action_steps").and_then(|v| v.as_u64()).unwrap_or(1) as usize,
+                ),
+                _ => return Err(unknown(file, c, "postprocessor", POSTPROCESSORS)),
+            });
+        }
+        for c in &m.model.callbacks {
+            if MEASURING_CALLBACKS.contains(&c.kind()) {
+                log::info!(
+                    "{}: `{}` ({}) only measures; the node's own diagnostics cover it, so it is not run",
+                    file.display(),
+                    c.json_path,
+                    c.kind()
+                );
+            } else {
+                return Err(unknown(file, c, "callback", MEASURING_CALLBACKS));
+            }
+        }
+        if let Some(r) = &m.model.runner {
+            if !RUNNERS.contains(&r.kind()) {
+                return Err(unknown(file, r, "runner", RUNNERS));
+            }
+        }
+        Ok(Self {
+            pre,
+            post,
+            input_features: m.model.input_features.clone(),
+            output_features: m.model.output_features.clone(),
+            manifest_file: Some(file.clone()),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pre.is_empty() && self.post.is_empty() && self.input_features.is_empty()
+    }
+
+    /// Whether a preprocessor changes image sizes (the model's image ports then do not
+    /// give the camera resolution).
+    pub fn resizes_images(&self) -> bool {
+        self.pre.iter().any(|s| matches!(s, Step::Resize(_)))
+    }
+
+    fn feature_error(&self, f: &Feature, problem: String) -> PolicyError {
+        PolicyError::Package {
+            file: self.manifest_file.clone().unwrap_or_default(),
+            key: format!("{} (`{}`)", f.json_path, f.name),
+            problem,
+        }
+    }
+
+    /// Checks the declared features against the model's ports (at load). A feature binds
+    /// to the port of the same (alias) name; features without a port (consumed by a
+    /// processor) are not checked here. Images are not size-checked when a preprocessor
+    /// resizes them.
+    pub fn check_ports(&self, inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Result<(), PolicyError> {
+        let resizes = self.resizes_images();
+        for f in &self.input_features {
+            let Some(port) = find_port(inputs, &f.name) else {
+                continue;
+            };
+            let c = canonical_name(&f.name);
+            let is_image = c == "images" || c.starts_with("images.");
+            if !(is_image && resizes) && !shape_fits(&port.shape, &f.shape) {
+                return Err(self.feature_error(
+                    f,
+                    format!(
+                        "declares shape {:?}, but the model's input `{}` is {}",
+                        f.shape,
+                        port.name,
+                        fmt_shape(&port.shape)
+                    ),
+                ));
+            }
+            check_dtype(f, port).map_err(|p| self.feature_error(f, p))?;
+        }
+        for f in &self.output_features {
+            let Some(port) = find_port(outputs, &f.name) else {
+                continue;
+            };
+            // Trimmed chunks may declare fewer steps: compare the action width.
+            let fits = shape_fits(&port.shape, &f.shape)
+                || (f.shape.last().is_some() && port.shape.last().copied().flatten() == f.shape.last().copied());
+            if !fits {
+                return Err(self.feature_error(
+                    f,
+                    format!(
+                        "declares shape {:?}, but the model's output `{}` is {}",
+                        f.shape,
+                        port.name,
+                        fmt_shape(&port.shape)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks an observation against the declared input features: a tensor named like a
+    /// feature must have its shape (with or without the batch dimension).
+    pub fn check_observation(&self, tensors: &BTreeMap<String, ArrayD<f32>>) -> Result<(), PolicyError> {
+        for f in &self.input_features {
+            if f.dtype == FeatureDtype::String {
+                continue;
+            }
+            let c = canonical_name(&f.name);
+            let Some((key, t)) = tensors
+                .iter()
+                .find(|(k, _)| k.as_str() == f.name)
+                .or_else(|| tensors.iter().find(|(k, _)| canonical_name(k) == c))
+            else {
+                continue;
+            };
+            let s = t.shape();
+            let ok = s == f.shape.as_slice() || (s.len() == f.shape.len() + 1 && s[0] == 1 && s[1..] == f.shape[..]);
+            if !ok {
+                return Err(PolicyError::Shape {
+                    tensor: key.clone(),
+                    input: format!("feature `{}` ({})", f.name, f.json_path),
+                    expected: format!("{:?}", f.shape),
+                    actual: s.to_vec(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the preprocessors on `tensors`.
+    pub fn preprocess(&self, tensors: &mut BTreeMap<String, ArrayD<f32>>) -> Result<(), PolicyError> {
+        for s in &self.pre {
+            match s {
+                Step::Normalize(t) => t.apply(tensors, None)?,
+                Step::Resize(r) => r.apply(tensors)?,
+                Step::Trim(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the postprocessors on the model outputs (`action_key`: the action output).
+    pub fn postprocess(
+        &self,
+        outputs: &mut BTreeMap<String, ArrayD<f32>>,
+        action_key: &str,
+    ) -> Result<(), PolicyError> {
+        for s in &self.post {
+            match s {
+                Step::Normalize(t) => t.apply(outputs, Some(action_key))?,
+                Step::Resize(_) | Step::Trim(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One line per step, pre then post.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        self.pre
+            .iter()
+            .map(|s| ("pre".to_string(), s.describe()))
+            .chain(self.post.iter().map(|s| ("post".to_string(), s.describe())))
+            .collect()
+    }
+}
+
+fn find_port<'a>(ports: &'a [TensorSpec], name: &str) -> Option<&'a TensorSpec> {
+    ports.iter().find(|p| p.name == name).or_else(|| {
+        let c = canonical_name(name);
+        let mut hits = ports.iter().filter(|p| canonical_name(&p.name) == c);
+        match (hits.next(), hits.next()) {
+            (Some(p), None) => Some(p),
+            _ => None,
+        }
+    })
+}
+
+/// A declared shape (no batch) fits a port shape `[1, ...]` or `[...]` (dynamic dims fit).
+fn shape_fits(port: &[Option<usize>], feature: &[usize]) -> bool {
+    let fits = |p: &[Option<usize>]| {
+        p.len() == feature.len() && p.iter().zip(feature).all(|(p, f)| p.is_none_or(|p| p == *f))
+    };
+    fits(port) || (port.len() == feature.len() + 1 && port[0].is_none_or(|b| b == 1) && fits(&port[1..]))
+}
+
+fn check_dtype(f: &Feature, port: &TensorSpec) -> Result<(), String> {
+    let ok = match &f.dtype {
+        FeatureDtype::Float32 => matches!(port.dtype, DType::F32 | DType::F16 | DType::F64),
+        FeatureDtype::Int64 => matches!(port.dtype, DType::I64 | DType::I32),
+        FeatureDtype::Bool => matches!(port.dtype, DType::Bool),
+        FeatureDtype::String | FeatureDtype::Other(_) => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "declares dtype {}, but the model's input `{}` takes {}",
+            f.dtype.as_str(),
+            port.name,
+            port.dtype
+        ))
+    }
+}
