@@ -223,3 +223,51 @@ fn two_camera_export_runs() {
         .to_owned();
     assert!(max_abs_diff(&out["action"], &want) <= TOL_REFERENCE);
 }
+
+/// The physicalai package fixtures (`act_tiny_pkg`: normalisation in the graph;
+/// `act_tiny_lerobot`: normalize / denormalize outside it, `observation.*` names) through
+/// the whole pipeline on every backend a package can hold here: the trimmed chunk equals the
+/// PyTorch policy's, to the suite's tolerance.
+#[test]
+fn every_backend_runs_the_package_fixtures() {
+    use policy_node::policy::{InferenceModel, Observation};
+    for (package, inputs) in [
+        ("act_tiny_pkg", ["state", "images"]),
+        (
+            "act_tiny_lerobot",
+            ["observation.state", "observation.images.top"],
+        ),
+    ] {
+        let want = reference(package, "action");
+        for backend in backends() {
+            if backend == ExportBackend::TorchScript {
+                continue; // packages hold ONNX or OpenVINO artifacts
+            }
+            let dir = fixture(&format!("{package}/{}", backend.as_str()));
+            let mut model = InferenceModel::builder(&dir).threads(1).build().unwrap();
+            assert!(model.export().manifest.is_some(), "{package}/{backend}");
+            let n = model.config().n_action_steps;
+            assert_eq!(n, want.shape()[1], "{package}/{backend}: trimmer");
+            let mut worst = 0.0f32;
+            for i in 0..want.shape()[0] {
+                let obs: Observation = inputs
+                    .iter()
+                    .map(|name| {
+                        (
+                            *name,
+                            reference(package, name).index_axis(Axis(0), i).to_owned(),
+                        )
+                    })
+                    .collect();
+                let chunk = model.predict_chunk(&obs).unwrap();
+                let got = chunk.slice(ndarray::s![..n, ..]).to_owned().into_dyn();
+                worst = worst.max(max_abs_diff(&got, &want.index_axis(Axis(0), i).to_owned()));
+            }
+            println!("{package}/{backend}: max |pipeline - torch| = {worst:.2e}");
+            assert!(
+                worst <= TOL_REFERENCE,
+                "{package}/{backend}: {worst} > {TOL_REFERENCE}"
+            );
+        }
+    }
+}

@@ -17,7 +17,12 @@ Writes
                                    (``compress_to_fp16=False``)
 - ``torchscript/model.pt``         a scripted module ``forward(self, x, idx) -> (y, n)``
 
-each with a ``metadata.yaml``. The script checks every file with its own runtime
+each with a ``metadata.yaml``, and
+
+- ``two_stage_head.onnx``          the second model of the two-stage runner test: input
+                                   ``action`` float32 [1, 10, 6], output ``action_out`` = 2 a + 1
+
+The script checks every file with its own runtime
 (onnxruntime, openvino, torch) before it returns. With the pinned versions
 (tools/requirements.txt) a rerun writes the same bytes for all three formats.
 """
@@ -103,6 +108,39 @@ def make_onnx(out: Path) -> Path:
     return path
 
 
+def make_two_stage_head(out: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes=[
+            helper.make_node("Constant", [], ["two"], value=helper.make_tensor("two_v", TensorProto.FLOAT, [], [2.0])),
+            helper.make_node("Constant", [], ["one"], value=helper.make_tensor("one_v", TensorProto.FLOAT, [], [1.0])),
+            helper.make_node("Mul", ["action", "two"], ["a2"]),
+            helper.make_node("Add", ["a2", "one"], ["out"]),
+        ],
+        name="two_stage_head",
+        inputs=[helper.make_tensor_value_info("action", TensorProto.FLOAT, [1, 10, 6])],
+        outputs=[helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 10, 6])],
+    )
+    # Rename the output to `action` (a graph may not reuse the input name for its output).
+    graph.output[0].name = "action_out"
+    graph.node[-1].output[0] = "action_out"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="policy_node/tools/make_port_fixtures.py")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    path = out / "two_stage_head.onnx"
+    onnx.save(model, str(path))
+
+    import onnxruntime as ort
+
+    a = np.arange(60, dtype=np.float32).reshape(1, 10, 6) / 10
+    (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"action": a})
+    np.testing.assert_allclose(y, 2 * a + 1)
+    print("two_stage_head: ok")
+
+
 def make_openvino(out: Path, onnx_path: Path) -> None:
     import openvino as ov
 
@@ -169,6 +207,7 @@ def main() -> None:
     onnx_path = make_onnx(out)
     make_openvino(out, onnx_path)
     make_torchscript(out)
+    make_two_stage_head(out)
     for p in sorted(out.rglob("*")):
         if p.is_file():
             print(f"{p.relative_to(REPO_ROOT) if p.is_relative_to(REPO_ROOT) else p}  {p.stat().st_size} B")

@@ -285,9 +285,10 @@ fn feature_json(f: &policy_node::export::manifest::Feature) -> serde_json::Value
 }
 
 fn ordered_json(o: &Option<policy_node::export::manifest::OrderedSpec>) -> serde_json::Value {
-    o.as_ref().map_or(serde_json::Value::Null, |o| {
-        serde_json::json!({"shape": o.shape, "dtype": o.dtype, "order": o.order})
-    })
+    o.as_ref().map_or(
+        serde_json::Value::Null,
+        |o| serde_json::json!({"shape": o.shape, "dtype": o.dtype, "order": o.order}),
+    )
 }
 
 /// The package as `policyctl info --json` shows it.
@@ -334,7 +335,10 @@ fn print_package(m: &policy_node::export::Manifest, model: &InferenceModel) {
     for (role, step) in model.predictor().pipeline().describe() {
         println!("  {role:<9} {step}");
     }
-    for (dir, list) in [("input", &m.model.input_features), ("output", &m.model.output_features)] {
+    for (dir, list) in [
+        ("input", &m.model.input_features),
+        ("output", &m.model.output_features),
+    ] {
         for f in list {
             println!(
                 "  {dir:<9} {:<24} {:<8} {:?} {}",
@@ -349,7 +353,12 @@ fn print_package(m: &policy_node::export::Manifest, model: &InferenceModel) {
         println!("  robot     {} {}", r.name, r.robot_type);
         for (what, spec) in [("state", &r.state), ("action", &r.action)] {
             if let Some(s) = spec {
-                println!("    {what:<7} {:?} {} [{}]", s.shape, s.dtype, s.order.join(", "));
+                println!(
+                    "    {what:<7} {:?} {} [{}]",
+                    s.shape,
+                    s.dtype,
+                    s.order.join(", ")
+                );
             }
         }
     }
@@ -422,7 +431,11 @@ fn chunk(dir: PathBuf, inputs: &[String], output: PathBuf, rt: &RuntimeArgs) -> 
     let shape = vec![n, chunk.ncols()];
     write_arrays(
         &output,
-        &[("action".into(), shape.clone(), rows.iter().copied().collect())],
+        &[(
+            "action".into(),
+            shape.clone(),
+            rows.iter().copied().collect(),
+        )],
     )?;
     eprintln!("action: {shape:?}");
     Ok(())
@@ -461,7 +474,13 @@ fn bench_shape(export: &ExportDir, spec: &TensorSpec) -> Option<Vec<usize>> {
         .input_shapes
         .iter()
         .find(|(n, _)| **n == spec.name)
-        .or_else(|| export.metadata.input_shapes.iter().find(|(n, _)| canonical_name(n) == c))
+        .or_else(|| {
+            export
+                .metadata
+                .input_shapes
+                .iter()
+                .find(|(n, _)| canonical_name(n) == c)
+        })
         .map(|(_, s)| s.clone());
     if let Some(d) = declared {
         let batched: Vec<usize> = std::iter::once(1).chain(d.iter().copied()).collect();
@@ -486,7 +505,11 @@ fn bench_inputs(
         if !specs.iter().any(|s| s.name == *n) {
             bail!(
                 "--input `{n}` is not an input of the model (inputs: {})",
-                specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                specs
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }

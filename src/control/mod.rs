@@ -193,6 +193,8 @@ pub struct ControlLoop {
     device: String,
     state_input: String,
     joints: JointReorder,
+    /// Package joint orders (`hardware.robots[].state/action.order`) against `joint_names`.
+    joint_map: JointMap,
     state: Option<(Vec<f32>, i64)>,
     cameras: Vec<Camera>,
     freshness: Freshness,
@@ -282,15 +284,19 @@ impl ControlLoop {
                             .join(", ")
                     ),
                 })?;
-            let (h, w) = match spec.shape.as_slice() {
-                [_, Some(3), Some(h), Some(w)] | [Some(3), Some(h), Some(w)] => (*h, *w),
-                other => {
+            let port = match spec.shape.as_slice() {
+                [_, Some(3), Some(h), Some(w)] | [Some(3), Some(h), Some(w)] => Some((*h, *w)),
+                _ => None,
+            };
+            let (h, w) = match camera_size(&model, &spec.name, port, camera_inputs.len())? {
+                Some(hw) => hw,
+                None => {
                     return Err(ControlError::Mismatch {
                         name: "camera_inputs",
                         problem: format!(
                             "model input `{}` has shape {}, not [1, 3, H, W] with fixed H and W",
                             spec.name,
-                            crate::runtime::fmt_shape(other)
+                            crate::runtime::fmt_shape(&spec.shape)
                         ),
                     })
                 }
@@ -335,7 +341,11 @@ impl ControlLoop {
                 });
             }
         }
-        if let Some(meta) = &model.export().metadata.joint_names {
+        let joint_map = JointMap::new(&params.joint_names, &model)?;
+        if let (None, Some(meta)) = (
+            model.export().manifest.as_ref(),
+            &model.export().metadata.joint_names,
+        ) {
             if meta != &params.joint_names {
                 log::warn!(
                     "joint_names {:?} differ from the export's {:?}",
@@ -388,6 +398,7 @@ impl ControlLoop {
         };
         Ok(Self {
             joints: JointReorder::new(params.joint_names.clone()),
+            joint_map,
             freshness: Freshness::new(params.max_observation_age()),
             enabled: params.enable_on_start,
             params,
@@ -534,7 +545,7 @@ impl ControlLoop {
         let status = match outcome {
             Ok(TickOutcome::Action(a)) => {
                 self.first_observation_checked = true;
-                match self.limit(a.iter().map(|v| f64::from(*v)).collect()) {
+                match self.limit(self.joint_map.to_command(&a)) {
                     Ok(cmd) => {
                         self.counters.commands += 1;
                         self.last_command = Some(cmd.clone());
@@ -576,10 +587,11 @@ impl ControlLoop {
             .scheduler()
             .queued()
             .map(|a| {
-                a.iter()
+                self.joint_map
+                    .to_command(a)
+                    .into_iter()
                     .enumerate()
                     .map(|(i, v)| {
-                        let v = f64::from(*v);
                         if limits.joint_lower_limits.is_empty() {
                             v
                         } else {
@@ -627,7 +639,11 @@ impl ControlLoop {
     /// Captures the newest inputs (cheap: a state copy and `Arc` clones) into a closure that
     /// converts them into an observation, on the refill worker in asynchronous mode.
     fn observation_fn(&self) -> impl FnOnce() -> Result<Observation, PolicyError> + Send + 'static {
-        let state = self.state.as_ref().map(|s| s.0.clone()).unwrap_or_default();
+        let state = self
+            .state
+            .as_ref()
+            .map(|s| self.joint_map.to_model_state(&s.0))
+            .unwrap_or_default();
         let state_input = self.state_input.clone();
         type Capture = (
             String,
@@ -732,6 +748,12 @@ impl ControlLoop {
         Ok(cmd)
     }
 
+    /// The joint order of the state vector fed to the model (`joint_names`, or the
+    /// package's `hardware` state order).
+    pub fn model_state_order(&self) -> &[String] {
+        &self.joint_map.state_order
+    }
+
     /// A status snapshot.
     pub fn status(&self) -> Status {
         Status {
@@ -756,5 +778,194 @@ impl ControlLoop {
     /// Blocks until an in-flight refill has arrived (tests, shutdown).
     pub fn wait_for_refill(&mut self, timeout: Duration) -> Result<bool, PolicyError> {
         self.policy.wait_for_refill(timeout)
+    }
+}
+
+/// The camera resolution the node converts frames to: the model port's, unless a package
+/// preprocessor resizes images, in which case the camera's own (from the package's
+/// `input_features`, else `hardware.cameras`), so that letterboxing sees the real aspect.
+/// Checks a declared `hardware.cameras[]` shape against the port when nothing resizes.
+fn camera_size(
+    model: &InferenceModel,
+    input: &str,
+    port: Option<(usize, usize)>,
+    n_cameras: usize,
+) -> Result<Option<(usize, usize)>, ControlError> {
+    let Some(m) = &model.export().manifest else {
+        return Ok(port);
+    };
+    let file = model
+        .export()
+        .metadata_file
+        .as_ref()
+        .map_or_else(String::new, |p| p.display().to_string());
+    let c = canonical_name(input);
+    let cam_name = c.strip_prefix("images.").unwrap_or("");
+    let hw_cam = m
+        .hardware
+        .cameras
+        .iter()
+        .find(|cam| cam.name == cam_name)
+        .or_else(|| {
+            (m.hardware.cameras.len() == 1 && n_cameras == 1).then(|| &m.hardware.cameras[0])
+        })
+        .filter(|cam| !cam.shape.is_empty());
+    let feature = m
+        .model
+        .input_features
+        .iter()
+        .find(|f| canonical_name(&f.name) == c && f.shape.len() == 3);
+    if !model.predictor().pipeline().resizes_images() {
+        if let (Some(cam), Some((h, w))) = (hw_cam, port) {
+            if cam.shape[1..] != [h, w] || cam.shape[0] != 3 {
+                return Err(ControlError::Mismatch {
+                    name: "camera_topics",
+                    problem: format!(
+                        "{file}: camera `{}` is {:?} in `hardware.cameras`, but the model's input `{input}` \
+                         takes [3, {h}, {w}] and nothing in the package resizes it",
+                        cam.name, cam.shape
+                    ),
+                });
+            }
+        }
+        return Ok(port);
+    }
+    let declared = feature
+        .map(|f| (f.shape[1], f.shape[2]))
+        .or_else(|| hw_cam.map(|cam| (cam.shape[1], cam.shape[2])));
+    match declared {
+        Some(hw) => Ok(Some(hw)),
+        None => Err(ControlError::Mismatch {
+            name: "camera_topics",
+            problem: format!(
+                "{file}: the package resizes images, but declares no size for the camera feeding \
+                 `{input}`; give its [C, H, W] in `hardware.cameras` or `model.input_features`"
+            ),
+        }),
+    }
+}
+
+/// The package's joint orders against `joint_names` (see [`ControlLoop::new`]): the model
+/// takes its state in `hardware.robots[].state.order` and returns actions in
+/// `action.order`; commands go out in `joint_names` order. Each order must name the same
+/// joints as `joint_names`.
+#[derive(Debug, Clone)]
+struct JointMap {
+    state_order: Vec<String>,
+    /// `state_perm[j]`: index in `joint_names` of the model's state entry `j`.
+    state_perm: Option<Vec<usize>>,
+    /// `action_perm[i]`: index in the model's action vector of `joint_names[i]`.
+    action_perm: Option<Vec<usize>>,
+}
+
+impl JointMap {
+    fn new(joint_names: &[String], model: &InferenceModel) -> Result<Self, ControlError> {
+        let identity = JointMap {
+            state_order: joint_names.to_vec(),
+            state_perm: None,
+            action_perm: None,
+        };
+        let Some(m) = &model.export().manifest else {
+            return Ok(identity);
+        };
+        let Some(robot) = m.robot_with_order() else {
+            return Ok(identity);
+        };
+        let index = m
+            .hardware
+            .robots
+            .iter()
+            .position(|r| r == robot)
+            .unwrap_or(0);
+        let file = model
+            .export()
+            .metadata_file
+            .as_ref()
+            .map_or_else(String::new, |p| p.display().to_string());
+        let check = |what: &str, order: &[String]| -> Result<(), ControlError> {
+            let missing: Vec<&str> = order
+                .iter()
+                .filter(|j| !joint_names.contains(j))
+                .map(String::as_str)
+                .collect();
+            let extra: Vec<&str> = joint_names
+                .iter()
+                .filter(|j| !order.contains(j))
+                .map(String::as_str)
+                .collect();
+            if missing.is_empty() && extra.is_empty() {
+                return Ok(());
+            }
+            let mut parts = Vec::new();
+            if !missing.is_empty() {
+                parts.push(format!("missing from joint_names: {}", missing.join(", ")));
+            }
+            if !extra.is_empty() {
+                parts.push(format!("not in the package: {}", extra.join(", ")));
+            }
+            Err(ControlError::Mismatch {
+                name: "joint_names",
+                problem: format!(
+                    "must name the joints of `hardware.robots[{index}].{what}.order` in {file} \
+                     ([{}]): {}",
+                    order.join(", "),
+                    parts.join("; ")
+                ),
+            })
+        };
+        let mut map = identity;
+        if let Some(s) = robot.state.as_ref().filter(|s| !s.order.is_empty()) {
+            check("state", &s.order)?;
+            if s.order != joint_names {
+                map.state_perm = Some(
+                    s.order
+                        .iter()
+                        .map(|j| joint_names.iter().position(|n| n == j).unwrap_or(0))
+                        .collect(),
+                );
+                log::info!(
+                    "state vector in the package's joint order [{}] (joint_names order [{}])",
+                    s.order.join(", "),
+                    joint_names.join(", ")
+                );
+            }
+            map.state_order = s.order.clone();
+        }
+        if let Some(a) = robot.action.as_ref().filter(|a| !a.order.is_empty()) {
+            check("action", &a.order)?;
+            if a.order != joint_names {
+                map.action_perm = Some(
+                    joint_names
+                        .iter()
+                        .map(|j| a.order.iter().position(|n| n == j).unwrap_or(0))
+                        .collect(),
+                );
+                log::info!(
+                    "the policy's actions are in the package's order [{}]; commands go out in joint_names order",
+                    a.order.join(", ")
+                );
+            }
+        }
+        Ok(map)
+    }
+
+    fn to_model_state(&self, state: &[f32]) -> Vec<f32> {
+        match &self.state_perm {
+            Some(p) => p
+                .iter()
+                .map(|&i| state.get(i).copied().unwrap_or(f32::NAN))
+                .collect(),
+            None => state.to_vec(),
+        }
+    }
+
+    /// The action (model order) as a command (joint_names order).
+    fn to_command(&self, action: &ndarray::Array1<f32>) -> Vec<f64> {
+        let values: Vec<f64> = action.iter().map(|v| f64::from(*v)).collect();
+        match &self.action_perm {
+            // A width mismatch is reported by `limit`, which sees the unpermuted length.
+            Some(p) if values.len() == p.len() => p.iter().map(|&i| values[i]).collect(),
+            _ => values,
+        }
     }
 }

@@ -136,7 +136,7 @@ impl Component {
 
     /// The JSON path of one of its parameters, as the manifest spells it.
     pub fn param_path(&self, key: &str) -> String {
-        if self.class_path.is_some() && self.params.contains_key(key) {
+        if self.class_path.is_some() && !self.annotations.contains_key(key) {
             format!("{}.init_args.{key}", self.json_path)
         } else {
             format!("{}.{key}", self.json_path)
@@ -186,7 +186,12 @@ pub enum FeatureDtype {
 
 impl FeatureDtype {
     fn parse(s: &str) -> Self {
-        match s.trim().trim_start_matches("torch.").to_ascii_lowercase().as_str() {
+        match s
+            .trim()
+            .trim_start_matches("torch.")
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "float32" | "float" | "f32" => Self::Float32,
             "int64" | "long" | "i64" => Self::Int64,
             "bool" | "bool_" => Self::Bool,
@@ -357,7 +362,9 @@ impl Manifest {
                 )
             }
         };
-        const KNOWN: &[&str] = &["format", "version", "policy", "model", "hardware", "metadata"];
+        const KNOWN: &[&str] = &[
+            "format", "version", "policy", "model", "hardware", "metadata",
+        ];
         let extra = root
             .iter()
             .filter(|(k, _)| !KNOWN.contains(&k.as_str()))
@@ -491,20 +498,14 @@ impl JsonParser {
         match v.as_u64() {
             Some(n) if n > 0 && n as u128 <= max as u128 => Ok(n as usize),
             Some(n) if n > 0 => Err(self.invalid(at, format!("is {n}, above the limit of {max}"))),
-            _ => Err(self.invalid(
-                at,
-                format!("must be a positive integer, got {}", render(v)),
-            )),
+            _ => Err(self.invalid(at, format!("must be a positive integer, got {}", render(v)))),
         }
     }
 
     /// A shape: a list of positive integers, each at most [`MAX_DECLARED_DIM`].
     pub(crate) fn shape(&self, v: &Value, at: &str) -> Result<Vec<usize>, ExportError> {
         let Value::Array(dims) = v else {
-            return Err(self.invalid(
-                at,
-                format!("must be a list of dimensions, got {}", kind(v)),
-            ));
+            return Err(self.invalid(at, format!("must be a list of dimensions, got {}", kind(v))));
         };
         if dims.len() > MAX_DECLARED_RANK {
             return Err(self.invalid(
@@ -523,10 +524,7 @@ impl JsonParser {
 
     pub(crate) fn string_list(&self, v: &Value, at: &str) -> Result<Vec<String>, ExportError> {
         let Value::Array(items) = v else {
-            return Err(self.invalid(
-                at,
-                format!("must be a list of strings, got {}", kind(v)),
-            ));
+            return Err(self.invalid(at, format!("must be a list of strings, got {}", kind(v))));
         };
         items
             .iter()
@@ -865,7 +863,10 @@ mod tests {
 
     #[test]
     fn version_and_format_are_checked() {
-        assert_eq!(key_of(parse(r#"{"version": "2.0"}"#).unwrap_err()), "version");
+        assert_eq!(
+            key_of(parse(r#"{"version": "2.0"}"#).unwrap_err()),
+            "version"
+        );
         assert_eq!(
             key_of(parse(r#"{"format": "something"}"#).unwrap_err()),
             "format"
@@ -876,8 +877,14 @@ mod tests {
     #[test]
     fn errors_name_the_json_path() {
         let cases = [
-            (r#"{"model": {"preprocessors": [{}]}}"#, "model.preprocessors[0]"),
-            (r#"{"model": {"artifacts": {"onnx": 3}}}"#, "model.artifacts.onnx"),
+            (
+                r#"{"model": {"preprocessors": [{}]}}"#,
+                "model.preprocessors[0]",
+            ),
+            (
+                r#"{"model": {"artifacts": {"onnx": 3}}}"#,
+                "model.artifacts.onnx",
+            ),
             (
                 r#"{"model": {"input_features": [{"class_path": "physicalai.inference.data.features.InferenceFeature", "init_args": {"name": "state", "shape": [0]}}]}}"#,
                 "model.input_features[0].init_args.shape[0]",
@@ -903,8 +910,10 @@ mod tests {
 
     #[test]
     fn policy_name_falls_back_to_the_class_path() {
-        let m = parse(r#"{"policy": {"source": {"class_path": "physicalai.policies.act.policy.ACT"}}}"#)
-            .unwrap();
+        let m = parse(
+            r#"{"policy": {"source": {"class_path": "physicalai.policies.act.policy.ACT"}}}"#,
+        )
+        .unwrap();
         assert_eq!(m.policy_name().as_deref(), Some("act"));
     }
 }

@@ -17,7 +17,9 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::Value;
 
 use super::manifest::{JsonParser, Manifest};
-use super::{check_not_empty, companion_files, ExportBackend, ExportDir, ExportError, ExportMetadata};
+use super::{
+    check_not_empty, companion_files, ExportBackend, ExportDir, ExportError, ExportMetadata,
+};
 
 /// What an artifact entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,17 +48,24 @@ fn artifact_kind(key: &str, file: &str) -> ArtifactKind {
         // Not a backend name: the file extension decides.
         _ => match ext.as_str() {
             "ckpt" => ArtifactKind::Lightning,
-            _ => ExportBackend::from_extension(&ext).map_or(ArtifactKind::Unknown, ArtifactKind::Runnable),
+            _ => ExportBackend::from_extension(&ext)
+                .map_or(ArtifactKind::Unknown, ArtifactKind::Runnable),
         },
     }
 }
 
 /// Resolves `rel` (a manifest path) against `dir`. Absolute paths and paths that climb out
-/// of `dir` are refused; `key` names the manifest entry in the error. The check is lexical,
-/// as physicalai's, so links inside the directory (Hugging Face snapshots) are followed.
-pub fn resolve_in_dir(dir: &Path, rel: &str, key: &str) -> Result<PathBuf, ExportError> {
+/// of `dir` are refused; the error names `named_in` (the manifest) and `key` (its entry).
+/// The check is lexical, as physicalai's, so links inside the directory (Hugging Face
+/// snapshots) are followed.
+pub fn resolve_in_dir(
+    dir: &Path,
+    rel: &str,
+    named_in: &Path,
+    key: &str,
+) -> Result<PathBuf, ExportError> {
     let escapes = || ExportError::PathEscapes {
-        dir: dir.to_path_buf(),
+        dir: named_in.to_path_buf(),
         key: key.to_string(),
         file: rel.to_string(),
     };
@@ -111,12 +120,7 @@ pub(super) fn open_package(
     })
 }
 
-fn unsupported(
-    manifest_file: &Path,
-    key: &str,
-    file: &str,
-    kind: ArtifactKind,
-) -> ExportError {
+fn unsupported(manifest_file: &Path, key: &str, file: &str, kind: ArtifactKind) -> ExportError {
     let (what, advice) = match kind {
         ArtifactKind::Lightning => (
             "a PyTorch Lightning checkpoint",
@@ -158,30 +162,37 @@ fn locate_artifact(
             path: dir.to_path_buf(),
             source,
         })?;
-        return super::locate_model(dir, &canonical, &meta, Some(manifest_file), backend_override);
+        return super::locate_model(
+            dir,
+            &canonical,
+            &meta,
+            Some(manifest_file),
+            backend_override,
+        );
     }
     let entries: Vec<(&String, &String, ArtifactKind)> = artifacts
         .iter()
         .map(|(k, f)| (k, f, artifact_kind(k, f)))
         .collect();
-    let (key, file, kind) = match backend_override {
-        Some(b) => *entries
-            .iter()
-            .find(|(_, _, kind)| *kind == ArtifactKind::Runnable(b))
-            .ok_or_else(|| ExportError::InvalidKey {
-                path: manifest_file.to_path_buf(),
-                key: "model.artifacts".into(),
-                problem: format!(
+    let (key, file, kind) =
+        match backend_override {
+            Some(b) => *entries
+                .iter()
+                .find(|(_, _, kind)| *kind == ArtifactKind::Runnable(b))
+                .ok_or_else(|| ExportError::InvalidKey {
+                    path: manifest_file.to_path_buf(),
+                    key: "model.artifacts".into(),
+                    problem: format!(
                     "has no {b} artifact (it lists {}); drop the backend override or export to {b}",
                     artifacts.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
                 ),
-            })?,
-        // The first entry, as physicalai; a runnable one when the first is not.
-        None => *entries
-            .iter()
-            .find(|(_, _, kind)| matches!(kind, ArtifactKind::Runnable(_)))
-            .unwrap_or(&entries[0]),
-    };
+                })?,
+            // The first entry, as physicalai; a runnable one when the first is not.
+            None => *entries
+                .iter()
+                .find(|(_, _, kind)| matches!(kind, ArtifactKind::Runnable(_)))
+                .unwrap_or(&entries[0]),
+        };
     let backend = match kind {
         ArtifactKind::Runnable(b) => b,
         other => return Err(unsupported(manifest_file, key, file, other)),
@@ -196,13 +207,13 @@ fn locate_artifact(
                 path: manifest_file.to_path_buf(),
                 key: format!("model.artifacts.{key}"),
                 problem: format!(
-                    "names `{file}`, a {ext_backend} file, for the {from_key} backend"
+                    "names `{file}`, an {ext_backend} model file, for the {from_key} backend"
                 ),
             });
         }
     }
     let json_key = format!("model.artifacts.{key}");
-    let named = resolve_in_dir(dir, file, &json_key)?;
+    let named = resolve_in_dir(dir, file, manifest_file, &json_key)?;
     if named.is_file() {
         return Ok((backend, named));
     }
@@ -242,14 +253,17 @@ fn locate_artifact(
             Ok((backend, one.clone()))
         }
         _ => Err(ExportError::MissingModelFile {
-            dir: dir.to_path_buf(),
+            dir: manifest_file.to_path_buf(),
             key: json_key,
             file: file.clone(),
         }),
     }
 }
 
-fn chunk_from(p: &JsonParser, c: &super::manifest::Component) -> Result<Option<usize>, ExportError> {
+fn chunk_from(
+    p: &JsonParser,
+    c: &super::manifest::Component,
+) -> Result<Option<usize>, ExportError> {
     match c.param("chunk_size") {
         None => Ok(None),
         Some(v) => {
@@ -282,12 +296,12 @@ fn derive_metadata(
         chunk_size = chunk_from(&p, r)?;
         if chunk_size.is_none() && r.kind() == "action_chunking" {
             if let Some(Value::Object(inner)) = r.param("runner") {
-                if let Some(v) = inner.get("chunk_size").or_else(|| {
-                    inner
-                        .get("init_args")
-                        .and_then(|a| a.get("chunk_size"))
-                }) {
-                    chunk_size = Some(p.positive(v, "model.runner.init_args.runner.chunk_size", 1 << 20)?);
+                if let Some(v) = inner
+                    .get("chunk_size")
+                    .or_else(|| inner.get("init_args").and_then(|a| a.get("chunk_size")))
+                {
+                    chunk_size =
+                        Some(p.positive(v, "model.runner.init_args.runner.chunk_size", 1 << 20)?);
                 }
             }
         }
@@ -363,12 +377,15 @@ mod tests {
     fn paths_stay_inside() {
         let d = Path::new("/exports/act");
         assert_eq!(
-            resolve_in_dir(d, "sub/../stats.safetensors", "k").unwrap(),
+            resolve_in_dir(d, "sub/../stats.safetensors", d, "k").unwrap(),
             PathBuf::from("/exports/act/stats.safetensors")
         );
         for bad in ["../x", "/etc/passwd", "a/../../x", "", ".", "a/.."] {
             assert!(
-                matches!(resolve_in_dir(d, bad, "k"), Err(ExportError::PathEscapes { .. })),
+                matches!(
+                    resolve_in_dir(d, bad, d, "k"),
+                    Err(ExportError::PathEscapes { .. })
+                ),
                 "{bad}"
             );
         }
@@ -377,9 +394,18 @@ mod tests {
     #[test]
     fn artifact_kinds() {
         use ArtifactKind::*;
-        assert_eq!(artifact_kind("onnx", "act.onnx"), Runnable(ExportBackend::Onnx));
-        assert_eq!(artifact_kind("model", "model.onnx"), Runnable(ExportBackend::Onnx));
-        assert_eq!(artifact_kind("model", "model.xml"), Runnable(ExportBackend::OpenVino));
+        assert_eq!(
+            artifact_kind("onnx", "act.onnx"),
+            Runnable(ExportBackend::Onnx)
+        );
+        assert_eq!(
+            artifact_kind("model", "model.onnx"),
+            Runnable(ExportBackend::Onnx)
+        );
+        assert_eq!(
+            artifact_kind("model", "model.xml"),
+            Runnable(ExportBackend::OpenVino)
+        );
         assert_eq!(artifact_kind("torch", "act.pt"), Lightning);
         assert_eq!(artifact_kind("model", "act.ckpt"), Lightning);
         assert_eq!(artifact_kind("executorch", "act.pte"), ExecuTorch);

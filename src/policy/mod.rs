@@ -133,7 +133,7 @@ pub enum PolicyError {
         key: String,
         problem: String,
     },
-    #[error("statistics {source_desc}: feature `{feature}`, statistic `{stat}`: {problem}")]
+    #[error("statistics {source_desc}: {problem}")]
     Stats {
         source_desc: String,
         feature: String,

@@ -179,7 +179,8 @@ fn second_stage(
             problem: "must be onnx, openvino or torchscript".into(),
         })?;
     let artifact = text("artifact")?.ok_or_else(|| missing("artifact"))?;
-    let path = crate::export::resolve_in_dir(&export.dir, &artifact, &r.param_path("artifact"))?;
+    let path =
+        crate::export::resolve_in_dir(&export.dir, &artifact, file, &r.param_path("artifact"))?;
     let mut opts = options.clone();
     if let Some(d) = text("device")?.filter(|d| d != "auto") {
         opts.device = d.parse().map_err(|_| PolicyError::Package {
@@ -207,13 +208,14 @@ fn resolve_config(
     ensemble: Option<f64>,
 ) -> Result<PolicyConfig, PolicyError> {
     let meta = &export.metadata;
-    let out_chunk = outputs
-        .iter()
-        .find(|o| o.name == out_name)
-        .and_then(|o| match o.shape.as_slice() {
-            [_, Some(c), _] => Some(*c),
-            _ => None,
-        });
+    let out_chunk =
+        outputs
+            .iter()
+            .find(|o| o.name == out_name)
+            .and_then(|o| match o.shape.as_slice() {
+                [_, Some(c), _] => Some(*c),
+                _ => None,
+            });
     let chunk_size = match out_chunk {
         Some(c) if meta.chunk_size != 1 && c != meta.chunk_size => {
             return Err(PolicyError::Config {

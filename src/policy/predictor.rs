@@ -73,8 +73,17 @@ impl Predictor {
         second: Option<Box<dyn RuntimeAdapter>>,
     ) -> Result<Self, PolicyError> {
         if let Some(second) = &second {
-            let produced: Vec<&str> = self.adapter.outputs().iter().map(|o| o.name.as_str()).collect();
-            if let Some(missing) = second.inputs().iter().find(|i| !produced.contains(&i.name.as_str())) {
+            let produced: Vec<&str> = self
+                .adapter
+                .outputs()
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect();
+            if let Some(missing) = second
+                .inputs()
+                .iter()
+                .find(|i| !produced.contains(&i.name.as_str()))
+            {
                 return Err(PolicyError::Config {
                     key: "model.runner",
                     problem: format!(
@@ -196,7 +205,8 @@ impl Predictor {
             outputs = run_second(second.as_mut(), outputs)?;
         }
         self.last_latency = start.elapsed();
-        self.pipeline.postprocess(&mut outputs, &self.action_output)?;
+        self.pipeline
+            .postprocess(&mut outputs, &self.action_output)?;
         extract_chunk(outputs, &self.action_output)
     }
 }

@@ -61,7 +61,11 @@ impl Step {
         match self {
             Step::Normalize(t) => format!(
                 "{} {} [{}] from {}",
-                if t.is_inverse() { "denormalize" } else { "normalize" },
+                if t.is_inverse() {
+                    "denormalize"
+                } else {
+                    "normalize"
+                },
                 t.mode().as_str(),
                 t.features().join(", "),
                 t.source()
@@ -113,7 +117,9 @@ impl Pipeline {
         let mut pre = Vec::new();
         for c in &m.model.preprocessors {
             pre.push(match c.kind() {
-                "normalize" => Step::Normalize(StatsTransform::from_component(c, &export.dir, file, false)?),
+                "normalize" => {
+                    Step::Normalize(StatsTransform::from_component(c, &export.dir, file, false)?)
+                }
                 "resize" => Step::Resize(Resize::from_component(c, file)?),
                 _ => return Err(unknown(file, c, "preprocessor", PREPROCESSORS)),
             });
@@ -121,9 +127,13 @@ impl Pipeline {
         let mut post = Vec::new();
         for c in &m.model.postprocessors {
             post.push(match c.kind() {
-                "denormalize" => Step::Normalize(StatsTransform::from_component(c, &export.dir, file, true)?),
+                "denormalize" => {
+                    Step::Normalize(StatsTransform::from_component(c, &export.dir, file, true)?)
+                }
                 "action_chunk_trimmer" => Step::Trim(
-                    c.param("n_action_steps").and_then(|v| v.as_u64()).unwrap_or(1) as usize,
+                    c.param("n_action_steps")
+                        .and_then(|v| v.as_u64())
+                        .unwrap_or(1) as usize,
                 ),
                 _ => return Err(unknown(file, c, "postprocessor", POSTPROCESSORS)),
             });
@@ -167,8 +177,8 @@ impl Pipeline {
     fn feature_error(&self, f: &Feature, problem: String) -> PolicyError {
         PolicyError::Package {
             file: self.manifest_file.clone().unwrap_or_default(),
-            key: format!("{} (`{}`)", f.json_path, f.name),
-            problem,
+            key: f.json_path.clone(),
+            problem: format!("(feature `{}`) {problem}", f.name),
         }
     }
 
@@ -176,7 +186,11 @@ impl Pipeline {
     /// to the port of the same (alias) name; features without a port (consumed by a
     /// processor) are not checked here. Images are not size-checked when a preprocessor
     /// resizes them.
-    pub fn check_ports(&self, inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Result<(), PolicyError> {
+    pub fn check_ports(
+        &self,
+        inputs: &[TensorSpec],
+        outputs: &[TensorSpec],
+    ) -> Result<(), PolicyError> {
         let resizes = self.resizes_images();
         for f in &self.input_features {
             let Some(port) = find_port(inputs, &f.name) else {
@@ -203,7 +217,8 @@ impl Pipeline {
             };
             // Trimmed chunks may declare fewer steps: compare the action width.
             let fits = shape_fits(&port.shape, &f.shape)
-                || (f.shape.last().is_some() && port.shape.last().copied().flatten() == f.shape.last().copied());
+                || (f.shape.last().is_some()
+                    && port.shape.last().copied().flatten() == f.shape.last().copied());
             if !fits {
                 return Err(self.feature_error(
                     f,
@@ -221,7 +236,10 @@ impl Pipeline {
 
     /// Checks an observation against the declared input features: a tensor named like a
     /// feature must have its shape (with or without the batch dimension).
-    pub fn check_observation(&self, tensors: &BTreeMap<String, ArrayD<f32>>) -> Result<(), PolicyError> {
+    pub fn check_observation(
+        &self,
+        tensors: &BTreeMap<String, ArrayD<f32>>,
+    ) -> Result<(), PolicyError> {
         for f in &self.input_features {
             if f.dtype == FeatureDtype::String {
                 continue;
@@ -235,7 +253,8 @@ impl Pipeline {
                 continue;
             };
             let s = t.shape();
-            let ok = s == f.shape.as_slice() || (s.len() == f.shape.len() + 1 && s[0] == 1 && s[1..] == f.shape[..]);
+            let ok = s == f.shape.as_slice()
+                || (s.len() == f.shape.len() + 1 && s[0] == 1 && s[1..] == f.shape[..]);
             if !ok {
                 return Err(PolicyError::Shape {
                     tensor: key.clone(),
@@ -249,7 +268,10 @@ impl Pipeline {
     }
 
     /// Runs the preprocessors on `tensors`.
-    pub fn preprocess(&self, tensors: &mut BTreeMap<String, ArrayD<f32>>) -> Result<(), PolicyError> {
+    pub fn preprocess(
+        &self,
+        tensors: &mut BTreeMap<String, ArrayD<f32>>,
+    ) -> Result<(), PolicyError> {
         for s in &self.pre {
             match s {
                 Step::Normalize(t) => t.apply(tensors, None)?,
@@ -299,9 +321,13 @@ fn find_port<'a>(ports: &'a [TensorSpec], name: &str) -> Option<&'a TensorSpec> 
 /// A declared shape (no batch) fits a port shape `[1, ...]` or `[...]` (dynamic dims fit).
 fn shape_fits(port: &[Option<usize>], feature: &[usize]) -> bool {
     let fits = |p: &[Option<usize>]| {
-        p.len() == feature.len() && p.iter().zip(feature).all(|(p, f)| p.is_none_or(|p| p == *f))
+        p.len() == feature.len()
+            && p.iter()
+                .zip(feature)
+                .all(|(p, f)| p.is_none_or(|p| p == *f))
     };
-    fits(port) || (port.len() == feature.len() + 1 && port[0].is_none_or(|b| b == 1) && fits(&port[1..]))
+    fits(port)
+        || (port.len() == feature.len() + 1 && port[0].is_none_or(|b| b == 1) && fits(&port[1..]))
 }
 
 fn check_dtype(f: &Feature, port: &TensorSpec) -> Result<(), String> {

@@ -76,7 +76,10 @@ pub type FeatureStats = BTreeMap<String, ArrayD<f64>>;
 #[derive(Debug, Clone)]
 pub enum StatsSource {
     File(PathBuf),
-    Inline { manifest: PathBuf, json_path: String },
+    Inline {
+        manifest: PathBuf,
+        json_path: String,
+    },
 }
 
 impl std::fmt::Display for StatsSource {
@@ -184,7 +187,7 @@ impl StatsTransform {
                 let rel = c.param(key).and_then(Value::as_str).ok_or_else(|| {
                     err(c.param_path(key), "must be a file name".into())
                 })?;
-                let path = crate::export::resolve_in_dir(dir, rel, &c.param_path(key))?;
+                let path = crate::export::resolve_in_dir(dir, rel, manifest, &c.param_path(key))?;
                 (read_safetensors(&path)?, StatsSource::File(path))
             }
             (None, None) => {
@@ -217,7 +220,7 @@ impl StatsTransform {
                 return Err(PolicyError::Stats {
                     source_desc: out.source.to_string(),
                     feature: name.clone(),
-                    stat: mode.stats().join(", "),
+                    stat: "(any)".into(),
                     problem: format!(
                         "`{name}` is listed in `{}` but has no statistics (features with statistics: {})",
                         c.param_path("features"),
@@ -426,24 +429,23 @@ fn affine_for(
             *b = sb;
         });
     if let Some(mask) = fs.get("mask") {
-        let m = mask.broadcast(IxDyn(&target)).ok_or_else(|| PolicyError::Stats {
-            source_desc: source.to_string(),
-            feature: feature.to_string(),
-            stat: "mask".into(),
-            problem: format!(
-                "`{feature}/mask` has shape {:?}, which does not broadcast to {target:?}",
-                mask.shape()
-            ),
-        })?;
-        Zip::from(&mut a)
-            .and(&mut b)
-            .and(&m)
-            .for_each(|a, b, &m| {
-                if m == 0.0 {
-                    *a = 1.0;
-                    *b = 0.0;
-                }
-            });
+        let m = mask
+            .broadcast(IxDyn(&target))
+            .ok_or_else(|| PolicyError::Stats {
+                source_desc: source.to_string(),
+                feature: feature.to_string(),
+                stat: "mask".into(),
+                problem: format!(
+                    "`{feature}/mask` has shape {:?}, which does not broadcast to {target:?}",
+                    mask.shape()
+                ),
+            })?;
+        Zip::from(&mut a).and(&mut b).and(&m).for_each(|a, b, &m| {
+            if m == 0.0 {
+                *a = 1.0;
+                *b = 0.0;
+            }
+        });
     }
     Ok(Affine {
         feature: feature.to_string(),
@@ -454,10 +456,12 @@ fn affine_for(
 
 /// Reads `"{feature}/{stat}"` tensors of a safetensors file (keys without `/` are ignored).
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, FeatureStats>, PolicyError> {
-    let bytes = std::fs::read(path).map_err(|e| PolicyError::Preprocess(format!(
-        "cannot read statistics file {}: {e}",
-        path.display()
-    )))?;
+    let bytes = std::fs::read(path).map_err(|e| PolicyError::Stats {
+        source_desc: path.display().to_string(),
+        feature: "(file)".into(),
+        stat: "(file)".into(),
+        problem: format!("cannot read the file: {e}"),
+    })?;
     parse_safetensors(&bytes, path)
 }
 
@@ -511,7 +515,11 @@ pub fn parse_safetensors(
                 .map(|c| f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
                 .collect(),
             Dtype::BOOL | Dtype::U8 => data.iter().map(|b| f64::from(*b)).collect(),
-            other => return Err(bad(format!("`{key}` has element type {other:?}, which is not supported"))),
+            other => {
+                return Err(bad(format!(
+                    "`{key}` has element type {other:?}, which is not supported"
+                )))
+            }
         };
         let arr = ArrayD::from_shape_vec(IxDyn(view.shape()), values)
             .map_err(|e| bad(format!("`{key}`: {e}")))?;
@@ -535,7 +543,10 @@ fn parse_inline(
         problem,
     };
     let Value::Object(features) = v else {
-        return Err(err(at.into(), "must be an object {feature: {stat: values}}".into()));
+        return Err(err(
+            at.into(),
+            "must be an object {feature: {stat: values}}".into(),
+        ));
     };
     let mut out = BTreeMap::new();
     for (feature, stats) in features {
@@ -561,7 +572,10 @@ fn parse_inline(
                     );
                 }
                 Value::Bool(b) if stat == "mask" => {
-                    fs.insert(stat.clone(), ArrayD::from_elem(IxDyn(&[]), f64::from(u8::from(*b))));
+                    fs.insert(
+                        stat.clone(),
+                        ArrayD::from_elem(IxDyn(&[]), f64::from(u8::from(*b))),
+                    );
                 }
                 _ => {} // `type`, `name`, `shape` strings and the like
             }
@@ -572,7 +586,12 @@ fn parse_inline(
 }
 
 /// Flattens a (rectangular) nested list of numbers or booleans.
-fn nested(v: &Value, depth: usize, shape: &mut Vec<usize>, flat: &mut Vec<f64>) -> Result<(), String> {
+fn nested(
+    v: &Value,
+    depth: usize,
+    shape: &mut Vec<usize>,
+    flat: &mut Vec<f64>,
+) -> Result<(), String> {
     match v {
         Value::Number(n) => {
             if depth != shape.len() {
@@ -616,7 +635,10 @@ mod tests {
     use ndarray::array;
 
     fn stats(pairs: &[(&str, ArrayD<f64>)]) -> FeatureStats {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     fn transform(mode: NormMode, inverse: bool, fs: FeatureStats) -> StatsTransform {
@@ -686,16 +708,25 @@ mod tests {
             // every value to the same point, by design of the formulas).
             let back = run(&transform(mode, true, fs), y);
             for i in 0..2 {
-                assert!((back[[0, i]] - xs[i] as f32).abs() < 1e-5, "{mode:?} round trip [{i}]");
+                assert!(
+                    (back[[0, i]] - xs[i] as f32).abs() < 1e-5,
+                    "{mode:?} round trip [{i}]"
+                );
             }
         }
     }
 
     #[test]
     fn mean_std_inverse_has_no_eps() {
-        let fs = stats(&[("mean", array![1.0].into_dyn()), ("std", array![0.0].into_dyn())]);
+        let fs = stats(&[
+            ("mean", array![1.0].into_dyn()),
+            ("std", array![0.0].into_dyn()),
+        ]);
         // std 0: forward is (x - 1) / 1e-8; inverse is x * 0 + 1 exactly.
-        let y = run(&transform(NormMode::MeanStd, true, fs), array![[123.0f32]].into_dyn());
+        let y = run(
+            &transform(NormMode::MeanStd, true, fs),
+            array![[123.0f32]].into_dyn(),
+        );
         assert_eq!(y[[0, 0]], 1.0);
     }
 
@@ -714,11 +745,19 @@ mod tests {
     #[test]
     fn non_finite_and_missing_stats_are_named() {
         let src = StatsSource::File("stats.safetensors".into());
-        let fs = stats(&[("mean", array![f64::NAN].into_dyn()), ("std", array![1.0].into_dyn())]);
+        let fs = stats(&[
+            ("mean", array![f64::NAN].into_dyn()),
+            ("std", array![1.0].into_dyn()),
+        ]);
         let e = affine_for("observation.state", &fs, NormMode::MeanStd, false, &src)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("observation.state") && e.contains("mean") && e.contains("stats.safetensors"), "{e}");
+        assert!(
+            e.contains("observation.state")
+                && e.contains("mean")
+                && e.contains("stats.safetensors"),
+            "{e}"
+        );
         let fs = stats(&[("q01", array![0.0].into_dyn())]);
         let e = affine_for("action", &fs, NormMode::Quantiles, true, &src)
             .unwrap_err()
@@ -729,12 +768,21 @@ mod tests {
     #[test]
     fn image_stats_broadcast_over_channels() {
         let fs = stats(&[
-            ("mean", ArrayD::from_shape_vec(vec![3, 1, 1], vec![0.1, 0.2, 0.3]).unwrap()),
-            ("std", ArrayD::from_shape_vec(vec![3, 1, 1], vec![0.5, 0.5, 0.5]).unwrap()),
+            (
+                "mean",
+                ArrayD::from_shape_vec(vec![3, 1, 1], vec![0.1, 0.2, 0.3]).unwrap(),
+            ),
+            (
+                "std",
+                ArrayD::from_shape_vec(vec![3, 1, 1], vec![0.5, 0.5, 0.5]).unwrap(),
+            ),
         ]);
         let t = transform(NormMode::MeanStd, false, fs);
         let mut m = BTreeMap::new();
-        m.insert("observation.images.top".to_string(), ArrayD::from_elem(vec![1, 3, 2, 2], 0.6f32));
+        m.insert(
+            "observation.images.top".to_string(),
+            ArrayD::from_elem(vec![1, 3, 2, 2], 0.6f32),
+        );
         // The feature is `observation.state`; rename for this check.
         let mut t2 = t.clone();
         t2.affine[0].feature = "images.top".into();
@@ -743,7 +791,10 @@ mod tests {
         assert!((y[[0, 2, 1, 1]] - (0.6 - 0.3) / 0.5).abs() < 1e-6);
         // A tensor the statistics do not broadcast to is an error naming it.
         let mut m = BTreeMap::new();
-        m.insert("images.top".to_string(), ArrayD::from_elem(vec![1, 4, 2, 2], 0.6f32));
+        m.insert(
+            "images.top".to_string(),
+            ArrayD::from_elem(vec![1, 4, 2, 2], 0.6f32),
+        );
         let e = t2.apply(&mut m, None).unwrap_err().to_string();
         assert!(e.contains("images.top"), "{e}");
     }
@@ -756,7 +807,9 @@ mod tests {
         assert_eq!(s["state"]["std"].shape(), &[1, 2]);
         // `shape` here is numeric and kept as a statistic nobody asks for.
         let bad: Value = serde_json::json!({"state": {"mean": [[1.0], [1.0, 2.0]]}});
-        let e = parse_inline(&bad, "s", Path::new("m.json")).unwrap_err().to_string();
+        let e = parse_inline(&bad, "s", Path::new("m.json"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("s.state.mean"), "{e}");
     }
 }

@@ -64,7 +64,10 @@ impl Resize {
                     _ => {
                         return Err(err(
                             c.param_path("image_resolution"),
-                            format!("must be [H, W] with 1 <= H, W <= 16384, got {}", Value::Array(hw.clone())),
+                            format!(
+                                "must be [H, W] with 1 <= H, W <= 16384, got {}",
+                                Value::Array(hw.clone())
+                            ),
                         ))
                     }
                 }
@@ -93,7 +96,10 @@ impl Resize {
         let pad_value = match c.param("pad_value") {
             None => 0.0,
             Some(v) => v.as_f64().filter(|p| p.is_finite()).ok_or_else(|| {
-                err(c.param_path("pad_value"), format!("must be a finite number, got {v}"))
+                err(
+                    c.param_path("pad_value"),
+                    format!("must be a finite number, got {v}"),
+                )
             })? as f32,
         };
         let layout = match c.param("image_layout").map(|v| v.as_str()) {
@@ -173,7 +179,12 @@ impl Resize {
         } else {
             batched
         };
-        let (b, c, h, w) = (bchw.shape()[0], bchw.shape()[1], bchw.shape()[2], bchw.shape()[3]);
+        let (b, c, h, w) = (
+            bchw.shape()[0],
+            bchw.shape()[1],
+            bchw.shape()[2],
+            bchw.shape()[3],
+        );
         if h == 0 || w == 0 || c == 0 {
             return Err(bad("zero-sized image"));
         }
@@ -237,7 +248,9 @@ mod tests {
         let img = ArrayD::from_shape_fn(vec![1, 3, 5, 7], |d| (d[1] * 35 + d[2] * 7 + d[3]) as f32);
         let out = r(5, 7, ResizeMode::Stretch).resize("images", &img).unwrap();
         assert_eq!(out, img);
-        let out = r(10, 14, ResizeMode::Stretch).resize("images", &img).unwrap();
+        let out = r(10, 14, ResizeMode::Stretch)
+            .resize("images", &img)
+            .unwrap();
         assert!(out.iter().all(|v| *v >= 0.0), "no padding in stretch mode");
     }
 

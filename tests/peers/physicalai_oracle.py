@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Runs physicalai's own runtime (PyPI ``physicalai``) as the oracle for tests/physicalai_oracle.rs.
+
+Usage: physicalai_oracle.py JOBS.json
+
+``JOBS.json`` is a list of jobs; each is an object with
+
+- ``dir``: the export directory; ``backend``: its backend (OpenVINO runs with the f32
+  precision hint, as our adapter does: on a bf16-capable CPU its default moves actions by
+  ~5e-3);
+- ``cwd`` (optional): the working directory to load and run from;
+- ``what``: ``chunk`` (``predict_action_chunk`` on ``inputs`` {name: .npy}, written to
+  ``out``), ``model_path`` (the model file physicalai picks) or ``load`` (construct only).
+
+Prints one line ``RESULT {json}``: per job ``{"ok": true, ...}`` or ``{"ok": false,
+"error": "<type>: <message>"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def run_job(job: dict) -> dict:
+    from physicalai.inference import InferenceModel
+
+    cwd = os.getcwd()
+    try:
+        if job.get("cwd"):
+            os.chdir(job["cwd"])
+        kwargs = {"INFERENCE_PRECISION_HINT": "f32"} if job.get("backend") == "openvino" else {}
+        model = InferenceModel(job["dir"], **kwargs)
+        if job["what"] == "load":
+            return {"ok": True}
+        if job["what"] == "model_path":
+            return {"ok": True, "model_path": str(model._get_model_path())}
+        obs = {name: np.load(path) for name, path in job["inputs"].items()}
+        chunk = model.predict_action_chunk(obs)
+        np.save(job["out"], np.asarray(chunk, dtype=np.float32))
+        return {"ok": True, "shape": list(chunk.shape)}
+    except Exception as e:  # noqa: BLE001 - every failure is the answer
+        return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    finally:
+        os.chdir(cwd)
+
+
+def main() -> None:
+    with open(sys.argv[1], encoding="utf-8") as f:
+        jobs = json.load(f)
+    results = [run_job(j) for j in jobs]
+    print("RESULT " + json.dumps(results), flush=True)
+
+
+if __name__ == "__main__":
+    # loguru's INFO lines go to stderr; keep stdout for the result.
+    main()
