@@ -922,3 +922,110 @@ fn help_lists_every_parameter() {
         assert!(text.contains(name), "--help lacks {name}");
     }
 }
+
+// ---- policy packages (manifest.json) -----------------------------------------------------
+
+/// A LeRobot-style package (normalisation outside the graph) on the live node commands what
+/// `policyctl chunk` computes for the same observation (synchronous refill: every chunk from
+/// row 0, `action_chunk_trimmer` rows per chunk).
+#[test]
+fn lerobot_package_commands_equal_policyctl_chunk() {
+    let world = World::new();
+    let export = fixture("act_tiny_lerobot");
+    let node = world.node(&[
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        JOINTS,
+        "-p",
+        "refill_mode:=sync",
+    ]);
+    let r = world.peer("rate_offline", json!({})).result(&node);
+    node.stop();
+
+    // The observation the peer sent, as .npy files for `policyctl chunk`.
+    let tmp = tempfile::tempdir().unwrap();
+    let state: Vec<f32> = f64s(&r["state"]).into_iter().map(|v| v as f32).collect();
+    let (h, w) = (64, 64);
+    let pixels: Vec<u8> = r["images"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u8)
+        .collect();
+    let image: Vec<f32> = (0..3 * h * w)
+        .map(|i| {
+            let (c, y, x) = (i / (h * w), (i / w) % h, i % w);
+            f32::from(pixels[(y * w + x) * 3 + c]) / 255.0
+        })
+        .collect();
+    let write = |name: &str, shape: &[usize], v: &[f32]| {
+        let p = tmp.path().join(name);
+        std::fs::write(
+            &p,
+            policy_node::npy::encode_npy(shape, policy_node::npy::NpyData::F32(v)),
+        )
+        .unwrap();
+        p
+    };
+    let s = write("state.npy", &[6], &state);
+    let i = write("image.npy", &[3, h, w], &image);
+    let out = tmp.path().join("chunk.npz");
+    let status = Command::new(env!("CARGO_BIN_EXE_policyctl"))
+        .arg("chunk")
+        .arg(&export)
+        .arg("--input")
+        .arg(format!("observation.state={}", s.display()))
+        .arg("--input")
+        .arg(format!("observation.images.top={}", i.display()))
+        .arg("--output")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let chunk = policy_node::npy::read_npz(&out)
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == "action")
+        .unwrap()
+        .1;
+    assert_eq!(chunk.shape(), &[8, 6], "trimmed to n_action_steps");
+    let chunk: Array2<f32> = chunk.into_dimensionality().unwrap();
+    let commands: Vec<Vec<f64>> = r["first_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f64s)
+        .collect();
+    assert!(commands.len() >= 16, "{} commands", commands.len());
+    for (k, c) in commands.iter().take(16).enumerate() {
+        let d = max_diff(c, chunk.row(k % 8));
+        assert!(d < TOL, "command {k} differs from policyctl chunk row {} by {d}", k % 8);
+    }
+}
+
+/// The node's preflight refuses `joint_names` that do not name the package's joints, naming
+/// the missing and the extra ones; it commands nothing.
+#[test]
+fn package_joint_order_mismatch_is_refused_at_start() {
+    let world = World::new();
+    let mut node = world.node(&[
+        "-p",
+        &format!("export_dir:={}", fixture("act_tiny_lerobot")),
+        "-p",
+        "joint_names:=[joint1, joint2, joint3, joint4, joint5, gripper]",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let needle = "not in the package: gripper";
+    while !node.log().contains(needle) && Instant::now() < deadline {
+        if let Ok(Some(_)) = node.child.try_wait() {
+            std::thread::sleep(Duration::from_millis(200));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = node.log();
+    for n in [needle, "missing from joint_names: joint6", "hardware.robots[0]"] {
+        assert!(log.contains(n), "`{n}` not in the log:\n{log}");
+    }
+}

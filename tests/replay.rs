@@ -705,3 +705,32 @@ fn sqlite_reader_works_on_an_in_memory_database() {
     assert!(got.windows(2).all(|w| w[0].0 <= w[1].0), "{got:?}");
     assert!(got.iter().all(|(_, d)| d % 2 == 1));
 }
+
+/// A physicalai package replays exactly as the legacy export of the same graph: the
+/// package's `action_chunk_trimmer` (6 of 10) acts as `n_action_steps: 6` does for the
+/// legacy export, and the outputs are byte-identical.
+#[cfg(feature = "onnx")]
+#[test]
+fn a_package_replays_like_the_legacy_export_of_its_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = dir.path().join("params.yaml");
+    let text = std::fs::read_to_string(demo().join("params.yaml")).unwrap();
+    std::fs::write(
+        &params,
+        text.replace("    enable_on_start: true", "    enable_on_start: true\n    n_action_steps: 6"),
+    )
+    .unwrap();
+    let legacy_out = dir.path().join("legacy.csv");
+    let mut legacy = options(demo().join("mcap"), "onnx");
+    legacy.params = Some(params);
+    legacy.output = Some(legacy_out.clone());
+    let a = run(&legacy);
+    let pkg_out = dir.path().join("package.csv");
+    let mut pkg = options(demo().join("mcap"), "onnx");
+    pkg.export_dir = root().join("tests/fixtures/act_tiny_pkg/onnx");
+    pkg.output = Some(pkg_out.clone());
+    let b = run(&pkg);
+    assert_eq!(a.commands, b.commands);
+    let (a, b) = (std::fs::read(&legacy_out).unwrap(), std::fs::read(&pkg_out).unwrap());
+    assert!(!a.is_empty() && a == b, "the package's replay differs from the legacy export's");
+}
