@@ -1,6 +1,7 @@
 //! Policy-layer benchmarks: `select_action` served from a non-empty queue (the per-tick cost
-//! when no inference is due), the scheduler alone, and one `predict` per compiled backend on
-//! the tiny fixture.
+//! when no inference is due), the scheduler alone, one `predict` per compiled backend on
+//! the tiny fixture, the package statistics (normalize + denormalize), and a package's
+//! whole pipeline against the raw model call on the same graph.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -89,9 +90,85 @@ fn bench_predict(c: &mut Criterion) {
     }
 }
 
+/// normalize (14-joint state) + denormalize (100 x 14 chunk): the processors' cost per
+/// inference, mean_std with a mask and quantiles.
+fn bench_normalize(c: &mut Criterion) {
+    use policy_node::policy::processors::{FeatureStatsMap, NormMode, StatsSource, StatsTransform};
+    let v = |x: f64| ndarray::ArrayD::from_elem(vec![14], x);
+    let mut stats = FeatureStatsMap::new();
+    stats.insert(
+        "observation.state".to_string(),
+        [("mean", v(0.1)), ("std", v(0.5)), ("mask", v(1.0))]
+            .into_iter()
+            .map(|(k, a)| (k.to_string(), a))
+            .collect(),
+    );
+    stats.insert(
+        "action".to_string(),
+        [("q01", v(-1.0)), ("q99", v(2.0))]
+            .into_iter()
+            .map(|(k, a)| (k.to_string(), a))
+            .collect(),
+    );
+    let src = || StatsSource::File("bench".into());
+    let norm = StatsTransform::from_stats(NormMode::MeanStd, false, &stats, &["observation.state"], src()).unwrap();
+    let denorm = StatsTransform::from_stats(NormMode::Quantiles, true, &stats, &["action"], src()).unwrap();
+    let mut obs = std::collections::BTreeMap::new();
+    obs.insert("observation.state".to_string(), ndarray::ArrayD::from_elem(vec![14], 0.3f32));
+    let mut out = std::collections::BTreeMap::new();
+    out.insert("action".to_string(), ndarray::ArrayD::from_elem(vec![1, 100, 14], 0.2f32));
+    c.bench_function("normalize state 14 + denormalize chunk 100 x 14", |b| {
+        b.iter(|| {
+            norm.apply(&mut obs, None).unwrap();
+            denorm.apply(&mut out, Some("action")).unwrap();
+            std::hint::black_box((&obs, &out));
+        })
+    });
+}
+
+/// A package's whole pipeline (`predict_chunk`: normalize, graph, denormalize) against the
+/// raw adapter call on the same graph with inputs normalised beforehand, in one run.
+fn bench_package_pipeline(c: &mut Criterion) {
+    for backend in policy_node::runtime::compiled_backends() {
+        if backend == policy_node::export::ExportBackend::TorchScript {
+            continue;
+        }
+        let dir = fixture(&format!("act_tiny_lerobot/{}", backend.as_str()));
+        let mut model = InferenceModel::builder(&dir).threads(1).build().unwrap();
+        let get = |n: &str| {
+            read_npy(fixture(&format!("act_tiny_lerobot/reference/{n}.npy")))
+                .unwrap()
+                .index_axis(Axis(0), 0)
+                .to_owned()
+        };
+        let obs: Observation = [
+            ("observation.state", get("observation.state")),
+            ("observation.images.top", get("observation.images.top")),
+        ]
+        .into_iter()
+        .collect();
+        c.bench_function(&format!("package pipeline act_tiny_lerobot {backend} (1 thread)"), |b| {
+            b.iter(|| std::hint::black_box(model.predict_chunk(&obs).unwrap()))
+        });
+        let export = policy_node::export::ExportDir::open(&dir).unwrap();
+        let opts = policy_node::runtime::RuntimeOptions {
+            threads: Some(1),
+            ..Default::default()
+        };
+        let mut a = policy_node::runtime::get_adapter(backend, &opts).unwrap();
+        a.load(&export.model_file).unwrap();
+        let s = get("observation.state").insert_axis(Axis(0));
+        let i = get("observation.images.top").insert_axis(Axis(0));
+        let inputs = [("observation.state", s.view()), ("observation.images.top", i.view())];
+        c.bench_function(&format!("raw predict act_tiny_lerobot {backend} (1 thread)"), |b| {
+            b.iter(|| std::hint::black_box(a.predict(&inputs).unwrap()))
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = bench_queue, bench_predict
+    targets = bench_queue, bench_predict, bench_normalize, bench_package_pipeline
 }
 criterion_main!(benches);

@@ -34,7 +34,10 @@ use crate::export::manifest::{Component, Feature, FeatureDtype};
 use crate::export::ExportDir;
 use crate::runtime::{fmt_shape, DType, TensorSpec};
 
-pub use normalize::{NormMode, StatsSource, StatsTransform};
+pub use normalize::{FeatureStats, NormMode, StatsSource, StatsTransform};
+
+/// Statistics by feature name.
+pub type FeatureStatsMap = BTreeMap<String, FeatureStats>;
 pub use resize::{Resize, ResizeMode};
 
 /// Preprocessor types this build runs.

@@ -102,6 +102,47 @@ struct Affine {
     b: ArrayD<f64>,
 }
 
+impl Affine {
+    /// The two layouts every package has, on contiguous data, without the general
+    /// broadcasting iterator: statistics over the trailing axes (a state `[S]` against
+    /// `[1, S]`, an action `[A]` against `[1, T, A]`), and per-channel image statistics
+    /// (`[C, 1, 1]` against `[.., C, H, W]`). Returns false when neither applies.
+    fn apply_fast(&self, t: &mut ArrayD<f32>) -> bool {
+        let (Some(a), Some(b)) = (self.a.as_slice(), self.b.as_slice()) else {
+            return false;
+        };
+        let s = t.shape().to_vec();
+        let sa = self.a.shape();
+        let Some(data) = t.as_slice_mut() else {
+            return false;
+        };
+        if sa.len() <= s.len() && sa == &s[s.len() - sa.len()..] && !a.is_empty() {
+            for row in data.chunks_exact_mut(a.len()) {
+                for ((x, a), b) in row.iter_mut().zip(a).zip(b) {
+                    *x = (f64::from(*x) * a + b) as f32;
+                }
+            }
+            return true;
+        }
+        // [C, 1, ..., 1] against [..., C, d1, ..., dk]: one (a, b) per channel block.
+        let lead = sa.iter().take_while(|d| **d != 1 || sa.len() == 1).count();
+        if lead == 1 && sa.len() <= s.len() && sa[0] == s[s.len() - sa.len()] {
+            let inner: usize = s[s.len() - sa.len() + 1..].iter().product();
+            if inner == 0 {
+                return true;
+            }
+            for (k, block) in data.chunks_exact_mut(inner).enumerate() {
+                let (a, b) = (a[k % a.len()], b[k % b.len()]);
+                for x in block {
+                    *x = (f64::from(*x) * a + b) as f32;
+                }
+            }
+            return true;
+        }
+        false
+    }
+}
+
 /// A feature listed implicitly (empty `features`) whose statistics do not fit the mode: an
 /// error only if an input with that name arrives, as physicalai would fail then too.
 #[derive(Debug, Clone)]
@@ -198,13 +239,47 @@ impl StatsTransform {
                 ))
             }
         };
+        Self::assemble(
+            mode,
+            inverse,
+            &stats,
+            features,
+            source,
+            c.json_path.clone(),
+            &c.param_path("features"),
+        )
+    }
+
+    /// From statistics already in memory: `features` selects (empty: every feature of
+    /// `stats`). For tools and benchmarks; packages go through
+    /// [`from_component`](Self::from_component).
+    pub fn from_stats(
+        mode: NormMode,
+        inverse: bool,
+        stats: &BTreeMap<String, FeatureStats>,
+        features: &[&str],
+        source: StatsSource,
+    ) -> Result<Self, PolicyError> {
+        let features = features.iter().map(|f| f.to_string()).collect();
+        Self::assemble(mode, inverse, stats, features, source, String::new(), "features")
+    }
+
+    fn assemble(
+        mode: NormMode,
+        inverse: bool,
+        stats: &BTreeMap<String, FeatureStats>,
+        features: Vec<String>,
+        source: StatsSource,
+        json_path: String,
+        features_key: &str,
+    ) -> Result<Self, PolicyError> {
         let mut out = StatsTransform {
             inverse,
             mode,
             source,
             affine: Vec::new(),
             unusable: Vec::new(),
-            json_path: c.json_path.clone(),
+            json_path,
         };
         if mode == NormMode::Identity {
             return Ok(out);
@@ -222,8 +297,7 @@ impl StatsTransform {
                     feature: name.clone(),
                     stat: "(any)".into(),
                     problem: format!(
-                        "`{name}` is listed in `{}` but has no statistics (features with statistics: {})",
-                        c.param_path("features"),
+                        "`{name}` is listed in `{features_key}` but has no statistics (features with statistics: {})",
                         join(stats.keys())
                     ),
                 });
@@ -231,7 +305,7 @@ impl StatsTransform {
             match affine_for(&name, fs, mode, inverse, &out.source) {
                 Ok(a) => out.affine.push(a),
                 Err(e) if !explicit => {
-                    log::debug!("{}: {e}", c.json_path);
+                    log::debug!("{}: {e}", out.json_path);
                     out.unusable.push(Unusable {
                         feature: name,
                         problem: e.to_string(),
@@ -278,6 +352,9 @@ impl StatsTransform {
                 continue;
             };
             let t = tensors.get_mut(&key).expect("key found above");
+            if f.apply_fast(t) {
+                continue;
+            }
             let shape = t.shape().to_vec();
             let (Some(a), Some(b)) = (f.a.broadcast(IxDyn(&shape)), f.b.broadcast(IxDyn(&shape)))
             else {
@@ -632,7 +709,7 @@ fn nested(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::array;
+    use ndarray::{array, Dimension};
 
     fn stats(pairs: &[(&str, ArrayD<f64>)]) -> FeatureStats {
         pairs
@@ -797,6 +874,32 @@ mod tests {
         );
         let e = t2.apply(&mut m, None).unwrap_err().to_string();
         assert!(e.contains("images.top"), "{e}");
+    }
+
+    #[test]
+    fn fast_paths_equal_the_broadcasting_path() {
+        // Per-channel [3, 1, 1] and trailing [4] statistics, on contiguous tensors (fast
+        // paths) and on the same values in a transposed, non-contiguous layout (general path).
+        for (stat_shape, t_shape) in [(vec![3, 1, 1], vec![1, 3, 4, 4]), (vec![4], vec![2, 5, 4])] {
+            let n: usize = stat_shape.iter().product();
+            let fs = stats(&[
+                ("mean", ArrayD::from_shape_fn(stat_shape.clone(), |i| i.slice().iter().sum::<usize>() as f64 * 0.3)),
+                ("std", ArrayD::from_shape_vec(stat_shape.clone(), (1..=n).map(|k| k as f64 * 0.7).collect()).unwrap()),
+            ]);
+            let t = transform(NormMode::MeanStd, false, fs);
+            let x = ArrayD::from_shape_fn(t_shape.clone(), |i| i.slice().iter().enumerate().map(|(k, v)| (*v * (k + 1)) as f32).sum::<f32>() * 0.1);
+            let fast = run(&t, x.clone());
+            // Same logical values, stored transposed twice (a non-contiguous view made owned
+            // keeps standard layout, so build the permuted copy and permute it back).
+            let rank = t_shape.len();
+            let rev: Vec<usize> = (0..rank).rev().collect();
+            let stored = x.clone().permuted_axes(IxDyn(&rev)).as_standard_layout().to_owned();
+            let mut m = BTreeMap::new();
+            m.insert("state".to_string(), stored.permuted_axes(IxDyn(&rev)));
+            assert!(m["state"].as_slice().is_none(), "the general path is exercised");
+            t.apply(&mut m, None).unwrap();
+            assert_eq!(fast, m["state"], "{stat_shape:?} vs {t_shape:?}");
+        }
     }
 
     #[test]
