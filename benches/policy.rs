@@ -111,12 +111,26 @@ fn bench_normalize(c: &mut Criterion) {
             .collect(),
     );
     let src = || StatsSource::File("bench".into());
-    let norm = StatsTransform::from_stats(NormMode::MeanStd, false, &stats, &["observation.state"], src()).unwrap();
-    let denorm = StatsTransform::from_stats(NormMode::Quantiles, true, &stats, &["action"], src()).unwrap();
+    let norm = StatsTransform::from_stats(
+        NormMode::MeanStd,
+        false,
+        &stats,
+        &["observation.state"],
+        src(),
+    )
+    .unwrap();
+    let denorm =
+        StatsTransform::from_stats(NormMode::Quantiles, true, &stats, &["action"], src()).unwrap();
     let mut obs = std::collections::BTreeMap::new();
-    obs.insert("observation.state".to_string(), ndarray::ArrayD::from_elem(vec![14], 0.3f32));
+    obs.insert(
+        "observation.state".to_string(),
+        ndarray::ArrayD::from_elem(vec![14], 0.3f32),
+    );
     let mut out = std::collections::BTreeMap::new();
-    out.insert("action".to_string(), ndarray::ArrayD::from_elem(vec![1, 100, 14], 0.2f32));
+    out.insert(
+        "action".to_string(),
+        ndarray::ArrayD::from_elem(vec![1, 100, 14], 0.2f32),
+    );
     c.bench_function("normalize state 14 + denormalize chunk 100 x 14", |b| {
         b.iter(|| {
             norm.apply(&mut obs, None).unwrap();
@@ -147,9 +161,10 @@ fn bench_package_pipeline(c: &mut Criterion) {
         ]
         .into_iter()
         .collect();
-        c.bench_function(&format!("package pipeline act_tiny_lerobot {backend} (1 thread)"), |b| {
-            b.iter(|| std::hint::black_box(model.predict_chunk(&obs).unwrap()))
-        });
+        c.bench_function(
+            &format!("package pipeline act_tiny_lerobot {backend} (1 thread)"),
+            |b| b.iter(|| std::hint::black_box(model.predict_chunk(&obs).unwrap())),
+        );
         let export = policy_node::export::ExportDir::open(&dir).unwrap();
         let opts = policy_node::runtime::RuntimeOptions {
             threads: Some(1),
@@ -159,10 +174,14 @@ fn bench_package_pipeline(c: &mut Criterion) {
         a.load(&export.model_file).unwrap();
         let s = get("observation.state").insert_axis(Axis(0));
         let i = get("observation.images.top").insert_axis(Axis(0));
-        let inputs = [("observation.state", s.view()), ("observation.images.top", i.view())];
-        c.bench_function(&format!("raw predict act_tiny_lerobot {backend} (1 thread)"), |b| {
-            b.iter(|| std::hint::black_box(a.predict(&inputs).unwrap()))
-        });
+        let inputs = [
+            ("observation.state", s.view()),
+            ("observation.images.top", i.view()),
+        ];
+        c.bench_function(
+            &format!("raw predict act_tiny_lerobot {backend} (1 thread)"),
+            |b| b.iter(|| std::hint::black_box(a.predict(&inputs).unwrap())),
+        );
     }
 }
 

@@ -1000,7 +1000,11 @@ fn lerobot_package_commands_equal_policyctl_chunk() {
     assert!(commands.len() >= 16, "{} commands", commands.len());
     for (k, c) in commands.iter().take(16).enumerate() {
         let d = max_diff(c, chunk.row(k % 8));
-        assert!(d < TOL, "command {k} differs from policyctl chunk row {} by {d}", k % 8);
+        assert!(
+            d < TOL,
+            "command {k} differs from policyctl chunk row {} by {d}",
+            k % 8
+        );
     }
 }
 
@@ -1025,7 +1029,11 @@ fn package_joint_order_mismatch_is_refused_at_start() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let log = node.log();
-    for n in [needle, "missing from joint_names: joint6", "hardware.robots[0]"] {
+    for n in [
+        needle,
+        "missing from joint_names: joint6",
+        "hardware.robots[0]",
+    ] {
         assert!(log.contains(n), "`{n}` not in the log:\n{log}");
     }
 }

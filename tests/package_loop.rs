@@ -21,7 +21,10 @@ const JOINTS: [&str; 6] = ["joint1", "joint2", "joint3", "joint4", "joint5", "jo
 
 fn params(dir: &Path, joints: &[&str]) -> NodeParams {
     let mut m = ParamMap::new();
-    m.insert("export_dir".into(), ParamValue::String(dir.display().to_string()));
+    m.insert(
+        "export_dir".into(),
+        ParamValue::String(dir.display().to_string()),
+    );
     m.insert(
         "joint_names".into(),
         ParamValue::StringArray(joints.iter().map(|s| s.to_string()).collect()),
@@ -77,10 +80,21 @@ fn sample() -> (Vec<f64>, ArrayD<f32>, Vec<u8>) {
     (state, quantised, rgb)
 }
 
-fn first_command(lp: &mut ControlLoop, names: &[&str], state: &[f64], rgb: &[u8], h: u32, w: u32) -> Vec<f64> {
+fn first_command(
+    lp: &mut ControlLoop,
+    names: &[&str],
+    state: &[f64],
+    rgb: &[u8],
+    h: u32,
+    w: u32,
+) -> Vec<f64> {
     lp.on_joint_state(1_000, names, state).unwrap();
-    lp.on_image(0, 1_000, ImageData::raw(w, h, w * 3, "rgb8", rgb.to_vec()).unwrap())
-        .unwrap();
+    lp.on_image(
+        0,
+        1_000,
+        ImageData::raw(w, h, w * 3, "rgb8", rgb.to_vec()).unwrap(),
+    )
+    .unwrap();
     match lp.tick(2_000) {
         TickStatus::Command(c) => c,
         other => panic!("no command: {other:?}"),
@@ -93,7 +107,10 @@ fn commands_follow_joint_names_when_the_package_orders_joints_otherwise() {
     // Reference: the package's own order (joint1..6), offline.
     let mut model = InferenceModel::load(fixture("act_tiny_lerobot/onnx")).unwrap();
     let obs: Observation = [
-        ("observation.state", ArrayD::from_shape_vec(vec![6], state.iter().map(|v| *v as f32).collect()).unwrap()),
+        (
+            "observation.state",
+            ArrayD::from_shape_vec(vec![6], state.iter().map(|v| *v as f32).collect()).unwrap(),
+        ),
         ("observation.images.top", image),
     ]
     .into_iter()
@@ -102,10 +119,18 @@ fn commands_follow_joint_names_when_the_package_orders_joints_otherwise() {
 
     // The node lists the joints in another order; the robot's messages use that order too.
     let order = ["joint3", "joint1", "joint2", "joint6", "joint4", "joint5"];
-    let perm: Vec<usize> = order.iter().map(|j| JOINTS.iter().position(|n| n == j).unwrap()).collect();
+    let perm: Vec<usize> = order
+        .iter()
+        .map(|j| JOINTS.iter().position(|n| n == j).unwrap())
+        .collect();
     let msg_state: Vec<f64> = perm.iter().map(|&i| state[i]).collect();
-    let mut lp = ControlLoop::new(params(&fixture("act_tiny_lerobot/onnx"), &order), sync()).unwrap();
-    assert_eq!(lp.model_state_order(), JOINTS, "the model gets its state in the package's order");
+    let mut lp =
+        ControlLoop::new(params(&fixture("act_tiny_lerobot/onnx"), &order), sync()).unwrap();
+    assert_eq!(
+        lp.model_state_order(),
+        JOINTS,
+        "the model gets its state in the package's order"
+    );
     let cmd = first_command(&mut lp, &order, &msg_state, &rgb, 64, 64);
     for (i, &j) in perm.iter().enumerate() {
         let want = f64::from(chunk[[0, j]]);
@@ -126,9 +151,24 @@ fn joint_names_must_match_the_package_joints() {
         Err(e) => e,
         Ok(_) => panic!("loaded with a joint the package does not have"),
     };
-    assert!(matches!(e, ControlError::Mismatch { name: "joint_names", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ControlError::Mismatch {
+                name: "joint_names",
+                ..
+            }
+        ),
+        "{e}"
+    );
     let msg = e.to_string();
-    for needle in ["joint_names", "hardware.robots[0]", "missing from joint_names: joint6", "not in the package: gripper", "manifest.json"] {
+    for needle in [
+        "joint_names",
+        "hardware.robots[0]",
+        "missing from joint_names: joint6",
+        "not in the package: gripper",
+        "manifest.json",
+    ] {
         assert!(msg.contains(needle), "`{needle}` not in: {msg}");
     }
 }
@@ -136,9 +176,16 @@ fn joint_names_must_match_the_package_joints() {
 #[test]
 fn declared_camera_shape_must_fit_the_model() {
     let dir = lerobot(|m| m["hardware"]["cameras"][0]["shape"] = json!([3, 48, 64]));
-    let e = ControlLoop::new(params(dir.path(), &JOINTS), sync()).err().expect("an error");
+    let e = ControlLoop::new(params(dir.path(), &JOINTS), sync())
+        .err()
+        .expect("an error");
     let msg = e.to_string();
-    for needle in ["`top`", "[3, 48, 64]", "observation.images.top", "[3, 64, 64]"] {
+    for needle in [
+        "`top`",
+        "[3, 48, 64]",
+        "observation.images.top",
+        "[3, 64, 64]",
+    ] {
         assert!(msg.contains(needle), "`{needle}` not in: {msg}");
     }
 }
@@ -162,15 +209,24 @@ fn a_resizing_package_gets_frames_at_the_camera_resolution() {
 
     // The same through the library: the 48x64 frame letterboxed by the package itself.
     let mut model = InferenceModel::load(dir.path()).unwrap();
-    let chw = ArrayD::from_shape_fn(vec![3, 48, 64], |i| f32::from(rgb[(i[1] * 64 + i[2]) * 3 + i[0]]) / 255.0);
+    let chw = ArrayD::from_shape_fn(vec![3, 48, 64], |i| {
+        f32::from(rgb[(i[1] * 64 + i[2]) * 3 + i[0]]) / 255.0
+    });
     let obs: Observation = [
-        ("observation.state", ArrayD::from_shape_vec(vec![6], state.iter().map(|v| *v as f32).collect()).unwrap()),
+        (
+            "observation.state",
+            ArrayD::from_shape_vec(vec![6], state.iter().map(|v| *v as f32).collect()).unwrap(),
+        ),
         ("observation.images.top", chw),
     ]
     .into_iter()
     .collect();
     let chunk = model.predict_chunk(&obs).unwrap();
     for (i, c) in cmd.iter().enumerate() {
-        assert!((c - f64::from(chunk[[0, i]])).abs() < 1e-5, "joint {i}: {c} vs {}", chunk[[0, i]]);
+        assert!(
+            (c - f64::from(chunk[[0, i]])).abs() < 1e-5,
+            "joint {i}: {c} vs {}",
+            chunk[[0, i]]
+        );
     }
 }

@@ -172,20 +172,46 @@ fn info_json_shows_the_package() {
         .arg(fixture("act_tiny_lerobot/onnx"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let p = &v["package"];
     assert_eq!(p["format"], "policy_package");
     assert_eq!(p["version"], "1.0");
     assert_eq!(p["runner"], "single_pass");
-    let pre: Vec<&str> = p["preprocessors"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
-    assert!(pre[0].starts_with("normalize min_max [observation.state]"), "{pre:?}");
-    assert!(pre[1].starts_with("normalize mean_std [observation.images.top]"), "{pre:?}");
-    let post: Vec<&str> = p["postprocessors"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
-    assert!(post[0].starts_with("denormalize quantiles [action]"), "{post:?}");
+    let pre: Vec<&str> = p["preprocessors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        pre[0].starts_with("normalize min_max [observation.state]"),
+        "{pre:?}"
+    );
+    assert!(
+        pre[1].starts_with("normalize mean_std [observation.images.top]"),
+        "{pre:?}"
+    );
+    let post: Vec<&str> = p["postprocessors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        post[0].starts_with("denormalize quantiles [action]"),
+        "{post:?}"
+    );
     assert_eq!(post[1], "action_chunk_trimmer n_action_steps 8");
     assert_eq!(p["hardware"]["robots"][0]["action"]["order"][5], "joint6");
-    assert_eq!(p["hardware"]["cameras"][0]["shape"], serde_json::json!([3, 64, 64]));
+    assert_eq!(
+        p["hardware"]["cameras"][0]["shape"],
+        serde_json::json!([3, 64, 64])
+    );
     assert_eq!(v["n_action_steps"], 8);
     // Unknown top-level keys are kept and shown.
     let dir = tempfile::tempdir().unwrap();
@@ -197,7 +223,10 @@ fn info_json_shows_the_package() {
     std::fs::write(&m, text.replacen('{', "{\"rtc\": {\"chunk_size\": 10},", 1)).unwrap();
     let out = policyctl().arg("info").arg(dir.path()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("extra     rtc: {\"chunk_size\":10}"), "{text}");
+    assert!(
+        text.contains("extra     rtc: {\"chunk_size\":10}"),
+        "{text}"
+    );
 }
 
 /// `chunk` runs the whole pipeline: aliases for the input names, denormalized and trimmed
@@ -212,11 +241,26 @@ fn chunk_runs_the_whole_pipeline() {
         std::fs::write(&p, encode_npy(a.shape(), NpyData::F32(&v))).unwrap();
         p
     };
-    let s = write("s.npy", reference("act_tiny_lerobot", "observation.state").index_axis(Axis(0), 1).to_owned());
-    let i = write("i.npy", reference("act_tiny_lerobot", "observation.images.top").index_axis(Axis(0), 1).to_owned());
-    let want = reference("act_tiny_lerobot", "action").index_axis(Axis(0), 1).to_owned();
+    let s = write(
+        "s.npy",
+        reference("act_tiny_lerobot", "observation.state")
+            .index_axis(Axis(0), 1)
+            .to_owned(),
+    );
+    let i = write(
+        "i.npy",
+        reference("act_tiny_lerobot", "observation.images.top")
+            .index_axis(Axis(0), 1)
+            .to_owned(),
+    );
+    let want = reference("act_tiny_lerobot", "action")
+        .index_axis(Axis(0), 1)
+        .to_owned();
     // PAS names (`state`, `images.top`) for a package that says `observation.*`.
-    for (sn, inn) in [("observation.state", "observation.images.top"), ("state", "images.top")] {
+    for (sn, inn) in [
+        ("observation.state", "observation.images.top"),
+        ("state", "images.top"),
+    ] {
         let out = dir.path().join("o.npz");
         let r = policyctl()
             .arg("chunk")
@@ -229,10 +273,18 @@ fn chunk_runs_the_whole_pipeline() {
             .arg(&out)
             .output()
             .unwrap();
-        assert!(r.status.success(), "{sn}: {}", String::from_utf8_lossy(&r.stderr));
+        assert!(
+            r.status.success(),
+            "{sn}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
         let got = read_npz(&out).unwrap().remove(0).1;
         assert_eq!(got.shape(), &[8, 6]);
-        assert!(max_abs_diff(&got, &want) <= 1e-4, "{sn}: {}", max_abs_diff(&got, &want));
+        assert!(
+            max_abs_diff(&got, &want) <= 1e-4,
+            "{sn}: {}",
+            max_abs_diff(&got, &want)
+        );
     }
     // A state of the wrong length names the tensor, the feature and both shapes.
     let bad = write("bad.npy", ndarray::ArrayD::zeros(vec![7]));
@@ -258,11 +310,23 @@ fn chunk_runs_the_whole_pipeline() {
 #[test]
 fn bench_names_inputs_without_a_known_shape() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(act_tiny(policy_node::export::ExportBackend::TorchScript).join("model.pt"), dir.path().join("model.pt")).unwrap();
-    let r = policyctl().arg("bench").arg(dir.path()).args(["--iterations", "1"]).output().unwrap();
+    std::fs::copy(
+        act_tiny(policy_node::export::ExportBackend::TorchScript).join("model.pt"),
+        dir.path().join("model.pt"),
+    )
+    .unwrap();
+    let r = policyctl()
+        .arg("bench")
+        .arg(dir.path())
+        .args(["--iterations", "1"])
+        .output()
+        .unwrap();
     assert!(!r.status.success());
     let e = String::from_utf8_lossy(&r.stderr);
-    assert!(e.contains("`state`") && e.contains("no known shape") && e.contains("--input state="), "{e}");
+    assert!(
+        e.contains("`state`") && e.contains("no known shape") && e.contains("--input state="),
+        "{e}"
+    );
     // With the shapes given as files, it runs.
     let write = |name: &str, shape: &[usize]| {
         let p = dir.path().join(name);

@@ -717,7 +717,10 @@ fn a_package_replays_like_the_legacy_export_of_its_graph() {
     let text = std::fs::read_to_string(demo().join("params.yaml")).unwrap();
     std::fs::write(
         &params,
-        text.replace("    enable_on_start: true", "    enable_on_start: true\n    n_action_steps: 6"),
+        text.replace(
+            "    enable_on_start: true",
+            "    enable_on_start: true\n    n_action_steps: 6",
+        ),
     )
     .unwrap();
     let legacy_out = dir.path().join("legacy.csv");
@@ -731,6 +734,12 @@ fn a_package_replays_like_the_legacy_export_of_its_graph() {
     pkg.output = Some(pkg_out.clone());
     let b = run(&pkg);
     assert_eq!(a.commands, b.commands);
-    let (a, b) = (std::fs::read(&legacy_out).unwrap(), std::fs::read(&pkg_out).unwrap());
-    assert!(!a.is_empty() && a == b, "the package's replay differs from the legacy export's");
+    let (a, b) = (
+        std::fs::read(&legacy_out).unwrap(),
+        std::fs::read(&pkg_out).unwrap(),
+    );
+    assert!(
+        !a.is_empty() && a == b,
+        "the package's replay differs from the legacy export's"
+    );
 }

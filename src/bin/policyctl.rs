@@ -117,6 +117,10 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Time `select_action` through the whole policy (processors, queue) instead of the
+        /// raw model call: a refill (inference + processors) and the queue pops after it.
+        #[arg(long)]
+        pipeline: bool,
         #[command(flatten)]
         rt: RuntimeArgs,
     },
@@ -172,8 +176,18 @@ fn run(cmd: Command) -> Result<()> {
             iterations,
             warmup,
             json,
+            pipeline: false,
             rt,
         } => bench(dir, &inputs, iterations, warmup, json, &rt),
+        Command::Bench {
+            dir,
+            inputs,
+            iterations,
+            warmup,
+            json,
+            pipeline: true,
+            rt,
+        } => bench_pipeline(dir, &inputs, iterations, warmup, json, &rt),
         Command::Replay {
             bag,
             dir,
@@ -608,6 +622,106 @@ fn bench(
             median,
             pct(0.99),
             us[us.len() - 1]
+        );
+    }
+    Ok(())
+}
+
+/// min / median / p99 / max of microsecond samples (sorted here).
+fn stats(us: &mut [f64]) -> serde_json::Value {
+    us.sort_by(f64::total_cmp);
+    let n = us.len();
+    let pct = |p: f64| us[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+    let median = if n % 2 == 1 {
+        us[n / 2]
+    } else {
+        0.5 * (us[n / 2 - 1] + us[n / 2])
+    };
+    serde_json::json!({"min": us[0], "median": median, "p99": pct(0.99), "max": us[n - 1]})
+}
+
+fn bench_pipeline(
+    dir: PathBuf,
+    given: &[String],
+    iterations: usize,
+    warmup: usize,
+    json: bool,
+    rt: &RuntimeArgs,
+) -> Result<()> {
+    if iterations == 0 {
+        bail!("--iterations must be at least 1");
+    }
+    let given = read_inputs(given)?;
+    let start = Instant::now();
+    let mut b = InferenceModel::builder(&dir).runtime_options(rt.options()?);
+    if let Some(backend) = rt.backend()? {
+        b = b.backend(backend);
+    }
+    let mut model = b
+        .build()
+        .with_context(|| format!("loading {}", dir.display()))?;
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    // Observations named as given, else generated for the model's ports.
+    let obs: Observation = if given.is_empty() {
+        let specs = model.predictor().inputs().to_vec();
+        bench_inputs(model.export(), &specs, Vec::new())?
+            .into_iter()
+            .collect()
+    } else {
+        given.into_iter().collect()
+    };
+    if !model.config().serves_single_actions() {
+        bail!("this policy returns whole chunks (no action queue): use `bench` without --pipeline");
+    }
+    for _ in 0..warmup {
+        model.reset();
+        model.select_action(&obs)?;
+    }
+    let (mut refill, mut pop) = (Vec::new(), Vec::new());
+    for _ in 0..iterations {
+        model.reset();
+        let t = Instant::now();
+        std::hint::black_box(model.select_action(&obs)?);
+        refill.push(t.elapsed().as_secs_f64() * 1e6);
+        while model.queue_len() > 0 {
+            let t = Instant::now();
+            std::hint::black_box(model.select_action(&obs)?);
+            pop.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    if pop.is_empty() {
+        pop.push(0.0);
+    }
+    let (r, p) = (stats(&mut refill), stats(&mut pop));
+    if json {
+        let v = serde_json::json!({
+            "backend": model.backend().as_str(),
+            "device": model.device(),
+            "threads": rt.threads,
+            "iterations": iterations,
+            "load_ms": load_ms,
+            "latency_us": r,
+            "pop_us": p,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{} on {} through the package pipeline ({} refills, threads {:?})",
+            model.backend(),
+            model.device(),
+            iterations,
+            rt.threads
+        );
+        println!("load     {load_ms:.1} ms");
+        println!(
+            "refill   median {:.0} us  p99 {:.0} us  (select_action on an empty queue: processors + model)",
+            r["median"].as_f64().unwrap_or(0.0),
+            r["p99"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "pop      median {:.2} us  p99 {:.2} us  (select_action from the queue)",
+            p["median"].as_f64().unwrap_or(0.0),
+            p["p99"].as_f64().unwrap_or(0.0)
         );
     }
     Ok(())

@@ -1,7 +1,9 @@
-//! Export directories: `metadata.yaml` / `metadata.json`, the model file, backend detection
-//! and validation.
+//! Export directories: physicalai policy packages (`manifest.json`, see [`manifest`]),
+//! `metadata.yaml` / `metadata.json`, the model file, backend detection and validation.
 //!
-//! Two metadata schemas are accepted:
+//! A `manifest.json` is preferred when present; its queue configuration and shapes are
+//! derived into an [`ExportMetadata`] so the rest of the crate reads one structure.
+//! Two legacy metadata schemas are accepted:
 //! - the design document's: `backend, policy_class, chunk_size, use_action_queue,
 //!   input_shapes, output_shapes`;
 //! - the one getiaction's exporter writes: `getiaction_version, policy_class, backend,

@@ -261,7 +261,15 @@ impl StatsTransform {
         source: StatsSource,
     ) -> Result<Self, PolicyError> {
         let features = features.iter().map(|f| f.to_string()).collect();
-        Self::assemble(mode, inverse, stats, features, source, String::new(), "features")
+        Self::assemble(
+            mode,
+            inverse,
+            stats,
+            features,
+            source,
+            String::new(),
+            "features",
+        )
     }
 
     fn assemble(
@@ -883,20 +891,46 @@ mod tests {
         for (stat_shape, t_shape) in [(vec![3, 1, 1], vec![1, 3, 4, 4]), (vec![4], vec![2, 5, 4])] {
             let n: usize = stat_shape.iter().product();
             let fs = stats(&[
-                ("mean", ArrayD::from_shape_fn(stat_shape.clone(), |i| i.slice().iter().sum::<usize>() as f64 * 0.3)),
-                ("std", ArrayD::from_shape_vec(stat_shape.clone(), (1..=n).map(|k| k as f64 * 0.7).collect()).unwrap()),
+                (
+                    "mean",
+                    ArrayD::from_shape_fn(stat_shape.clone(), |i| {
+                        i.slice().iter().sum::<usize>() as f64 * 0.3
+                    }),
+                ),
+                (
+                    "std",
+                    ArrayD::from_shape_vec(
+                        stat_shape.clone(),
+                        (1..=n).map(|k| k as f64 * 0.7).collect(),
+                    )
+                    .unwrap(),
+                ),
             ]);
             let t = transform(NormMode::MeanStd, false, fs);
-            let x = ArrayD::from_shape_fn(t_shape.clone(), |i| i.slice().iter().enumerate().map(|(k, v)| (*v * (k + 1)) as f32).sum::<f32>() * 0.1);
+            let x = ArrayD::from_shape_fn(t_shape.clone(), |i| {
+                i.slice()
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| (*v * (k + 1)) as f32)
+                    .sum::<f32>()
+                    * 0.1
+            });
             let fast = run(&t, x.clone());
             // Same logical values, stored transposed twice (a non-contiguous view made owned
             // keeps standard layout, so build the permuted copy and permute it back).
             let rank = t_shape.len();
             let rev: Vec<usize> = (0..rank).rev().collect();
-            let stored = x.clone().permuted_axes(IxDyn(&rev)).as_standard_layout().to_owned();
+            let stored = x
+                .clone()
+                .permuted_axes(IxDyn(&rev))
+                .as_standard_layout()
+                .to_owned();
             let mut m = BTreeMap::new();
             m.insert("state".to_string(), stored.permuted_axes(IxDyn(&rev)));
-            assert!(m["state"].as_slice().is_none(), "the general path is exercised");
+            assert!(
+                m["state"].as_slice().is_none(),
+                "the general path is exercised"
+            );
             t.apply(&mut m, None).unwrap();
             assert_eq!(fast, m["state"], "{stat_shape:?} vs {t_shape:?}");
         }
