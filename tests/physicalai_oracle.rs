@@ -307,3 +307,58 @@ fn deliberate_differences_from_physicalai() {
     assert_eq!(model.config().chunk_size, 10);
     assert!(model.config().serves_single_actions());
 }
+
+/// The `resize` processor against physicalai's `ResizePreprocessor` (OpenCV bilinear):
+/// letterbox and stretch, down and up, odd aspect ratios, a pad value.
+#[test]
+fn resize_equals_physicalai() {
+    use policy_node::policy::processors::{Layout, Resize, ResizeMode};
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            (3usize, 48usize, 64usize),
+            (64usize, 64usize),
+            "letterbox",
+            0.0f32,
+        ),
+        ((3, 37, 91), (32, 40), "letterbox", 0.25),
+        ((3, 30, 20), (64, 48), "letterbox", -1.0),
+        ((3, 30, 20), (17, 23), "stretch", 0.0),
+        ((3, 64, 64), (224, 224), "stretch", 0.0),
+    ];
+    let mut jobs = Vec::new();
+    let mut ours = Vec::new();
+    for (k, ((c, h, w), (th, tw), mode, pad)) in cases.iter().enumerate() {
+        let img = ArrayD::from_shape_fn(vec![1, *c, *h, *w], |i| {
+            ((i[1] * 131 + i[2] * 17 + i[3] * 7) % 97) as f32 / 97.0
+        });
+        let input = tmp.path().join(format!("in{k}.npy"));
+        save(&input, &img);
+        let out = tmp.path().join(format!("out{k}.npy"));
+        jobs.push(json!({"what": "resize", "input": input, "out": out,
+            "params": {"image_resolution": [th, tw], "mode": mode, "pad_value": pad, "image_layout": "BCHW"}}));
+        let m = if *mode == "letterbox" {
+            ResizeMode::Letterbox
+        } else {
+            ResizeMode::Stretch
+        };
+        let mut t = std::collections::BTreeMap::new();
+        t.insert("images".to_string(), img);
+        Resize::new(*th, *tw, m, *pad, Layout::ChannelsFirst)
+            .apply(&mut t)
+            .unwrap();
+        ours.push((
+            format!("{:?} -> {:?} {mode}", (c, h, w), (th, tw)),
+            t.remove("images").unwrap(),
+            out,
+        ));
+    }
+    let r = oracle(&jobs);
+    for ((what, got, out), r) in ours.iter().zip(&r) {
+        assert_eq!(r["ok"], json!(true), "{what}: {r}");
+        let want = read_npy(out).unwrap();
+        let d = max_diff(got, &want);
+        println!("{what}: |ours - physicalai| = {d:.2e}");
+        assert!(d <= TOL, "{what}: {d}");
+    }
+}

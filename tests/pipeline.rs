@@ -66,6 +66,35 @@ fn train_export_infer() {
             assert!(d <= 1e-4, "{} vs {} sample {i}: {d}", w[0].0, w[1].0);
         }
     }
+    // The same weights as policy packages: normalisation outside the graph (LeRobot style)
+    // reproduces the PyTorch policy through normalize -> graph -> denormalize -> trimmer.
+    for backend in backends() {
+        if backend == policy_node::export::ExportBackend::TorchScript {
+            continue;
+        }
+        let pkg = out.path().join("act_tiny_lerobot");
+        let mut m = InferenceModel::load(pkg.join(backend.as_str())).unwrap();
+        let want = read_npy(pkg.join("reference/action.npy")).unwrap();
+        let s = read_npy(pkg.join("reference/observation.state.npy")).unwrap();
+        let im = read_npy(pkg.join("reference/observation.images.top.npy")).unwrap();
+        for i in 0..want.shape()[0] {
+            let mut obs = Observation::new();
+            obs.insert("observation.state", s.index_axis(Axis(0), i).to_owned());
+            obs.insert(
+                "observation.images.top",
+                im.index_axis(Axis(0), i).to_owned(),
+            );
+            let chunk = m.predict_chunk(&obs).unwrap();
+            let n = m.config().n_action_steps;
+            let got = chunk.slice(ndarray::s![..n, ..]).to_owned().into_dyn();
+            let d = max_abs_diff(&got, &want.index_axis(Axis(0), i).to_owned());
+            assert!(
+                d <= 1e-4,
+                "package {backend} sample {i}: |rust - torch| = {d}"
+            );
+        }
+    }
+
     // It learned the demonstration: chunk error well below the do-nothing baseline.
     let (_, chunks) = &per_backend[0];
     let mut err = 0.0f64;

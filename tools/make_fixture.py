@@ -13,6 +13,10 @@ writes
                        ``openvino/`` (getiaction exporter schema) and
                        ``torchscript/`` (``metadata.json``), plus ``reference/``
                        inputs and PyTorch outputs;
+- ``act_tiny_pkg/``    the same weights as a physicalai policy package (``manifest.json``,
+                       first-party ACT layout) for ONNX and OpenVINO;
+- ``act_tiny_lerobot/`` the same policy as a LeRobot-style package: normalisation outside the
+                       graph (``stats.safetensors``), ``observation.*`` names, ``hardware``;
 - ``act_tiny_2cam/``   the same architecture with two cameras of different sizes
                        (``images.top`` 64x64, ``images.wrist`` 48x64), briefly
                        trained, ONNX only, plus ``reference/``;
@@ -1005,7 +1009,7 @@ def digest(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Without --large, regenerates tests/fixtures/{act_tiny,act_tiny_2cam,cases/invalid-state-dict-pt}.",
+        epilog="Without --large, regenerates tests/fixtures/{act_tiny,act_tiny_pkg,act_tiny_lerobot,act_tiny_2cam,cases/invalid-state-dict-pt}.",
     )
     parser.add_argument("--large", nargs="?", const=REPO_ROOT / "fixtures-large" / "act_full", metavar="OUT_DIR",
                         type=Path, help="export the ACT-size random-init model to OUT_DIR instead of the fixtures "

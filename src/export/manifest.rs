@@ -804,8 +804,8 @@ impl JsonParser {
 /// A JSON value as it would be written, shortened.
 pub(crate) fn render(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 60 {
-        format!("{}...", &s[..s.floor_char_boundary(57)])
+    if s.chars().count() > 60 {
+        format!("{}...", s.chars().take(57).collect::<String>())
     } else {
         s
     }

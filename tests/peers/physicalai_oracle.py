@@ -10,7 +10,8 @@ Usage: physicalai_oracle.py JOBS.json
   ~5e-3);
 - ``cwd`` (optional): the working directory to load and run from;
 - ``what``: ``chunk`` (``predict_action_chunk`` on ``inputs`` {name: .npy}, written to
-  ``out``), ``model_path`` (the model file physicalai picks) or ``load`` (construct only).
+  ``out``), ``model_path`` (the model file physicalai picks), ``load`` (construct only) or
+  ``resize`` (physicalai's ``ResizePreprocessor(**params)`` on ``{"images": input}``).
 
 Prints one line ``RESULT {json}``: per job ``{"ok": true, ...}`` or ``{"ok": false,
 "error": "<type>: <message>"}``.
@@ -28,6 +29,12 @@ import numpy as np
 def run_job(job: dict) -> dict:
     from physicalai.inference import InferenceModel
 
+    if job["what"] == "resize":
+        from physicalai.inference.preprocessors import ResizePreprocessor
+
+        out = ResizePreprocessor(**job["params"])({"images": np.load(job["input"])})["images"]
+        np.save(job["out"], np.asarray(out, dtype=np.float32))
+        return {"ok": True, "shape": list(out.shape)}
     cwd = os.getcwd()
     try:
         if job.get("cwd"):

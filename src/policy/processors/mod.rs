@@ -38,7 +38,7 @@ pub use normalize::{FeatureStats, NormMode, StatsSource, StatsTransform};
 
 /// Statistics by feature name.
 pub type FeatureStatsMap = BTreeMap<String, FeatureStats>;
-pub use resize::{Resize, ResizeMode};
+pub use resize::{Layout, Resize, ResizeMode};
 
 /// Preprocessor types this build runs.
 pub const PREPROCESSORS: &[&str] = &["normalize", "resize"];
@@ -201,7 +201,7 @@ impl Pipeline {
             };
             let c = canonical_name(&f.name);
             let is_image = c == "images" || c.starts_with("images.");
-            if !(is_image && resizes) && !shape_fits(&port.shape, &f.shape) {
+            if !(shape_fits(&port.shape, &f.shape) || is_image && resizes) {
                 return Err(self.feature_error(
                     f,
                     format!(

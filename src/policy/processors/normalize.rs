@@ -754,7 +754,8 @@ mod tests {
         let lo = array![-1.0, 0.0, 2.0].into_dyn();
         let hi = array![1.0, 4.0, 2.0].into_dyn(); // last dim: zero range
         let xs = [0.5f64, -2.0, 3.0];
-        let cases: [(NormMode, &[&str; 2], Box<dyn Fn(usize, f64) -> f64>); 3] = [
+        type Formula = Box<dyn Fn(usize, f64) -> f64>;
+        let cases: [(NormMode, &[&str; 2], Formula); 3] = [
             (
                 NormMode::MeanStd,
                 &["mean", "std"],

@@ -46,6 +46,25 @@ pub struct Resize {
 }
 
 impl Resize {
+    /// A resize to `height x width` (for tools and tests; packages use
+    /// [`from_component`](Self::from_component)).
+    pub fn new(
+        height: usize,
+        width: usize,
+        mode: ResizeMode,
+        pad_value: f32,
+        layout: Layout,
+    ) -> Self {
+        Self {
+            height,
+            width,
+            mode,
+            pad_value,
+            layout,
+            json_path: "resize".into(),
+        }
+    }
+
     pub fn from_component(c: &Component, manifest: &std::path::Path) -> Result<Self, PolicyError> {
         let err = |key: String, problem: String| PolicyError::Package {
             file: manifest.to_path_buf(),
