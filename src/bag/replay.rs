@@ -63,6 +63,8 @@ pub struct ReplayOptions {
     pub threads: Option<usize>,
     /// Show progress on stderr (only when stderr is a terminal).
     pub progress: bool,
+    /// Overrides the parameter `task` (the language instruction of a VLA policy).
+    pub task: Option<String>,
 }
 
 /// What a replay did, and where the time went.
@@ -273,9 +275,20 @@ pub fn replay_params(opts: &ReplayOptions) -> Result<NodeParams, BagError> {
     if let Some(t) = opts.threads {
         map.insert("threads".into(), ParamValue::Int(t as i64));
     }
+    if let Some(t) = &opts.task {
+        map.insert("task".into(), ParamValue::String(t.clone()));
+    }
     if !map.contains_key("joint_names") {
-        let (meta, _) = crate::export::read_dir_metadata(&opts.export_dir)?;
-        if let Some(names) = meta.joint_names {
+        // The package's (manifest.json hardware) or the metadata's joint names.
+        let names = match crate::export::ExportDir::open(&opts.export_dir) {
+            Ok(e) => e.metadata.joint_names,
+            Err(_) => {
+                crate::export::read_dir_metadata(&opts.export_dir)?
+                    .0
+                    .joint_names
+            }
+        };
+        if let Some(names) = names {
             map.insert("joint_names".into(), ParamValue::StringArray(names));
         }
     }

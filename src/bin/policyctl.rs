@@ -98,6 +98,12 @@ enum Command {
         /// Output .npz file.
         #[arg(long)]
         output: PathBuf,
+        /// The task (language instruction) of a VLA policy.
+        #[arg(long)]
+        task: Option<String>,
+        /// A directory holding the tokenizer (`tokenizer.json`) or a Hugging Face cache root.
+        #[arg(long)]
+        tokenizer_dir: Option<PathBuf>,
         #[command(flatten)]
         rt: RuntimeArgs,
     },
@@ -138,6 +144,9 @@ enum Command {
         /// PNG plot of commands against recorded joint positions.
         #[arg(long)]
         plot: Option<PathBuf>,
+        /// The task (language instruction) of a VLA policy; overrides the parameter file.
+        #[arg(long)]
+        task: Option<String>,
         #[command(flatten)]
         rt: RuntimeArgs,
     },
@@ -168,8 +177,10 @@ fn run(cmd: Command) -> Result<()> {
             dir,
             inputs,
             output,
+            task,
+            tokenizer_dir,
             rt,
-        } => chunk(dir, &inputs, output, &rt),
+        } => chunk(dir, &inputs, output, task, tokenizer_dir, &rt),
         Command::Bench {
             dir,
             inputs,
@@ -194,8 +205,9 @@ fn run(cmd: Command) -> Result<()> {
             params,
             output,
             plot,
+            task,
             rt,
-        } => replay(bag, dir, params, output, plot, &rt),
+        } => replay(bag, dir, params, output, plot, task, &rt),
     }
 }
 
@@ -430,15 +442,28 @@ fn write_arrays(output: &PathBuf, arrays: &[(String, Vec<usize>, Vec<f32>)]) -> 
     Ok(())
 }
 
-fn chunk(dir: PathBuf, inputs: &[String], output: PathBuf, rt: &RuntimeArgs) -> Result<()> {
+fn chunk(
+    dir: PathBuf,
+    inputs: &[String],
+    output: PathBuf,
+    task: Option<String>,
+    tokenizer_dir: Option<PathBuf>,
+    rt: &RuntimeArgs,
+) -> Result<()> {
     let mut b = InferenceModel::builder(&dir).runtime_options(rt.options()?);
     if let Some(backend) = rt.backend()? {
         b = b.backend(backend);
     }
+    if let Some(t) = tokenizer_dir {
+        b = b.tokenizer_dir(t);
+    }
     let mut model = b
         .build()
         .with_context(|| format!("loading {}", dir.display()))?;
-    let obs: Observation = read_inputs(inputs)?.into_iter().collect();
+    let mut obs: Observation = read_inputs(inputs)?.into_iter().collect();
+    if let Some(t) = task {
+        obs.set_text("task", t);
+    }
     let chunk = model.predict_chunk(&obs)?;
     let n = model.config().n_action_steps.min(chunk.nrows());
     let rows = chunk.slice(ndarray::s![..n, ..]);
@@ -734,6 +759,7 @@ fn replay(
     params: Option<PathBuf>,
     output: Option<PathBuf>,
     plot: Option<PathBuf>,
+    task: Option<String>,
     rt: &RuntimeArgs,
 ) -> Result<()> {
     use std::io::IsTerminal;
@@ -748,6 +774,7 @@ fn replay(
         device: (rt.device != "auto").then(|| rt.device.clone()),
         threads: rt.threads,
         progress: std::io::stderr().is_terminal(),
+        task,
     };
     let summary = policy_node::bag::replay::run(&opts)?;
     println!("{summary}");
@@ -761,6 +788,7 @@ fn replay(
     _: Option<PathBuf>,
     _: Option<PathBuf>,
     _: Option<PathBuf>,
+    _: Option<String>,
     _: &RuntimeArgs,
 ) -> Result<()> {
     bail!("replay is not compiled in; rebuild with `--features ros` (it decodes bags with r2r's message types)")

@@ -173,6 +173,8 @@ pub struct Status {
     pub refill_ahead: usize,
     pub mode: RefillMode,
     pub last_error: Option<String>,
+    /// The task chunks are computed with.
+    pub task: Option<String>,
 }
 
 /// How the loop computes chunks.
@@ -207,6 +209,9 @@ pub struct ControlLoop {
     first_observation_checked: bool,
     preprocess_ns: Arc<AtomicU64>,
     last_tick_requested: bool,
+    /// The task the next chunk is computed with (`None`: the policy takes none).
+    task: Option<Arc<str>>,
+    needs_task: bool,
 }
 
 impl ControlLoop {
@@ -240,7 +245,23 @@ impl ControlLoop {
         if params.temporal_ensemble_coeff > 0.0 {
             builder = builder.temporal_ensemble_coeff(params.temporal_ensemble_coeff);
         }
+        if !params.tokenizer_dir.is_empty() {
+            builder = builder.tokenizer_dir(&params.tokenizer_dir);
+        }
         let mut model = builder.build()?;
+        let needs_task = model.predictor().pipeline().needs_task();
+        if needs_task {
+            crate::policy::processors::check_task(
+                Some(params.task.as_str()).filter(|t| !t.is_empty()),
+            )
+            .map_err(|e| ControlError::Mismatch {
+                name: "task",
+                problem: format!(
+                    "{e} (the package {} tokenizes it)",
+                    model.export().dir.display()
+                ),
+            })?;
+        }
         let specs = model.predictor().inputs().to_vec();
         let n = params.joint_names.len();
 
@@ -396,6 +417,7 @@ impl ControlLoop {
             [one] => vec![*one; n],
             many => many.to_vec(),
         };
+        let task = (!params.task.is_empty()).then(|| Arc::from(params.task.as_str()));
         Ok(Self {
             joints: JointReorder::new(params.joint_names.clone()),
             joint_map,
@@ -416,6 +438,8 @@ impl ControlLoop {
             first_observation_checked: false,
             preprocess_ns: Arc::new(AtomicU64::new(0)),
             last_tick_requested: false,
+            task,
+            needs_task,
         })
     }
 
@@ -488,6 +512,22 @@ impl ControlLoop {
     /// Index of a camera topic in `camera_topics`.
     pub fn camera_index(&self, topic: &str) -> Option<usize> {
         self.cameras.iter().position(|c| c.topic == topic)
+    }
+
+    /// Sets the task (language instruction) the next chunk is computed with; a chunk being
+    /// computed keeps the task it started with, so no inference mixes two prompts. Refused
+    /// when it breaks the task rules of the policy (empty where one is needed, too long).
+    pub fn set_task(&mut self, task: &str) -> Result<(), PolicyError> {
+        if self.needs_task || !task.is_empty() {
+            crate::policy::processors::check_task(Some(task))?;
+        }
+        self.task = (!task.is_empty()).then(|| Arc::from(task));
+        Ok(())
+    }
+
+    /// The current task, if any.
+    pub fn task(&self) -> Option<&str> {
+        self.task.as_deref()
     }
 
     /// Enables or disables command output. Re-enabling starts from a fresh chunk.
@@ -664,10 +704,14 @@ impl ControlLoop {
             })
             .collect();
         let preprocess_ns = self.preprocess_ns.clone();
+        let task = self.task.clone();
         move || {
             let start = Instant::now();
             let result: Result<Observation, PolicyError> = (move || {
                 let mut obs = Observation::new();
+                if let Some(t) = task {
+                    obs.set_text(crate::policy::processors::vla::TASK, t.to_string());
+                }
                 let n = state.len();
                 obs.insert(
                     state_input,
@@ -766,6 +810,7 @@ impl ControlLoop {
             refill_ahead: self.policy.scheduler().refill_ahead(),
             mode: self.policy.mode(),
             last_error: self.last_error.clone(),
+            task: self.task.as_deref().map(str::to_string),
         }
     }
 

@@ -120,6 +120,11 @@ pub struct NodeParams {
     pub onnx_optimization: String,
     /// Run one inference at start-up (first-call latency; sets the automatic refill).
     pub warmup: bool,
+    /// The language instruction of a VLA policy (empty: none).
+    pub task: String,
+    /// A directory holding `tokenizer.json` (or a Hugging Face cache root); empty: the
+    /// package and the Hugging Face cache only.
+    pub tokenizer_dir: String,
 }
 
 /// Every parameter name the node declares.
@@ -148,6 +153,8 @@ pub const PARAM_NAMES: &[&str] = &[
     "openvino_cache_dir",
     "onnx_optimization",
     "warmup",
+    "task",
+    "tokenizer_dir",
 ];
 
 /// The default of each parameter (`export_dir` and `joint_names` have none: required).
@@ -179,6 +186,8 @@ pub fn defaults() -> ParamMap {
     m.insert("openvino_cache_dir".into(), s(""));
     m.insert("onnx_optimization".into(), s("all"));
     m.insert("warmup".into(), ParamValue::Bool(true));
+    m.insert("task".into(), s(""));
+    m.insert("tokenizer_dir".into(), s(""));
     m
 }
 
@@ -483,6 +492,21 @@ impl NodeParams {
                 openvino_cache_dir: r.string("openvino_cache_dir")?,
                 onnx_optimization,
                 warmup: r.boolean("warmup")?,
+                task: {
+                    let t = r.string("task")?;
+                    if t.len() > crate::policy::processors::tokenizer::MAX_TASK_BYTES {
+                        return Err(invalid(
+                            "task",
+                            format!(
+                                "is {} bytes long, above the limit of {} bytes",
+                                t.len(),
+                                crate::policy::processors::tokenizer::MAX_TASK_BYTES
+                            ),
+                        ));
+                    }
+                    t
+                },
+                tokenizer_dir: r.string("tokenizer_dir")?,
             },
             unknown,
         ))

@@ -43,6 +43,8 @@ use crate::runtime::RuntimeError;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observation {
     tensors: BTreeMap<String, ArrayD<f32>>,
+    /// Text inputs: `task`, the language instruction of a VLA policy.
+    texts: BTreeMap<String, String>,
 }
 
 impl Observation {
@@ -83,12 +85,24 @@ impl Observation {
     pub fn tensors(&self) -> &BTreeMap<String, ArrayD<f32>> {
         &self.tensors
     }
+    /// Sets a text input (e.g. `task`).
+    pub fn set_text(&mut self, name: impl Into<String>, text: impl Into<String>) -> &mut Self {
+        self.texts.insert(name.into(), text.into());
+        self
+    }
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.texts.get(name).map(String::as_str)
+    }
+    pub fn remove_text(&mut self, name: &str) -> Option<String> {
+        self.texts.remove(name)
+    }
 }
 
 impl<S: Into<String>> FromIterator<(S, ArrayD<f32>)> for Observation {
     fn from_iter<I: IntoIterator<Item = (S, ArrayD<f32>)>>(iter: I) -> Self {
         Self {
             tensors: iter.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+            texts: BTreeMap::new(),
         }
     }
 }
@@ -140,6 +154,8 @@ pub enum PolicyError {
         stat: String,
         problem: String,
     },
+    #[error("task: {0}")]
+    Task(String),
     #[error("invalid configuration: `{key}` {problem}")]
     Config { key: &'static str, problem: String },
     #[error("preprocessing failed: {0}")]

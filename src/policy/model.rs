@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayD};
 
-use super::processors::Pipeline;
+use super::processors::{tokenizer::TokenizerSearch, Pipeline};
 use super::{Observation, PolicyError, Predictor, Preprocess, Scheduler};
 use crate::export::{ExportBackend, ExportDir};
 use crate::runtime::{
@@ -43,9 +43,16 @@ pub struct InferenceModelBuilder {
     use_action_queue: Option<bool>,
     temporal_ensemble_coeff: Option<f64>,
     preprocess: Option<Box<dyn Preprocess>>,
+    tokenizers: TokenizerSearch,
 }
 
 impl InferenceModelBuilder {
+    /// A directory holding `tokenizer.json` (or a Hugging Face cache root) for packages that
+    /// tokenize a task; searched before the package and the cache.
+    pub fn tokenizer_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.tokenizers.tokenizer_dir = Some(dir.into());
+        self
+    }
     /// Overrides the backend from metadata / file extension.
     pub fn backend(mut self, backend: ExportBackend) -> Self {
         self.backend = Some(backend);
@@ -105,7 +112,7 @@ impl InferenceModelBuilder {
         adapter.load(&export.model_file)?;
         let second = second_stage(&export, &self.options)?;
         let load_time = start.elapsed();
-        let pipeline = Pipeline::from_export(&export)?;
+        let pipeline = Pipeline::from_export(&export, &self.tokenizers)?;
         let order = export.metadata.input_shapes.keys().cloned().collect();
         let predictor =
             Predictor::new(adapter, order, self.preprocess)?.with_pipeline(pipeline, second)?;
@@ -287,6 +294,7 @@ impl InferenceModel {
             use_action_queue: None,
             temporal_ensemble_coeff: None,
             preprocess: None,
+            tokenizers: TokenizerSearch::default(),
         }
     }
 

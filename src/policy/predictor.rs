@@ -143,7 +143,7 @@ impl Predictor {
         self.pipeline.check_observation(obs.tensors())?;
         if !self.pipeline.pre.is_empty() {
             let mut owned = obs.clone();
-            self.pipeline.preprocess(owned.tensors_mut())?;
+            self.pipeline.preprocess(&mut owned)?;
             return self.check_bound(&owned);
         }
         self.check_bound(obs)
@@ -181,7 +181,7 @@ impl Predictor {
             p.preprocess(&mut owned)?;
         }
         self.pipeline.check_observation(owned.tensors())?;
-        self.pipeline.preprocess(owned.tensors_mut())?;
+        self.pipeline.preprocess(&mut owned)?;
         self.run(&owned)
     }
 

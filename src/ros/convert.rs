@@ -202,6 +202,7 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
         kv("errors", c.errors.to_string()),
         kv("rejected_messages", c.rejected_messages.to_string()),
         kv("last_error", status.last_error.clone().unwrap_or_default()),
+        kv("task", status.task.clone().unwrap_or_default()),
     ];
     DiagnosticArray {
         header: Header {
@@ -372,6 +373,7 @@ mod tests {
             },
             refill_ahead: 2,
             mode: RefillMode::Asynchronous,
+            task: None,
             last_error: None,
         }
     }

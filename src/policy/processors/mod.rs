@@ -10,6 +10,10 @@
 //! | `normalize` | pre | [`StatsTransform`] forward, per feature |
 //! | `resize` | pre | [`Resize`]: letterbox / stretch every camera |
 //! | `denormalize` | post | [`StatsTransform`] inverse, on the action chunk |
+//! | `pi05` | pre | [`vla::Pi05`]: cameras stacked in [-1, 1] with masks, the Pi0.5 prompt |
+//! | `smolvla_resize` | pre | [`vla::SmolvlaResize`]: cameras stacked, top/left padding |
+//! | `new_line` | pre | the task ends with a newline |
+//! | `hf_tokenizer` | pre | [`tokenizer::HfTokenizer`]: the task to token ids and mask |
 //! | `action_chunk_trimmer` | post | `n_action_steps`: rows executed per chunk |
 //!
 //! Denormalization runs on the chunk before the action queue, the ensembler and the
@@ -22,6 +26,8 @@
 
 pub mod normalize;
 pub mod resize;
+pub mod tokenizer;
+pub mod vla;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,7 +47,15 @@ pub type FeatureStatsMap = BTreeMap<String, FeatureStats>;
 pub use resize::{Layout, Resize, ResizeMode};
 
 /// Preprocessor types this build runs.
-pub const PREPROCESSORS: &[&str] = &["normalize", "resize"];
+pub const PREPROCESSORS: &[&str] = &[
+    "normalize",
+    "resize",
+    "pi05",
+    "smolvla_resize",
+    "new_line",
+    "hf_tokenizer",
+    "ov_tokenizer",
+];
 /// Postprocessor types this build runs.
 pub const POSTPROCESSORS: &[&str] = &["denormalize", "action_chunk_trimmer"];
 /// Runners this build runs.
@@ -56,6 +70,10 @@ pub enum Step {
     Resize(Resize),
     /// `action_chunk_trimmer`: rows executed per chunk.
     Trim(usize),
+    Pi05(vla::Pi05),
+    SmolvlaResize(vla::SmolvlaResize),
+    NewLine,
+    HfTokenizer(tokenizer::HfTokenizer),
 }
 
 impl Step {
@@ -84,6 +102,20 @@ impl Step {
                 r.pad_value
             ),
             Step::Trim(n) => format!("action_chunk_trimmer n_action_steps {n}"),
+            Step::Pi05(p) => format!(
+                "pi05 {}x{} (empty cameras {})",
+                p.height, p.width, p.empty_cameras
+            ),
+            Step::SmolvlaResize(p) => format!(
+                "smolvla_resize {}x{} (camera slots {})",
+                p.height, p.width, p.num_cameras
+            ),
+            Step::NewLine => "new_line".into(),
+            Step::HfTokenizer(t) => format!(
+                "hf_tokenizer {} (max {} tokens)",
+                t.file.display(),
+                t.max_len()
+            ),
         }
     }
 }
@@ -113,10 +145,14 @@ fn unknown(manifest: &Path, c: &Component, role: &str, supported: &[&str]) -> Po
 
 impl Pipeline {
     /// The processors declared by `export`'s manifest (none for a legacy export).
-    pub fn from_export(export: &ExportDir) -> Result<Self, PolicyError> {
+    pub fn from_export(
+        export: &ExportDir,
+        search: &tokenizer::TokenizerSearch,
+    ) -> Result<Self, PolicyError> {
         let (Some(m), Some(file)) = (&export.manifest, &export.metadata_file) else {
             return Ok(Self::default());
         };
+        let cameras = camera_order(m);
         let mut pre = Vec::new();
         for c in &m.model.preprocessors {
             pre.push(match c.kind() {
@@ -124,6 +160,20 @@ impl Pipeline {
                     Step::Normalize(StatsTransform::from_component(c, &export.dir, file, false)?)
                 }
                 "resize" => Step::Resize(Resize::from_component(c, file)?),
+                "pi05" => Step::Pi05(vla::Pi05::from_component(c, file, cameras.clone())?),
+                "smolvla_resize" => Step::SmolvlaResize(vla::SmolvlaResize::from_component(
+                    c,
+                    file,
+                    cameras.clone(),
+                )?),
+                "new_line" => Step::NewLine,
+                "hf_tokenizer" => Step::HfTokenizer(tokenizer::HfTokenizer::from_component(
+                    c,
+                    file,
+                    &export.dir,
+                    search,
+                )?),
+                "ov_tokenizer" => return Err(tokenizer::ov_tokenizer_unsupported(c, file)),
                 _ => return Err(unknown(file, c, "preprocessor", PREPROCESSORS)),
             });
         }
@@ -171,10 +221,19 @@ impl Pipeline {
         self.pre.is_empty() && self.post.is_empty() && self.input_features.is_empty()
     }
 
+    /// Whether a step consumes the task text (the policy then needs one).
+    pub fn needs_task(&self) -> bool {
+        self.pre
+            .iter()
+            .any(|s| matches!(s, Step::Pi05(_) | Step::NewLine | Step::HfTokenizer(_)))
+    }
+
     /// Whether a preprocessor changes image sizes (the model's image ports then do not
     /// give the camera resolution).
     pub fn resizes_images(&self) -> bool {
-        self.pre.iter().any(|s| matches!(s, Step::Resize(_)))
+        self.pre
+            .iter()
+            .any(|s| matches!(s, Step::Resize(_) | Step::Pi05(_) | Step::SmolvlaResize(_)))
     }
 
     fn feature_error(&self, f: &Feature, problem: String) -> PolicyError {
@@ -270,15 +329,20 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Runs the preprocessors on `tensors`.
-    pub fn preprocess(
-        &self,
-        tensors: &mut BTreeMap<String, ArrayD<f32>>,
-    ) -> Result<(), PolicyError> {
+    /// Runs the preprocessors on `obs`. A policy that needs a task refuses to run without
+    /// one (physicalai's Pi0.5 would run with an empty task, its SmolVLA would fail).
+    pub fn preprocess(&self, obs: &mut super::Observation) -> Result<(), PolicyError> {
+        if self.needs_task() {
+            check_task(obs.text(vla::TASK))?;
+        }
         for s in &self.pre {
             match s {
-                Step::Normalize(t) => t.apply(tensors, None)?,
-                Step::Resize(r) => r.apply(tensors)?,
+                Step::Normalize(t) => t.apply(obs.tensors_mut(), None)?,
+                Step::Resize(r) => r.apply(obs.tensors_mut())?,
+                Step::Pi05(p) => p.apply(obs)?,
+                Step::SmolvlaResize(p) => p.apply(obs)?,
+                Step::NewLine => vla::new_line(obs),
+                Step::HfTokenizer(t) => t.apply(obs)?,
                 Step::Trim(_) => {}
             }
         }
@@ -294,7 +358,7 @@ impl Pipeline {
         for s in &self.post {
             match s {
                 Step::Normalize(t) => t.apply(outputs, Some(action_key))?,
-                Step::Resize(_) | Step::Trim(_) => {}
+                _ => {}
             }
         }
         Ok(())
@@ -308,6 +372,46 @@ impl Pipeline {
             .chain(self.post.iter().map(|s| ("post".to_string(), s.describe())))
             .collect()
     }
+}
+
+/// The task a policy runs with: present, not blank, at most [`tokenizer::MAX_TASK_BYTES`].
+pub fn check_task(task: Option<&str>) -> Result<(), PolicyError> {
+    match task {
+        None => Err(PolicyError::Task(
+            "this policy needs a task (its package tokenizes a language instruction): set the \
+             `task` parameter, publish on `~/task`, or pass `--task`"
+                .into(),
+        )),
+        Some(t) if t.trim().is_empty() => Err(PolicyError::Task(
+            "the task is empty; this policy needs a language instruction".into(),
+        )),
+        Some(t) if t.len() > tokenizer::MAX_TASK_BYTES => Err(PolicyError::Task(format!(
+            "the task is {} bytes long, above the limit of {} bytes",
+            t.len(),
+            tokenizer::MAX_TASK_BYTES
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The package's camera order: its visual `input_features`, else `hardware.cameras`, as
+/// canonical `images.<cam>` names.
+fn camera_order(m: &crate::export::Manifest) -> Vec<String> {
+    let from_features: Vec<String> = m
+        .model
+        .input_features
+        .iter()
+        .filter(|f| f.ftype == "VISUAL" || canonical_name(&f.name).starts_with("images"))
+        .map(|f| canonical_name(&f.name))
+        .collect();
+    if !from_features.is_empty() {
+        return from_features;
+    }
+    m.hardware
+        .cameras
+        .iter()
+        .map(|c| format!("images.{}", c.name))
+        .collect()
 }
 
 fn find_port<'a>(ports: &'a [TensorSpec], name: &str) -> Option<&'a TensorSpec> {
