@@ -11,6 +11,7 @@ fn main() {
     for v in [
         "POLICY_NODE_ORT_LIB",
         "POLICY_NODE_OPENVINO_LIB",
+        "POLICY_NODE_OPENVINO_TOKENIZERS_LIB",
         "POLICY_NODE_ROS_LIBS",
         "POLICY_NODE_ROS_FROM_VENV",
         "POLICY_NODE_PYTHON_LIBDIR",
@@ -23,6 +24,10 @@ fn main() {
         (
             "POLICY_NODE_OPENVINO_LIB",
             "POLICY_NODE_DEFAULT_OPENVINO_LIB",
+        ),
+        (
+            "POLICY_NODE_OPENVINO_TOKENIZERS_LIB",
+            "POLICY_NODE_DEFAULT_OPENVINO_TOKENIZERS_LIB",
         ),
     ] {
         let value = env::var(var).unwrap_or_default();

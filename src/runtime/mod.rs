@@ -13,6 +13,8 @@ mod device;
 pub mod onnx;
 #[cfg(feature = "openvino")]
 pub mod openvino;
+#[cfg(feature = "openvino")]
+pub mod ov_tokenizer;
 #[cfg(feature = "torch")]
 pub mod torchscript;
 

@@ -71,8 +71,13 @@ const LIBRARY_HINT: &str = "run tools/setup.sh, or pip install openvino==2026.4.
 /// Outcome of the one library load of this process: what was loaded, or why nothing was.
 static LIBRARY: OnceLock<Result<String, String>> = OnceLock::new();
 
+/// The OpenVINO C library this process loaded, if any.
+pub(crate) fn loaded_library() -> Option<String> {
+    LIBRARY.get().and_then(|r| r.as_ref().ok().cloned())
+}
+
 /// Loads the OpenVINO C library once per process (see the module docs for the search order).
-fn ensure_library() -> Result<(), RuntimeError> {
+pub(crate) fn ensure_library() -> Result<(), RuntimeError> {
     match LIBRARY.get_or_init(load_library) {
         Ok(_) => Ok(()),
         Err(detail) => Err(RuntimeError::LibraryMissing {

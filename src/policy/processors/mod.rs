@@ -74,6 +74,7 @@ pub enum Step {
     SmolvlaResize(vla::SmolvlaResize),
     NewLine,
     HfTokenizer(tokenizer::HfTokenizer),
+    OvTokenizer(tokenizer::OvTokenizerStep),
 }
 
 impl Step {
@@ -111,6 +112,7 @@ impl Step {
                 p.height, p.width, p.num_cameras
             ),
             Step::NewLine => "new_line".into(),
+            Step::OvTokenizer(t) => format!("ov_tokenizer {}", t.file.display()),
             Step::HfTokenizer(t) => format!(
                 "hf_tokenizer {} (max {} tokens)",
                 t.file.display(),
@@ -173,7 +175,11 @@ impl Pipeline {
                     &export.dir,
                     search,
                 )?),
-                "ov_tokenizer" => return Err(tokenizer::ov_tokenizer_unsupported(c, file)),
+                "ov_tokenizer" => Step::OvTokenizer(tokenizer::OvTokenizerStep::from_component(
+                    c,
+                    file,
+                    &export.dir,
+                )?),
                 _ => return Err(unknown(file, c, "preprocessor", PREPROCESSORS)),
             });
         }
@@ -223,9 +229,12 @@ impl Pipeline {
 
     /// Whether a step consumes the task text (the policy then needs one).
     pub fn needs_task(&self) -> bool {
-        self.pre
-            .iter()
-            .any(|s| matches!(s, Step::Pi05(_) | Step::NewLine | Step::HfTokenizer(_)))
+        self.pre.iter().any(|s| {
+            matches!(
+                s,
+                Step::Pi05(_) | Step::NewLine | Step::HfTokenizer(_) | Step::OvTokenizer(_)
+            )
+        })
     }
 
     /// Whether a preprocessor changes image sizes (the model's image ports then do not
@@ -343,6 +352,7 @@ impl Pipeline {
                 Step::SmolvlaResize(p) => p.apply(obs)?,
                 Step::NewLine => vla::new_line(obs),
                 Step::HfTokenizer(t) => t.apply(obs)?,
+                Step::OvTokenizer(t) => t.apply(obs)?,
                 Step::Trim(_) => {}
             }
         }

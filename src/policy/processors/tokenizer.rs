@@ -369,16 +369,131 @@ impl HfTokenizer {
     }
 }
 
-/// `ov_tokenizer` (an openvino_tokenizers model) is not run by this build: the error says how
-/// to re-export the package with `hf_tokenizer`.
-pub fn ov_tokenizer_unsupported(c: &Component, manifest: &Path) -> PolicyError {
-    err(
-        manifest,
-        c.json_path.clone(),
-        "is ov_tokenizer (an OpenVINO tokenizer model, `tokenizer.xml`), which this build does not \
-         run; re-export the package with the ONNX backend, whose exporter writes \
-         `{\"type\": \"hf_tokenizer\", \"tokenizer_name\": ..., \"revision\": ..., \"max_token_len\": ...}`, \
-         or replace this entry by that hf_tokenizer entry naming the same tokenizer"
-            .into(),
-    )
+/// `ov_tokenizer`: an OpenVINO tokenizer model (`artifact`, e.g. `tokenizer.xml`), run
+/// with the `openvino_tokenizers` extension. Shared behind a mutex, as the pipeline is.
+#[derive(Clone)]
+pub struct OvTokenizerStep {
+    #[cfg(feature = "openvino")]
+    inner: std::sync::Arc<std::sync::Mutex<crate::runtime::ov_tokenizer::OvTokenizer>>,
+    pub file: PathBuf,
+}
+
+impl std::fmt::Debug for OvTokenizerStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OvTokenizerStep")
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+const OV_ADVICE: &str = "re-export the package with the ONNX backend, whose exporter writes     `{\"type\": \"hf_tokenizer\", \"tokenizer_name\": ..., \"revision\": ..., \"max_token_len\": ...}`,     or replace this entry by that hf_tokenizer entry naming the same tokenizer";
+
+impl OvTokenizerStep {
+    pub fn from_component(
+        c: &Component,
+        manifest: &Path,
+        export_dir: &Path,
+    ) -> Result<Self, PolicyError> {
+        let rel = match c.param("artifact") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => {
+                return Err(err(
+                    manifest,
+                    c.param_path("artifact"),
+                    format!("must be a file name, got {other}"),
+                ))
+            }
+            None => {
+                return Err(err(
+                    manifest,
+                    c.param_path("artifact"),
+                    "is missing (the tokenizer model, e.g. tokenizer.xml)".into(),
+                ))
+            }
+        };
+        let file =
+            crate::export::resolve_in_dir(export_dir, &rel, manifest, &c.param_path("artifact"))?;
+        if !file.is_file() {
+            return Err(err(
+                manifest,
+                c.param_path("artifact"),
+                format!("names {}, which does not exist", file.display()),
+            ));
+        }
+        #[cfg(feature = "openvino")]
+        {
+            let t = crate::runtime::ov_tokenizer::OvTokenizer::load(&file).map_err(|e| {
+                err(
+                    manifest,
+                    c.json_path.clone(),
+                    format!("cannot load the OpenVINO tokenizer: {e}; or {OV_ADVICE}"),
+                )
+            })?;
+            Ok(Self {
+                inner: std::sync::Arc::new(std::sync::Mutex::new(t)),
+                file,
+            })
+        }
+        #[cfg(not(feature = "openvino"))]
+        {
+            Err(err(
+                manifest,
+                c.json_path.clone(),
+                format!("is ov_tokenizer, which needs OpenVINO: rebuild with `--features openvino`, or {OV_ADVICE}"),
+            ))
+        }
+    }
+
+    /// As [`HfTokenizer::apply`], with the OpenVINO tokenizer.
+    pub fn apply(&self, obs: &mut Observation) -> Result<(), PolicyError> {
+        let task = obs
+            .remove_text(TASK)
+            .ok_or_else(|| PolicyError::Preprocess("ov_tokenizer: no task to tokenize".into()))?;
+        #[cfg(feature = "openvino")]
+        {
+            let (ids, mask) = self
+                .inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .tokenize(&task)?;
+            put_tokens(obs, &ids, &mask, &self.file)
+        }
+        #[cfg(not(feature = "openvino"))]
+        {
+            let _ = task;
+            Err(PolicyError::Preprocess(
+                "ov_tokenizer needs OpenVINO".into(),
+            ))
+        }
+    }
+}
+
+/// `tokenized_prompt` / `tokenized_prompt_mask` `[1, L]` into the observation.
+fn put_tokens(
+    obs: &mut Observation,
+    ids: &[i64],
+    mask: &[bool],
+    file: &Path,
+) -> Result<(), PolicyError> {
+    if let Some(big) = ids.iter().find(|i| !(0..1 << 24).contains(*i)) {
+        return Err(PolicyError::Preprocess(format!(
+            "tokenizer {}: token id {big} is outside what this build passes exactly (0 to 2^24)",
+            file.display()
+        )));
+    }
+    let n = ids.len();
+    obs.insert(
+        "tokenized_prompt",
+        ArrayD::from_shape_vec(IxDyn(&[1, n]), ids.iter().map(|&i| i as f32).collect())
+            .expect("1 x n"),
+    );
+    obs.insert(
+        "tokenized_prompt_mask",
+        ArrayD::from_shape_vec(
+            IxDyn(&[1, mask.len()]),
+            mask.iter().map(|&m| f32::from(u8::from(m))).collect(),
+        )
+        .expect("1 x n"),
+    );
+    Ok(())
 }
