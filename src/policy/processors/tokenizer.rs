@@ -345,27 +345,7 @@ impl HfTokenizer {
             .remove_text(TASK)
             .ok_or_else(|| PolicyError::Preprocess("hf_tokenizer: no task to tokenize".into()))?;
         let (ids, mask) = self.encode(&task)?;
-        if let Some(big) = ids.iter().find(|i| **i >= 1 << 24) {
-            return Err(PolicyError::Preprocess(format!(
-                "tokenizer {}: token id {big} is beyond what this build passes exactly (2^24)",
-                self.file.display()
-            )));
-        }
-        let n = ids.len();
-        obs.insert(
-            "tokenized_prompt",
-            ArrayD::from_shape_vec(IxDyn(&[1, n]), ids.iter().map(|&i| i as f32).collect())
-                .expect("1 x n"),
-        );
-        obs.insert(
-            "tokenized_prompt_mask",
-            ArrayD::from_shape_vec(
-                IxDyn(&[1, n]),
-                mask.iter().map(|&m| f32::from(u8::from(m))).collect(),
-            )
-            .expect("1 x n"),
-        );
-        Ok(())
+        put_tokens(obs, &ids, &mask, &self.file)
     }
 }
 
