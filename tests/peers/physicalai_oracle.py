@@ -29,6 +29,32 @@ import numpy as np
 def run_job(job: dict) -> dict:
     from physicalai.inference import InferenceModel
 
+    if job["what"] == "processor":
+        from physicalai.inference import preprocessors as pp
+
+        cls = {"pi05": pp.Pi05Preprocessor, "smolvla_resize": pp.ResizeSmolVLA,
+               "new_line": pp.NewLinePreprocessor}[job["type"]]
+        inputs = {name: np.load(path) for name, path in job["inputs"].items()}
+        if job.get("task") is not None:
+            inputs["task"] = [job["task"]]
+        try:
+            out = cls(**job.get("params", {}))(inputs)
+        except Exception as e:  # noqa: BLE001
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        result = {"ok": True}
+        for key in ("images", "image_masks"):
+            if key in out:
+                np.save(f"{job['out']}.{key}.npy", np.asarray(out[key], dtype=np.float32))
+                result[key] = list(np.shape(out[key]))
+        if "task" in out:
+            result["task"] = out["task"][0]
+        return result
+    if job["what"] == "tokenize":
+        from physicalai.inference.preprocessors import HFTokenizer
+
+        out = HFTokenizer(**job["params"])({"task": [job["task"]]})
+        return {"ok": True, "ids": out["tokenized_prompt"][0].tolist(),
+                "mask": [bool(m) for m in out["tokenized_prompt_mask"][0]]}
     if job["what"] == "resize":
         from physicalai.inference.preprocessors import ResizePreprocessor
 
