@@ -54,6 +54,8 @@ pub fn description(name: &str) -> &'static str {
         "onnx_optimization" => "ONNX Runtime graph optimisation: disable, basic, extended or all",
         "warmup" => "run inference at start-up (first-call latency; sets refill_ahead_steps -1)",
         "use_sim_time" => "use /clock (rosgraph_msgs/Clock) as ROS time",
+        "task" => "language instruction of a VLA policy (also the ~/task topic); applies from the next chunk",
+        "tokenizer_dir" => "directory with tokenizer.json, or a Hugging Face cache root; empty = package, cache",
         _ => "",
     }
 }
