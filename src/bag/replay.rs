@@ -61,6 +61,8 @@ pub struct ReplayOptions {
     pub device: Option<String>,
     /// Overrides the parameter `threads`.
     pub threads: Option<usize>,
+    /// Other parameters that override the file's (e.g. `remote_url` from the command line).
+    pub param_overrides: ParamMap,
     /// Show progress on stderr (only when stderr is a terminal).
     pub progress: bool,
 }
@@ -272,6 +274,9 @@ pub fn replay_params(opts: &ReplayOptions) -> Result<NodeParams, BagError> {
     }
     if let Some(t) = opts.threads {
         map.insert("threads".into(), ParamValue::Int(t as i64));
+    }
+    for (k, v) in &opts.param_overrides {
+        map.insert(k.clone(), v.clone());
     }
     if !map.contains_key("joint_names") {
         let (meta, _) = crate::export::read_dir_metadata(&opts.export_dir)?;

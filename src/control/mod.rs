@@ -5,6 +5,7 @@
 
 pub mod params;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use crate::policy::{
     canonical_name, ControlPolicy, InferenceModel, LatencyStats, Observation, PolicyError,
     RefillMode, TickOutcome,
 };
-use crate::runtime::{DeviceRequest, GraphOptimization};
+use crate::runtime::{DeviceRequest, GraphOptimization, LinkStatus, RemoteOptions, ServerLink};
 pub use params::{CommandType, NodeParams, ParamError, ParamMap, ParamValue, RefillSetting};
 
 /// Errors that stop the loop from starting; each names the parameter or input at fault.
@@ -173,6 +174,8 @@ pub struct Status {
     pub refill_ahead: usize,
     pub mode: RefillMode,
     pub last_error: Option<String>,
+    /// Backend `remote`: the link to the inference server (state, round trips, errors).
+    pub remote: Option<LinkStatus>,
 }
 
 /// How the loop computes chunks.
@@ -205,6 +208,7 @@ pub struct ControlLoop {
     first_observation_checked: bool,
     preprocess_ns: Arc<AtomicU64>,
     last_tick_requested: bool,
+    link: Option<ServerLink>,
 }
 
 impl ControlLoop {
@@ -223,12 +227,21 @@ impl ControlLoop {
             let backend = params.backend.parse().map_err(|_| ParamError::Invalid {
                 name: "backend".into(),
                 rule: format!(
-                    "must be auto, openvino, onnx or torchscript, got `{}`",
+                    "must be auto, openvino, onnx, torchscript or remote, got `{}`",
                     params.backend
                 ),
             })?;
             builder = builder.backend(backend);
         }
+        builder = builder.remote(RemoteOptions {
+            url: params.remote_url.clone(),
+            model: params.remote_model.clone(),
+            model_version: params.remote_model_version.clone(),
+            timeout: Duration::from_secs_f64(params.remote_timeout_ms / 1e3),
+            ca_file: (!params.remote_ca_file.is_empty())
+                .then(|| PathBuf::from(&params.remote_ca_file)),
+            ..Default::default()
+        });
         if params.threads > 0 {
             builder = builder.threads(params.threads);
         }
@@ -380,6 +393,7 @@ impl ControlLoop {
         };
         let backend = model.backend().to_string();
         let device = model.device().to_string();
+        let link = model.adapter().server_link();
         let policy = ControlPolicy::new(model, mode, refill_ahead);
         let max_delta = match params.max_joint_delta.as_slice() {
             [] => vec![],
@@ -405,6 +419,7 @@ impl ControlLoop {
             first_observation_checked: false,
             preprocess_ns: Arc::new(AtomicU64::new(0)),
             last_tick_requested: false,
+            link,
         })
     }
 
@@ -744,6 +759,7 @@ impl ControlLoop {
             refill_ahead: self.policy.scheduler().refill_ahead(),
             mode: self.policy.mode(),
             last_error: self.last_error.clone(),
+            remote: self.link.as_ref().map(ServerLink::snapshot),
         }
     }
 
