@@ -792,6 +792,17 @@ impl RuntimeAdapter for RemoteAdapter {
 /// own failure.
 fn classify(what: &str, status: &tonic::Status, timeout: Duration) -> RpcFailure {
     let message = status.message();
+    // The deadline set on the request expired inside tonic's channel (before our own timer).
+    let mut cause = std::error::Error::source(status);
+    while let Some(c) = cause {
+        if c.is::<tonic::TimeoutExpired>() {
+            return RpcFailure {
+                fault: RemoteFault::Timeout,
+                detail: format!("{what}: no answer within {} ms", timeout.as_millis()),
+            };
+        }
+        cause = c.source();
+    }
     let source = std::error::Error::source(status)
         .map(|s| format!(" ({})", error_chain(s)))
         .unwrap_or_default();
@@ -1166,6 +1177,9 @@ mod tests {
         assert!(f.detail.contains("50 ms"), "{}", f.detail);
         let f = classify("ModelMetadata", &tonic::Status::not_found("no model"), t);
         assert_eq!(f.fault, RemoteFault::UnknownModel);
+        let expired = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        let f = classify("ModelInfer", &expired, t);
+        assert_eq!(f.fault, RemoteFault::Timeout, "{}", f.detail);
         let f = classify("ModelInfer", &tonic::Status::internal("boom"), t);
         assert_eq!(f.fault, RemoteFault::Server);
         assert!(f.detail.contains("boom"), "{}", f.detail);
