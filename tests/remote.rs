@@ -263,7 +263,10 @@ fn a_missed_deadline_is_an_error_and_the_queue_commands_nothing_from_it() {
                 // Deadline errors; after two in a row the connection is replaced, and on a
                 // busy machine making it may fail too: errors naming the server either way.
                 let msg = e.to_string();
-                assert!(msg.contains(&server.url) && msg.contains("`act_slow`"), "{msg}");
+                assert!(
+                    msg.contains(&server.url) && msg.contains("`act_slow`"),
+                    "{msg}"
+                );
                 errors += 1;
             }
         }
