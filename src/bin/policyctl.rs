@@ -96,6 +96,7 @@ impl RuntimeArgs {
     }
 
     /// The remote flags as node parameters (for `replay`, where they override the file's).
+    #[cfg(feature = "ros")]
     fn remote_params(&self) -> Vec<(String, policy_node::control::ParamValue)> {
         use policy_node::control::ParamValue;
         let mut v = Vec::new();

@@ -479,9 +479,8 @@ impl NodeParams {
                 "is required with backend remote: the inference server, e.g. http://gpu-host:8001",
             ));
         }
-        if !remote_url.is_empty()
-            && !(remote_url.starts_with("http://") || remote_url.starts_with("https://"))
-        {
+        let has_scheme = remote_url.starts_with("http://") || remote_url.starts_with("https://");
+        if !remote_url.is_empty() && !has_scheme {
             return Err(invalid(
                 "remote_url",
                 format!(

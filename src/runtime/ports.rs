@@ -288,7 +288,7 @@ pub fn decode_le(
             dtype: dtype.clone(),
         });
     };
-    let expected = elements.checked_mul(size).unwrap_or(usize::MAX);
+    let expected = elements.saturating_mul(size);
     if bytes.len() != expected {
         return Err(WireError::Size {
             tensor: tensor.to_string(),
