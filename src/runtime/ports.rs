@@ -237,10 +237,7 @@ pub fn encode_le(
         DType::F32 => match src.as_slice() {
             // The common case: one pass, no per-element work beyond the byte order.
             Some(s) => {
-                out.reserve(s.len() * 4);
-                for v in s {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
+                out.extend_from_slice(f32_bytes_le(s).as_ref());
                 Ok(())
             }
             None => put::<f32, 4>(src, tensor, out, f32::to_le_bytes),
@@ -271,6 +268,40 @@ pub fn encode_le(
             tensor: tensor.to_string(),
             dtype: dtype.clone(),
         }),
+    }
+}
+
+/// The bytes of `s` in little-endian order: the memory itself on little-endian hosts (one
+/// copy for the whole tensor), converted element by element elsewhere.
+fn f32_bytes_le(s: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        // SAFETY: `f32` has no padding and every byte of it is initialised; the slice covers
+        // exactly the memory of `s`, which outlives it, and `u8` has alignment 1.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), std::mem::size_of_val(s))
+        };
+        std::borrow::Cow::Borrowed(bytes)
+    } else {
+        std::borrow::Cow::Owned(s.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+}
+
+/// `f32` values from little-endian bytes (`bytes.len()` a multiple of 4).
+fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
+    let n = bytes.len() / 4;
+    if cfg!(target_endian = "little") {
+        let mut out = vec![0.0f32; n];
+        // SAFETY: `out` holds `n` f32 = `4 n` bytes, every bit pattern is a valid f32, and the
+        // two buffers do not overlap; byte-wise copy needs no alignment of `bytes`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr().cast::<u8>(), 4 * n);
+        }
+        out
+    } else {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     }
 }
 
@@ -309,7 +340,7 @@ pub fn decode_le(
             .collect()
     }
     Ok(match dtype {
-        DType::F32 => get::<4>(bytes, f32::from_le_bytes),
+        DType::F32 => f32_from_le(bytes),
         DType::F16 => {
             let bits: Vec<u16> = bytes
                 .chunks_exact(2)
@@ -401,6 +432,17 @@ mod tests {
             let back = decode_le(&dtype, &bytes[1..], 4, "t").unwrap();
             assert_eq!(back, want, "{dtype}");
         }
+        // f32 bytes are the values' IEEE bits, little-endian, for any value.
+        let odd = arr(&[f32::MIN_POSITIVE, -0.0, 1e-45, f32::MAX]);
+        let mut bytes = Vec::new();
+        encode_le(&DType::F32, &odd.view(), "t", &mut bytes).unwrap();
+        let want: Vec<u8> = odd.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(bytes, want);
+        let back = decode_le(&DType::F32, &bytes, 4, "t").unwrap();
+        assert!(back
+            .iter()
+            .zip(odd.iter())
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
         // Little-endian on the wire, whatever the host.
         let mut bytes = Vec::new();
         encode_le(&DType::I64, &arr(&[1.0]).view(), "t", &mut bytes).unwrap();
