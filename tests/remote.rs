@@ -162,6 +162,16 @@ fn preflight_errors_name_the_url_the_model_and_the_tensor() {
         .unwrap();
     assert_eq!(fault(&e), Some(RemoteFault::NotReady), "{e}");
 
+    // A datatype no robot-side tensor converts to.
+    let e = adapter(remote_options(&peer.url, "bytes_state", 2000))
+        .err()
+        .unwrap();
+    assert_eq!(fault(&e), Some(RemoteFault::Mismatch), "{e}");
+    assert!(
+        e.to_string().contains("`state`") && e.to_string().contains("BYTES"),
+        "{e}"
+    );
+
     // Triton: a port with another shape, and another model's ports.
     let server = triton::shared();
     let e = adapter(remote_options(&server.url, "act_wide", 2000))

@@ -91,7 +91,7 @@ class Instance:
             "camera_topics": ["image_raw"],
             "threads": args.threads,
             "refill_mode": "async",
-            "refill_ahead_steps": -1,
+            "refill_ahead_steps": args.refill_ahead,
             "backend": backend,
         }
         if backend == "remote":
@@ -179,6 +179,8 @@ def main() -> int:
     ap.add_argument("--server-threads", type=int, default=1, help="onnxruntime threads per model instance")
     ap.add_argument("--threads", type=int, default=1, help="node `threads` (local baseline inference)")
     ap.add_argument("--timeout-ms", type=float, default=1000.0, help="remote_timeout_ms")
+    ap.add_argument("--refill-ahead", type=int, default=-1,
+                    help="refill_ahead_steps (-1: automatic, from the warm-up latency)")
     ap.add_argument("--camera", type=int, nargs=2, metavar=("H", "W"),
                     help="camera image size the peers publish (default: the model's input size)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the local ONNX run")
@@ -220,7 +222,8 @@ def main() -> int:
     hdr = (f"{'backend':<14}{'N':>3}{'rtt p50 ms':>12}{'rtt p99 ms':>12}{'worst p99':>11}{'overruns':>10}"
            f"{'errors':>8}{'cmd Hz':>8}{'queue tick p99 ms':>19}{'all tick p99 ms':>17}")
     print()
-    print(f"server: Triton with {args.instances} instance(s) of `act`, {batching}; control_rate_hz 30")
+    print(f"server: Triton with {args.instances} instance(s) of `act`, {batching}; control_rate_hz 30, "
+          f"refill_ahead_steps {args.refill_ahead}")
     print(hdr)
     for backend, n, runs in results:
         for r in runs:

@@ -15,6 +15,7 @@ has the ports of the act_tiny fixture (``state`` FP32 [1, 6], ``images`` FP32 [1
   wrong_shape     ``action`` with shape [1, 9, 6] (and the matching bytes)
   nan             echo with a NaN at flat index 7
   unready         ModelReady answers false
+  bytes_state     declares ``state`` as BYTES (a datatype no robot-side tensor converts to)
   internal        ModelInfer fails with INTERNAL
 
 Unknown models get NOT_FOUND. Prints ``READY {json}`` (``grpc_port``) once listening and
@@ -39,13 +40,13 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pbg
 
 MODELS = {"echo", "typed", "slow_echo", "missing_output", "wrong_size", "wrong_shape", "nan",
-          "unready", "internal"}
+          "unready", "internal", "bytes_state"}
 INPUTS = [("state", [1, 6]), ("images", [1, 3, 64, 64])]
 OUTPUT = ("action", [1, 10, 6])
 
 
-def tensor_meta(name, shape):
-    return pb.ModelMetadataResponse.TensorMetadata(name=name, datatype="FP32", shape=shape)
+def tensor_meta(name, shape, datatype="FP32"):
+    return pb.ModelMetadataResponse.TensorMetadata(name=name, datatype=datatype, shape=shape)
 
 
 class Service(pbg.GRPCInferenceServiceServicer):
@@ -74,7 +75,8 @@ class Service(pbg.GRPCInferenceServiceServicer):
         self._known(request.name, context)
         return pb.ModelMetadataResponse(
             name=request.name, versions=["1"], platform="kserve_peer",
-            inputs=[tensor_meta(n, s) for n, s in INPUTS],
+            inputs=[tensor_meta(n, s, "BYTES" if (request.name, n) == ("bytes_state", "state") else "FP32")
+                    for n, s in INPUTS],
             outputs=[tensor_meta(*OUTPUT)])
 
     def ModelInfer(self, request, context):
