@@ -5,9 +5,14 @@
 //! - Adds an RPATH (DT_RPATH, which also covers transitive dependencies) to the ROS 2 wheel
 //!   libraries and libtorch, whose own RPATHs are wrong once installed in a venv.
 //! - With ROS 2 from the wheels, links libpython (the wheels' rcl pulls Python typesupport).
+//! - With feature `remote`, compiles `proto/grpc_predict_v2.proto` (the KServe v2 inference
+//!   protocol) into tonic/prost code with `protox`, a protobuf compiler in pure Rust: no
+//!   `protoc` needs to be installed.
 use std::env;
 
 fn main() {
+    #[cfg(feature = "remote")]
+    compile_protocol();
     for v in [
         "POLICY_NODE_ORT_LIB",
         "POLICY_NODE_OPENVINO_LIB",
@@ -61,5 +66,23 @@ fn main() {
         for r in rpaths {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{r}");
         }
+    }
+}
+
+/// Generates the gRPC client of the KServe v2 protocol into `OUT_DIR/inference.rs`.
+#[cfg(feature = "remote")]
+fn compile_protocol() {
+    let proto = "proto/grpc_predict_v2.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let descriptors = match protox::compile([proto], ["proto"]) {
+        Ok(d) => d,
+        Err(e) => panic!("{proto}: {e}"),
+    };
+    if let Err(e) = tonic_prost_build::configure()
+        .build_server(false)
+        .build_transport(false)
+        .compile_fds(descriptors)
+    {
+        panic!("generating the gRPC client from {proto}: {e}");
     }
 }

@@ -1,19 +1,27 @@
 //! One conformance suite, every compiled backend: outputs against the PyTorch reference with
 //! an explicit tolerance, backends against each other, model-port type conversion, and the
 //! error behaviour every adapter must share.
+//!
+//! The `remote` leg runs the same checks through the remote adapter against a real Triton
+//! Inference Server (one per test binary, tests/common/triton.rs) serving the ONNX fixtures.
 
 mod common;
 
 use common::*;
 use ndarray::{ArrayD, Axis};
 use policy_node::export::{ExportBackend, ExportDir};
-use policy_node::runtime::{get_adapter, RuntimeAdapter, RuntimeError, RuntimeOptions};
+use policy_node::runtime::{
+    get_adapter, RemoteOptions, RuntimeAdapter, RuntimeError, RuntimeOptions,
+};
 
 /// |runtime - PyTorch| bound for the f32 fixture (the runtimes measure 2e-7 .. 5e-7 here;
 /// the bound leaves room for other CPUs' kernels).
 const TOL_REFERENCE: f32 = 1e-4;
 
 fn loaded(backend: ExportBackend, dir: &std::path::Path) -> Box<dyn RuntimeAdapter> {
+    if backend == ExportBackend::Remote {
+        return loaded_remote(dir);
+    }
     let export = ExportDir::open(dir).unwrap();
     assert_eq!(export.backend, backend);
     let opts = RuntimeOptions {
@@ -24,6 +32,57 @@ fn loaded(backend: ExportBackend, dir: &std::path::Path) -> Box<dyn RuntimeAdapt
     a.load(&export.model_file)
         .unwrap_or_else(|e| panic!("{backend}: {e}"));
     a
+}
+
+/// The model the shared Triton serves for a fixture export directory.
+fn served_model(dir: &std::path::Path) -> &'static str {
+    let d = dir.to_string_lossy();
+    if d.contains("act_tiny_2cam") {
+        "act_2cam"
+    } else if d.contains("ports") {
+        "ports"
+    } else {
+        "act"
+    }
+}
+
+/// The remote adapter for the (ONNX) fixture export `dir`, against the shared Triton: the
+/// export's metadata supplies the expected ports, as in the node.
+fn loaded_remote(dir: &std::path::Path) -> Box<dyn RuntimeAdapter> {
+    let export = ExportDir::open_with_backend(dir, Some(ExportBackend::Remote)).unwrap();
+    let opts = RuntimeOptions {
+        remote: RemoteOptions {
+            url: triton::shared().url.clone(),
+            model: served_model(dir).into(),
+            ..Default::default()
+        }
+        .for_export(&export),
+        ..Default::default()
+    };
+    let mut a = get_adapter(ExportBackend::Remote, &opts).unwrap();
+    a.load(&export.model_file)
+        .unwrap_or_else(|e| panic!("remote: {e}\n{}", triton::shared().log()));
+    a
+}
+
+/// The compiled local backends, then `remote` when it is compiled in.
+fn legs() -> Vec<ExportBackend> {
+    let mut v = backends();
+    if ExportBackend::Remote.is_compiled() {
+        v.push(ExportBackend::Remote);
+    }
+    v
+}
+
+/// The fixture export of `model` (`act_tiny`, `ports`) for `backend`; the remote leg serves
+/// the ONNX one.
+fn export_of(model: &str, backend: ExportBackend) -> std::path::PathBuf {
+    let b = if backend == ExportBackend::Remote {
+        ExportBackend::Onnx
+    } else {
+        backend
+    };
+    fixture(&format!("{model}/{}", b.as_str()))
 }
 
 fn run_reference(a: &mut dyn RuntimeAdapter, i: usize) -> ArrayD<f32> {
@@ -44,8 +103,8 @@ fn run_reference(a: &mut dyn RuntimeAdapter, i: usize) -> ArrayD<f32> {
 #[test]
 fn every_backend_matches_the_pytorch_reference() {
     let n = reference("act_tiny", "state").shape()[0];
-    for backend in backends() {
-        let mut a = loaded(backend, &act_tiny(backend));
+    for backend in legs() {
+        let mut a = loaded(backend, &export_of("act_tiny", backend));
         let names: Vec<String> = a.inputs().iter().map(|s| s.name.clone()).collect();
         assert_eq!(names, ["state", "images"], "{backend}: input names");
         assert_eq!(a.output_names(), ["action"], "{backend}: output names");
@@ -65,11 +124,11 @@ fn every_backend_matches_the_pytorch_reference() {
 
 #[test]
 fn backends_agree_with_each_other() {
-    let bs = backends();
+    let bs = legs();
     let outs: Vec<(ExportBackend, ArrayD<f32>)> = bs
         .iter()
         .map(|b| {
-            let mut a = loaded(*b, &act_tiny(*b));
+            let mut a = loaded(*b, &export_of("act_tiny", *b));
             (*b, run_reference(a.as_mut(), 3))
         })
         .collect();
@@ -78,12 +137,19 @@ fn backends_agree_with_each_other() {
         println!("{} vs {}: {d:.2e}", w[0].0, w[1].0);
         assert!(d <= TOL_REFERENCE, "{} vs {}: {d}", w[0].0, w[1].0);
     }
+    // The remote leg serves the ONNX export with ONNX Runtime: compared with local ONNX directly.
+    let get = |b: ExportBackend| outs.iter().find(|(x, _)| *x == b).map(|(_, o)| o);
+    if let (Some(local), Some(remote)) = (get(ExportBackend::Onnx), get(ExportBackend::Remote)) {
+        let d = max_abs_diff(local, remote);
+        println!("onnx vs remote (Triton): {d:.2e}");
+        assert!(d <= TOL_REFERENCE, "onnx vs remote: {d}");
+    }
 }
 
 #[test]
 fn errors_are_shared_by_every_backend() {
-    for backend in backends() {
-        let mut a = loaded(backend, &act_tiny(backend));
+    for backend in legs() {
+        let mut a = loaded(backend, &export_of("act_tiny", backend));
         let state = ArrayD::<f32>::zeros(vec![1, 6]);
         let images = ArrayD::<f32>::zeros(vec![1, 3, 64, 64]);
         let bad_state = ArrayD::<f32>::zeros(vec![1, 7]);
@@ -123,6 +189,15 @@ fn errors_are_shared_by_every_backend() {
             "{backend}: {e}"
         );
 
+        if backend == ExportBackend::Remote {
+            // The model is on the server; with no server configured, load names the setting.
+            let e = fresh
+                .load(std::path::Path::new("/nonexistent/model.bin"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("remote_url"), "{backend}: {e}");
+            continue;
+        }
         let e = fresh
             .load(std::path::Path::new("/nonexistent/model.bin"))
             .unwrap_err()
@@ -139,6 +214,7 @@ fn unavailable_explicit_device_is_an_error() {
             ExportBackend::OpenVino => "NPU",
             ExportBackend::Onnx => "tensorrt",
             ExportBackend::TorchScript => "cuda",
+            ExportBackend::Remote => continue,
         };
         if available.iter().any(|d| {
             d.to_ascii_lowercase()
@@ -175,8 +251,8 @@ fn auto_device_picks_what_the_runtime_reports() {
 
 #[test]
 fn f16_and_i64_ports_are_converted() {
-    for backend in backends() {
-        let mut a = loaded(backend, &fixture(&format!("ports/{}", backend.as_str())));
+    for backend in legs() {
+        let mut a = loaded(backend, &export_of("ports", backend));
         let x = ArrayD::from_shape_vec(vec![1, 4], vec![0.5f32, -1.25, 2.0, 1000.0]).unwrap();
         let idx = ArrayD::from_shape_vec(vec![1, 4], vec![1.0f32, -2.0, 3.0, 40.0]).unwrap();
         let out = a
@@ -199,10 +275,15 @@ fn f16_and_i64_ports_are_converted() {
 
 #[test]
 fn two_camera_export_runs() {
-    if !backends().contains(&ExportBackend::Onnx) {
-        return;
+    for backend in [ExportBackend::Onnx, ExportBackend::Remote] {
+        if backend.is_compiled() {
+            two_camera_export_runs_on(backend);
+        }
     }
-    let mut a = loaded(ExportBackend::Onnx, &fixture("act_tiny_2cam/onnx"));
+}
+
+fn two_camera_export_runs_on(backend: ExportBackend) {
+    let mut a = loaded(backend, &fixture("act_tiny_2cam/onnx"));
     let get = |n: &str| {
         reference("act_tiny_2cam", n)
             .index_axis(Axis(0), 0)

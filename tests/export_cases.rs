@@ -273,3 +273,43 @@ fn not_a_directory() {
         .to_string();
     assert!(err.contains("/nonexistent/export"), "{err}");
 }
+
+/// Backend `remote`: the model runs on a server, so the directory needs its metadata only; a
+/// local model file is recorded when there is one. The policy's name (the default model name
+/// on the server) comes from `policy_class`, else the model file, else the directory.
+#[test]
+fn remote_exports_need_no_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("metadata.yaml"),
+        "policy_class: getiaction.policies.act.policy.ACT\nchunk_size: 10\n",
+    )
+    .unwrap();
+    let e = ExportDir::open_with_backend(dir.path(), Some(ExportBackend::Remote)).unwrap();
+    assert_eq!(e.backend, ExportBackend::Remote);
+    assert_eq!(e.model_file, dir.path());
+    assert_eq!(e.metadata.chunk_size, 10);
+    assert_eq!(e.policy_name(), "act");
+    // Without the override the same directory is an export without a model.
+    assert!(ExportDir::open(dir.path()).is_err());
+    // `backend: remote` in the metadata selects it too.
+    fs::write(dir.path().join("metadata.yaml"), "backend: remote\n").unwrap();
+    let e = ExportDir::open(dir.path()).unwrap();
+    assert_eq!(e.backend, ExportBackend::Remote);
+    let name = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(e.policy_name(), name);
+
+    let onnx = ExportDir::open_with_backend(fixture("act_tiny/onnx"), Some(ExportBackend::Remote))
+        .unwrap();
+    assert!(onnx.model_file.ends_with("model.onnx"));
+    assert_eq!(
+        "remote".parse::<ExportBackend>().unwrap(),
+        ExportBackend::Remote
+    );
+    assert!(ExportBackend::from_extension("onnx") != Some(ExportBackend::Remote));
+}

@@ -1037,3 +1037,158 @@ fn package_joint_order_mismatch_is_refused_at_start() {
         assert!(log.contains(n), "`{n}` not in the log:\n{log}");
     }
 }
+
+// ---- backend remote ----------------------------------------------------------------------
+
+/// With `backend: remote` the node sends each model call to a real Triton Inference Server
+/// (serving the same ONNX export with ONNX Runtime): the commands are the ones local ONNX
+/// computes offline, and `/diagnostics` shows the server link. The model name defaults to
+/// the policy's (`act`).
+#[cfg(feature = "remote")]
+#[test]
+fn remote_backend_commands_equal_local_onnx() {
+    use common::triton::{model, Server};
+    let server = Server::triton(&[model("act", "act_tiny/onnx/model.onnx", "")]);
+    let world = World::new();
+    let export = fixture("act_tiny");
+    let node = world.node(&[
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        JOINTS,
+        "-p",
+        "refill_mode:=sync",
+        "-p",
+        "backend:=remote",
+        "-p",
+        &format!("remote_url:={}", server.url),
+    ]);
+    let r = world.peer("rate_offline", json!({})).result(&node);
+    let log = node.stop();
+
+    let chunk = offline_chunk(&export, &r, &["images"]);
+    let commands: Vec<Vec<f64>> = r["first_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f64s)
+        .collect();
+    for (k, c) in commands.iter().take(10).enumerate() {
+        let d = max_diff(c, chunk.row(k));
+        assert!(
+            d < TOL,
+            "command {k} differs from local ONNX row {k} by {d}"
+        );
+    }
+    let later = rows(&commands[10..], &chunk);
+    assert!(later.iter().all(Option::is_some), "{later:?}");
+    let window = r["window_s"].as_f64().unwrap();
+    let count = r["window_count"].as_f64().unwrap();
+    assert!(
+        (count - 30.0 * window).abs() <= 3.0 * window,
+        "{count} commands in {window:.2} s"
+    );
+
+    let diag = &r["diagnostics"];
+    assert_eq!(diag_value(diag, "backend"), "remote");
+    assert_eq!(diag_value(diag, "remote_url"), server.url);
+    assert_eq!(diag_value(diag, "remote_model"), "act");
+    assert_eq!(diag_value(diag, "remote_state"), "ready");
+    assert_eq!(diag_value(diag, "remote_errors"), "0");
+    assert!(
+        diag_value(diag, "remote_server").starts_with("triton"),
+        "{diag}"
+    );
+    let calls: u64 = diag_value(diag, "remote_calls").parse().unwrap();
+    let p99: f64 = diag_value(diag, "remote_rtt_p99_ms").parse().unwrap();
+    assert!(calls >= 3 && p99 > 0.0, "{diag}");
+    assert!(log.contains("inference server"), "{log}");
+}
+
+/// The server goes away mid-run and comes back: the node keeps running, publishes nothing
+/// once the queued actions are spent (no command from a failed call), reports the server as
+/// unavailable, reconnects by itself and commands resume; every command is a row of the
+/// chunk local ONNX computes for the (constant) observation.
+#[cfg(feature = "remote")]
+#[test]
+fn remote_server_killed_mid_run_then_restarted() {
+    use common::triton::{model, Server};
+    let mut server = Server::triton(&[model("act", "act_tiny/onnx/model.onnx", "")]);
+    let world = World::new();
+    let export = fixture("act_tiny");
+    let mut node = world.node(&[
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        JOINTS,
+        "-p",
+        "backend:=remote",
+        "-p",
+        &format!("remote_url:={}", server.url),
+        "-p",
+        "remote_timeout_ms:=500.0",
+    ]);
+    let stop_file = world.home.path().join("stop");
+    let mut peer = world.peer(
+        "outage",
+        json!({"stop_file": stop_file.display().to_string()}),
+    );
+    peer.wait_line("STREAMING", Duration::from_secs(90), &node);
+    std::thread::sleep(Duration::from_secs(1)); // a second of commands first
+    let down = Instant::now();
+    server.kill();
+    node.wait_for_log("server unreachable", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500)); // the queue is spent: nothing published
+    server.restart();
+    let outage = down.elapsed();
+    node.wait_for_log("answers again", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2)); // two seconds of commands after
+    std::fs::write(&stop_file, b"").unwrap();
+    let r = peer.result(&node);
+    let log = node.stop();
+
+    let commands: Vec<Vec<f64>> = r["commands"].as_array().unwrap().iter().map(f64s).collect();
+    let chunk = offline_chunk(&export, &r, &["images"]);
+    let matched = rows(&commands, &chunk);
+    assert!(
+        matched.iter().all(Option::is_some),
+        "a command is no row of the local ONNX chunk: {matched:?}"
+    );
+    let gap = r["longest_gap_s"].as_f64().unwrap();
+    let before = r["commands_before_gap"].as_u64().unwrap() as usize;
+    let after = commands.len() - before;
+    eprintln!(
+        "outage {outage:.2?}: longest gap between commands {gap:.2} s; {before} commands before, {after} after"
+    );
+    // The queue holds at most one chunk (10 actions, 0.33 s at 30 Hz) when the server goes.
+    assert!(
+        gap > outage.as_secs_f64() - 1.0 && gap > 1.0,
+        "longest gap {gap:.2} s for an outage of {outage:?}"
+    );
+    assert!(
+        before >= 20 && after >= 30,
+        "{before} commands before, {after} after the gap"
+    );
+    let diags = r["diagnostics"].as_array().unwrap();
+    let during = diags
+        .iter()
+        .find(|d| diag_value(d, "remote_state") == "unavailable")
+        .unwrap_or_else(|| panic!("no /diagnostics with the server unavailable: {diags:?}"));
+    assert!(
+        diag_value(during, "remote_unavailable")
+            .parse::<u64>()
+            .unwrap()
+            >= 1,
+        "{during}"
+    );
+    let last = diags.last().unwrap();
+    assert_eq!(diag_value(last, "remote_state"), "ready", "{last}");
+    assert!(
+        diag_value(last, "remote_reconnects")
+            .parse::<u64>()
+            .unwrap()
+            >= 1,
+        "{last}"
+    );
+    assert!(log.contains("stopped on SIGINT"), "{log}");
+}

@@ -82,6 +82,17 @@ fn defaults_and_full_file() {
     assert_eq!(f.refill_ahead_steps, Some(4));
     assert_eq!(f.max_joint_delta, [0.05]);
     assert!(!f.enable_on_start);
+
+    // The remote backend's settings; an unquoted version is read as its text.
+    assert_eq!(p.remote_url, "");
+    assert_eq!(p.remote_timeout_ms, 1000.0);
+    let r = validate(&dir.join("valid-remote.yaml")).unwrap();
+    assert_eq!(r.backend, "remote");
+    assert_eq!(r.remote_url, "https://gpu-host:8001");
+    assert_eq!(r.remote_model, "act");
+    assert_eq!(r.remote_model_version, "2");
+    assert_eq!(r.remote_timeout_ms, 250.0);
+    assert_eq!(r.remote_ca_file, "/etc/policy_node/ca.pem");
 }
 
 #[test]

@@ -5,7 +5,9 @@
 #     rosbags, and the ROS 2 wheels (unless a sourced ROS 2 install already provides rclpy),
 #   - the small fix-ups the wheels need (rmw_implementation shim, libopenvino_c.so link),
 #   - .venv/policy_node.env (build environment, `source` it) and .cargo/config.toml
-#     (the same for plain `cargo build` / `cargo test`).
+#     (the same for plain `cargo build` / `cargo test`),
+#   - .venv-triton/ from Debian's own Python 3.11 with PyTriton (a real Triton Inference
+#     Server) for the `remote` backend's tests and benchmarks (skip: POLICY_NODE_NO_TRITON=1).
 # A second run only checks stamps and takes seconds.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,7 +17,10 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # ---- apt -------------------------------------------------------------------------------
 need_apt=()
-for pkg in libclang-dev libpython3.11-dev pkg-config; do
+apt_pkgs=(libclang-dev libpython3.11-dev pkg-config)
+# .venv-triton: Debian's python3.11 with venv support and its shared libpython.
+[ "${POLICY_NODE_NO_TRITON:-0}" = 1 ] || apt_pkgs+=(python3.11 python3.11-venv libpython3.11)
+for pkg in "${apt_pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
@@ -111,4 +116,26 @@ mkdir -p .cargo
     if [ -n "$val" ]; then printf '%s = "%s"\n' "$v" "$val"; fi
   done
 ) >.cargo/config.toml
+# ---- .venv-triton ------------------------------------------------------------------------
+# PyTriton's tritonserver loads the system libpython3.11 for its Python backend: the venv must
+# be made from Debian's /usr/bin/python3.11 (not a pyenv or other python3.11 first on PATH),
+# whose libpython is that same library.
+if [ "${POLICY_NODE_NO_TRITON:-0}" != 1 ]; then
+  tvenv="$root/.venv-triton"
+  tpy=/usr/bin/python3.11
+  if [ -x "$tvenv/bin/python" ] && [ "$("$tvenv/bin/python" -c 'import sys; print(sys.base_prefix)' 2>/dev/null)" != /usr ]; then
+    log "recreating $tvenv: it was not made from $tpy"
+    rm -rf "$tvenv"
+  fi
+  if [ ! -x "$tvenv/bin/python" ]; then
+    log "creating $tvenv with $($tpy --version) ($tpy)"
+    "$tpy" -m venv "$tvenv"
+  fi
+  tstamp="$(sha256sum tools/requirements-triton.txt | cut -d' ' -f1)"
+  if [ "$(cat "$tvenv/.requirements.sha256" 2>/dev/null)" != "$tstamp" ]; then
+    log "installing PyTriton into $tvenv (tools/requirements-triton.txt, ~450 MB)"
+    "$tvenv/bin/pip" install -q --disable-pip-version-check -r tools/requirements-triton.txt
+    echo "$tstamp" >"$tvenv/.requirements.sha256"
+  fi
+fi
 log "ready: venv $venv ($( ((ros_from_venv)) && echo 'ROS 2 from wheels' || echo 'ROS 2 from the sourced install'))"

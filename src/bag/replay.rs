@@ -61,10 +61,10 @@ pub struct ReplayOptions {
     pub device: Option<String>,
     /// Overrides the parameter `threads`.
     pub threads: Option<usize>,
+    /// Other parameters that override the file's (e.g. `remote_url` from the command line).
+    pub param_overrides: ParamMap,
     /// Show progress on stderr (only when stderr is a terminal).
     pub progress: bool,
-    /// Overrides the parameter `task` (the language instruction of a VLA policy).
-    pub task: Option<String>,
 }
 
 /// What a replay did, and where the time went.
@@ -275,8 +275,8 @@ pub fn replay_params(opts: &ReplayOptions) -> Result<NodeParams, BagError> {
     if let Some(t) = opts.threads {
         map.insert("threads".into(), ParamValue::Int(t as i64));
     }
-    if let Some(t) = &opts.task {
-        map.insert("task".into(), ParamValue::String(t.clone()));
+    for (k, v) in &opts.param_overrides {
+        map.insert(k.clone(), v.clone());
     }
     if !map.contains_key("joint_names") {
         // The package's (manifest.json hardware) or the metadata's joint names.

@@ -13,14 +13,16 @@ use policy_node::export::{ExportBackend, ExportDir};
 use policy_node::npy::{read_npy, write_npz, NpyData};
 use policy_node::policy::{InferenceModel, Observation};
 use policy_node::runtime::{
-    fmt_shape, get_adapter, DeviceRequest, GraphOptimization, RuntimeOptions, TensorSpec,
+    fmt_shape, get_adapter, DeviceRequest, GraphOptimization, RemoteOptions, RuntimeOptions,
+    TensorSpec,
 };
 
 #[derive(Parser)]
 #[command(
     name = "policyctl",
     version,
-    about = "Inspect, run, benchmark and replay policy exports (OpenVINO IR, ONNX, TorchScript)"
+    about = "Inspect, run, benchmark and replay policy exports (OpenVINO IR, ONNX, TorchScript, \
+             or on a KServe v2 inference server)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,7 +32,8 @@ struct Cli {
 /// Options shared by the commands that load a model.
 #[derive(clap::Args, Clone)]
 struct RuntimeArgs {
-    /// Backend override: openvino, onnx or torchscript (default: metadata, else file extension).
+    /// Backend override: openvino, onnx, torchscript, or remote (a KServe v2 inference server;
+    /// see --remote-url) (default: metadata, else file extension).
     #[arg(long)]
     backend: Option<String>,
     /// Device: auto (default) or explicit (CPU/GPU/NPU, cpu/cuda/tensorrt, cpu/cuda:N).
@@ -45,6 +48,22 @@ struct RuntimeArgs {
     /// OpenVINO compiled-model cache directory.
     #[arg(long)]
     openvino_cache_dir: Option<PathBuf>,
+    /// Backend remote: the server, http://host:port (gRPC) or https://host:port (TLS).
+    #[arg(long, value_name = "URL")]
+    remote_url: Option<String>,
+    /// Backend remote: the model's name on the server (default: the policy's name).
+    #[arg(long, value_name = "NAME")]
+    remote_model: Option<String>,
+    /// Backend remote: the model version (default: the server's choice).
+    #[arg(long, value_name = "VERSION")]
+    remote_model_version: Option<String>,
+    /// Backend remote: deadline of each inference call, in milliseconds (default 1000).
+    #[arg(long, value_name = "MS")]
+    remote_timeout_ms: Option<f64>,
+    /// Backend remote with https://: PEM file of the certificate authority (default: the
+    /// system's roots).
+    #[arg(long, value_name = "FILE")]
+    remote_ca_file: Option<PathBuf>,
 }
 
 impl RuntimeArgs {
@@ -55,12 +74,52 @@ impl RuntimeArgs {
             .transpose()
     }
     fn options(&self) -> Result<RuntimeOptions> {
+        let mut remote = RemoteOptions {
+            url: self.remote_url.clone().unwrap_or_default(),
+            model: self.remote_model.clone().unwrap_or_default(),
+            model_version: self.remote_model_version.clone().unwrap_or_default(),
+            ca_file: self.remote_ca_file.clone(),
+            ..Default::default()
+        };
+        if let Some(ms) = self.remote_timeout_ms {
+            if !(ms.is_finite() && ms > 0.0 && ms <= 3_600_000.0) {
+                bail!("--remote-timeout-ms must be a number of milliseconds in (0, 3600000], got {ms}");
+            }
+            remote.timeout = std::time::Duration::from_secs_f64(ms / 1e3);
+        }
         Ok(RuntimeOptions {
             device: self.device.parse::<DeviceRequest>().unwrap_or_default(),
             threads: self.threads,
             openvino_cache_dir: self.openvino_cache_dir.clone(),
             onnx_optimization: self.onnx_optimization.parse::<GraphOptimization>()?,
+            remote,
         })
+    }
+
+    /// The remote flags as node parameters (for `replay`, where they override the file's).
+    #[cfg(feature = "ros")]
+    fn remote_params(&self) -> Vec<(String, policy_node::control::ParamValue)> {
+        use policy_node::control::ParamValue;
+        let mut v = Vec::new();
+        let mut s = |k: &str, val: &Option<String>| {
+            if let Some(x) = val {
+                v.push((k.to_string(), ParamValue::String(x.clone())));
+            }
+        };
+        s("remote_url", &self.remote_url);
+        s("remote_model", &self.remote_model);
+        s("remote_model_version", &self.remote_model_version);
+        s(
+            "remote_ca_file",
+            &self
+                .remote_ca_file
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+        );
+        if let Some(ms) = self.remote_timeout_ms {
+            v.push(("remote_timeout_ms".into(), ParamValue::Double(ms)));
+        }
+        v
     }
 }
 
@@ -409,7 +468,11 @@ fn load_adapter(
 )> {
     let export = ExportDir::open_with_backend(dir, rt.backend()?)?;
     let start = Instant::now();
-    let mut adapter = get_adapter(export.backend, &rt.options()?)?;
+    let mut options = rt.options()?;
+    if export.backend == ExportBackend::Remote {
+        options.remote = options.remote.for_export(&export);
+    }
+    let mut adapter = get_adapter(export.backend, &options)?;
     adapter.load(&export.model_file)?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok((export, adapter, load_ms))
@@ -773,8 +836,17 @@ fn replay(
         // `auto` (the flag's default) leaves the parameter file's `device` in force.
         device: (rt.device != "auto").then(|| rt.device.clone()),
         threads: rt.threads,
+        param_overrides: rt
+            .remote_params()
+            .into_iter()
+            .chain(task.map(|t| {
+                (
+                    "task".to_string(),
+                    policy_node::control::ParamValue::String(t),
+                )
+            }))
+            .collect(),
         progress: std::io::stderr().is_terminal(),
-        task,
     };
     let summary = policy_node::bag::replay::run(&opts)?;
     println!("{summary}");

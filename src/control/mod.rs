@@ -5,6 +5,7 @@
 
 pub mod params;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use crate::policy::{
     canonical_name, ControlPolicy, InferenceModel, LatencyStats, Observation, PolicyError,
     RefillMode, TickOutcome,
 };
-use crate::runtime::{DeviceRequest, GraphOptimization};
+use crate::runtime::{DeviceRequest, GraphOptimization, LinkStatus, RemoteOptions, ServerLink};
 pub use params::{CommandType, NodeParams, ParamError, ParamMap, ParamValue, RefillSetting};
 
 /// Errors that stop the loop from starting; each names the parameter or input at fault.
@@ -175,6 +176,8 @@ pub struct Status {
     pub last_error: Option<String>,
     /// The task chunks are computed with.
     pub task: Option<String>,
+    /// Backend `remote`: the link to the inference server (state, round trips, errors).
+    pub remote: Option<LinkStatus>,
 }
 
 /// How the loop computes chunks.
@@ -212,6 +215,7 @@ pub struct ControlLoop {
     /// The task the next chunk is computed with (`None`: the policy takes none).
     task: Option<Arc<str>>,
     needs_task: bool,
+    link: Option<ServerLink>,
 }
 
 impl ControlLoop {
@@ -230,12 +234,21 @@ impl ControlLoop {
             let backend = params.backend.parse().map_err(|_| ParamError::Invalid {
                 name: "backend".into(),
                 rule: format!(
-                    "must be auto, openvino, onnx or torchscript, got `{}`",
+                    "must be auto, openvino, onnx, torchscript or remote, got `{}`",
                     params.backend
                 ),
             })?;
             builder = builder.backend(backend);
         }
+        builder = builder.remote(RemoteOptions {
+            url: params.remote_url.clone(),
+            model: params.remote_model.clone(),
+            model_version: params.remote_model_version.clone(),
+            timeout: Duration::from_secs_f64(params.remote_timeout_ms / 1e3),
+            ca_file: (!params.remote_ca_file.is_empty())
+                .then(|| PathBuf::from(&params.remote_ca_file)),
+            ..Default::default()
+        });
         if params.threads > 0 {
             builder = builder.threads(params.threads);
         }
@@ -411,6 +424,7 @@ impl ControlLoop {
         };
         let backend = model.backend().to_string();
         let device = model.device().to_string();
+        let link = model.adapter().server_link();
         let policy = ControlPolicy::new(model, mode, refill_ahead);
         let max_delta = match params.max_joint_delta.as_slice() {
             [] => vec![],
@@ -440,6 +454,7 @@ impl ControlLoop {
             last_tick_requested: false,
             task,
             needs_task,
+            link,
         })
     }
 
@@ -811,6 +826,7 @@ impl ControlLoop {
             mode: self.policy.mode(),
             last_error: self.last_error.clone(),
             task: self.task.as_deref().map(str::to_string),
+            remote: self.link.as_ref().map(ServerLink::snapshot),
         }
     }
 

@@ -125,6 +125,17 @@ pub struct NodeParams {
     /// A directory holding `tokenizer.json` (or a Hugging Face cache root); empty: the
     /// package and the Hugging Face cache only.
     pub tokenizer_dir: String,
+    /// Backend `remote`: the inference server, `http://host:port` or `https://host:port`.
+    pub remote_url: String,
+    /// Backend `remote`: the model's name on the server; empty = the policy's name.
+    pub remote_model: String,
+    /// Backend `remote`: the model version; empty = the server's choice.
+    pub remote_model_version: String,
+    /// Backend `remote`: deadline of each inference call.
+    pub remote_timeout_ms: f64,
+    /// Backend `remote` with `https://`: PEM file of the certificate authority; empty = the
+    /// system's roots.
+    pub remote_ca_file: String,
 }
 
 /// Every parameter name the node declares.
@@ -155,6 +166,11 @@ pub const PARAM_NAMES: &[&str] = &[
     "warmup",
     "task",
     "tokenizer_dir",
+    "remote_url",
+    "remote_model",
+    "remote_model_version",
+    "remote_timeout_ms",
+    "remote_ca_file",
 ];
 
 /// The default of each parameter (`export_dir` and `joint_names` have none: required).
@@ -188,6 +204,14 @@ pub fn defaults() -> ParamMap {
     m.insert("warmup".into(), ParamValue::Bool(true));
     m.insert("task".into(), s(""));
     m.insert("tokenizer_dir".into(), s(""));
+    m.insert("remote_url".into(), s(""));
+    m.insert("remote_model".into(), s(""));
+    m.insert("remote_model_version".into(), s(""));
+    m.insert(
+        "remote_timeout_ms".into(),
+        ParamValue::Double(crate::runtime::DEFAULT_REMOTE_TIMEOUT.as_secs_f64() * 1e3),
+    );
+    m.insert("remote_ca_file".into(), s(""));
     m
 }
 
@@ -453,9 +477,41 @@ impl NodeParams {
         {
             return Err(invalid(
                 "backend",
-                format!("must be auto, openvino, onnx or torchscript, got `{backend}`"),
+                format!("must be auto, openvino, onnx, torchscript or remote, got `{backend}`"),
             ));
         }
+        let remote = backend.trim().eq_ignore_ascii_case("remote");
+        let remote_url = r.string("remote_url")?.trim().to_string();
+        if remote && remote_url.is_empty() {
+            return Err(invalid(
+                "remote_url",
+                "is required with backend remote: the inference server, e.g. http://gpu-host:8001",
+            ));
+        }
+        let has_scheme = remote_url.starts_with("http://") || remote_url.starts_with("https://");
+        if !remote_url.is_empty() && !has_scheme {
+            return Err(invalid(
+                "remote_url",
+                format!(
+                    "must start with http:// (plain gRPC) or https:// (TLS), got `{remote_url}`"
+                ),
+            ));
+        }
+        let remote_timeout_ms = r.double("remote_timeout_ms")?;
+        if !(remote_timeout_ms.is_finite()
+            && remote_timeout_ms > 0.0
+            && remote_timeout_ms <= 3_600_000.0)
+        {
+            return Err(invalid(
+                "remote_timeout_ms",
+                format!("must be a finite number of milliseconds in (0, 3600000], got {remote_timeout_ms}"),
+            ));
+        }
+        // A version is often written unquoted (`remote_model_version: 2`).
+        let remote_model_version = match r.get("remote_model_version") {
+            Some(ParamValue::Int(v)) if *v >= 0 => v.to_string(),
+            _ => r.string("remote_model_version")?.trim().to_string(),
+        };
         let onnx_optimization = r.string("onnx_optimization")?;
         if onnx_optimization
             .parse::<crate::runtime::GraphOptimization>()
@@ -507,6 +563,11 @@ impl NodeParams {
                     t
                 },
                 tokenizer_dir: r.string("tokenizer_dir")?,
+                remote_url,
+                remote_model: r.string("remote_model")?.trim().to_string(),
+                remote_model_version,
+                remote_timeout_ms,
+                remote_ca_file: r.string("remote_ca_file")?.trim().to_string(),
             },
             unknown,
         ))

@@ -25,15 +25,20 @@ pub use manifest::{Manifest, MANIFEST_FILE};
 pub use metadata::{read_dir_metadata, ExportMetadata};
 pub use package::resolve_in_dir;
 
-/// The model formats an export can hold.
+/// Where a policy's model runs: the model formats an export can hold, run in-process, or
+/// `remote`, a KServe v2 inference server (Triton, OpenVINO Model Server, KServe, MLServer)
+/// that holds the model while the export directory supplies everything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ExportBackend {
     OpenVino,
     Onnx,
     TorchScript,
+    /// The model runs on an inference server (feature `remote`); never detected from files.
+    Remote,
 }
 
 impl ExportBackend {
+    /// The model formats run in-process (every backend but [`Remote`](Self::Remote)).
     pub const ALL: [ExportBackend; 3] = [Self::OpenVino, Self::Onnx, Self::TorchScript];
 
     /// The name used in metadata, parameters and the CLI.
@@ -42,6 +47,7 @@ impl ExportBackend {
             Self::OpenVino => "openvino",
             Self::Onnx => "onnx",
             Self::TorchScript => "torchscript",
+            Self::Remote => "remote",
         }
     }
 
@@ -51,6 +57,7 @@ impl ExportBackend {
             Self::OpenVino => "openvino",
             Self::Onnx => "onnx",
             Self::TorchScript => "torch",
+            Self::Remote => "remote",
         }
     }
 
@@ -60,6 +67,7 @@ impl ExportBackend {
             Self::OpenVino => cfg!(feature = "openvino"),
             Self::Onnx => cfg!(feature = "onnx"),
             Self::TorchScript => cfg!(feature = "torch"),
+            Self::Remote => cfg!(feature = "remote"),
         }
     }
 
@@ -69,6 +77,7 @@ impl ExportBackend {
             Self::OpenVino => &["xml"],
             Self::Onnx => &["onnx"],
             Self::TorchScript => &["pt", "pth", "ptc"],
+            Self::Remote => &[],
         }
     }
 
@@ -94,6 +103,7 @@ impl FromStr for ExportBackend {
             "openvino" | "ov" | "openvino_ir" => Ok(Self::OpenVino),
             "onnx" | "onnxruntime" => Ok(Self::Onnx),
             "torchscript" | "torch" | "jit" => Ok(Self::TorchScript),
+            "remote" => Ok(Self::Remote),
             _ => Err(ExportError::UnknownBackend(s.to_string())),
         }
     }
@@ -122,7 +132,7 @@ pub enum ExportError {
         key: String,
         problem: String,
     },
-    #[error("unknown backend `{0}` (expected openvino, onnx or torchscript)")]
+    #[error("unknown backend `{0}` (expected openvino, onnx, torchscript or remote)")]
     UnknownBackend(String),
     #[error("{}: no model file for backend {backend} (looked for {looked_for})", dir.display())]
     NoModelFile {
@@ -176,7 +186,8 @@ pub struct ExportDir {
     pub manifest: Option<Manifest>,
     /// The backend: the override, else metadata `backend`, else the model file extension.
     pub backend: ExportBackend,
-    /// The model file (`.xml`, `.onnx` or `.pt`).
+    /// The model file (`.xml`, `.onnx` or `.pt`). With backend `remote` the model lives on the
+    /// server: this is the local model file when the directory has one, else the directory.
     pub model_file: PathBuf,
     /// OpenVINO weights (`.bin`) next to the `.xml`.
     pub weights_file: Option<PathBuf>,
@@ -208,6 +219,9 @@ impl ExportDir {
         }
         let (metadata, metadata_file) = metadata::read_dir_metadata(&dir)?;
         let backend = backend.or(metadata.backend);
+        if backend == Some(ExportBackend::Remote) {
+            return Ok(Self::remote(dir, &canonical, metadata, metadata_file));
+        }
         let (backend, model_file) = locate_model(
             &dir,
             &canonical,
@@ -249,7 +263,7 @@ fn companion_files(
             check_torchscript(model_file)?;
             None
         }
-        ExportBackend::Onnx => None,
+        ExportBackend::Onnx | ExportBackend::Remote => None,
     })
 }
 
@@ -264,6 +278,54 @@ fn check_not_empty(model_file: &Path) -> Result<(), ExportError> {
         return Err(ExportError::EmptyModel(model_file.to_path_buf()));
     }
     Ok(())
+}
+
+impl ExportDir {
+    /// An export whose model runs on an inference server: metadata (and processors) from the
+    /// directory; a local model file is optional (recorded when there is exactly one).
+    fn remote(
+        dir: PathBuf,
+        canonical: &Path,
+        metadata: ExportMetadata,
+        metadata_file: Option<PathBuf>,
+    ) -> Self {
+        let mut local = metadata.clone();
+        local.backend = None;
+        let model_file = locate_model(&dir, canonical, &local, metadata_file.as_deref(), None)
+            .map(|(_, path)| path)
+            .unwrap_or_else(|_| dir.clone());
+        Self {
+            dir,
+            metadata,
+            metadata_file,
+            manifest: None,
+            backend: ExportBackend::Remote,
+            model_file,
+            weights_file: None,
+        }
+    }
+
+    /// The policy's name: the package's `policy.name`, else the last part of `policy_class` in lower case (`...act.policy.ACT`
+    /// -> `act`), else the model file's stem, else the directory's name. It is the default
+    /// model name on an inference server (`remote_model`).
+    pub fn policy_name(&self) -> String {
+        if let Some(name) = self.manifest.as_ref().and_then(Manifest::policy_name) {
+            return name;
+        }
+        if let Some(class) = &self.metadata.policy_class {
+            if let Some(last) = class.rsplit('.').next().filter(|s| !s.is_empty()) {
+                return last.to_ascii_lowercase();
+            }
+        }
+        let stem = if self.model_file.is_file() {
+            self.model_file.file_stem()
+        } else {
+            None
+        };
+        stem.or_else(|| self.dir.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
 }
 
 fn locate_model(

@@ -105,6 +105,29 @@ pub(super) fn open_package(
     backend_override: Option<ExportBackend>,
 ) -> Result<ExportDir, ExportError> {
     let manifest = Manifest::from_file(manifest_file)?;
+    if backend_override == Some(ExportBackend::Remote) {
+        // The model runs on an inference server: the package gives its processors, features
+        // and queue configuration; a local artifact is recorded when there is one.
+        let model_file = locate_artifact(&dir, manifest_file, &manifest, None)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|_| dir.clone());
+        let metadata = derive_metadata(
+            &manifest,
+            manifest_file,
+            ExportBackend::Remote,
+            &dir,
+            &model_file,
+        )?;
+        return Ok(ExportDir {
+            dir,
+            metadata,
+            metadata_file: Some(manifest_file.to_path_buf()),
+            manifest: Some(manifest),
+            backend: ExportBackend::Remote,
+            model_file,
+            weights_file: None,
+        });
+    }
     let (backend, model_file) = locate_artifact(&dir, manifest_file, &manifest, backend_override)?;
     let weights_file = companion_files(backend, &model_file)?;
     check_not_empty(&model_file)?;

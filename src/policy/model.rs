@@ -9,7 +9,7 @@ use super::processors::{tokenizer::TokenizerSearch, Pipeline};
 use super::{Observation, PolicyError, Predictor, Preprocess, Scheduler};
 use crate::export::{ExportBackend, ExportDir};
 use crate::runtime::{
-    get_adapter, DeviceRequest, GraphOptimization, RuntimeAdapter, RuntimeOptions,
+    get_adapter, DeviceRequest, GraphOptimization, RemoteOptions, RuntimeAdapter, RuntimeOptions,
 };
 
 /// How actions are served, resolved from metadata and overrides.
@@ -78,6 +78,11 @@ impl InferenceModelBuilder {
         self.options.onnx_optimization = level;
         self
     }
+    /// The inference server of backend `remote` (URL, model, version, deadline, TLS).
+    pub fn remote(mut self, remote: RemoteOptions) -> Self {
+        self.options.remote = remote;
+        self
+    }
     /// All runtime options at once.
     pub fn runtime_options(mut self, options: RuntimeOptions) -> Self {
         self.options = options;
@@ -108,9 +113,15 @@ impl InferenceModelBuilder {
     pub fn build(self) -> Result<InferenceModel, PolicyError> {
         let export = ExportDir::open_with_backend(&self.dir, self.backend)?;
         let start = Instant::now();
-        let mut adapter = get_adapter(export.backend, &self.options)?;
+        let mut options = self.options;
+        if export.backend == ExportBackend::Remote {
+            // The export declares the ports the server's model must have; the model's name
+            // on the server defaults to the policy's.
+            options.remote = options.remote.for_export(&export);
+        }
+        let mut adapter = get_adapter(export.backend, &options)?;
         adapter.load(&export.model_file)?;
-        let second = second_stage(&export, &self.options)?;
+        let second = second_stage(&export, &options)?;
         let load_time = start.elapsed();
         let pipeline = Pipeline::from_export(&export, &self.tokenizers)?;
         let order = export.metadata.input_shapes.keys().cloned().collect();

@@ -171,7 +171,7 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
         key: key.to_string(),
         value,
     };
-    let values = vec![
+    let mut values = vec![
         kv("backend", status.backend.clone()),
         kv("device", status.device.clone()),
         kv("enabled", status.enabled.to_string()),
@@ -204,6 +204,32 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
         kv("last_error", status.last_error.clone().unwrap_or_default()),
         kv("task", status.task.clone().unwrap_or_default()),
     ];
+    if let Some(r) = &status.remote {
+        // Backend `remote`: the inference server, its state, round trips and call errors.
+        values.extend([
+            kv("remote_url", r.url.clone()),
+            kv("remote_model", r.model.clone()),
+            kv("remote_server", r.server.clone()),
+            kv("remote_state", r.state.to_string()),
+            kv("remote_rtt_last_ms", ms(r.rtt_last)),
+            kv("remote_rtt_mean_ms", ms(r.rtt_mean)),
+            kv("remote_rtt_p50_ms", ms(r.rtt_p50)),
+            kv("remote_rtt_p99_ms", ms(r.rtt_p99)),
+            kv("remote_calls", r.calls.to_string()),
+            kv("remote_ok", r.ok.to_string()),
+            kv("remote_errors", r.errors().to_string()),
+            kv("remote_timeouts", r.timeouts.to_string()),
+            kv("remote_unavailable", r.unavailable.to_string()),
+            kv("remote_skipped_in_backoff", r.skipped.to_string()),
+            kv("remote_bad_answers", r.bad_answers.to_string()),
+            kv("remote_server_errors", r.server_errors.to_string()),
+            kv("remote_reconnects", r.reconnects.to_string()),
+            kv(
+                "remote_last_error",
+                r.last_error.clone().unwrap_or_default(),
+            ),
+        ]);
+    }
     DiagnosticArray {
         header: Header {
             stamp: time_msg(now_ns),
@@ -375,6 +401,7 @@ mod tests {
             mode: RefillMode::Asynchronous,
             task: None,
             last_error: None,
+            remote: None,
         }
     }
 
@@ -441,5 +468,38 @@ mod tests {
         let a = diagnostics(&st, &err, 0);
         assert_eq!(a.status[0].level, level::ERROR);
         assert!(a.status[0].message.contains("boom"));
+        assert!(a.status[0]
+            .values
+            .iter()
+            .all(|kv| !kv.key.starts_with("remote_")));
+    }
+
+    #[test]
+    fn diagnostics_report_the_inference_server() {
+        use crate::runtime::link::CallFault;
+        use crate::runtime::{ServerLink, ServerState};
+        let link = ServerLink::new("http://gpu:8001", "act");
+        link.set_server("triton 2.62.0");
+        for ms in [10u64, 20, 30] {
+            link.record_ok(Duration::from_millis(ms));
+        }
+        link.record_fault(CallFault::Timeout, "deadline exceeded");
+        link.record_fault(CallFault::Unavailable, "connection refused");
+        link.set_state(ServerState::Unavailable);
+        let mut st = status();
+        st.remote = Some(link.snapshot());
+        let a = diagnostics(&st, &DiagnosticExtras::default(), 0);
+        assert_eq!(value(&a, "remote_url"), "http://gpu:8001");
+        assert_eq!(value(&a, "remote_model"), "act");
+        assert_eq!(value(&a, "remote_server"), "triton 2.62.0");
+        assert_eq!(value(&a, "remote_state"), "unavailable");
+        assert_eq!(value(&a, "remote_rtt_last_ms"), "30.000");
+        assert_eq!(value(&a, "remote_rtt_mean_ms"), "20.000");
+        assert_eq!(value(&a, "remote_rtt_p99_ms"), "30.000");
+        assert_eq!(value(&a, "remote_calls"), "5");
+        assert_eq!(value(&a, "remote_errors"), "2");
+        assert_eq!(value(&a, "remote_timeouts"), "1");
+        assert_eq!(value(&a, "remote_unavailable"), "1");
+        assert_eq!(value(&a, "remote_last_error"), "connection refused");
     }
 }

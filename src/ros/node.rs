@@ -703,12 +703,35 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
     let queue = stats.latency_of(TickKind::Queue);
     let refill = stats.latency_of(TickKind::Refill);
     let overrun = stats.latency_of(TickKind::Overrun);
+    let remote = status.remote.as_ref().map_or_else(String::new, |r| {
+        format!(
+            "; inference server {} model `{}` ({}): round trip p50/p99/mean/last {}/{}/{}/{} ms over \
+             {} answered call(s) of {}, {} error(s) ({} timeout(s), {} unavailable, {} skipped in \
+             backoff, {} bad answer(s), {} server error(s)), {} reconnect(s)",
+            r.url,
+            r.model,
+            r.state,
+            ms(r.rtt_p50),
+            ms(r.rtt_p99),
+            ms(r.rtt_mean),
+            ms(r.rtt_last),
+            r.ok,
+            r.calls,
+            r.errors(),
+            r.timeouts,
+            r.unavailable,
+            r.skipped,
+            r.bad_answers,
+            r.server_errors,
+            r.reconnects
+        )
+    });
     format!(
         "stopped on {signal} after {:.1} s: {} command(s) published on {} ({:.2} Hz achieved, control_rate_hz {}); \
          {} tick(s) ({:.2} Hz): {} stale, {} overrun(s), {} error(s), {} disabled; inference ({} chunk(s) since start or \
          the last reset) latency last/mean/max {}/{}/{} ms on {}/{}; tick latency (timer -> published) \
          p50/p90/p99/max {} ms; of which {} served from the queue {} ms, {} refill tick(s) (chunk requested, \
-         computed on the tick when synchronous) {} ms; {} overrun tick(s) (timer -> handled) {} ms",
+         computed on the tick when synchronous) {} ms; {} overrun tick(s) (timer -> handled) {} ms{}",
         elapsed.as_secs_f64(),
         stats.commands,
         shared.params.command_topic,
@@ -733,5 +756,6 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
         refill.ms(),
         overrun.count,
         overrun.ms(),
+        remote,
     )
 }

@@ -14,7 +14,10 @@ use crate::control::{ParamMap, ParamValue};
 pub fn description(name: &str) -> &'static str {
     match name {
         "export_dir" => "export directory of the policy (model + metadata.yaml); required",
-        "backend" => "auto (metadata, else file extension), openvino, onnx or torchscript",
+        "backend" => {
+            "auto (metadata, else file extension), openvino, onnx, torchscript, or remote (a \
+             KServe v2 inference server: remote_url)"
+        }
         "device" => {
             "auto (first available in priority order) or an explicit device (cpu, cuda, GPU, ...)"
         }
@@ -53,6 +56,15 @@ pub fn description(name: &str) -> &'static str {
         "openvino_cache_dir" => "OpenVINO compiled-model cache directory; empty = none",
         "onnx_optimization" => "ONNX Runtime graph optimisation: disable, basic, extended or all",
         "warmup" => "run inference at start-up (first-call latency; sets refill_ahead_steps -1)",
+        "remote_url" => {
+            "backend remote: the inference server, http://host:port (gRPC) or https://host:port (TLS)"
+        }
+        "remote_model" => "backend remote: the model's name on the server; empty = the policy's name",
+        "remote_model_version" => "backend remote: the model version; empty = the server's choice",
+        "remote_timeout_ms" => "backend remote: deadline of each inference call in milliseconds",
+        "remote_ca_file" => {
+            "backend remote with https://: PEM file of the certificate authority; empty = system roots"
+        }
         "use_sim_time" => "use /clock (rosgraph_msgs/Clock) as ROS time",
         "task" => "language instruction of a VLA policy (also the ~/task topic); applies from the next chunk",
         "tokenizer_dir" => "directory with tokenizer.json, or a Hugging Face cache root; empty = package, cache",

@@ -54,12 +54,14 @@ impl DeviceChoice {
 }
 
 /// The priority list of each backend (getiaction's design): OpenVINO GPU -> NPU -> CPU;
-/// ONNX CUDA -> TensorRT -> CPU; TorchScript cuda -> cpu.
+/// ONNX CUDA -> TensorRT -> CPU; TorchScript cuda -> cpu. `remote` has one: the server,
+/// which places the model itself.
 pub fn priority(backend: ExportBackend) -> &'static [&'static str] {
     match backend {
         ExportBackend::OpenVino => &["GPU", "NPU", "CPU"],
         ExportBackend::Onnx => &["cuda", "tensorrt", "cpu"],
         ExportBackend::TorchScript => &["cuda", "cpu"],
+        ExportBackend::Remote => &["server"],
     }
 }
 

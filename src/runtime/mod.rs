@@ -1,4 +1,5 @@
-//! Runtime adapters: one trait over ONNX Runtime, OpenVINO and TorchScript (libtorch).
+//! Runtime adapters: one trait over ONNX Runtime, OpenVINO, TorchScript (libtorch) and a
+//! KServe v2 inference server (`remote`: Triton, OpenVINO Model Server, KServe, MLServer).
 //!
 //! Mirrors `getiaction.inference.adapters`: [`RuntimeAdapter`] (load, predict, input and
 //! output names), [`ExportBackend`] and the [`get_adapter`] factory. Each backend lives in its
@@ -6,26 +7,32 @@
 //! runtime library cannot be found, is an error that says how to get it, never a panic.
 //!
 //! Tensors cross the trait as `f32` ([`ndarray::ArrayD`]); adapters convert to and from the
-//! model's port types (`f16`, `f64`, `i64`, ...) where a model has them.
+//! model's port types (`f16`, `f64`, `i64`, ...) where a model has them, with [`ports`].
 
 mod device;
+pub mod link;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 #[cfg(feature = "openvino")]
 pub mod openvino;
 #[cfg(feature = "openvino")]
 pub mod ov_tokenizer;
+pub mod ports;
+#[cfg(feature = "remote")]
+pub mod remote;
 #[cfg(feature = "torch")]
 pub mod torchscript;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ndarray::{ArrayD, ArrayViewD};
 
 pub use crate::export::ExportBackend;
 pub use device::{select_device, DeviceChoice, DeviceRequest};
+pub use link::{LinkStatus, ServerLink, ServerState};
 
 /// Output tensors by the model's output names (ordered, so iteration is deterministic).
 pub type TensorMap = BTreeMap<String, ArrayD<f32>>;
@@ -117,6 +124,83 @@ impl std::str::FromStr for GraphOptimization {
     }
 }
 
+/// The per-call deadline of the `remote` backend when none is given (`remote_timeout_ms`).
+pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// A port the export declares, which the inference server's model must have (checked before
+/// the first call). `None` dimensions and `dtype` are not checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortExpectation {
+    pub name: String,
+    /// With the batch dimension.
+    pub shape: Vec<Option<usize>>,
+    pub dtype: Option<DType>,
+}
+
+/// Where and how the `remote` backend reaches its inference server.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// `http://host:port` (plain gRPC) or `https://host:port` (TLS).
+    pub url: String,
+    /// The model's name on the server.
+    pub model: String,
+    /// The model version; empty lets the server choose.
+    pub model_version: String,
+    /// Deadline of each inference call.
+    pub timeout: Duration,
+    /// PEM file of the certificate authority for `https://` (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Inputs the export declares (the server's model must match them); empty: unchecked.
+    pub expected_inputs: Vec<PortExpectation>,
+    /// Outputs the export declares; empty: unchecked.
+    pub expected_outputs: Vec<PortExpectation>,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            model: String::new(),
+            model_version: String::new(),
+            timeout: DEFAULT_REMOTE_TIMEOUT,
+            ca_file: None,
+            expected_inputs: Vec::new(),
+            expected_outputs: Vec::new(),
+        }
+    }
+}
+
+impl RemoteOptions {
+    /// Completes the options from the export directory: the model name defaults to the
+    /// policy's name ([`ExportDir::policy_name`](crate::export::ExportDir::policy_name)), and
+    /// the ports the export declares (`input_shapes` / `output_shapes`, batch dimension 1
+    /// added) become the expectations the server's model is checked against.
+    pub fn for_export(mut self, export: &crate::export::ExportDir) -> Self {
+        if self.model.trim().is_empty() {
+            self.model = export.policy_name();
+        }
+        let ports = |shapes: &indexmap::IndexMap<String, Vec<usize>>| -> Vec<PortExpectation> {
+            shapes
+                .iter()
+                .map(|(name, dims)| PortExpectation {
+                    name: name.clone(),
+                    shape: std::iter::once(Some(1))
+                        .chain(dims.iter().map(|d| Some(*d)))
+                        .collect(),
+                    dtype: None,
+                })
+                .collect()
+        };
+        if self.expected_inputs.is_empty() {
+            self.expected_inputs = ports(&export.metadata.input_shapes);
+        }
+        if self.expected_outputs.is_empty() {
+            self.expected_outputs = ports(&export.metadata.output_shapes);
+        }
+        self
+    }
+}
+
 /// Options shared by all adapters. `Default` is: `device: auto`, runtime-chosen thread
 /// count, no OpenVINO cache, all ONNX graph optimisations.
 #[derive(Debug, Clone, Default)]
@@ -130,6 +214,44 @@ pub struct RuntimeOptions {
     pub openvino_cache_dir: Option<PathBuf>,
     /// ONNX Runtime graph optimisation level.
     pub onnx_optimization: GraphOptimization,
+    /// The inference server of the `remote` backend.
+    pub remote: RemoteOptions,
+}
+
+/// What went wrong between the `remote` backend and its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteFault {
+    /// The URL, model name or TLS settings are unusable.
+    Config,
+    /// No connection could be made, or it was lost.
+    Unreachable,
+    /// The server is up but not ready, or the model is not ready.
+    NotReady,
+    /// The server does not have the model (version).
+    UnknownModel,
+    /// The server's model does not match the export (names, shapes, datatypes).
+    Mismatch,
+    /// The deadline passed before the answer.
+    Timeout,
+    /// The answer is malformed: a missing output, a wrong size or type, a non-finite value.
+    BadAnswer,
+    /// The server failed the request.
+    Server,
+}
+
+impl fmt::Display for RemoteFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RemoteFault::Config => "invalid settings",
+            RemoteFault::Unreachable => "server unreachable",
+            RemoteFault::NotReady => "not ready",
+            RemoteFault::UnknownModel => "unknown model",
+            RemoteFault::Mismatch => "model does not match the export",
+            RemoteFault::Timeout => "deadline exceeded",
+            RemoteFault::BadAnswer => "bad answer",
+            RemoteFault::Server => "server error",
+        })
+    }
 }
 
 /// Errors of the runtime layer. Each names the backend, file, tensor or library involved.
@@ -201,6 +323,13 @@ pub enum RuntimeError {
         backend: ExportBackend,
         detail: String,
     },
+    #[error("remote server {url}, model `{model}`: {fault}: {detail}")]
+    Remote {
+        url: String,
+        model: String,
+        fault: RemoteFault,
+        detail: String,
+    },
     #[error("invalid value `{value}` for {option}: expected {expected}")]
     InvalidOption {
         option: &'static str,
@@ -231,6 +360,13 @@ pub trait RuntimeAdapter: Send {
         inputs: &[(&str, ArrayViewD<'_, f32>)],
     ) -> Result<TensorMap, RuntimeError>;
 
+    /// For adapters that talk to an inference server: a handle on the link's health (state,
+    /// round trips, error counts), shared with whoever reports it. `None` for in-process
+    /// runtimes.
+    fn server_link(&self) -> Option<ServerLink> {
+        None
+    }
+
     /// Names of the model inputs, in order.
     fn input_names(&self) -> Vec<String> {
         self.inputs().iter().map(|s| s.name.clone()).collect()
@@ -255,6 +391,8 @@ pub fn get_adapter(
         ExportBackend::TorchScript => Ok(Box::new(torchscript::TorchScriptAdapter::new(
             options.clone(),
         ))),
+        #[cfg(feature = "remote")]
+        ExportBackend::Remote => Ok(Box::new(remote::RemoteAdapter::new(options.clone()))),
         #[allow(unreachable_patterns)]
         other => Err(RuntimeError::NotCompiled {
             backend: other,
@@ -272,6 +410,8 @@ pub fn available_devices(backend: ExportBackend) -> Result<Vec<String>, RuntimeE
         ExportBackend::OpenVino => openvino::available_devices(),
         #[cfg(feature = "torch")]
         ExportBackend::TorchScript => Ok(torchscript::available_devices()),
+        #[cfg(feature = "remote")]
+        ExportBackend::Remote => Ok(vec!["server".to_string()]),
         #[allow(unreachable_patterns)]
         other => Err(RuntimeError::NotCompiled {
             backend: other,

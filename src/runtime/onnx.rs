@@ -48,6 +48,7 @@ use ort::session::{Session, SessionInputValue, SessionInputs};
 use ort::value::{DynTensor, DynTensorValueType, Tensor, TensorElementType, ValueRef, ValueType};
 use ort::AsPointer;
 
+use super::ports::{self, PortElement};
 use super::{
     check_inputs, fmt_shape, select_device, DType, DeviceRequest, ExportBackend, GraphOptimization,
     RuntimeAdapter, RuntimeError, RuntimeOptions, TensorMap, TensorSpec,
@@ -480,54 +481,16 @@ fn same_shape(a: &[i64], b: &[usize]) -> bool {
             .all(|(x, y)| usize::try_from(*x).ok() == Some(*y))
 }
 
-/// A value that cannot be converted to the port type of input `name`.
-fn conversion_error(name: &str, index: usize, value: f32, ty: &str) -> RuntimeError {
-    RuntimeError::Inference {
-        backend: BACKEND,
-        detail: format!(
-            "input `{name}`: element {index} is {value}, which cannot be converted to {ty} \
-             (the model port's type)"
-        ),
-    }
-}
-
-/// Copies `src` (any layout, logical order) into `dst`, converting each element with `f`.
-fn fill<T>(
+/// Converts `view` into a staging buffer of the port's type (see [`super::ports`]).
+fn fill<T: PortElement>(
     dst: &mut [T],
-    src: &ArrayViewD<'_, f32>,
-    mut f: impl FnMut(usize, f32) -> Result<T, RuntimeError>,
-) -> Result<(), RuntimeError> {
-    match src.as_slice() {
-        Some(s) => {
-            for (i, (d, v)) in dst.iter_mut().zip(s).enumerate() {
-                *d = f(i, *v)?;
-            }
-        }
-        None => {
-            for (i, (d, v)) in dst.iter_mut().zip(src.iter()).enumerate() {
-                *d = f(i, *v)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Truncates toward zero; rejects non-finite values and values outside `[min, max)` (bounds
-/// given as f32 so they are exact).
-fn to_int(
+    view: &ArrayViewD<'_, f32>,
     name: &str,
-    i: usize,
-    v: f32,
-    min: f32,
-    max_excl: f32,
-    ty: &str,
-) -> Result<f64, RuntimeError> {
-    let t = v.trunc();
-    if v.is_finite() && t >= min && t < max_excl {
-        Ok(f64::from(t))
-    } else {
-        Err(conversion_error(name, i, v, ty))
-    }
+) -> Result<(), RuntimeError> {
+    ports::convert_into(dst, view, name).map_err(|e| RuntimeError::Inference {
+        backend: BACKEND,
+        detail: e.to_string(),
+    })
 }
 
 /// Creates (or reuses) the staging tensor of one input and converts `view` into it.
@@ -570,7 +533,7 @@ fn stage(
         });
     };
     match staged {
-        Staged::F32(t) => fill(t.extract_tensor_mut().1, view, |_, v| Ok(v)),
+        Staged::F32(t) => fill(t.extract_tensor_mut().1, view, name),
         Staged::F16(t) => {
             let n = view.len();
             if n == 0 {
@@ -603,24 +566,11 @@ fn stage(
             }
             Ok(())
         }
-        Staged::F64(t) => fill(t.extract_tensor_mut().1, view, |_, v| Ok(f64::from(v))),
-        Staged::I64(t) => fill(t.extract_tensor_mut().1, view, |i, v| {
-            // i64 range is [-2^63, 2^63); both bounds are exact in f32.
-            to_int(name, i, v, -9.223_372e18, 9.223_372e18, "i64").map(|x| x as i64)
-        }),
-        Staged::I32(t) => fill(t.extract_tensor_mut().1, view, |i, v| {
-            to_int(name, i, v, -2_147_483_648.0, 2_147_483_648.0, "i32").map(|x| x as i32)
-        }),
-        Staged::U8(t) => fill(t.extract_tensor_mut().1, view, |i, v| {
-            to_int(name, i, v, 0.0, 256.0, "u8").map(|x| x as u8)
-        }),
-        Staged::Bool(t) => fill(t.extract_tensor_mut().1, view, |i, v| {
-            if v.is_nan() {
-                Err(conversion_error(name, i, v, "bool"))
-            } else {
-                Ok(v != 0.0)
-            }
-        }),
+        Staged::F64(t) => fill(t.extract_tensor_mut().1, view, name),
+        Staged::I64(t) => fill(t.extract_tensor_mut().1, view, name),
+        Staged::I32(t) => fill(t.extract_tensor_mut().1, view, name),
+        Staged::U8(t) => fill(t.extract_tensor_mut().1, view, name),
+        Staged::Bool(t) => fill(t.extract_tensor_mut().1, view, name),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: fixture paths, compiled backends, reference data.
 #![allow(dead_code)]
 
+pub mod triton;
+
 use std::path::PathBuf;
 
 use ndarray::{ArrayD, Axis};

@@ -18,6 +18,10 @@ Scenarios:
   multicam            constant observation on two cameras (one raw, one PNG compressed),
                       first 12 commands (any command type)
   stream              demo playback until killed; prints STREAMING at the first command
+  outage              constant observation until --config stop_file exists (the test takes
+                      the inference server away and brings it back meanwhile); prints
+                      STREAMING at the first command; reports every command with its time,
+                      the longest gap between commands and every /diagnostics
   demo                demo playback for --config duration seconds; prints a report
   bench               speed benchmark robot (tools/bench_node.sh): `joints` names joint1..N,
                       images at each camera's h x w (e.g. 640x480 rgb8), a few pre-rendered
@@ -431,6 +435,31 @@ def scenario_stream(peer: Peer, cfg: dict) -> dict:
     return {"commands": peer.n_commands()}
 
 
+def scenario_outage(peer: Peer, cfg: dict) -> dict:
+    peer.joints_mode, peer.images_mode = "good", "good"
+    first_command(peer)
+    print("STREAMING", flush=True)
+    stop_file = cfg["stop_file"]
+    deadline = time.monotonic() + float(cfg.get("max_duration_s", 120.0))
+    while not os.path.exists(stop_file) and time.monotonic() < deadline:
+        sleep(0.05)
+    with peer.lock:
+        times = [at for at, _ in peer.commands]
+        commands = [c for _, c in peer.commands]
+        diags = list(peer.diagnostics)
+    t0 = times[0]
+    gaps = np.diff(np.array(times)) if len(times) > 1 else np.zeros(1)
+    k = int(np.argmax(gaps))
+    return {
+        "commands": commands,
+        "times": [t - t0 for t in times],
+        "longest_gap_s": float(gaps[k]),
+        "commands_before_gap": k + 1,
+        "diagnostics": [{**d, "t": d["t"] - t0} for d in diags],
+        **observation_json(peer),
+    }
+
+
 def scenario_demo(peer: Peer, cfg: dict) -> dict:
     """The main job's robot: plays the demo for `duration_s` and reports what came back."""
     peer.obs_mode = "demo"
@@ -497,6 +526,7 @@ SCENARIOS = {
     "bad_messages": scenario_bad_messages,
     "multicam": scenario_multicam,
     "stream": scenario_stream,
+    "outage": scenario_outage,
     "demo": scenario_demo,
     "bench": scenario_bench,
 }
