@@ -73,7 +73,7 @@ pub enum Step {
     Pi05(vla::Pi05),
     SmolvlaResize(vla::SmolvlaResize),
     NewLine,
-    HfTokenizer(tokenizer::HfTokenizer),
+    HfTokenizer(Box<tokenizer::HfTokenizer>),
     OvTokenizer(tokenizer::OvTokenizerStep),
 }
 
@@ -169,12 +169,9 @@ impl Pipeline {
                     cameras.clone(),
                 )?),
                 "new_line" => Step::NewLine,
-                "hf_tokenizer" => Step::HfTokenizer(tokenizer::HfTokenizer::from_component(
-                    c,
-                    file,
-                    &export.dir,
-                    search,
-                )?),
+                "hf_tokenizer" => Step::HfTokenizer(Box::new(
+                    tokenizer::HfTokenizer::from_component(c, file, &export.dir, search)?,
+                )),
                 "ov_tokenizer" => Step::OvTokenizer(tokenizer::OvTokenizerStep::from_component(
                     c,
                     file,
@@ -366,9 +363,8 @@ impl Pipeline {
         action_key: &str,
     ) -> Result<(), PolicyError> {
         for s in &self.post {
-            match s {
-                Step::Normalize(t) => t.apply(outputs, Some(action_key))?,
-                _ => {}
+            if let Step::Normalize(t) = s {
+                t.apply(outputs, Some(action_key))?;
             }
         }
         Ok(())

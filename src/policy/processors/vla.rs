@@ -39,9 +39,7 @@ fn py_space(c: char) -> bool {
 
 /// The task as physicalai's `pi05` puts it in the prompt.
 pub fn clean_task(task: &str) -> String {
-    task.trim_matches(py_space)
-        .replace('_', " ")
-        .replace('\n', " ")
+    task.trim_matches(py_space).replace(['_', '\n'], " ")
 }
 
 /// `np.digitize(x, linspace(-1, 1, 257)[:-1]) - 1`: the bin of a normalized value, -1 below
