@@ -6,6 +6,7 @@ pub mod npy;
 pub mod observation;
 pub mod policy;
 pub mod runtime;
+pub mod shape;
 
 #[cfg(feature = "ros")]
 pub mod bag;

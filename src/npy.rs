@@ -84,12 +84,15 @@ pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<ArrayD<f32>, NpyError> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().map_err(|_| fmt("bad shape")))
         .collect::<Result<_, _>>()?;
-    let count = shape
-        .iter()
-        .try_fold(1usize, |a, d| a.checked_mul(*d))
-        .ok_or_else(|| fmt("shape overflows"))?;
+    // Bounded before anything is sized by it (see `crate::shape`).
+    let count =
+        crate::shape::check_shape(&shape).map_err(|e| fmt(&format!("shape {shape:?} {e}")))?;
     let data = &bytes[end..];
-    let (endian, kind) = descr.split_at(1.min(descr.len()));
+    // The byte order is the first character; `get` also refuses a non-ASCII one.
+    let (endian, kind) = match descr.get(..1) {
+        Some(e) => (e, &descr[1..]),
+        None => ("", descr.as_str()),
+    };
     let little = match endian {
         "<" | "|" | "=" => true,
         ">" => false,

@@ -346,4 +346,93 @@ fn bench_names_inputs_without_a_known_shape() {
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+
+/// A copy of the fixture export of `backend` whose metadata gives `images` the shape `dims`.
+fn export_claiming(backend: policy_node::export::ExportBackend, dims: &[u64]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(act_tiny(backend)).unwrap().flatten() {
+        std::fs::copy(f.path(), dir.path().join(f.file_name())).unwrap();
+    }
+    let json = dir.path().join("metadata.json");
+    if json.exists() {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        v["input_shapes"]["images"] = serde_json::json!(dims);
+        std::fs::write(&json, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    } else {
+        let yaml = dir.path().join("metadata.yaml");
+        let mut v: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&yaml).unwrap()).unwrap();
+        v["input_shapes"]["images"] = serde_yaml::to_value(dims).unwrap();
+        std::fs::write(&yaml, serde_yaml::to_string(&v).unwrap()).unwrap();
+    }
+    dir
+}
+
+/// An export whose metadata claims an enormous image tensor is a clear error naming the key
+/// and the limit, before anything is sized by it: `bench` used to abort in the allocator
+/// (`[3, 100000, 100000]`) or panic inside ndarray (`[3, 2^40, 2^40]`, exit 101).
+#[test]
+fn enormous_metadata_shapes_are_clear_errors() {
+    for backend in backends() {
+        for (dims, limit) in [
+            (vec![3, 100_000, 100_000], "MAX_TENSOR_ELEMENTS"),
+            (vec![3, 1 << 40, 1 << 40], "MAX_DIM"),
+        ] {
+            let dir = export_claiming(backend, &dims);
+            for cmd in ["bench", "info"] {
+                let out = policyctl().arg(cmd).arg(dir.path()).output().unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(
+                    out.status.code(),
+                    Some(1),
+                    "{backend} {cmd} {dims:?}: {err}"
+                );
+                assert!(
+                    err.contains("input_shapes.images")
+                        && err.contains(limit)
+                        && err.contains("metadata."),
+                    "{backend} {cmd} {dims:?}: {err}"
+                );
+            }
+        }
+    }
+}
+
+/// A model whose own ports claim an enormous tensor (an ONNX graph declaring
+/// `[1, 3, 100000, 100000]`) is refused at load, naming the port and the limit: `bench`
+/// and the node build their input buffers from these shapes.
+#[test]
+fn enormous_model_ports_are_clear_errors() {
+    if !backends().contains(&policy_node::export::ExportBackend::Onnx) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+import sys, onnx
+from onnx import helper, TensorProto
+x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 100000, 100000])
+y = helper.make_tensor_value_info("action", TensorProto.FLOAT, [1, 3, 100000, 100000])
+g = helper.make_graph([helper.make_node("Identity", ["images"], ["action"])], "huge", [x], [y])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+m.ir_version = 8
+onnx.save(m, sys.argv[1])
+"#;
+    let status = Command::new(python())
+        .args(["-c", script])
+        .arg(dir.path().join("model.onnx"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for cmd in ["bench", "info"] {
+        let out = policyctl().arg(cmd).arg(dir.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(
+            err.contains("model input `images`")
+                && err.contains("[1, 3, 100000, 100000]")
+                && err.contains("MAX_TENSOR_ELEMENTS"),
+            "{cmd}: {err}"
+        );
+    }
 }

@@ -13,8 +13,8 @@ use policy_node::export::{ExportBackend, ExportDir};
 use policy_node::npy::{read_npy, write_npz, NpyData};
 use policy_node::policy::{InferenceModel, Observation};
 use policy_node::runtime::{
-    fmt_shape, get_adapter, DeviceRequest, GraphOptimization, RemoteOptions, RuntimeOptions,
-    TensorSpec,
+    check_port_shapes, fmt_shape, get_adapter, DeviceRequest, GraphOptimization, RemoteOptions,
+    RuntimeOptions, TensorSpec,
 };
 
 #[derive(Parser)]
@@ -474,6 +474,7 @@ fn load_adapter(
     }
     let mut adapter = get_adapter(export.backend, &options)?;
     adapter.load(&export.model_file)?;
+    check_port_shapes(adapter.as_ref())?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok((export, adapter, load_ms))
 }

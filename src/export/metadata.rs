@@ -164,6 +164,15 @@ impl ExportMetadata {
                 None => 1,
             },
         };
+        if chunk_size > crate::shape::MAX_DIM {
+            return Err(p.invalid(
+                "chunk_size",
+                format!(
+                    "is {chunk_size}, above the limit of {} actions per chunk (MAX_DIM)",
+                    crate::shape::MAX_DIM
+                ),
+            ));
+        }
         let n_action_steps = match p.positive(&root, "n_action_steps", "n_action_steps")? {
             Some(n) => Some(n),
             None => match init_args {
@@ -203,7 +212,7 @@ impl ExportMetadata {
                     .any(|c| matches!(c, std::path::Component::ParentDir))
             {
                 return Err(ExportError::PathEscapes {
-                    dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                    dir: path.to_path_buf(),
                     key: "model_file".into(),
                     file: f.clone(),
                 });
@@ -378,8 +387,8 @@ impl Parser<'_> {
             let dims = match shape {
                 Value::Sequence(seq) => seq
                     .iter()
-                    .map(|d| match d.as_i64() {
-                        Some(v) if v > 0 => Ok(v as usize),
+                    .map(|d| match d.as_u64() {
+                        Some(v) if v > 0 => Ok(v),
                         _ => Err(self.invalid(
                             &shown,
                             format!("dimensions must be positive integers, got {}", render(d)),
@@ -393,7 +402,9 @@ impl Parser<'_> {
                     ))
                 }
             };
-            out.insert(name, dims);
+            // Buffers are built from these shapes: bound them before anything is sized by them.
+            crate::shape::check_dims_u64(&dims).map_err(|e| self.invalid(&shown, e.to_string()))?;
+            out.insert(name, dims.into_iter().map(|d| d as usize).collect());
         }
         Ok(out)
     }

@@ -121,6 +121,7 @@ impl InferenceModelBuilder {
         }
         let mut adapter = get_adapter(export.backend, &options)?;
         adapter.load(&export.model_file)?;
+        crate::runtime::check_port_shapes(adapter.as_ref())?;
         let second = second_stage(&export, &options)?;
         let load_time = start.elapsed();
         let pipeline = Pipeline::from_export(&export, &self.tokenizers)?;
@@ -209,6 +210,7 @@ fn second_stage(
     }
     let mut second = get_adapter(backend, &opts)?;
     second.load(&path)?;
+    crate::runtime::check_port_shapes(second.as_ref())?;
     log::info!(
         "two_stage: second model {} ({backend} on {})",
         path.display(),

@@ -330,6 +330,15 @@ pub enum RuntimeError {
         fault: RemoteFault,
         detail: String,
     },
+    #[error("{backend}: model {kind} `{name}` {source}")]
+    PortShape {
+        backend: ExportBackend,
+        /// `input` or `output`.
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: crate::shape::ShapeError,
+    },
     #[error("invalid value `{value}` for {option}: expected {expected}")]
     InvalidOption {
         option: &'static str,
@@ -467,6 +476,27 @@ pub fn check_inputs(
                 given: join_names(inputs.iter().map(|(n, _)| *n)),
             });
         }
+    }
+    Ok(())
+}
+
+/// Checks every port a loaded model reports against the bounds of [`crate::shape`]
+/// (dynamic dimensions count as 1): buffers are built from these shapes (warm-up inputs,
+/// `policyctl bench` inputs, the node's image buffers), so a model or metadata claiming an
+/// enormous tensor is refused here, naming the port and the limit.
+pub fn check_port_shapes(adapter: &dyn RuntimeAdapter) -> Result<(), RuntimeError> {
+    let ports = adapter
+        .inputs()
+        .iter()
+        .map(|s| ("input", s))
+        .chain(adapter.outputs().iter().map(|s| ("output", s)));
+    for (kind, spec) in ports {
+        crate::shape::check_port_shape(&spec.shape).map_err(|source| RuntimeError::PortShape {
+            backend: adapter.backend(),
+            kind,
+            name: spec.name.clone(),
+            source,
+        })?;
     }
     Ok(())
 }
