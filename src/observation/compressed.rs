@@ -46,6 +46,22 @@ impl CompressedFormat {
         }
     }
 
+    /// The most decoded bytes a valid image of this format yields per byte of data: a
+    /// header announcing more than `max_expansion() * data.len()` bytes is refused before
+    /// anything is sized by it.
+    ///
+    /// - PNG: deflate expands at most 1032:1, and a 1-bit palette image with transparency
+    ///   decodes to 4 bytes per pixel (32 per stored byte): 33,024.
+    /// - JPEG: every 8x8 block of every component costs at least one bit (its DC code); with
+    ///   4x4 luma sampling an MCU of 32x32 pixels (3,072 RGB bytes) holds 18 blocks: under
+    ///   1,366:1, rounded up to 2,048.
+    pub const fn max_expansion(self) -> u64 {
+        match self {
+            CompressedFormat::Jpeg => 2048,
+            CompressedFormat::Png => 1032 * 32,
+        }
+    }
+
     /// `"jpeg"` or `"png"`.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -184,6 +200,19 @@ fn finish(
             },
             width,
             height,
+        });
+    }
+    // The header's size must be one the bytes present could encode before it sizes a buffer.
+    let decoded = dec.total_bytes();
+    let max_ratio = format.max_expansion();
+    if decoded > max_ratio.saturating_mul(len as u64) {
+        return Err(ObservationError::ImplausibleSize {
+            format,
+            width,
+            height,
+            decoded,
+            len,
+            max_ratio,
         });
     }
     let encoding = match dec.color_type() {

@@ -156,6 +156,26 @@ pub enum ObservationError {
         max_height: u32,
     },
 
+    /// The compressed image's header announces more pixels than its bytes could encode
+    /// (see [`CompressedFormat::max_expansion`]); nothing was allocated for it.
+    #[error(
+        "{format} header announces {width}x{height} ({decoded} bytes decoded) but the data is          only {len} bytes; a valid {format} expands at most {max_ratio}:1"
+    )]
+    ImplausibleSize {
+        /// The compressed format.
+        format: CompressedFormat,
+        /// Width announced by the header.
+        width: u32,
+        /// Height announced by the header.
+        height: u32,
+        /// Bytes the decoded image would take.
+        decoded: u64,
+        /// Length of the compressed data.
+        len: usize,
+        /// [`CompressedFormat::max_expansion`].
+        max_ratio: u64,
+    },
+
     /// `sensor_msgs/JointState.name` and `.position` differ in length.
     #[error("joint state has {names} names but {positions} positions")]
     JointLengthMismatch {

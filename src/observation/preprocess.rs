@@ -843,6 +843,67 @@ mod tests {
         );
     }
 
+    /// A header within the decode limit but claiming more pixels than its bytes can hold is
+    /// refused before the pixel buffer is sized; real images at the edge still decode.
+    #[test]
+    fn implausible_compressed_sizes_are_rejected_before_allocating() {
+        // A valid PNG header (8192 x 8192 RGB, inside the default limit) and an empty IDAT.
+        let mut fake = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+        fake.extend(8192u32.to_be_bytes());
+        fake.extend(8192u32.to_be_bytes());
+        fake.extend([8, 2, 0, 0, 0]);
+        fake.extend(crc32(&fake[12..]).to_be_bytes());
+        fake.extend(b"\x00\x00\x00\x00IDAT\x35\xaf\x06\x1e\x00\x00\x00\x00IEND\xae\x42\x60\x82");
+        let e = ImagePreprocessor::new(8, 8)
+            .compressed("png", &fake)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ObservationError::ImplausibleSize {
+                    format: CompressedFormat::Png,
+                    width: 8192,
+                    height: 8192,
+                    decoded: 201_326_592,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let m = e.to_string();
+        assert!(m.contains("8192x8192") && m.contains("33024:1"), "{m}");
+
+        // A flat 1024 x 1024 PNG (over 100:1) still decodes.
+        let flat = vec![7u8; 1024 * 1024 * 3];
+        let data = png(&flat, 1024, 1024, ExtendedColorType::Rgb8);
+        assert!(data.len() * 100 < flat.len(), "{} bytes", data.len());
+        let out = ImagePreprocessor::new(4, 4)
+            .compressed("png", &data)
+            .unwrap();
+        assert!(out.iter().all(|v| *v == 7.0 / 255.0));
+        // So does a flat JPEG.
+        let data = jpeg(&flat, 1024, 1024, ExtendedColorType::Rgb8);
+        ImagePreprocessor::new(4, 4)
+            .compressed("jpeg", &data)
+            .unwrap();
+    }
+
+    /// CRC-32 (PNG chunk checksums).
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for b in bytes {
+            c ^= u32::from(*b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
     #[test]
     fn unsupported_compressed_format_is_an_error() {
         let mut p = ImagePreprocessor::new(2, 2);
