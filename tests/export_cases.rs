@@ -73,8 +73,7 @@ fn metadata_case_files() {
             };
             let named = err.contains(&format!("`{key}`")) || err.contains(&key);
             assert!(named, "{name}: error does not name `{key}`: {err}");
-            let file_named = err.contains("metadata.")
-                || matches!(name.as_str(), "invalid-model-file-escapes.yaml");
+            let file_named = err.contains("metadata.");
             assert!(file_named, "{name}: error does not name the file: {err}");
         }
     }

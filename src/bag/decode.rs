@@ -55,7 +55,7 @@ pub struct JointStateMsg {
 pub fn joint_state(cdr: &[u8]) -> Result<JointStateMsg, r2r::Error> {
     let m = match cdr::joint_state(cdr) {
         Some(m) => m,
-        None => r2r::sensor_msgs::msg::JointState::from_serialized_bytes(cdr)?,
+        None => r2r::sensor_msgs::msg::JointState::from_serialized_bytes(rmw_safe(cdr)?)?,
     };
     Ok(JointStateMsg {
         stamp_ns: time_to_ns(m.header.stamp.sec, m.header.stamp.nanosec),
@@ -79,11 +79,11 @@ pub fn image(kind: MessageKind, cdr: &[u8]) -> Result<ImageMsg, r2r::Error> {
     Ok(match kind {
         MessageKind::CompressedImage => compressed_image_msg(match cdr::compressed_image(cdr) {
             Some(m) => m,
-            None => r2r::sensor_msgs::msg::CompressedImage::from_serialized_bytes(cdr)?,
+            None => r2r::sensor_msgs::msg::CompressedImage::from_serialized_bytes(rmw_safe(cdr)?)?,
         }),
         _ => raw_image_msg(match cdr::image(cdr) {
             Some(m) => m,
-            None => r2r::sensor_msgs::msg::Image::from_serialized_bytes(cdr)?,
+            None => r2r::sensor_msgs::msg::Image::from_serialized_bytes(rmw_safe(cdr)?)?,
         }),
     })
 }
@@ -149,11 +149,31 @@ pub fn header_stamp(cdr: &[u8]) -> Result<i64, r2r::Error> {
     let (sec, nanosec) = match cdr::header_stamp(cdr) {
         Some(stamp) => stamp,
         None => {
-            let h = r2r::std_msgs::msg::Header::from_serialized_bytes(cdr)?;
+            let h = r2r::std_msgs::msg::Header::from_serialized_bytes(rmw_safe(cdr)?)?;
             (h.stamp.sec, h.stamp.nanosec)
         }
     };
     Ok(time_to_ns(sec, nanosec))
+}
+
+/// `cdr`, unless it is a payload the rmw cannot be given: Fast CDR trusts the padding count
+/// in the encapsulation options (its two low bits) and, when the payload is shorter than the
+/// padding it claims, reads out of bounds (a segmentation fault found by `tools/fuzz.sh`).
+/// Such a payload is an error here instead.
+fn rmw_safe(cdr: &[u8]) -> Result<&[u8], r2r::Error> {
+    if let [_, _, _, options, body @ ..] = cdr {
+        let padding = usize::from(options & 3);
+        if body.len() < padding {
+            return Err(r2r::Error::SerdeError {
+                err: format!(
+                    "CDR encapsulation options claim {padding} padding byte(s) but only {} \
+                     byte(s) follow the 4-byte header",
+                    body.len()
+                ),
+            });
+        }
+    }
+    Ok(cdr)
 }
 
 /// The whole message, as [`ImageData::Deferred`]'s `decode` (errors as text).
@@ -532,6 +552,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Payloads shorter than the padding their encapsulation options claim crashed the rmw
+    /// (Fast CDR reads out of bounds); each decode path refuses them first (fuzzing found
+    /// `00 00 00 ff`).
+    #[test]
+    fn payloads_shorter_than_their_padding_never_reach_the_rmw() {
+        for bytes in [
+            &[0u8, 0, 0, 0xff][..],
+            &[0, 0, 0, 3],
+            &[0, 1, 0, 1],
+            &[0, 1, 0, 3, 0, 0],
+        ] {
+            let e = joint_state(bytes).unwrap_err().to_string();
+            assert!(e.contains("padding"), "{e}");
+            for kind in [MessageKind::Image, MessageKind::CompressedImage] {
+                let e = image(kind, bytes).err().expect("an error").to_string();
+                assert!(e.contains("padding"), "{e}");
+                assert!(deferred_image(kind, bytes.to_vec(), origin(0)).is_err());
+            }
+            assert!(header_stamp(bytes).is_err());
+        }
+        // Padding the body does hold still goes to the rmw (which rejects this one).
+        assert!(joint_state(&[0, 1, 0, 3, 0, 0, 0]).is_err());
     }
 
     #[test]

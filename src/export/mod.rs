@@ -148,6 +148,8 @@ pub enum ExportError {
         key: String,
         file: String,
     },
+    /// `dir` is the metadata file naming the path, or the export directory for a model file
+    /// found there (a symlink leading out).
     #[error("{}: path `{file}` (key `{key}`) leaves the export directory", dir.display())]
     PathEscapes {
         dir: PathBuf,
