@@ -592,13 +592,21 @@ impl NodeParams {
 /// Reads a ROS 2 parameters file (`<node>: ros__parameters: {...}`, `/**:` or
 /// `/<ns>/<node>:` keys) and returns the parameters meant for `node_name`.
 pub fn read_params_file(path: &Path, node_name: &str) -> Result<ParamMap, ParamError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ParamError::File {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    parse_params_yaml(&text, path, node_name)
+}
+
+/// [`read_params_file`] on the file's text; `path` only names the file in errors.
+pub fn parse_params_yaml(text: &str, path: &Path, node_name: &str) -> Result<ParamMap, ParamError> {
     let file_err = |detail: String| ParamError::File {
         path: path.to_path_buf(),
         detail,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
     let doc: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| file_err(format!("not valid YAML: {e}")))?;
+        serde_yaml::from_str(text).map_err(|e| file_err(format!("not valid YAML: {e}")))?;
     let serde_yaml::Value::Mapping(top) = doc else {
         return Err(file_err("top level must be a mapping of node names".into()));
     };
