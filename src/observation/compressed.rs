@@ -106,7 +106,40 @@ impl FromStr for CompressedFormat {
 ///
 /// Dimensions are read from the header and checked against `max_w x max_h` before any
 /// pixel memory is allocated.
+///
+/// A panic inside the codec is a [`ObservationError::Decode`] error like any other bad
+/// frame: the JPEG decoder (`zune-jpeg` 0.5.15, the latest release) panics on some malformed
+/// frames (found by `tools/fuzz.sh`), and a camera must not be able to stop the node.
 pub(crate) fn decode_into(
+    format: CompressedFormat,
+    data: &[u8],
+    max_w: u32,
+    max_h: u32,
+    buf: &mut Vec<u8>,
+) -> Result<(u32, u32, ImageEncoding), ObservationError> {
+    let decode = std::panic::AssertUnwindSafe(|| decode_unguarded(format, data, max_w, max_h, buf));
+    std::panic::catch_unwind(decode).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        let hint = match format {
+            CompressedFormat::Jpeg => ::image::ImageFormat::Jpeg,
+            CompressedFormat::Png => ::image::ImageFormat::Png,
+        };
+        Err(ObservationError::Decode {
+            format,
+            len: data.len(),
+            source: ::image::ImageError::Decoding(::image::error::DecodingError::new(
+                hint.into(),
+                format!("the decoder panicked: {what}"),
+            )),
+        })
+    })
+}
+
+fn decode_unguarded(
     format: CompressedFormat,
     data: &[u8],
     max_w: u32,

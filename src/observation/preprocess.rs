@@ -888,6 +888,32 @@ mod tests {
             .unwrap();
     }
 
+    /// A malformed JPEG on which the decoder panics (`zune-jpeg` 0.5.15, AVX2 IDCT; found by
+    /// `tools/fuzz.sh`) is a decode error like any bad frame, and the preprocessor keeps
+    /// working.
+    #[test]
+    fn a_panicking_jpeg_decoder_is_a_decode_error() {
+        let data = include_bytes!("../../tests/fixtures/cases/fuzz/jpeg-decoder-panic.jpg");
+        let mut p = ImagePreprocessor::new(12, 16);
+        match p.compressed("jpeg", data) {
+            Err(e @ ObservationError::Decode { .. }) => {
+                let m = e.to_string();
+                assert!(
+                    m.contains("jpeg") && m.contains(&data.len().to_string()),
+                    "{m}"
+                );
+            }
+            Err(other) => panic!("{other:?}"),
+            // Only the AVX2 path panics; elsewhere the frame may decode.
+            Ok(_) => {
+                #[cfg(target_arch = "x86_64")]
+                assert!(!std::arch::is_x86_feature_detected!("avx2"))
+            }
+        }
+        let good = jpeg(&card(16, 12), 16, 12, ExtendedColorType::Rgb8);
+        p.compressed("jpeg", &good).unwrap();
+    }
+
     /// CRC-32 (PNG chunk checksums).
     fn crc32(bytes: &[u8]) -> u32 {
         let mut c = !0u32;
