@@ -516,10 +516,14 @@ impl JsonParser {
                 ),
             ));
         }
-        dims.iter()
+        let shape = dims
+            .iter()
             .enumerate()
             .map(|(i, d)| self.positive(d, &format!("{at}[{i}]"), MAX_DECLARED_DIM))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        // And the per-tensor bound every shape taken from a file meets.
+        crate::shape::check_shape(&shape).map_err(|e| self.invalid(at, e.to_string()))?;
+        Ok(shape)
     }
 
     pub(crate) fn string_list(&self, v: &Value, at: &str) -> Result<Vec<String>, ExportError> {
