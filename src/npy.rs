@@ -306,6 +306,49 @@ mod tests {
         assert!(e.contains("needs 32"), "{e}");
     }
 
+    /// `.npy` bytes with any header dictionary (format 1.0) followed by `data`.
+    fn with_header(dict: &str, data: &[u8]) -> Vec<u8> {
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend((dict.len() as u16).to_le_bytes());
+        out.extend(dict.as_bytes());
+        out.extend(data);
+        out
+    }
+
+    /// A header claiming an enormous array is refused by the shape limits before anything is
+    /// sized by it, and a header the parser cannot make sense of is an error, not a panic.
+    #[test]
+    fn enormous_and_odd_headers_are_errors() {
+        let e = parse_npy(
+            &with_header(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 1099511627776, 1099511627776), }",
+                &[0; 8],
+            ),
+            Path::new("in.npy"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("in.npy") && e.contains("MAX_DIM"), "{e}");
+        let e = parse_npy(
+            &with_header(
+                "{'descr': '|u1', 'fortran_order': False, 'shape': (3, 100000, 100000), }",
+                &[0; 8],
+            ),
+            Path::new("in.npy"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("MAX_TENSOR_ELEMENTS"), "{e}");
+        // A multi-byte first character in `descr` (the byte-order slot) panicked on slicing.
+        let e = parse_npy(
+            &with_header("{'descr': '\u{e9}4', 'shape': (1,), }", &[0; 8]),
+            Path::new("in.npy"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("in.npy") && e.contains("dtype"), "{e}");
+    }
+
     #[test]
     fn npz_is_deterministic_and_readable() {
         let arrays = [

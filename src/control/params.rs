@@ -373,10 +373,12 @@ impl NodeParams {
             }
         };
         let max_age = r.double("max_observation_age_ms")?;
-        if !(max_age.is_finite() && max_age > 0.0) {
+        // Bounded so the duration built from it cannot overflow (`Duration::from_secs_f64`
+        // panics past u64 seconds): 1e9 ms is over 11 days, far beyond any staleness rule.
+        if !(max_age.is_finite() && max_age > 0.0 && max_age <= 1e9) {
             return Err(invalid(
                 "max_observation_age_ms",
-                format!("must be a finite number > 0, got {max_age}"),
+                format!("must be a number in (0, 1e9] ms, got {max_age}"),
             ));
         }
         let n_action_steps = r.int("n_action_steps")?;
