@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (libFuzzer) of the parsers that read files and messages: export
-# metadata, node parameter files, .npy, raw and compressed images, and CDR payloads from
-# bags. Runs by hand, on the stable toolchain: the instrumentation cargo-fuzz adds is plain
+# metadata, policy package manifests, node parameter files, .npy, raw and compressed images,
+# and CDR payloads from bags. Runs by hand, on the stable toolchain: the instrumentation cargo-fuzz adds is plain
 # rustc flags (SanitizerCoverage through LLVM), so neither nightly nor cargo-fuzz is needed;
 # fuzz/ keeps cargo-fuzz's layout, so `cargo fuzz run TARGET` works too where it is installed.
 #
 #   tools/fuzz.sh run [TARGET...]      fuzz each target (default: all) until --runs
 #                                      executions or --time seconds, whichever comes first
-#   tools/fuzz.sh smoke [TARGET...]    a short run of each (CI-sized: --runs 20000 --time 20)
+#   tools/fuzz.sh smoke [TARGET...]    a short run of each (default --runs 20000 --time 20)
 #   tools/fuzz.sh repro TARGET FILE... run a target on saved inputs (e.g. a crash artifact)
 #   tools/fuzz.sh build                build the instrumented targets only
 #   tools/fuzz.sh seeds                regenerate the generated seeds in fuzz/seeds/
@@ -24,9 +24,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-ALL_TARGETS=(metadata params npy image_raw image_compressed cdr)
-runs=1000000
-time_s=600
+ALL_TARGETS=(metadata manifest params npy image_raw image_compressed cdr)
+runs=""
+time_s=""
 jobs=1
 ros=1
 cmd="${1:-run}"
@@ -44,8 +44,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ "$cmd" = smoke ]; then
-  runs=20000
-  time_s=20
+  runs="${runs:-20000}"
+  time_s="${time_s:-20}"
+else
+  runs="${runs:-1000000}"
+  time_s="${time_s:-600}"
 fi
 
 # The ROS 2 build environment (r2r) when the cdr target is wanted.
@@ -91,6 +94,7 @@ corpus_dirs() {
   echo "fuzz/corpus/$t fuzz/seeds/$t"
   case "$t" in
     metadata) echo "tests/cases/metadata" ;;
+    manifest) echo "tests/cases/manifest" ;;
     params) echo "tests/cases/params config" ;;
   esac
 }

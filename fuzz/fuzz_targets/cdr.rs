@@ -14,10 +14,16 @@ use policy_node::observation::{time_to_ns, CompressedFormat, ImagePreprocessor, 
 use policy_node_fuzz::with_budget;
 use r2r::WrappedTypesupport;
 
-fn same<T: WrappedTypesupport + PartialEq + std::fmt::Debug>(ours: Option<T>, bytes: &[u8]) {
+/// The in-place reader's message equals the rmw's, compared by their serialized forms
+/// (bit for bit, so NaN positions compare equal to themselves).
+fn same<T: WrappedTypesupport + std::fmt::Debug>(ours: Option<T>, bytes: &[u8]) {
     if let Some(ours) = ours {
         match T::from_serialized_bytes(bytes) {
-            Ok(theirs) => assert_eq!(ours, theirs, "in-place reader and rmw disagree"),
+            Ok(theirs) => assert_eq!(
+                ours.to_serialized_bytes().ok(),
+                theirs.to_serialized_bytes().ok(),
+                "in-place reader and rmw disagree: {ours:?} vs {theirs:?}"
+            ),
             Err(e) => panic!("in-place reader took a payload the rmw rejects ({e})"),
         }
     }

@@ -68,14 +68,18 @@ static ALLOCATOR: Bounded = Bounded;
 /// Runs `f` with single allocations limited to `BASE + per_byte * input_len` bytes.
 /// libFuzzer runs a target on one thread, so a process-wide limit is the input's limit.
 pub fn with_budget<R>(input_len: usize, per_byte: usize, f: impl FnOnce() -> R) -> R {
-    // A panic is reported by libFuzzer's hook, which allocates: disarm the budget first so
-    // the report is the panic, not the allocation that prints it.
+    // Panics: libfuzzer-sys installs a hook that aborts before unwinding. That would also
+    // abort on panics the code under test catches on purpose (a codec's panic turned into a
+    // decode error, as the node does), so the hook here only prints (std's default hook,
+    // with the budget disarmed first: printing allocates). A panic that escapes the target
+    // still aborts: libfuzzer-sys runs every input under `catch_unwind` and aborts on `Err`.
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {
-        let inner = std::panic::take_hook();
+        drop(std::panic::take_hook()); // libfuzzer-sys's aborting hook
+        let default = std::panic::take_hook(); // std's default, printing hook
         std::panic::set_hook(Box::new(move |info| {
             LIMIT.store(usize::MAX, Ordering::Relaxed);
-            inner(info);
+            default(info);
         }));
     });
     let limit = BASE.saturating_add(per_byte.saturating_mul(input_len));
