@@ -558,9 +558,11 @@ fn silent_camera_stops_commands_until_it_returns() {
     assert!(log.contains("commands resumed"), "{log}");
 }
 
-/// Wrong encoding, truncated image data, unknown joint names and a wrong state length are
-/// each reported (naming the topic and what is wrong) and produce no command; good data
-/// then does. Commands as `sensor_msgs/JointState` here.
+/// Wrong encoding, truncated image data, a zero-size image, a step shorter than a row,
+/// unknown or repeated joint names, a NaN position and a wrong state length are each reported
+/// (naming the topic and what is wrong) and produce no command, also when `~/reset` and
+/// `~/enable` are called amid them; good data then does. Commands as `sensor_msgs/JointState`
+/// here.
 #[test]
 fn bad_messages_are_reported_and_produce_no_command() {
     let world = World::new();
@@ -584,7 +586,16 @@ fn bad_messages_are_reported_and_produce_no_command() {
     let log = node.stop();
 
     assert_eq!(r["phases"]["camera_pause"]["commands"], json!(0), "{r}");
-    for phase in ["unknown_names", "wrong_length", "bad_encoding", "truncated"] {
+    for phase in [
+        "unknown_names",
+        "wrong_length",
+        "nan_position",
+        "duplicate_name",
+        "bad_encoding",
+        "truncated",
+        "zero_size",
+        "step_too_small",
+    ] {
         let p = &r["phases"][phase];
         assert_eq!(
             p["commands"],
@@ -594,6 +605,15 @@ fn bad_messages_are_reported_and_produce_no_command() {
         assert!(
             p["joint_msgs"].as_u64().unwrap() >= 15 && p["image_msgs"].as_u64().unwrap() >= 15,
             "{phase}: too little data sent: {p}"
+        );
+    }
+    // ~/reset and ~/enable called amid bad data answer, and still nothing is commanded.
+    for phase in ["wrong_length", "truncated"] {
+        let p = &r["phases"][phase];
+        assert_eq!(
+            (&p["reset"], &p["enable"]),
+            (&json!(true), &json!(true)),
+            "{p}"
         );
     }
     assert!(r["good_commands"].as_u64().unwrap() >= 5, "{r}");
@@ -617,6 +637,10 @@ fn bad_messages_are_reported_and_produce_no_command() {
         "image_raw: message rejected, no observation taken from it: image data is",
         "joint_states: message rejected, no observation taken from it: joint state lacks joint(s) [\"joint1\"",
         "joint_states: message rejected, no observation taken from it: joint state has 6 names but 5 positions",
+        "joint_states: message rejected, no observation taken from it: joint `joint1` has position NaN",
+        "joint_states: message rejected, no observation taken from it: joint state names joint `joint1` more than once",
+        "image_raw: message rejected, no observation taken from it: raw image has zero size",
+        "image_raw: message rejected, no observation taken from it: image step 191 bytes is smaller than one row",
     ] {
         assert!(log.contains(needle), "the node did not report `{needle}`:\n{log}");
     }

@@ -346,6 +346,7 @@ fn bench_names_inputs_without_a_known_shape() {
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}
 
 /// A copy of the fixture export of `backend` whose metadata gives `images` the shape `dims`.
 fn export_claiming(backend: policy_node::export::ExportBackend, dims: &[u64]) -> tempfile::TempDir {

@@ -431,6 +431,33 @@ fn unknown_message_type_names_topic_and_type() {
     );
 }
 
+/// A CDR payload shorter than the padding its encapsulation claims (found by fuzzing: the
+/// rmw read out of bounds and replay died of SIGSEGV) is a decode error naming the file,
+/// topic and log time; nothing is written.
+#[cfg(feature = "onnx")]
+#[test]
+fn payload_shorter_than_its_padding_is_a_decode_error() {
+    for topic in ["/joint_states", "/image_raw"] {
+        let mut msgs = demo_messages();
+        let m = msgs.iter_mut().find(|m| m.0 == topic).unwrap();
+        m.3 = vec![0, 0, 0, 0xff];
+        let at = m.2;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short_payload.mcap");
+        write_mcap(&path, &msgs);
+        let e = replay_error(options(&path, "onnx"));
+        assert!(matches!(e, BagError::Decode { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("short_payload.mcap")
+                && msg.contains(topic)
+                && msg.contains(&format!("{at} ns"))
+                && msg.contains("padding"),
+            "{msg}"
+        );
+    }
+}
+
 #[cfg(feature = "onnx")]
 #[test]
 fn truncated_mcap_names_the_file() {

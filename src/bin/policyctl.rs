@@ -625,7 +625,9 @@ fn bench_inputs(
         }
         let Some(shape) = bench_shape(export, s) else {
             bail!(
-                "model input `{}` has no known shape: the model does not declare it and the export                  gives none (metadata `input_shapes`, package `input_features`); pass                  `--input {}=FILE.npy`",
+                "model input `{}` has no known shape: the model does not declare it and the export \
+                 gives none (metadata `input_shapes`, package `input_features`); pass \
+                 `--input {}=FILE.npy`",
                 s.name,
                 s.name
             );
@@ -633,7 +635,8 @@ fn bench_inputs(
         let elements = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
         if elements.is_none_or(|e| e > MAX_BENCH_ELEMENTS) {
             bail!(
-                "model input `{}` would have shape {shape:?}, more than the {MAX_BENCH_ELEMENTS}                  elements `policyctl bench` generates; pass `--input {}=FILE.npy`",
+                "model input `{}` would have shape {shape:?}, more than the {MAX_BENCH_ELEMENTS} \
+                 elements `policyctl bench` generates; pass `--input {}=FILE.npy`",
                 s.name,
                 s.name
             );

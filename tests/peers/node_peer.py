@@ -186,6 +186,11 @@ class Peer(Node):
                 js.name = [f"other{i + 1}" for i in range(len(self.names))]
             elif self.joints_mode == "wrong_length":
                 js.position = js.position[:-1]
+            elif self.joints_mode == "nan_position":
+                js.position[0] = float("nan")
+            elif self.joints_mode == "duplicate_name":
+                js.name.append(js.name[0])
+                js.position.append(0.0)
             self.joint_pub.publish(js)
             self.sent_joint_msgs += 1
         if self.images_mode is not None:
@@ -208,6 +213,12 @@ class Peer(Node):
                         data = data[: msg.step * msg.height]
                     elif self.images_mode == "truncated":
                         data = data[: len(data) - 3 * rgb.shape[1]]  # one row short
+                    elif self.images_mode == "zero_size":
+                        msg.height, msg.width, msg.step = 0, 0, 0
+                        data = b""
+                    elif self.images_mode == "step_too_small":
+                        msg.step = rgb.shape[1] * 3 - 1
+                        data = data[: msg.step * msg.height]
                     msg.data = data
                 pub.publish(msg)
             self.sent_image_msgs += 1
@@ -387,22 +398,35 @@ def scenario_bad_messages(peer: Peer, cfg: dict) -> dict:
     wait_until(lambda: all(peer.count_subscribers(p.topic_name) > 0 for p in peer.image_pubs), DISCOVERY_TIMEOUT_S, "camera subscriptions")
     result = {"phases": {}}
 
-    def phase(name, joints, images, seconds):
+    def phase(name, joints, images, seconds, services=False):
         peer.joints_mode, peer.images_mode = joints, images
         n0 = peer.n_commands()
         sent0 = (peer.sent_joint_msgs, peer.sent_image_msgs)
-        sleep(seconds)
+        answers = {}
+        if services:
+            # Neither a reset nor enabling the output makes bad data usable.
+            sleep(seconds / 2)
+            answers["reset"] = peer.call(peer.reset_client, Trigger.Request())["success"]
+            answers["enable"] = peer.call(peer.enable_client, SetBool.Request(data=True))["success"]
+            sleep(seconds / 2)
+        else:
+            sleep(seconds)
         result["phases"][name] = {
             "commands": peer.n_commands() - n0,
             "joint_msgs": peer.sent_joint_msgs - sent0[0],
             "image_msgs": peer.sent_image_msgs - sent0[1],
+            **answers,
         }
 
     phase("unknown_names", "unknown_names", "good", dur)
-    phase("wrong_length", "wrong_length", "good", dur)
+    phase("wrong_length", "wrong_length", "good", dur, services=True)
+    phase("nan_position", "nan_position", "good", dur)
+    phase("duplicate_name", "duplicate_name", "good", dur)
     phase("camera_pause", "wrong_length", None, gap)
     phase("bad_encoding", "good", "bad_encoding", dur)
-    phase("truncated", "good", "truncated", dur)
+    phase("truncated", "good", "truncated", dur, services=True)
+    phase("zero_size", "good", "zero_size", dur)
+    phase("step_too_small", "good", "step_too_small", dur)
     peer.joints_mode, peer.images_mode = "good", "good"
     good_at = time.monotonic()
     wait_until(lambda: peer.commands_since(good_at) >= 5, 10, "commands once the data is good")
