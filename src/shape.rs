@@ -32,7 +32,7 @@ pub enum ShapeError {
     #[error(
         "shape {shape} has {elements} elements, above the limit of {MAX_TENSOR_ELEMENTS} \
          per tensor (MAX_TENSOR_ELEMENTS, {} MiB as f32)",
-        MAX_TENSOR_ELEMENTS * 4 >> 20
+        (MAX_TENSOR_ELEMENTS * 4) >> 20
     )]
     Elements { shape: String, elements: String },
 }
