@@ -724,6 +724,20 @@ fn invalid_parameters_exit_nonzero_naming_the_parameter() {
     let missing = world.home.path().join("missing.yaml");
     let bad_yaml = world.home.path().join("bad.yaml");
     std::fs::write(&bad_yaml, "policy_node: [unclosed\n").unwrap();
+    // An export whose metadata claims an enormous image input: the node builds its image
+    // buffers from these shapes.
+    let huge = world.home.path().join("huge_export");
+    std::fs::create_dir(&huge).unwrap();
+    std::fs::copy(
+        std::path::Path::new(&fixture("act_tiny")).join("model.onnx"),
+        huge.join("model.onnx"),
+    )
+    .unwrap();
+    std::fs::write(
+        huge.join("metadata.yaml"),
+        "input_shapes: {state: [6], images: [3, 100000, 100000]}\n",
+    )
+    .unwrap();
     let cases: Vec<(Vec<String>, &[&str])> = vec![
         (vec![], &["`export_dir`", "required"]),
         (
@@ -837,6 +851,15 @@ fn invalid_parameters_exit_nonzero_naming_the_parameter() {
                 "camera_inputs:=[images.top, images.side]".into(),
             ],
             &["`camera_inputs`", "images.side"],
+        ),
+        (
+            vec![
+                "-p".into(),
+                format!("export_dir:={}", huge.display()),
+                "-p".into(),
+                JOINTS.into(),
+            ],
+            &["input_shapes.images", "MAX_TENSOR_ELEMENTS"],
         ),
         (
             vec!["--params-file".into(), missing.display().to_string()],
