@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (libFuzzer) of the parsers that read files and messages: export
 # metadata, policy package manifests, node parameter files, .npy, raw and compressed images,
-# and CDR payloads from bags. Runs by hand, on the stable toolchain: the instrumentation cargo-fuzz adds is plain
-# rustc flags (SanitizerCoverage through LLVM), so neither nightly nor cargo-fuzz is needed;
-# fuzz/ keeps cargo-fuzz's layout, so `cargo fuzz run TARGET` works too where it is installed.
+# and CDR payloads from bags. Runs by hand, on the stable toolchain: the instrumentation
+# cargo-fuzz adds is plain rustc flags (SanitizerCoverage through LLVM), so neither nightly
+# nor cargo-fuzz is needed; fuzz/ keeps cargo-fuzz's layout, so `cargo fuzz run TARGET`
+# works too where it is installed.
 #
 #   tools/fuzz.sh run [TARGET...]      fuzz each target (default: all) until --runs
 #                                      executions or --time seconds, whichever comes first
@@ -39,7 +40,7 @@ while [ $# -gt 0 ]; do
     --time) time_s="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --no-ros) ros=0; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) if [ "$cmd" = repro ] && [ ${#targets[@]} -eq 1 ]; then files+=("$1"); else targets+=("$1"); fi; shift ;;
   esac
 done
@@ -137,6 +138,7 @@ fuzz_one() {
 
 case "$cmd" in
   list) printf '%s\n' "${ALL_TARGETS[@]}" ;;
+  -h|--help|help) sed -n '2,26p' "$0" ;;
   seeds)
     cargo test --manifest-path fuzz/Cargo.toml "${features[@]}" --lib -- --ignored write_seeds
     ;;
