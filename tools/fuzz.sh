@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
     --time) time_s="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --no-ros) ros=0; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) if [ "$cmd" = repro ] && [ ${#targets[@]} -eq 1 ]; then files+=("$1"); else targets+=("$1"); fi; shift ;;
   esac
 done
@@ -138,7 +138,7 @@ fuzz_one() {
 
 case "$cmd" in
   list) printf '%s\n' "${ALL_TARGETS[@]}" ;;
-  -h|--help|help) sed -n '2,26p' "$0" ;;
+  -h|--help|help) sed -n '2,23p' "$0" ;;
   seeds)
     cargo test --manifest-path fuzz/Cargo.toml "${features[@]}" --lib -- --ignored write_seeds
     ;;
