@@ -21,6 +21,7 @@ mod model;
 mod predictor;
 pub mod processors;
 mod refill;
+pub mod rtc;
 mod scheduler;
 
 use std::collections::BTreeMap;
