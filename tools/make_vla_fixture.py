@@ -212,8 +212,8 @@ def build_tokenizer(root: Path) -> tuple[str, dict]:
         "eos_id": tok.token_to_id("<eos>"),
         "unk_id": tok.token_to_id("<unk>"),
         "snapshot": snap.relative_to(root).as_posix(),
-        "example": tok.encode("Task: pick up the cube, State: 128 -1 255;\nAction: ").tokens,
-        "example_non_ascii": tok.encode("Lege den Wu\u0308rfel 🙂\n").tokens,
+        "example": [t.replace("\n", "\\n") for t in tok.encode("Task: pick up the cube, State: 128 -1 255;\nAction: ").tokens],
+        "example_non_ascii": [t.replace("\n", "\\n") for t in tok.encode("Lege den Wu\u0308rfel 🙂\n").tokens],
     }
     write_readme(root, "vla_hf_home: the tiny VLA tokenizer", [
         f"A Hugging Face home holding the tokenizer `{TOKENIZER_REPO}` at the pinned revision "
