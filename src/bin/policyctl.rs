@@ -186,6 +186,16 @@ enum Command {
         /// raw model call: a refill (inference + processors) and the queue pops after it.
         #[arg(long)]
         pipeline: bool,
+        /// Time only the package's preprocessors (normalize, image steps, tokenizer) on the
+        /// given inputs: what a refill spends before the model.
+        #[arg(long, conflicts_with = "pipeline")]
+        processors: bool,
+        /// The task of a VLA policy (with --pipeline or --processors).
+        #[arg(long)]
+        task: Option<String>,
+        /// A directory holding the tokenizer, or a Hugging Face cache root.
+        #[arg(long)]
+        tokenizer_dir: Option<PathBuf>,
         #[command(flatten)]
         rt: RuntimeArgs,
     },
@@ -246,18 +256,26 @@ fn run(cmd: Command) -> Result<()> {
             iterations,
             warmup,
             json,
-            pipeline: false,
+            pipeline,
+            processors,
+            task,
+            tokenizer_dir,
             rt,
-        } => bench(dir, &inputs, iterations, warmup, json, &rt),
-        Command::Bench {
-            dir,
-            inputs,
-            iterations,
-            warmup,
-            json,
-            pipeline: true,
-            rt,
-        } => bench_pipeline(dir, &inputs, iterations, warmup, json, &rt),
+        } => {
+            if pipeline || processors {
+                let run = PipelineBench {
+                    iterations,
+                    warmup,
+                    json,
+                    processors_only: processors,
+                    task,
+                    tokenizer_dir,
+                };
+                bench_pipeline(dir, &inputs, &run, &rt)
+            } else {
+                bench(dir, &inputs, iterations, warmup, json, &rt)
+            }
+        }
         Command::Replay {
             bag,
             dir,
@@ -732,14 +750,23 @@ fn stats(us: &mut [f64]) -> serde_json::Value {
     serde_json::json!({"min": us[0], "median": median, "p99": pct(0.99), "max": us[n - 1]})
 }
 
-fn bench_pipeline(
-    dir: PathBuf,
-    given: &[String],
+/// How `bench --pipeline` / `--processors` runs.
+struct PipelineBench {
     iterations: usize,
     warmup: usize,
     json: bool,
+    processors_only: bool,
+    task: Option<String>,
+    tokenizer_dir: Option<PathBuf>,
+}
+
+fn bench_pipeline(
+    dir: PathBuf,
+    given: &[String],
+    run: &PipelineBench,
     rt: &RuntimeArgs,
 ) -> Result<()> {
+    let (iterations, warmup, json) = (run.iterations, run.warmup, run.json);
     if iterations == 0 {
         bail!("--iterations must be at least 1");
     }
@@ -749,12 +776,15 @@ fn bench_pipeline(
     if let Some(backend) = rt.backend()? {
         b = b.backend(backend);
     }
+    if let Some(t) = &run.tokenizer_dir {
+        b = b.tokenizer_dir(t);
+    }
     let mut model = b
         .build()
         .with_context(|| format!("loading {}", dir.display()))?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     // Observations named as given, else generated for the model's ports.
-    let obs: Observation = if given.is_empty() {
+    let mut obs: Observation = if given.is_empty() {
         let specs = model.predictor().inputs().to_vec();
         bench_inputs(model.export(), &specs, Vec::new())?
             .into_iter()
@@ -762,6 +792,38 @@ fn bench_pipeline(
     } else {
         given.into_iter().collect()
     };
+    if let Some(t) = &run.task {
+        obs.set_text("task", t.clone());
+    }
+    if run.processors_only {
+        let pipeline = model.predictor().pipeline();
+        for _ in 0..warmup {
+            pipeline.preprocess(&mut obs.clone())?;
+        }
+        let mut us = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let mut o = obs.clone();
+            let t = Instant::now();
+            pipeline.preprocess(&mut o)?;
+            us.push(t.elapsed().as_secs_f64() * 1e6);
+            std::hint::black_box(o);
+        }
+        let st = stats(&mut us);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"backend": model.backend().as_str(), "iterations": iterations, "load_ms": load_ms, "processors_us": st})
+            );
+        } else {
+            println!(
+                "preprocessors  median {:.0} us  p99 {:.0} us  ({} steps)",
+                st["median"].as_f64().unwrap_or(0.0),
+                st["p99"].as_f64().unwrap_or(0.0),
+                pipeline.pre.len()
+            );
+        }
+        return Ok(());
+    }
     if !model.config().serves_single_actions() {
         bail!("this policy returns whole chunks (no action queue): use `bench` without --pipeline");
     }
