@@ -2,6 +2,7 @@
 //! computed either inline (synchronous) or on a worker thread (asynchronous refill), so a
 //! tick never waits for a whole inference while queued actions remain.
 
+use std::collections::VecDeque;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,82 @@ impl LatencyStats {
     }
 }
 
+/// Latencies the automatic refill-ahead looks at (the newest chunks).
+pub const AUTO_REFILL_WINDOW: usize = 50;
+/// How long dropping a [`ControlPolicy`] waits for an inference in progress before leaving
+/// the worker thread to finish on its own (the process may be exiting).
+pub const WORKER_JOIN_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Automatic refill-ahead: enough queued actions to hide the inference latency, following
+/// its observed distribution. After each chunk, the steps ahead are
+/// `ceil(1.25 * p99 / period) + 1`, `p99` over the latencies (observation conversion included)
+/// of the last [`AUTO_REFILL_WINDOW`] chunks: raised at once when a slower inference is
+/// seen, lowered by one step per chunk when the window has only faster ones. Seeded with the
+/// warm-up latency (`ceil(1.5 * warm-up / period) + 1`).
+#[derive(Debug, Clone)]
+pub struct AutoRefill {
+    period: Duration,
+    window: VecDeque<Duration>,
+    max_steps: usize,
+    steps: usize,
+}
+
+impl AutoRefill {
+    /// `period`: the control period; `warmup`: the latency measured at start-up;
+    /// `max_steps`: the largest value allowed (`chunk_size - 1`).
+    pub fn new(period: Duration, warmup: Duration, max_steps: usize) -> Self {
+        let period_s = period.as_secs_f64().max(1e-9);
+        let seed = (1.5 * warmup.as_secs_f64() / period_s).ceil() as usize + 1;
+        Self {
+            period,
+            window: VecDeque::with_capacity(AUTO_REFILL_WINDOW),
+            max_steps,
+            steps: seed.min(max_steps),
+        }
+    }
+
+    /// The steps ahead for a p99 latency `p99`.
+    pub fn steps_for(&self, p99: Duration) -> usize {
+        let period_s = self.period.as_secs_f64().max(1e-9);
+        ((1.25 * p99.as_secs_f64() / period_s).ceil() as usize + 1).min(self.max_steps)
+    }
+
+    /// The current choice.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// The p99 latency of the window (the largest of fewer than 100 samples).
+    pub fn p99(&self) -> Duration {
+        let mut v: Vec<Duration> = self.window.iter().copied().collect();
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        v.sort_unstable();
+        v[((v.len() - 1) as f64 * 0.99).ceil() as usize]
+    }
+
+    /// Records one chunk's latency; returns the new steps when they changed.
+    pub fn record(&mut self, latency: Duration) -> Option<usize> {
+        if self.window.len() == AUTO_REFILL_WINDOW {
+            self.window.pop_front();
+        }
+        self.window.push_back(latency);
+        let target = self.steps_for(self.p99());
+        let next = if target > self.steps {
+            target
+        } else if target < self.steps {
+            self.steps - 1
+        } else {
+            self.steps
+        };
+        (next != self.steps).then(|| {
+            self.steps = next;
+            next
+        })
+    }
+}
+
 /// A policy driven by control ticks. See the module docs.
 pub struct ControlPolicy {
     scheduler: Scheduler,
@@ -89,6 +166,7 @@ pub struct ControlPolicy {
     latency: LatencyStats,
     /// Whether the last tick requested a chunk (for the node's tick-latency breakdown).
     requested_on_last_tick: bool,
+    auto_refill: Option<AutoRefill>,
 }
 
 impl ControlPolicy {
@@ -98,7 +176,8 @@ impl ControlPolicy {
         let (_, predictor, config) = model.into_parts();
         let refill_ahead = refill_ahead.min(config.chunk_size.saturating_sub(1));
         let ensemble = config.temporal_ensemble_coeff;
-        let scheduler = Scheduler::new(config.n_action_steps, refill_ahead, ensemble);
+        let scheduler = Scheduler::new(config.n_action_steps, refill_ahead, ensemble)
+            .with_blend(config.chunk_blend, config.low_pass_alpha);
         let executor = match mode {
             RefillMode::Synchronous => Executor::Inline(Box::new(predictor)),
             RefillMode::Asynchronous => spawn_worker(predictor),
@@ -110,7 +189,23 @@ impl ControlPolicy {
             generation: 0,
             latency: LatencyStats::default(),
             requested_on_last_tick: false,
+            auto_refill: None,
         }
+    }
+
+    /// Makes the refill-ahead follow the observed inference latency (see [`AutoRefill`];
+    /// asynchronous mode only: a synchronous refill computes the chunk on the tick).
+    pub fn with_auto_refill(mut self, auto: AutoRefill) -> Self {
+        if self.mode() == RefillMode::Asynchronous {
+            self.scheduler.set_refill_ahead(auto.steps());
+            self.auto_refill = Some(auto);
+        }
+        self
+    }
+
+    /// The automatic refill-ahead, when on.
+    pub fn auto_refill(&self) -> Option<&AutoRefill> {
+        self.auto_refill.as_ref()
     }
 
     pub fn config(&self) -> &PolicyConfig {
@@ -206,6 +301,17 @@ impl ControlPolicy {
         match r.result {
             Ok(chunk) => {
                 self.latency.record(r.latency);
+                if let Some(auto) = &mut self.auto_refill {
+                    let before = self.scheduler.refill_ahead();
+                    if let Some(steps) = auto.record(r.latency) {
+                        self.scheduler.set_refill_ahead(steps);
+                        log::info!(
+                            "refill ahead {before} -> {steps} step(s): inference p99 {:.1} ms over the last {} chunk(s)",
+                            auto.p99().as_secs_f64() * 1e3,
+                            auto.window.len()
+                        );
+                    }
+                }
                 self.scheduler.deliver(r.tick, chunk);
                 Ok(())
             }
@@ -251,11 +357,25 @@ impl ControlPolicy {
 }
 
 impl Drop for ControlPolicy {
+    /// Stops the worker: it ends after the inference it may be running. That inference is
+    /// waited for up to [`WORKER_JOIN_TIMEOUT`]; a longer one is left to finish on its own
+    /// (its result is discarded), so shutting down never waits for a slow inference.
     fn drop(&mut self) {
         if let Executor::Worker { tx, handle, .. } = &mut self.executor {
             tx.take();
             if let Some(h) = handle.take() {
-                let _ = h.join();
+                let deadline = Instant::now() + WORKER_JOIN_TIMEOUT;
+                while !h.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if h.is_finished() {
+                    let _ = h.join();
+                } else {
+                    log::info!(
+                        "not waiting for the inference in progress (over {} ms): its result is discarded",
+                        WORKER_JOIN_TIMEOUT.as_millis()
+                    );
+                }
             }
         }
     }
@@ -273,7 +393,12 @@ fn spawn_worker(mut predictor: Predictor) -> Executor {
                     req = newer;
                 }
                 let start = Instant::now();
-                let result = (req.observation)().and_then(|obs| predictor.predict_chunk(&obs));
+                // A panic inside the observation conversion or a runtime is this chunk's
+                // error, not the end of the worker.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (req.observation)().and_then(|obs| predictor.predict_chunk(&obs))
+                }))
+                .unwrap_or_else(|panic| Err(PolicyError::Panicked(panic_message(&panic))));
                 let resp = Response {
                     generation: req.generation,
                     tick: req.tick,
@@ -300,5 +425,46 @@ fn spawn_worker(mut predictor: Predictor) -> Executor {
                 handle: None,
             }
         }
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_refill_follows_the_latency_distribution() {
+        let ms = Duration::from_millis;
+        // 100 Hz, warm-up 30 ms: ceil(1.5 * 3) + 1 = 6 steps.
+        let mut a = AutoRefill::new(ms(10), ms(30), 99);
+        assert_eq!(a.steps(), 6);
+        // A slow inference raises it at once: ceil(1.25 * 8) + 1 = 11.
+        assert_eq!(a.record(ms(80)), Some(11));
+        // Fast ones do not lower it while the slow one is in the window.
+        for _ in 0..AUTO_REFILL_WINDOW - 1 {
+            assert_eq!(a.record(ms(20)), None);
+        }
+        assert_eq!(a.p99(), ms(80));
+        // Once it left the window: one step per chunk down to ceil(1.25 * 2) + 1 = 4.
+        let mut seen = vec![];
+        for _ in 0..10 {
+            if let Some(s) = a.record(ms(20)) {
+                seen.push(s);
+            }
+        }
+        assert_eq!(seen, vec![10, 9, 8, 7, 6, 5, 4]);
+        // Clamped to chunk_size - 1.
+        let mut b = AutoRefill::new(ms(10), ms(30), 7);
+        assert_eq!(b.steps(), 6);
+        assert_eq!(b.record(Duration::from_secs(1)), Some(7));
     }
 }
