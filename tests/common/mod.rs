@@ -1,6 +1,9 @@
 //! Shared helpers of the integration tests: fixture paths, compiled backends, reference data.
 #![allow(dead_code)]
 
+#[cfg(feature = "ros")]
+pub mod ros;
+
 use std::path::PathBuf;
 
 use ndarray::{ArrayD, Axis};
