@@ -34,7 +34,7 @@ pub use model::{InferenceModel, InferenceModelBuilder, PolicyConfig};
 pub use predictor::{Predictor, Preprocess};
 pub use refill::{
     AutoRefill, ControlPolicy, LatencyStats, ObservationFn, RefillMode, TickOutcome,
-    AUTO_REFILL_WINDOW, WORKER_JOIN_TIMEOUT,
+    AUTO_REFILL_HORIZON, AUTO_REFILL_MAX_SAMPLES, WORKER_JOIN_TIMEOUT,
 };
 pub use scheduler::{Scheduler, SchedulerStats};
 

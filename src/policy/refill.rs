@@ -81,22 +81,32 @@ impl LatencyStats {
     }
 }
 
-/// Latencies the automatic refill-ahead looks at (the newest chunks).
-pub const AUTO_REFILL_WINDOW: usize = 50;
+/// How far back the automatic refill-ahead looks: the chunks delivered in the last minute
+/// of ticks (at most [`AUTO_REFILL_MAX_SAMPLES`] of them).
+pub const AUTO_REFILL_HORIZON: Duration = Duration::from_secs(60);
+/// The most latencies the automatic refill-ahead keeps (a minute of one chunk per tick at
+/// 166 Hz).
+pub const AUTO_REFILL_MAX_SAMPLES: usize = 10_000;
 /// How long dropping a [`ControlPolicy`] waits for an inference in progress before leaving
 /// the worker thread to finish on its own (the process may be exiting).
 pub const WORKER_JOIN_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Automatic refill-ahead: enough queued actions to hide the inference latency, following
 /// its observed distribution. After each chunk, the steps ahead are
-/// `ceil(1.25 * p99 / period) + 1`, `p99` over the latencies (observation conversion included)
-/// of the last [`AUTO_REFILL_WINDOW`] chunks: raised at once when a slower inference is
-/// seen, lowered by one step per chunk when the window has only faster ones. Seeded with the
-/// warm-up latency (`ceil(1.5 * warm-up / period) + 1`).
+/// `ceil(1.25 * p99 / period) + 1`, `p99` (nearest rank: the slowest of up to 100) over the
+/// latencies, observation conversion included, of the chunks delivered in the last
+/// [`AUTO_REFILL_HORIZON`] of ticks: raised at once when a slower inference is seen, lowered by
+/// one step per chunk once the slow ones are a minute old. Seeded with the warm-up latency
+/// (`ceil(1.5 * warm-up / period) + 1`). Time is counted in ticks, so the horizon does not
+/// depend on how often chunks come.
 #[derive(Debug, Clone)]
 pub struct AutoRefill {
     period: Duration,
-    window: VecDeque<Duration>,
+    horizon_ticks: u64,
+    /// (tick delivered, latency), oldest first.
+    window: VecDeque<(u64, Duration)>,
+    /// Reused for the p99 (no allocation per chunk once grown).
+    scratch: Vec<Duration>,
     max_steps: usize,
     steps: usize,
 }
@@ -109,7 +119,9 @@ impl AutoRefill {
         let seed = (1.5 * warmup.as_secs_f64() / period_s).ceil() as usize + 1;
         Self {
             period,
-            window: VecDeque::with_capacity(AUTO_REFILL_WINDOW),
+            horizon_ticks: (AUTO_REFILL_HORIZON.as_secs_f64() / period_s).ceil() as u64,
+            window: VecDeque::new(),
+            scratch: Vec::new(),
             max_steps,
             steps: seed.min(max_steps),
         }
@@ -126,23 +138,39 @@ impl AutoRefill {
         self.steps
     }
 
-    /// The p99 latency of the window (the largest of fewer than 100 samples).
+    /// Latencies in the window.
+    pub fn samples(&self) -> usize {
+        self.window.len()
+    }
+
+    /// The p99 latency of the window (nearest rank: the largest of up to 100 samples).
     pub fn p99(&self) -> Duration {
-        let mut v: Vec<Duration> = self.window.iter().copied().collect();
+        let mut v: Vec<Duration> = self.window.iter().map(|(_, d)| *d).collect();
+        Self::p99_of(&mut v)
+    }
+
+    fn p99_of(v: &mut [Duration]) -> Duration {
         if v.is_empty() {
             return Duration::ZERO;
         }
-        v.sort_unstable();
-        v[((v.len() - 1) as f64 * 0.99).ceil() as usize]
+        let k = ((v.len() - 1) as f64 * 0.99).ceil() as usize;
+        *v.select_nth_unstable(k).1
     }
 
-    /// Records one chunk's latency; returns the new steps when they changed.
-    pub fn record(&mut self, latency: Duration) -> Option<usize> {
-        if self.window.len() == AUTO_REFILL_WINDOW {
+    /// Records one chunk's latency, delivered on tick `tick` (a count that never goes back);
+    /// returns the new steps when they changed.
+    pub fn record(&mut self, tick: u64, latency: Duration) -> Option<usize> {
+        while self.window.front().is_some_and(|(t, _)| {
+            tick.saturating_sub(*t) > self.horizon_ticks
+        }) || self.window.len() >= AUTO_REFILL_MAX_SAMPLES
+        {
             self.window.pop_front();
         }
-        self.window.push_back(latency);
-        let target = self.steps_for(self.p99());
+        self.window.push_back((tick, latency));
+        self.scratch.clear();
+        self.scratch.extend(self.window.iter().map(|(_, d)| *d));
+        let p99 = Self::p99_of(&mut self.scratch);
+        let target = self.steps_for(p99);
         let next = if target > self.steps {
             target
         } else if target < self.steps {
@@ -167,6 +195,8 @@ pub struct ControlPolicy {
     /// Whether the last tick requested a chunk (for the node's tick-latency breakdown).
     requested_on_last_tick: bool,
     auto_refill: Option<AutoRefill>,
+    /// Ticks since start (never reset): the automatic refill-ahead's clock.
+    ticks_total: u64,
 }
 
 impl ControlPolicy {
@@ -190,6 +220,7 @@ impl ControlPolicy {
             latency: LatencyStats::default(),
             requested_on_last_tick: false,
             auto_refill: None,
+            ticks_total: 0,
         }
     }
 
@@ -237,6 +268,7 @@ impl ControlPolicy {
         F: FnOnce() -> Result<Observation, PolicyError> + Send + 'static,
     {
         self.requested_on_last_tick = false;
+        self.ticks_total += 1;
         if let Err(e) = self.collect() {
             self.scheduler.skip();
             return Err(e);
@@ -303,12 +335,13 @@ impl ControlPolicy {
                 self.latency.record(r.latency);
                 if let Some(auto) = &mut self.auto_refill {
                     let before = self.scheduler.refill_ahead();
-                    if let Some(steps) = auto.record(r.latency) {
+                    if let Some(steps) = auto.record(self.ticks_total, r.latency) {
                         self.scheduler.set_refill_ahead(steps);
                         log::info!(
-                            "refill ahead {before} -> {steps} step(s): inference p99 {:.1} ms over the last {} chunk(s)",
+                            "refill ahead {before} -> {steps} step(s): inference p99 {:.1} ms over the last {} chunk(s) (last {} s)",
                             auto.p99().as_secs_f64() * 1e3,
-                            auto.window.len()
+                            auto.samples(),
+                            AUTO_REFILL_HORIZON.as_secs()
                         );
                     }
                 }
@@ -448,23 +481,38 @@ mod tests {
         let mut a = AutoRefill::new(ms(10), ms(30), 99);
         assert_eq!(a.steps(), 6);
         // A slow inference raises it at once: ceil(1.25 * 8) + 1 = 11.
-        assert_eq!(a.record(ms(80)), Some(11));
-        // Fast ones do not lower it while the slow one is in the window.
-        for _ in 0..AUTO_REFILL_WINDOW - 1 {
-            assert_eq!(a.record(ms(20)), None);
+        assert_eq!(a.record(0, ms(80)), Some(11));
+        // Chunks every 100 ticks: the slow one holds it for a minute (6000 ticks)...
+        for k in 1..=60 {
+            assert_eq!(a.record(100 * k, ms(20)), None, "tick {}", 100 * k);
         }
         assert_eq!(a.p99(), ms(80));
-        // Once it left the window: one step per chunk down to ceil(1.25 * 2) + 1 = 4.
-        let mut seen = vec![];
-        for _ in 0..10 {
-            if let Some(s) = a.record(ms(20)) {
-                seen.push(s);
-            }
-        }
+        // ... then it leaves the window: one step per chunk down to ceil(1.25 * 2) + 1 = 4.
+        let seen: Vec<usize> = (61..=70).filter_map(|k| a.record(100 * k, ms(20))).collect();
         assert_eq!(seen, vec![10, 9, 8, 7, 6, 5, 4]);
+
+        // A chunk every tick (the horizon is in ticks, not chunks): 4 % slow ones hold it up
+        // while they are more than 1 % of the last minute's chunks; a lone slow one among
+        // more than 100 is below the p99.
+        // (10 Hz here: a minute is 600 ticks.)
+        let mut b = AutoRefill::new(ms(100), ms(300), 99);
+        assert_eq!(b.record(0, ms(800)), Some(11));
+        for t in 1..=600 {
+            let l = if t <= 300 && t % 25 == 0 { ms(800) } else { ms(200) };
+            assert_eq!(b.record(t, l), None, "tick {t}");
+        }
+        let lowered = (601..=900).find(|t| b.record(*t, ms(200)).is_some());
+        assert!(lowered.is_some_and(|t| t > 700), "{lowered:?}");
+        assert_eq!(b.p99(), ms(200));
+        let mut d = AutoRefill::new(ms(10), ms(10), 99);
+        for t in 0..300 {
+            d.record(t, if t == 5 { ms(500) } else { ms(10) });
+        }
+        assert_eq!(d.p99(), ms(10));
+
         // Clamped to chunk_size - 1.
-        let mut b = AutoRefill::new(ms(10), ms(30), 7);
-        assert_eq!(b.steps(), 6);
-        assert_eq!(b.record(Duration::from_secs(1)), Some(7));
+        let mut c = AutoRefill::new(ms(10), ms(30), 7);
+        assert_eq!(c.steps(), 6);
+        assert_eq!(c.record(0, Duration::from_secs(1)), Some(7));
     }
 }

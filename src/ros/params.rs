@@ -43,7 +43,7 @@ pub fn description(name: &str) -> &'static str {
             "largest change of a command per tick (one value or one per joint); [] = none"
         }
         "refill_ahead_steps" => {
-            "queued actions left when the next chunk is requested; -1 = from the warm-up latency"
+            "queued actions left when the next chunk is requested; -1 = automatic, following the inference latency"
         }
         "refill_mode" => {
             "async (next chunk on a worker thread) or sync (on the tick that needs it)"
@@ -52,7 +52,10 @@ pub fn description(name: &str) -> &'static str {
         "threads" => "CPU threads for the runtime; 0 = the runtime's default",
         "openvino_cache_dir" => "OpenVINO compiled-model cache directory; empty = none",
         "onnx_optimization" => "ONNX Runtime graph optimisation: disable, basic, extended or all",
-        "warmup" => "run inference at start-up (first-call latency; sets refill_ahead_steps -1)",
+        "warmup" => "run inference at start-up (first-call latency; seeds refill_ahead_steps -1)",
+        "chunk_blend" => "chunk hand-over: none, linear, ensemble, weighted_average, latest_only or average",
+        "chunk_blend_steps" => "ticks of the linear crossfade (chunk_blend linear)",
+        "low_pass_alpha" => "output low-pass filter y = a x + (1 - a) y_prev, a in (0, 1]; 1 = off",
         "use_sim_time" => "use /clock (rosgraph_msgs/Clock) as ROS time",
         _ => "",
     }

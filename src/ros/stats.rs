@@ -168,6 +168,11 @@ pub struct RunStats {
     pub late_ticks: u64,
     /// The control period (zero: not known, no lost or late ticks counted).
     period: Duration,
+    /// Sum of the timer's intervals since the first tick, ns; ticks counted without one;
+    /// ticks fired but not delivered.
+    timer_ns: u128,
+    timed_out_ticks: u64,
+    undelivered: u64,
     first_tick: Option<Instant>,
     last_tick: Option<Instant>,
     first_command: Option<Instant>,
@@ -220,16 +225,31 @@ impl RunStats {
         }
     }
 
-    /// A timer tick at `at`, `since_last` after the previous one by the timer's clock (what
-    /// the timer reports; `None`: not known). Each period in excess of 1.5 counts a lost
-    /// tick.
+    /// A timer tick at `at`, `since_last` after the previous timer call by the timer's clock
+    /// (what the timer reports; `None`: not known, e.g. on sim time). Lost ticks are timer
+    /// periods that passed without a tick: the timer skips a period when it is called more
+    /// than a period late (counted from the timer's clock: the whole periods elapsed since
+    /// the first tick, less the ticks after it), and a tick the timer fired but could not
+    /// deliver because the previous one was still waiting is a gap between two deliveries
+    /// (by this process's clock) longer than the timer's interval.
     pub fn tick(&mut self, at: Instant, since_last: Option<Duration>) {
         self.ticks += 1;
-        if let (Some(gap), false, true) = (since_last, self.period.is_zero(), self.ticks > 1) {
-            let periods = gap.as_secs_f64() / self.period.as_secs_f64();
-            if periods > 1.5 {
-                self.lost_ticks += (periods.round() as u64).saturating_sub(1);
+        if let (Some(gap), false, Some(prev)) = (since_last, self.period.is_zero(), self.last_tick)
+        {
+            let period = self.period.as_nanos();
+            self.timer_ns += gap.as_nanos();
+            let delivered_gap = at.saturating_duration_since(prev).as_nanos();
+            if delivered_gap > gap.as_nanos() + period / 2 {
+                let undelivered = (delivered_gap - gap.as_nanos() + period / 2) / period;
+                self.undelivered += u64::try_from(undelivered).unwrap_or(u64::MAX);
             }
+            let skipped = u64::try_from(self.timer_ns / period)
+                .unwrap_or(u64::MAX)
+                .saturating_sub(self.ticks - 1 - self.timed_out_ticks);
+            self.lost_ticks = self.lost_ticks.max(skipped + self.undelivered);
+        } else if self.ticks > 1 {
+            // A tick without the timer's interval: not part of the sum above.
+            self.timed_out_ticks += 1;
         }
         self.first_tick.get_or_insert(at);
         self.last_tick = Some(at);
@@ -427,9 +447,19 @@ mod tests {
         let t0 = Instant::now();
         s.tick(t0, None);
         s.tick(t0 + period, Some(period));
-        // The timer skipped two periods.
-        s.tick(t0 + 4 * period, Some(3 * period));
+        // A tick 0.9 periods late is late, not lost.
+        s.tick(t0 + period * 29 / 10, Some(period * 19 / 10));
+        s.tick(t0 + 3 * period, Some(period / 10));
+        assert_eq!(s.lost_ticks, 0);
+        // The timer skipped two periods (called 2.2 periods late).
+        s.tick(t0 + period * 62 / 10, Some(period * 32 / 10));
         assert_eq!(s.lost_ticks, 2);
+        s.tick(t0 + 7 * period, Some(period * 8 / 10));
+        assert_eq!(s.lost_ticks, 2);
+        // A tick fired but not delivered: two deliveries 2 periods apart, the timer's
+        // interval 1 period.
+        s.tick(t0 + 9 * period, Some(period));
+        assert_eq!(s.lost_ticks, 3);
         assert!(!s.command(t0, Duration::from_millis(2), TickKind::Queue));
         assert!(s.command(t0, Duration::from_millis(11), TickKind::Refill));
         assert_eq!(s.late_ticks, 1);
@@ -439,12 +469,12 @@ mod tests {
             .expect("a window");
         assert_eq!(
             (w.index, w.ticks, w.lost_ticks, w.commands, w.late_ticks),
-            (1, 3, 2, 2, 1)
+            (1, 7, 3, 2, 1)
         );
         assert_eq!(w.queue.count, 1);
         assert!(near(w.latency.max, Duration::from_millis(11)));
         // The next window starts empty.
-        s.tick(t0 + WINDOW + period, Some(period));
+        s.tick(t0 + 10 * period, Some(period));
         let w2 = s.roll_window(t0 + 2 * WINDOW + Duration::from_millis(10)).unwrap();
         assert_eq!((w2.index, w2.ticks, w2.commands, w2.lost_ticks), (2, 1, 0, 0));
         assert_eq!(w2.latency, LatencySummary::default());

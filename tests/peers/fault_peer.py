@@ -69,6 +69,7 @@ class Robot(Node):
         self.sim = bool(cfg.get("sim_time", False))
         self.sim_ns = int(cfg.get("sim_start_s", 1000.0) * 1e9)
         self.last_wall = time.monotonic()
+        self.t0 = time.monotonic()
         h, w = int(cfg.get("h", 32)), int(cfg.get("w", 32))
         rng = np.random.default_rng(0)
         # A few frames, cycled (rendering each would cost the peer more than the node).
@@ -116,9 +117,14 @@ class Robot(Node):
         js = JointState()
         js.header.stamp = time_msg(self.now_ns())
         js.name = list(self.names)
-        state = [0.0] * self.joints
-        state[0] = self.counter()
-        state[1], state[2], state[3] = self.switches["s1"], self.switches["s2"], self.switches["s3"]
+        if self.cfg.get("wave"):
+            # A slow sine per joint (the soak: a robot moving, no fault switches).
+            t = time.monotonic() - self.t0
+            state = [0.5 * math.sin(2 * math.pi * 0.25 * t + math.pi * j / self.joints) for j in range(self.joints)]
+        else:
+            state = [0.0] * self.joints
+            state[0] = self.counter()
+            state[1], state[2], state[3] = self.switches["s1"], self.switches["s2"], self.switches["s3"]
         js.position = state
         self.joint_pub.publish(js)
         self.sent_joints += 1
