@@ -88,7 +88,11 @@ fn bench_chunk_blend(c: &mut Criterion) {
         ("average", ChunkBlend::Average, 1.0),
         ("ensemble 0.01", ChunkBlend::Ensemble { coeff: 0.01 }, 1.0),
         ("none + low_pass 0.5", ChunkBlend::None, 0.5),
-        ("linear 10 + low_pass 0.5", ChunkBlend::Linear { steps: 10 }, 0.5),
+        (
+            "linear 10 + low_pass 0.5",
+            ChunkBlend::Linear { steps: 10 },
+            0.5,
+        ),
     ];
     let mut group = c.benchmark_group("chunk_blend per tick (100 x 14, 50 executed, 10 ahead)");
     for (name, blend, alpha) in modes {

@@ -34,11 +34,7 @@ impl Rng {
 }
 
 fn to_json(a: &Array2<f32>) -> Value {
-    json!(a
-        .rows()
-        .into_iter()
-        .map(|r| r.to_vec())
-        .collect::<Vec<_>>())
+    json!(a.rows().into_iter().map(|r| r.to_vec()).collect::<Vec<_>>())
 }
 
 fn rows_of(v: &Value) -> Vec<Vec<f32>> {
@@ -113,8 +109,8 @@ fn linear_lerp_queue_and_low_pass_match_physicalai() {
     // executed per chunk, 2 steps refilled ahead, linear over 3 ticks. Each chunk requested
     // is recorded with the tick of its observation, each switch with its tick.
     let (chunk_len, n_action_steps, ahead, steps) = (10usize, 4usize, 2usize, 3usize);
-    let mut s = Scheduler::new(n_action_steps, ahead, None)
-        .with_blend(ChunkBlend::Linear { steps }, 1.0);
+    let mut s =
+        Scheduler::new(n_action_steps, ahead, None).with_blend(ChunkBlend::Linear { steps }, 1.0);
     let mut requested: Vec<(u64, Array2<f32>)> = Vec::new();
     let mut actions: Vec<Array1<f32>> = Vec::new();
     let mut switches: Vec<(u64, usize)> = Vec::new(); // (tick, index into requested)
@@ -145,7 +141,10 @@ fn linear_lerp_queue_and_low_pass_match_physicalai() {
     }
     assert!(switches.len() >= 8, "too few switches: {switches:?}");
     assert!(
-        switches.iter().skip(1).all(|(t, i)| t - requested[*i].0 == ahead as u64),
+        switches
+            .iter()
+            .skip(1)
+            .all(|(t, i)| t - requested[*i].0 == ahead as u64),
         "every later chunk is switched in {ahead} ticks after its observation"
     );
 
@@ -171,7 +170,11 @@ fn linear_lerp_queue_and_low_pass_match_physicalai() {
         assert_eq!(ours.nrows(), want.len(), "merge {k}: row count");
         for (j, w) in want.iter().enumerate() {
             let d = max_diff(ours.row(j).as_slice().unwrap(), w);
-            assert!(d <= TOL, "merge {k} {:?} row {j}: differs by {d}", MERGES[k]);
+            assert!(
+                d <= TOL,
+                "merge {k} {:?} row {j}: differs by {d}",
+                MERGES[k]
+            );
         }
     }
 
@@ -186,7 +189,10 @@ fn linear_lerp_queue_and_low_pass_match_physicalai() {
             .map(|x| x.as_f64().unwrap() as f32)
             .collect();
         let d = max_diff(ours.as_slice().unwrap(), &want);
-        assert!(d <= TOL, "tick {t}: scheduler differs from physicalai by {d}");
+        assert!(
+            d <= TOL,
+            "tick {t}: scheduler differs from physicalai by {d}"
+        );
     }
 
     let mut lp = LowPass::new(alpha);

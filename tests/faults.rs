@@ -157,11 +157,9 @@ impl Run {
             .commands
             .iter()
             .map(|c| match (c.values[0], c.values[5]) {
-                (Some(obs), Some(row)) => format!(
-                    "{:.3}@{:.2}:{obs:.2}/{row}",
-                    c.t - start,
-                    c.counter_now
-                ),
+                (Some(obs), Some(row)) => {
+                    format!("{:.3}@{:.2}:{obs:.2}/{row}", c.t - start, c.counter_now)
+                }
                 _ => format!("{:.3}@{:.2}:NaN", c.t - start, c.counter_now),
             })
             .collect();
@@ -177,7 +175,10 @@ impl Run {
                 )
             })
             .collect();
-        format!("phases: {phases:?}\ncommands (time@counter:observation/row): {}", rows.join(" "))
+        format!(
+            "phases: {phases:?}\ncommands (time@counter:observation/row): {}",
+            rows.join(" ")
+        )
     }
 }
 
@@ -196,7 +197,9 @@ fn diag_num(d: &Value, key: &str) -> f64 {
 fn joint_state_and_camera_dropout_stop_commands_and_resume_fresh() {
     let world = world();
     let node = node(&world, &[]);
-    let r = world.peer("fault_peer.py", "dropout", json!({})).result(&node);
+    let r = world
+        .peer("fault_peer.py", "dropout", json!({}))
+        .result(&node);
     let log = node.stop();
     let run = Run::from(&r);
     let ctx = run.summary();
@@ -240,7 +243,10 @@ fn joint_state_and_camera_dropout_stop_commands_and_resume_fresh() {
             .diags_between(p_off.t0, p_back.t0 + 0.5)
             .into_iter()
             .any(|d| d["level"] == json!(1) && d["message"].as_str().unwrap().contains(topic));
-        assert!(warned, "{off}: no WARN on /diagnostics naming {topic}\n{ctx}");
+        assert!(
+            warned,
+            "{off}: no WARN on /diagnostics naming {topic}\n{ctx}"
+        );
         assert!(
             log.contains(&format!("no command: `{topic}` is stale")),
             "{off}: {log}"
@@ -333,7 +339,11 @@ fn slow_inference_counts_overruns_and_never_resumes_a_stale_plan() {
         overruns_in_slow > 0,
         "no overrun WARN on /diagnostics\n{ctx}"
     );
-    assert!(diag_num(&run.last_diag, "overruns") > 0.0, "{}", run.last_diag);
+    assert!(
+        diag_num(&run.last_diag, "overruns") > 0.0,
+        "{}",
+        run.last_diag
+    );
     assert!(
         diag_num(&run.last_diag, "late_chunks") >= 1.0,
         "{}",
@@ -369,7 +379,9 @@ fn slow_inference_counts_overruns_and_never_resumes_a_stale_plan() {
 fn refill_worker_error_is_reported_and_output_recovers() {
     let world = world();
     let node = node(&world, &[]);
-    let r = world.peer("fault_peer.py", "error", json!({})).result(&node);
+    let r = world
+        .peer("fault_peer.py", "error", json!({}))
+        .result(&node);
     let log = node.stop();
     let run = Run::from(&r);
     let ctx = run.summary();
@@ -456,7 +468,10 @@ fn clock_jumping_back_resets_cleanly() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no `time jumped back` line:\n{log}"));
     // 10 s back, less the sim time between the last tick before the jump and the first after.
-    assert!((9.5..=10.0).contains(&back), "jumped back by {back} s:\n{log}");
+    assert!(
+        (9.5..=10.0).contains(&back),
+        "jumped back by {back} s:\n{log}"
+    );
     assert!(diag_num(&run.last_diag, "clock_jumps") >= 1.0);
 }
 
@@ -487,7 +502,12 @@ fn sigterm_during_an_inference_exits_within_a_second() {
         log.contains("not waiting for the inference in progress"),
         "the inference was not in progress at SIGTERM:\n{log}"
     );
-    for bad in ["terminate called", "panicked", "Segmentation", "core dumped"] {
+    for bad in [
+        "terminate called",
+        "panicked",
+        "Segmentation",
+        "core dumped",
+    ] {
         assert!(!log.contains(bad), "{bad}:\n{log}");
     }
 }

@@ -12,8 +12,8 @@ mod common;
 
 use std::process::Stdio;
 
-use common::ros::{World, NODE};
 use common::root;
+use common::ros::{World, NODE};
 use serde_json::Value;
 
 const DURATION_S: f64 = 70.0;
@@ -49,10 +49,9 @@ fn soak_70s_at_100hz_accounts_for_every_tick_with_bounded_memory() {
     );
     println!("{text}");
     assert!(out.status.success(), "tools/soak.sh failed:\n{text}");
-    let r: Value = serde_json::from_str(
-        &std::fs::read_to_string(&report_path).expect("the soak report"),
-    )
-    .expect("JSON report");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).expect("the soak report"))
+            .expect("JSON report");
 
     assert_eq!(r["node_rc"], Value::from(0), "{text}");
     assert_eq!(r["peer_ok"], Value::Bool(true), "{text}");
@@ -90,5 +89,9 @@ fn soak_70s_at_100hz_accounts_for_every_tick_with_bounded_memory() {
         rss_growth_kb < 4096.0,
         "RSS grew {rss_growth_kb} kB over the second half\n{text}"
     );
-    assert_eq!(num(&r, "fd_growth"), 0.0, "open file descriptors grew\n{text}");
+    assert_eq!(
+        num(&r, "fd_growth"),
+        0.0,
+        "open file descriptors grew\n{text}"
+    );
 }

@@ -16,8 +16,8 @@ use crate::observation::{
     Staleness,
 };
 use crate::policy::{
-    canonical_name, AutoRefill, ChunkBlend, ControlPolicy, InferenceModel, LatencyStats, Observation,
-    PolicyError, RefillMode, TickOutcome,
+    canonical_name, AutoRefill, ChunkBlend, ControlPolicy, InferenceModel, LatencyStats,
+    Observation, PolicyError, RefillMode, TickOutcome,
 };
 use crate::runtime::{DeviceRequest, GraphOptimization};
 pub use params::{CommandType, NodeParams, ParamError, ParamMap, ParamValue, RefillSetting};

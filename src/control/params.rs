@@ -478,7 +478,11 @@ impl NodeParams {
         let chunk_blend = ChunkBlend::from_name(
             &r.string("chunk_blend")?,
             chunk_blend_steps as usize,
-            if coeff > 0.0 { coeff } else { ACT_ENSEMBLE_COEFF },
+            if coeff > 0.0 {
+                coeff
+            } else {
+                ACT_ENSEMBLE_COEFF
+            },
         )
         .map_err(|rule| invalid("chunk_blend", rule))?;
         let low_pass_alpha = r.double("low_pass_alpha")?;

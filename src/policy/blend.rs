@@ -186,11 +186,11 @@ pub fn ensemble_rows(
         }
     }
     let mut out = Array2::<f32>::zeros((n, dim));
-    for k in 0..n {
-        if total[k] > 0.0 {
-            let inv = 1.0 / total[k];
-            Zip::from(out.row_mut(k))
-                .and(acc.row(k))
+    for ((mut o, a), t) in out.outer_iter_mut().zip(acc.outer_iter()).zip(&total) {
+        if *t > 0.0 {
+            let inv = 1.0 / t;
+            Zip::from(&mut o)
+                .and(&a)
                 .for_each(|o, a| *o = (a * inv) as f32);
         }
     }

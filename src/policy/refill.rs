@@ -160,9 +160,11 @@ impl AutoRefill {
     /// Records one chunk's latency, delivered on tick `tick` (a count that never goes back);
     /// returns the new steps when they changed.
     pub fn record(&mut self, tick: u64, latency: Duration) -> Option<usize> {
-        while self.window.front().is_some_and(|(t, _)| {
-            tick.saturating_sub(*t) > self.horizon_ticks
-        }) || self.window.len() >= AUTO_REFILL_MAX_SAMPLES
+        while self
+            .window
+            .front()
+            .is_some_and(|(t, _)| tick.saturating_sub(*t) > self.horizon_ticks)
+            || self.window.len() >= AUTO_REFILL_MAX_SAMPLES
         {
             self.window.pop_front();
         }
@@ -488,7 +490,9 @@ mod tests {
         }
         assert_eq!(a.p99(), ms(80));
         // ... then it leaves the window: one step per chunk down to ceil(1.25 * 2) + 1 = 4.
-        let seen: Vec<usize> = (61..=70).filter_map(|k| a.record(100 * k, ms(20))).collect();
+        let seen: Vec<usize> = (61..=70)
+            .filter_map(|k| a.record(100 * k, ms(20)))
+            .collect();
         assert_eq!(seen, vec![10, 9, 8, 7, 6, 5, 4]);
 
         // A chunk every tick (the horizon is in ticks, not chunks): 4 % slow ones hold it up
@@ -498,7 +502,11 @@ mod tests {
         let mut b = AutoRefill::new(ms(100), ms(300), 99);
         assert_eq!(b.record(0, ms(800)), Some(11));
         for t in 1..=600 {
-            let l = if t <= 300 && t % 25 == 0 { ms(800) } else { ms(200) };
+            let l = if t <= 300 && t % 25 == 0 {
+                ms(800)
+            } else {
+                ms(200)
+            };
             assert_eq!(b.record(t, l), None, "tick {t}");
         }
         let lowered = (601..=900).find(|t| b.record(*t, ms(200)).is_some());

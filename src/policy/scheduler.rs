@@ -7,11 +7,14 @@
 //! [`next_action`](Scheduler::next_action) pops the action for this tick and advances.
 //!
 //! Refill ahead: with `refill_ahead = k`, the next chunk is requested when `k` queued actions
-//! remain, from the observation of that tick `t0`. It is switched to when the queue runs out
-//! (tick `t0 + k` if it arrived in time), starting at its row `t0`-relative index — the rows
-//! for ticks already past are skipped — and `n_action_steps` of it are executed. This makes
-//! the result independent of how fast the inference was, as long as it arrived in time, so a
-//! live node and an offline replay agree; `k = 0` is getiaction's synchronous behaviour.
+//! remain, from the observation of that tick `t0`. It is due at tick `t0 + k` and covers the
+//! ticks `t0 + k .. t0 + k + n_action_steps` (clipped to its rows). It is switched to when the
+//! queue runs out (tick `t0 + k` if it arrived in time), starting at its row for that tick —
+//! the rows for ticks already past are skipped — and executed up to the end of what it
+//! covers. The switch ticks therefore do not depend on how fast the inference was: a chunk
+//! in time gives the same plan whenever it arrived, a late one (or the first, when nothing
+//! was queued) ends where it would have ended, so a live node and an offline replay agree;
+//! `k = 0` is getiaction's synchronous behaviour.
 //!
 //! The plan: at a switch (tick `s`) the new chunk's rows from `s` on are combined with what is
 //! left of the previous plan by the [`ChunkBlend`] mode, once; the result is the plan the
@@ -53,7 +56,7 @@ struct Plan {
 
 impl Plan {
     /// Rows for tick `tick` and later (empty when the plan ends before it).
-    fn from_tick(&self, tick: u64) -> ndarray::ArrayView2<'_, f32> {
+    fn rows_from(&self, tick: u64) -> ndarray::ArrayView2<'_, f32> {
         let i = (tick.saturating_sub(self.start) as usize).min(self.rows.nrows());
         self.rows.slice(s![i.., ..])
     }
@@ -75,7 +78,10 @@ pub struct Scheduler {
     plan: Option<Plan>,
     /// `ensemble`: the chunks switched in that still cover a tick to come, oldest first.
     history: VecDeque<(u64, Array2<f32>)>,
-    pending: Option<(u64, Array2<f32>)>,
+    /// (observation tick, refill-ahead at the request, chunk).
+    pending: Option<(u64, usize, Array2<f32>)>,
+    /// The refill-ahead when the chunk in flight was requested.
+    lead: usize,
     in_flight: bool,
     tick: u64,
     last_switch: Option<u64>,
@@ -96,6 +102,7 @@ impl Scheduler {
             plan: None,
             history: VecDeque::new(),
             pending: None,
+            lead: 0,
             in_flight: false,
             tick: 0,
             last_switch: None,
@@ -159,7 +166,7 @@ impl Scheduler {
         let rows = match &self.plan {
             Some(p) if self.ensembler.is_none() => {
                 let left = p.left(self.tick);
-                p.from_tick(self.tick).slice_move(s![..left, ..])
+                p.rows_from(self.tick).slice_move(s![..left, ..])
             }
             _ => ndarray::ArrayView2::from_shape((0, 0), &[]).expect("empty view"),
         };
@@ -199,6 +206,7 @@ impl Scheduler {
     /// Records that an inference was started on this tick's observation.
     pub fn requested(&mut self) {
         self.in_flight = true;
+        self.lead = self.refill_ahead;
     }
 
     /// Records that the in-flight inference failed (nothing will be delivered).
@@ -212,7 +220,7 @@ impl Scheduler {
         self.stats.chunks += 1;
         match &mut self.ensembler {
             Some(e) => e.add(obs_tick, chunk),
-            None => self.pending = Some((obs_tick, chunk)),
+            None => self.pending = Some((obs_tick, self.lead, chunk)),
         }
     }
 
@@ -239,8 +247,8 @@ impl Scheduler {
             Some(e) => e.action_at(tick),
             None => {
                 if self.plan.as_ref().is_none_or(|p| p.left(tick) == 0) {
-                    if let Some((t0, chunk)) = self.pending.take() {
-                        self.switch(tick, t0, chunk);
+                    if let Some((t0, lead, chunk)) = self.pending.take() {
+                        self.switch(tick, t0, lead, chunk);
                     }
                 }
                 match &self.plan {
@@ -263,18 +271,19 @@ impl Scheduler {
         action
     }
 
-    /// Switches the chunk computed from the observation of tick `t0` in at tick `s`: its
-    /// rows for ticks already past are skipped, the rest blended with the plan left.
-    fn switch(&mut self, s: u64, t0: u64, chunk: Array2<f32>) {
+    /// Switches the chunk computed from the observation of tick `t0` (requested `lead` ticks
+    /// before it was due) in at tick `s`: its rows for ticks already past are skipped, the
+    /// rest blended with the plan left; it is executed up to `lead + n_action_steps`.
+    fn switch(&mut self, s: u64, t0: u64, lead: usize, chunk: Array2<f32>) {
         let skip = s.saturating_sub(t0) as usize;
-        let end = (skip + self.n_action_steps).min(chunk.nrows());
+        let end = (lead + self.n_action_steps).min(chunk.nrows());
         if skip >= end {
             self.stats.late_chunks += 1;
             return;
         }
         let incoming = chunk.slice(s![skip.., ..]);
         let remaining = match &self.plan {
-            Some(p) => p.from_tick(s),
+            Some(p) => p.rows_from(s),
             None => ndarray::ArrayView2::from_shape((0, chunk.ncols()), &[]).expect("empty view"),
         };
         let rows = match self.blend {
@@ -468,8 +477,14 @@ mod tests {
         assert_eq!(none[4], Some(400.0));
         assert_eq!(run(ChunkBlend::LatestOnly), none);
         let w = run(ChunkBlend::WeightedAverage);
-        assert!((w[4].unwrap() - (0.3 * 4.0 + 0.7 * 400.0)).abs() < 1e-3, "{w:?}");
-        assert!((w[5].unwrap() - (0.3 * 5.0 + 0.7 * 401.0)).abs() < 1e-3, "{w:?}");
+        assert!(
+            (w[4].unwrap() - (0.3 * 4.0 + 0.7 * 400.0)).abs() < 1e-3,
+            "{w:?}"
+        );
+        assert!(
+            (w[5].unwrap() - (0.3 * 5.0 + 0.7 * 401.0)).abs() < 1e-3,
+            "{w:?}"
+        );
         let a = run(ChunkBlend::Average);
         assert!((a[4].unwrap() - 202.0).abs() < 1e-3, "{a:?}");
     }
@@ -484,7 +499,11 @@ mod tests {
         let w = |i: i32| (-c * f64::from(i)).exp();
         let mean = |v: &[f64]| {
             let total: f64 = (0..v.len()).map(|i| w(i as i32)).sum();
-            v.iter().enumerate().map(|(i, x)| w(i as i32) * x).sum::<f64>() / total
+            v.iter()
+                .enumerate()
+                .map(|(i, x)| w(i as i32) * x)
+                .sum::<f64>()
+                / total
         };
         assert_eq!(a[0], Some(0.0));
         assert!((f64::from(a[4].unwrap()) - mean(&[4.0, 400.0])).abs() < 1e-3);
@@ -527,7 +546,10 @@ mod tests {
         // 0, then 0.5 * 1 + 0.5 * 0, then 0.5 * 2 + 0.5 * 0.5
         assert_eq!(a, vec![Some(0.0), Some(0.5), Some(1.25)]);
         let planned: Vec<f32> = s.planned().iter().map(|r| r[0]).collect();
-        assert_eq!(planned, vec![0.5 * 3.0 + 0.5 * 1.25, 0.5 * 4.0 + 0.5 * 2.125]);
+        assert_eq!(
+            planned,
+            vec![0.5 * 3.0 + 0.5 * 1.25, 0.5 * 4.0 + 0.5 * 2.125]
+        );
         let queued: Vec<f32> = s.queued().map(|r| r[0]).collect();
         assert_eq!(queued, vec![3.0, 4.0]);
         // A skipped tick is not filtered into the state.
@@ -536,6 +558,43 @@ mod tests {
         s.reset();
         let a = run_blend(&mut s, 1, 5);
         assert_eq!(a, vec![Some(0.0)], "the filter starts over after a reset");
+    }
+
+    /// A live node's first chunk arrives a tick late (nothing was queued); the replay's is
+    /// inline. From then on, switch ticks and plans are the same: the window ends where the
+    /// chunk was planned to end, not `n_action_steps` after a late switch.
+    #[test]
+    fn a_late_first_chunk_does_not_shift_later_switches() {
+        for blend in [
+            ChunkBlend::None,
+            ChunkBlend::Linear { steps: 3 },
+            ChunkBlend::Average,
+        ] {
+            let mut replay = Scheduler::new(4, 2, None).with_blend(blend, 1.0);
+            let offline = run_blend(&mut replay, 30, 10);
+            let mut live = Scheduler::new(4, 2, None).with_blend(blend, 1.0);
+            let mut online = Vec::new();
+            let mut in_flight: Option<u64> = None;
+            for _ in 0..30 {
+                // The first chunk is delivered on the tick after its request, later ones in
+                // time (before the tick they are due).
+                if let Some(t0) = in_flight.take() {
+                    live.deliver(t0, chunk(100.0 * t0 as f32, 10));
+                }
+                if live.needs_refill() {
+                    live.requested();
+                    let t = live.tick();
+                    if t == 0 {
+                        in_flight = Some(t);
+                    } else {
+                        live.deliver(t, chunk(100.0 * t as f32, 10));
+                    }
+                }
+                online.push(live.next_action().map(|a| a[0]));
+            }
+            assert_eq!(online[0], None, "{blend}: the first tick overruns");
+            assert_eq!(online[1..], offline[1..], "{blend}");
+        }
     }
 
     #[test]

@@ -461,7 +461,10 @@ mod tests {
         assert_eq!(value(&a, "latency_recent_p99_ms"), "4.000");
         assert_eq!(value(&a, "chunk_blend"), "linear");
         assert_eq!(value(&a, "low_pass_alpha"), "0.5");
-        assert!(a.status[0].values.iter().all(|kv| !kv.key.starts_with("window_")));
+        assert!(a.status[0]
+            .values
+            .iter()
+            .all(|kv| !kv.key.starts_with("window_")));
         let windowed = DiagnosticExtras {
             window: Some(WindowSummary {
                 index: 2,

@@ -420,7 +420,10 @@ mod tests {
     #[test]
     fn histogram_buckets_are_ordered_and_tight() {
         let mut last = 0;
-        for ns in (0..20_000u64).chain((1..60).map(|e| 1u64 << e)).chain([u64::MAX]) {
+        for ns in (0..20_000u64)
+            .chain((1..60).map(|e| 1u64 << e))
+            .chain([u64::MAX])
+        {
             let b = Histogram::bucket(ns);
             assert!(b < BUCKETS, "{ns}");
             assert!(b >= last || ns < 20_000, "{ns}");
@@ -475,8 +478,13 @@ mod tests {
         assert!(near(w.latency.max, Duration::from_millis(11)));
         // The next window starts empty.
         s.tick(t0 + 10 * period, Some(period));
-        let w2 = s.roll_window(t0 + 2 * WINDOW + Duration::from_millis(10)).unwrap();
-        assert_eq!((w2.index, w2.ticks, w2.commands, w2.lost_ticks), (2, 1, 0, 0));
+        let w2 = s
+            .roll_window(t0 + 2 * WINDOW + Duration::from_millis(10))
+            .unwrap();
+        assert_eq!(
+            (w2.index, w2.ticks, w2.commands, w2.lost_ticks),
+            (2, 1, 0, 0)
+        );
         assert_eq!(w2.latency, LatencySummary::default());
     }
 }

@@ -255,7 +255,11 @@ impl Drop for PeerProc {
 
 /// An export directory of `tests/fixtures`, as a string argument.
 pub fn export(rel: &str) -> String {
-    root().join("tests/fixtures").join(rel).display().to_string()
+    root()
+        .join("tests/fixtures")
+        .join(rel)
+        .display()
+        .to_string()
 }
 
 /// Whether `path` exists (for skip messages).
