@@ -207,3 +207,68 @@ fn linear_lerp_queue_and_low_pass_match_physicalai() {
         assert!(d <= TOL, "low-pass step {k} differs by {d}");
     }
 }
+
+/// How `chunk_blend` meets the rest of the configuration: `ensemble` takes the temporal
+/// ensembling coefficient (per-tick ensembling then stays off), any other blend mode cannot
+/// be combined with per-tick ensembling, and `low_pass_alpha` must be in (0, 1]; errors name
+/// the parameter.
+#[test]
+fn chunk_blend_configuration_rules() {
+    let dir = common::fixture("act_tiny/onnx");
+    let m = policy_node::policy::InferenceModel::builder(&dir)
+        .chunk_blend(ChunkBlend::Ensemble { coeff: 0.01 })
+        .temporal_ensemble_coeff(0.2)
+        .build()
+        .unwrap();
+    assert_eq!(m.config().chunk_blend, ChunkBlend::Ensemble { coeff: 0.2 });
+    assert_eq!(m.config().temporal_ensemble_coeff, None);
+    assert!(!m.scheduler().is_ensembling());
+
+    let e = policy_node::policy::InferenceModel::builder(&dir)
+        .chunk_blend(ChunkBlend::Linear { steps: 3 })
+        .temporal_ensemble_coeff(0.2)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`chunk_blend`") && e.contains("temporal_ensemble_coeff"),
+        "{e}"
+    );
+    for alpha in [0.0, -1.0, 1.5, f64::NAN] {
+        let e = policy_node::policy::InferenceModel::builder(&dir)
+            .low_pass_alpha(alpha)
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`low_pass_alpha`"), "{alpha}: {e}");
+    }
+    // select_action blends too: 4 of 10 rows executed, linear over 3 ticks.
+    let mut m = policy_node::policy::InferenceModel::builder(&dir)
+        .n_action_steps(4)
+        .chunk_blend(ChunkBlend::Linear { steps: 3 })
+        .build()
+        .unwrap();
+    let mut plain = policy_node::policy::InferenceModel::builder(&dir)
+        .n_action_steps(4)
+        .build()
+        .unwrap();
+    let (a, b) = (common::act_tiny_observation(0), common::act_tiny_observation(5));
+    let mut differ = false;
+    for t in 0..8 {
+        let obs = if t < 4 { &a } else { &b };
+        let x = m.select_action(obs).unwrap();
+        let y = plain.select_action(obs).unwrap();
+        if t == 4 {
+            // The switch tick: linear starts on the old plan (row 4 of the first chunk).
+            let chunk = common::act_tiny_action(0);
+            let d = x
+                .iter()
+                .zip(chunk.index_axis(ndarray::Axis(0), 4).iter())
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max);
+            assert!(d < 1e-5, "switch tick differs from the old plan by {d}");
+        }
+        differ |= x != y;
+    }
+    assert!(differ, "blending changed nothing");
+}
