@@ -252,7 +252,10 @@ fn chunk_blend_configuration_rules() {
         .n_action_steps(4)
         .build()
         .unwrap();
-    let (a, b) = (common::act_tiny_observation(0), common::act_tiny_observation(5));
+    let (a, b) = (
+        common::act_tiny_observation(0),
+        common::act_tiny_observation(5),
+    );
     let mut differ = false;
     for t in 0..8 {
         let obs = if t < 4 { &a } else { &b };

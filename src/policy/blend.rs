@@ -168,33 +168,39 @@ pub fn ensemble_rows(
 ) -> Array2<f32> {
     let dim = chunks.back().map_or(0, |(_, c)| c.ncols());
     let n = to.saturating_sub(from) as usize;
-    let mut acc = Array2::<f64>::zeros((n, dim));
-    let mut total = vec![0.0f64; n];
-    let mut count = vec![0i32; n];
+    // Weights by age rank: exp(-coeff * i) for the i-th oldest chunk covering a tick.
+    let weights: Vec<f32> = (0..chunks.len())
+        .map(|i| (-coeff * i as f64).exp() as f32)
+        .collect();
+    let mut acc = vec![0.0f32; n * dim];
+    let mut total = vec![0.0f32; n];
+    let mut count = vec![0usize; n];
     for (start, c) in chunks {
         let end = start + c.nrows() as u64;
-        let lo = from.max(*start);
-        let hi = to.min(end);
+        let (lo, hi) = (from.max(*start), to.min(end));
+        if lo >= hi || c.ncols() != dim {
+            continue;
+        }
+        let rows = c.as_standard_layout();
+        let rows = rows.as_slice().expect("standard layout");
         for t in lo..hi {
             let k = (t - from) as usize;
-            let w = (-coeff * f64::from(count[k])).exp();
+            let w = weights[count[k]];
             count[k] += 1;
             total[k] += w;
-            Zip::from(acc.row_mut(k))
-                .and(c.row((t - start) as usize))
-                .for_each(|a, v| *a += w * f64::from(*v));
+            let src = &rows[(t - start) as usize * dim..][..dim];
+            for (a, v) in acc[k * dim..][..dim].iter_mut().zip(src) {
+                *a += w * v;
+            }
         }
     }
-    let mut out = Array2::<f32>::zeros((n, dim));
-    for ((mut o, a), t) in out.outer_iter_mut().zip(acc.outer_iter()).zip(&total) {
+    for (row, t) in acc.chunks_exact_mut(dim.max(1)).zip(&total) {
         if *t > 0.0 {
             let inv = 1.0 / t;
-            Zip::from(&mut o)
-                .and(&a)
-                .for_each(|o, a| *o = (a * inv) as f32);
+            row.iter_mut().for_each(|a| *a *= inv);
         }
     }
-    out
+    Array2::from_shape_vec((n, dim), acc).expect("n x dim values")
 }
 
 /// The exponential output filter `y = alpha x + (1 - alpha) y_prev`; `alpha = 1` is off.
