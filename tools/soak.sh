@@ -167,11 +167,11 @@ def f(w, k):
 
 print()
 print(f"policy_node soak: {duration:g} s at {rate:g} Hz (per 60 s /diagnostics window)")
-hdr = ["win", "t s", "ticks", "lost", "cmds", "stale", "overrun", "late", "tick p50", "tick p99", "tick max",
+hdr = ["win", "t s", "len s", "ticks", "lost", "cmds", "stale", "overrun", "late", "tick p50", "tick p99", "tick max",
        "queue p99", "ahead", "infer p99", "RSS MB", "fds"]
 print(" ".join(f"{h:>9}" for h in hdr))
 for w in windows:
-    row = [w.get("window_index"), f"{w.get('t', 0):.0f}", w.get("window_ticks"), w.get("window_lost_ticks"),
+    row = [w.get("window_index"), f"{w.get('t', 0):.0f}", w.get("window_s"), w.get("window_ticks"), w.get("window_lost_ticks"),
            w.get("window_commands"), w.get("window_stale_ticks"), w.get("window_overruns"), w.get("window_late_ticks"),
            w.get("window_tick_p50_ms"), w.get("window_tick_p99_ms"), w.get("window_tick_max_ms"),
            w.get("window_queue_tick_p99_ms"), w.get("refill_ahead_steps"), w.get("latency_recent_p99_ms"),

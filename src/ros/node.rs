@@ -522,9 +522,7 @@ async fn tick_loop(
 ) {
     let max_age = shared.params.max_observation_age_ms;
     let mut was_stale = false;
-    // The timer reports the time since its previous tick: gaps of more than a period are
-    // lost ticks (not counted on sim time, whose clock may jump).
-    while let Ok(since_last) = timer.tick().await {
+    while timer.tick().await.is_ok() {
         let woke = Instant::now();
         let now_ns = shared.now_ns();
         let (status, plan, kind) = {
@@ -542,7 +540,8 @@ async fn tick_loop(
             };
             (status, plan, kind)
         };
-        lock(&shared.stats).tick(woke, (!use_sim_time).then_some(since_last));
+        // Lost ticks are counted on wall time only (sim time may pause or jump).
+        lock(&shared.stats).tick(woke, !use_sim_time);
         match status {
             TickStatus::Command(command) => {
                 match publisher.publish(&shared.params, &command, &plan, now_ns) {

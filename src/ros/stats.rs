@@ -168,11 +168,6 @@ pub struct RunStats {
     pub late_ticks: u64,
     /// The control period (zero: not known, no lost or late ticks counted).
     period: Duration,
-    /// Sum of the timer's intervals since the first tick, ns; ticks counted without one;
-    /// ticks fired but not delivered.
-    timer_ns: u128,
-    timed_out_ticks: u64,
-    undelivered: u64,
     first_tick: Option<Instant>,
     last_tick: Option<Instant>,
     first_command: Option<Instant>,
@@ -225,31 +220,18 @@ impl RunStats {
         }
     }
 
-    /// A timer tick at `at`, `since_last` after the previous timer call by the timer's clock
-    /// (what the timer reports; `None`: not known, e.g. on sim time). Lost ticks are timer
-    /// periods that passed without a tick: the timer skips a period when it is called more
-    /// than a period late (counted from the timer's clock: the whole periods elapsed since
-    /// the first tick, less the ticks after it), and a tick the timer fired but could not
-    /// deliver because the previous one was still waiting is a gap between two deliveries
-    /// (by this process's clock) longer than the timer's interval.
-    pub fn tick(&mut self, at: Instant, since_last: Option<Duration>) {
+    /// A timer tick at `at`. With `wall_clock` (the timer runs on wall time, not sim time),
+    /// lost ticks are counted: the whole periods elapsed since the first tick (by this
+    /// process's steady clock, rounded: a tick up to half a period late is late, not lost)
+    /// less the ticks after it. A period with no tick is one the timer skipped (called more
+    /// than a period late) or fired while the previous tick was still waiting to be handled.
+    pub fn tick(&mut self, at: Instant, wall_clock: bool) {
         self.ticks += 1;
-        if let (Some(gap), false, Some(prev)) = (since_last, self.period.is_zero(), self.last_tick)
-        {
+        if let (true, false, Some(first)) = (wall_clock, self.period.is_zero(), self.first_tick) {
             let period = self.period.as_nanos();
-            self.timer_ns += gap.as_nanos();
-            let delivered_gap = at.saturating_duration_since(prev).as_nanos();
-            if delivered_gap > gap.as_nanos() + period / 2 {
-                let undelivered = (delivered_gap - gap.as_nanos() + period / 2) / period;
-                self.undelivered += u64::try_from(undelivered).unwrap_or(u64::MAX);
-            }
-            let skipped = u64::try_from(self.timer_ns / period)
-                .unwrap_or(u64::MAX)
-                .saturating_sub(self.ticks - 1 - self.timed_out_ticks);
-            self.lost_ticks = self.lost_ticks.max(skipped + self.undelivered);
-        } else if self.ticks > 1 {
-            // A tick without the timer's interval: not part of the sum above.
-            self.timed_out_ticks += 1;
+            let elapsed = at.saturating_duration_since(first).as_nanos();
+            let periods = u64::try_from((elapsed + period / 2) / period).unwrap_or(u64::MAX);
+            self.lost_ticks = periods.saturating_sub(self.ticks - 1);
         }
         self.first_tick.get_or_insert(at);
         self.last_tick = Some(at);
@@ -385,7 +367,7 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..101u64 {
             let at = t0 + Duration::from_millis(20 * i);
-            s.tick(at, None);
+            s.tick(at, false);
             let kind = if i % 10 == 0 {
                 TickKind::Refill
             } else {
@@ -448,21 +430,24 @@ mod tests {
         let period = Duration::from_millis(10);
         let mut s = RunStats::with_period(period);
         let t0 = Instant::now();
-        s.tick(t0, None);
-        s.tick(t0 + period, Some(period));
-        // A tick 0.9 periods late is late, not lost.
-        s.tick(t0 + period * 29 / 10, Some(period * 19 / 10));
-        s.tick(t0 + 3 * period, Some(period / 10));
+        s.tick(t0, true);
+        s.tick(t0 + period, true);
+        // A tick 0.4 periods late is late, not lost.
+        s.tick(t0 + period * 24 / 10, true);
+        s.tick(t0 + 3 * period, true);
         assert_eq!(s.lost_ticks, 0);
-        // The timer skipped two periods (called 2.2 periods late).
-        s.tick(t0 + period * 62 / 10, Some(period * 32 / 10));
+        // Periods 4 and 5 passed without a tick.
+        s.tick(t0 + 6 * period, true);
         assert_eq!(s.lost_ticks, 2);
-        s.tick(t0 + 7 * period, Some(period * 8 / 10));
+        s.tick(t0 + 7 * period, true);
         assert_eq!(s.lost_ticks, 2);
-        // A tick fired but not delivered: two deliveries 2 periods apart, the timer's
-        // interval 1 period.
-        s.tick(t0 + 9 * period, Some(period));
+        s.tick(t0 + 9 * period, true);
         assert_eq!(s.lost_ticks, 3);
+        // On sim time nothing is counted.
+        let mut sim = RunStats::with_period(period);
+        sim.tick(t0, false);
+        sim.tick(t0 + 5 * period, false);
+        assert_eq!(sim.lost_ticks, 0);
         assert!(!s.command(t0, Duration::from_millis(2), TickKind::Queue));
         assert!(s.command(t0, Duration::from_millis(11), TickKind::Refill));
         assert_eq!(s.late_ticks, 1);
@@ -477,7 +462,7 @@ mod tests {
         assert_eq!(w.queue.count, 1);
         assert!(near(w.latency.max, Duration::from_millis(11)));
         // The next window starts empty.
-        s.tick(t0 + 10 * period, Some(period));
+        s.tick(t0 + 10 * period, true);
         let w2 = s
             .roll_window(t0 + 2 * WINDOW + Duration::from_millis(10))
             .unwrap();
