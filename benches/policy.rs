@@ -1,7 +1,7 @@
 //! Policy-layer benchmarks: `select_action` served from a non-empty queue (the per-tick cost
-//! when no inference is due), the scheduler alone, one `predict` per compiled backend on
-//! the tiny fixture, the package statistics (normalize + denormalize), and a package's
-//! whole pipeline against the raw model call on the same graph.
+//! when no inference is due), the scheduler alone, the scheduler per `chunk_blend` mode, one
+//! `predict` per compiled backend on the tiny fixture, the package statistics (normalize +
+//! denormalize), and a package's whole pipeline against the raw model call on the same graph.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::Axis;
 use policy_node::npy::read_npy;
-use policy_node::policy::{InferenceModel, Observation, Scheduler};
+use policy_node::policy::{ChunkBlend, InferenceModel, Observation, Scheduler};
 
 fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -67,6 +67,81 @@ fn bench_queue(c: &mut Criterion) {
             std::hint::black_box(s.next_action())
         })
     });
+}
+
+/// The per-tick cost of each `chunk_blend` mode, switch ticks included (amortised over the
+/// 50 ticks of a plan), for an ACT-size chunk (100 x 14 joints, 50 executed, 10 refilled
+/// ahead), against `none` in the same run. Inference is instant (a prepared chunk is
+/// delivered): what is timed is deliver + switch-in + blend + low-pass + pop.
+fn bench_chunk_blend(c: &mut Criterion) {
+    let rows: Vec<ndarray::Array2<f32>> = (0..4)
+        .map(|k| {
+            ndarray::Array2::from_shape_fn((100, 14), |(i, j)| {
+                ((k * 31 + i * 7 + j) as f32 * 0.013).sin()
+            })
+        })
+        .collect();
+    let modes: [(&str, ChunkBlend, f64); 8] = [
+        ("none", ChunkBlend::None, 1.0),
+        ("latest_only", ChunkBlend::LatestOnly, 1.0),
+        ("linear 10", ChunkBlend::Linear { steps: 10 }, 1.0),
+        ("weighted_average", ChunkBlend::WeightedAverage, 1.0),
+        ("average", ChunkBlend::Average, 1.0),
+        ("ensemble 0.01", ChunkBlend::Ensemble { coeff: 0.01 }, 1.0),
+        ("none + low_pass 0.5", ChunkBlend::None, 0.5),
+        (
+            "linear 10 + low_pass 0.5",
+            ChunkBlend::Linear { steps: 10 },
+            0.5,
+        ),
+    ];
+    let mut group = c.benchmark_group("chunk_blend per tick (100 x 14, 50 executed, 10 ahead)");
+    for (name, blend, alpha) in modes {
+        let mut s = Scheduler::new(50, 10, None).with_blend(blend, alpha);
+        let mut k = 0usize;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                if s.needs_refill() {
+                    s.requested();
+                    k += 1;
+                    s.deliver(s.tick(), rows[k % rows.len()].clone());
+                }
+                std::hint::black_box(s.next_action())
+            })
+        });
+    }
+    group.finish();
+    // The worst tick of each mode: the switch to a new chunk (blending the whole plan),
+    // timed alone; the ticks between switches run untimed.
+    let mut group = c.benchmark_group("chunk_blend switch tick (100 x 14, 50 executed, 10 ahead)");
+    for (name, blend, alpha) in modes {
+        let mut s = Scheduler::new(50, 10, None).with_blend(blend, alpha);
+        let mut k = 0usize;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut done = 0u64;
+                while done < iters {
+                    if s.needs_refill() {
+                        s.requested();
+                        k += 1;
+                        s.deliver(s.tick(), rows[k % rows.len()].clone());
+                    }
+                    let tick = s.tick();
+                    let t = Instant::now();
+                    let a = s.next_action();
+                    let dt = t.elapsed();
+                    std::hint::black_box(a);
+                    if s.last_switch() == Some(tick) {
+                        total += dt;
+                        done += 1;
+                    }
+                }
+                total
+            })
+        });
+    }
+    group.finish();
 }
 
 fn bench_predict(c: &mut Criterion) {
@@ -188,6 +263,6 @@ fn bench_package_pipeline(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = bench_queue, bench_predict, bench_normalize, bench_package_pipeline
+    targets = bench_queue, bench_chunk_blend, bench_predict, bench_normalize, bench_package_pipeline
 }
 criterion_main!(benches);

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use policy_node::control::params::{read_params_file, CommandType, NodeParams, RefillSetting};
+use policy_node::policy::ChunkBlend;
 
 fn cases() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cases/params");
@@ -70,6 +71,9 @@ fn defaults_and_full_file() {
     assert!(p.enable_on_start);
     assert_eq!(p.refill_ahead_steps, None);
     assert_eq!(p.refill_mode, RefillSetting::Async);
+    assert_eq!(p.chunk_blend, ChunkBlend::None);
+    assert_eq!(p.chunk_blend_steps, 5);
+    assert_eq!(p.low_pass_alpha, 1.0);
 
     let f = validate(&dir.join("valid-full.yaml")).unwrap();
     assert_eq!(
@@ -93,6 +97,10 @@ fn defaults_and_full_file() {
     assert_eq!(r.remote_model_version, "2");
     assert_eq!(r.remote_timeout_ms, 250.0);
     assert_eq!(r.remote_ca_file, "/etc/policy_node/ca.pem");
+    // `ensemble` takes temporal_ensemble_coeff (0.01 in the file) as its coefficient.
+    assert_eq!(f.chunk_blend, ChunkBlend::Ensemble { coeff: 0.01 });
+    assert_eq!(f.chunk_blend_steps, 8);
+    assert_eq!(f.low_pass_alpha, 0.6);
 }
 
 #[test]

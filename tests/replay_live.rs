@@ -237,9 +237,36 @@ fn live_run(bag: &std::path::Path, params: &std::path::Path, export: &std::path:
 
 #[test]
 fn live_node_on_sim_time_commands_what_offline_replay_computes() {
+    live_equals_offline(&root().join("tests/fixtures/demo_bag/params.yaml"));
+}
+
+/// The same with chunks that overlap (4 of 10 rows executed, 3 refilled ahead) and the
+/// `linear` hand-over: blending happens at switch ticks that do not depend on when a chunk
+/// arrived, so live and offline still agree.
+#[test]
+fn live_node_with_chunk_blend_commands_what_offline_replay_computes() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = dir.path().join("params.yaml");
+    let demo = std::fs::read_to_string(root().join("tests/fixtures/demo_bag/params.yaml")).unwrap();
+    let demo: String = demo
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("refill_ahead_steps:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(
+        &params,
+        format!(
+            "{demo}    refill_ahead_steps: 3\n    n_action_steps: 4\n    chunk_blend: linear\n    chunk_blend_steps: 3\n"
+        ),
+    )
+    .unwrap();
+    live_equals_offline(&params);
+}
+
+fn live_equals_offline(params: &std::path::Path) {
     let demo = root().join("tests/fixtures/demo_bag");
     let bag = demo.join("mcap");
-    let params = demo.join("params.yaml");
+    let params = params.to_path_buf();
     let export = root().join("tests/fixtures/act_tiny/onnx");
 
     // Offline.

@@ -19,6 +19,6 @@ cargo clippy --all-targets --no-default-features --features onnx -- -D warnings
 step "docs (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 step "tests without ros"
-cargo test --no-default-features --features onnx --lib --test export_cases --test inference_model --test param_cases --test policyctl --test manifest_cases --test package_loop
+cargo test --no-default-features --features onnx --lib --test export_cases --test inference_model --test param_cases --test policyctl --test manifest_cases --test package_loop --test chunk_blend
 step "tests, all features"
 cargo test --all-features

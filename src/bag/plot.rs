@@ -4,7 +4,8 @@
 //! Drawn with plotters into a memory buffer and encoded with the `image` crate, then written
 //! atomically like the other outputs. Text needs a system font (plotters' `ttf` feature
 //! finds one through fontconfig); where none is found, the plot is drawn without text
-//! (axes, lines and colours only: red = commanded, blue = recorded) and a warning says so.
+//! (axes, lines and colours only: red = commanded, blue = recorded, black dots = chunk
+//! switches) and a warning says so.
 
 use std::path::Path;
 
@@ -34,10 +35,13 @@ pub struct PlotData<'a> {
     pub commanded: Vec<(f64, &'a [f64])>,
     /// (time, one value per joint; `None` where the message lacked the joint).
     pub recorded: Vec<(f64, Vec<Option<f64>>)>,
+    /// Times of the ticks that switched to a new chunk (marked on the commanded line).
+    pub switches: Vec<f64>,
 }
 
 const COMMANDED: RGBColor = RGBColor(214, 39, 40);
 const RECORDED: RGBColor = RGBColor(31, 119, 180);
+const SWITCH: RGBColor = RGBColor(0, 0, 0);
 
 /// Draws `data` and writes it as a PNG to `path` (atomically).
 pub fn write_plot(path: &Path, data: &PlotData) -> Result<(), BagError> {
@@ -147,6 +151,31 @@ fn draw(buf: &mut [u8], size: (u32, u32), data: &PlotData, text: bool) -> Result
         series.label("commanded action").legend(|(x, y)| {
             PathElement::new(vec![(x, y), (x + 20, y)], COMMANDED.stroke_width(2))
         });
+        // Chunk switches: a dot on the commanded value at each switch tick.
+        let mut k = 0usize;
+        let marks: Vec<(f64, f64)> = data
+            .switches
+            .iter()
+            .filter_map(|t| {
+                while k < data.commanded.len() && data.commanded[k].0 < *t {
+                    k += 1;
+                }
+                data.commanded
+                    .get(k)
+                    .filter(|c| c.0 == *t)
+                    .and_then(|c| c.1.get(j).map(|v| (*t, *v)))
+            })
+            .collect();
+        let series = chart
+            .draw_series(
+                marks
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, SWITCH.filled())),
+            )
+            .map_err(|x| e(&x))?;
+        series
+            .label("chunk switch")
+            .legend(|(x, y)| Circle::new((x + 10, y), 3, SWITCH.filled()));
         if text {
             chart
                 .configure_series_labels()

@@ -76,6 +76,11 @@ pub struct ReplaySummary {
     pub backend: String,
     pub device: String,
     pub control_rate_hz: f64,
+    /// The tick period, nanoseconds.
+    pub period_ns: i64,
+    /// `chunk_blend` and `low_pass_alpha` as the loop ran them.
+    pub chunk_blend: String,
+    pub low_pass_alpha: f64,
     /// Messages fed to the loop.
     pub messages: u64,
     /// Topics the loop takes input from (joint states and cameras).
@@ -108,6 +113,8 @@ pub struct ReplaySummary {
     pub wall_time: Duration,
     /// The commanded actions (also written to `output`, when given).
     pub actions: Actions,
+    /// For each row of `actions`: whether a new chunk was switched in on that tick.
+    pub switched: Vec<bool>,
     pub output: Option<PathBuf>,
     pub plot: Option<PathBuf>,
 }
@@ -146,6 +153,79 @@ impl ReplaySummary {
 
     pub fn rows(&self) -> usize {
         self.actions.stamp_ns.len()
+    }
+
+    /// The step of the command at chunk switches and inside chunks; see [`ChunkSteps`].
+    pub fn chunk_steps(&self) -> ChunkSteps {
+        ChunkSteps::of(&self.actions, &self.switched, self.period_ns)
+    }
+}
+
+/// How much the command moves from one tick to the next, at chunk switches and inside
+/// chunks: the step of tick `t` is `max_j |a_t[j] - a_{t-1}[j]|` (joint units), counted only
+/// where tick `t - 1` commanded too (the first command after a gap has no step).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ChunkSteps {
+    /// Switch ticks with a step, and ticks inside chunks with a step.
+    pub switches: usize,
+    pub inside: usize,
+    pub switch_max: f64,
+    pub switch_median: f64,
+    pub inside_median: f64,
+    pub inside_max: f64,
+}
+
+impl ChunkSteps {
+    /// From the commanded rows, whether each switched chunks, and the tick period.
+    pub fn of(actions: &Actions, switched: &[bool], period_ns: i64) -> Self {
+        let mut at_switch = Vec::new();
+        let mut inside = Vec::new();
+        for t in 1..actions.values.len() {
+            if actions.stamp_ns[t] - actions.stamp_ns[t - 1] != period_ns {
+                continue;
+            }
+            let step = actions.values[t]
+                .iter()
+                .zip(&actions.values[t - 1])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f64, f64::max);
+            if switched.get(t).copied().unwrap_or(false) {
+                at_switch.push(step);
+            } else {
+                inside.push(step);
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            if v.is_empty() {
+                return 0.0;
+            }
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                0.5 * (v[n / 2 - 1] + v[n / 2])
+            }
+        };
+        let max = |v: &[f64]| v.iter().copied().fold(0.0f64, f64::max);
+        Self {
+            switches: at_switch.len(),
+            inside: inside.len(),
+            switch_max: max(&at_switch),
+            inside_max: max(&inside),
+            switch_median: median(&mut at_switch),
+            inside_median: median(&mut inside),
+        }
+    }
+
+    /// The largest switch step relative to the median step inside chunks.
+    pub fn max_ratio(&self) -> f64 {
+        self.switch_max / self.inside_median.max(1e-12)
+    }
+
+    /// The median switch step relative to the median step inside chunks.
+    pub fn median_ratio(&self) -> f64 {
+        self.switch_median / self.inside_median.max(1e-12)
     }
 }
 
@@ -197,6 +277,21 @@ impl std::fmt::Display for ReplaySummary {
                 self.rejected_messages
             )?;
         }
+        let steps = self.chunk_steps();
+        writeln!(
+            f,
+            "switches:   {} chunk switch(es) with a step; step max_j |a_t - a_t-1| at switches max {:.6} / median {:.6}, \
+             inside chunks median {:.6} (max {:.6}): switch max {:.2}x, median {:.2}x the median inside (chunk_blend {}, low_pass_alpha {})",
+            steps.switches,
+            steps.switch_max,
+            steps.switch_median,
+            steps.inside_median,
+            steps.inside_max,
+            steps.max_ratio(),
+            steps.median_ratio(),
+            self.chunk_blend,
+            self.low_pass_alpha
+        )?;
         writeln!(
             f,
             "throughput: {:.0} ticks/s ({:.1} ms replay loop, {:.1} ms model load)",
@@ -494,15 +589,18 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
     let mut last_time = i64::MIN;
 
     let loop_start = Instant::now();
+    let mut switched: Vec<bool> = Vec::new();
     let tick = |ctl: &mut ControlLoop,
                 t: i64,
                 actions: &mut Actions,
+                switched: &mut Vec<bool>,
                 disabled: &mut u64|
      -> Result<(), BagError> {
         match ctl.tick(t) {
             TickStatus::Command(cmd) => {
                 actions.stamp_ns.push(t);
                 actions.values.push(cmd);
+                switched.push(ctl.last_tick_switched());
             }
             TickStatus::Disabled => *disabled += 1,
             TickStatus::Stale { .. } | TickStatus::Overrun => {}
@@ -525,7 +623,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
         first_time.get_or_insert(t);
         let nt = next_tick.get_or_insert(t);
         while *nt < t {
-            tick(&mut ctl, *nt, &mut actions, &mut disabled)?;
+            tick(&mut ctl, *nt, &mut actions, &mut switched, &mut disabled)?;
             *nt = nt.saturating_add(period_ns);
         }
         last_time = last_time.max(t);
@@ -598,7 +696,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
     }
     if let Some(mut nt) = next_tick {
         while nt <= last_time {
-            tick(&mut ctl, nt, &mut actions, &mut disabled)?;
+            tick(&mut ctl, nt, &mut actions, &mut switched, &mut disabled)?;
             nt = nt.saturating_add(period_ns);
         }
     }
@@ -635,7 +733,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
         let secs = |t: i64| (t - t0) as f64 / 1e9;
         let data = PlotData {
             title: format!(
-                "{}: commanded (red) vs recorded (blue) — {} on {}",
+                "{}: commanded (red; dots: chunk switches) vs recorded (blue) — {} on {}",
                 opts.bag
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -654,6 +752,13 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
                 .iter()
                 .map(|(t, v)| (secs(*t), v.clone()))
                 .collect(),
+            switches: actions
+                .stamp_ns
+                .iter()
+                .zip(&switched)
+                .filter(|(_, s)| **s)
+                .map(|(t, _)| secs(*t))
+                .collect(),
         };
         write_plot(path, &data)?;
     }
@@ -664,6 +769,9 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
         backend,
         device,
         control_rate_hz,
+        period_ns,
+        chunk_blend: status.chunk_blend.to_string(),
+        low_pass_alpha: status.low_pass_alpha,
         messages,
         input_topics: needed.roles.len(),
         rejected_messages: status.counters.rejected_messages,
@@ -682,6 +790,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
         loop_time,
         wall_time: wall.elapsed(),
         actions,
+        switched,
         output: opts.output.clone(),
         plot: opts.plot.clone(),
     })
@@ -728,4 +837,34 @@ pub fn read_csv(path: &Path) -> Result<Actions, BagError> {
         out.values.push(row);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_steps_split_switches_from_the_rest_and_skip_gaps() {
+        let p = 10;
+        let actions = Actions {
+            joint_names: vec!["a".into(), "b".into()],
+            stamp_ns: vec![0, 10, 20, 30, 50, 60, 70],
+            values: vec![
+                vec![0.0, 0.0],
+                vec![0.1, 0.0],
+                vec![0.2, -0.1],
+                vec![1.2, 0.0], // switch: step 1.0
+                vec![5.0, 5.0], // after a gap (40 missing): no step
+                vec![5.1, 5.0],
+                vec![5.1, 5.5], // switch: step 0.5
+            ],
+        };
+        let switched = [true, false, false, true, true, false, true];
+        let s = ChunkSteps::of(&actions, &switched, p);
+        assert_eq!((s.switches, s.inside), (2, 3));
+        assert!((s.switch_max - 1.0).abs() < 1e-12);
+        assert!((s.switch_median - 0.75).abs() < 1e-12);
+        assert!((s.inside_median - 0.1).abs() < 1e-12);
+        assert!((s.max_ratio() - 10.0).abs() < 1e-9);
+    }
 }

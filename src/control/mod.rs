@@ -17,8 +17,8 @@ use crate::observation::{
     Staleness,
 };
 use crate::policy::{
-    canonical_name, ControlPolicy, InferenceModel, LatencyStats, Observation, PolicyError,
-    RefillMode, TickOutcome,
+    canonical_name, AutoRefill, ChunkBlend, ControlPolicy, InferenceModel, LatencyStats,
+    Observation, PolicyError, RefillMode, TickOutcome,
 };
 use crate::runtime::{DeviceRequest, GraphOptimization, LinkStatus, RemoteOptions, ServerLink};
 pub use params::{CommandType, NodeParams, ParamError, ParamMap, ParamValue, RefillSetting};
@@ -160,6 +160,8 @@ pub struct Counters {
     pub overruns: u64,
     pub errors: u64,
     pub rejected_messages: u64,
+    /// Ticks whose time was earlier than the previous tick's (ROS time jumped back).
+    pub clock_jumps: u64,
 }
 
 /// A status snapshot for `/diagnostics` and summaries.
@@ -172,7 +174,19 @@ pub struct Status {
     pub latency: LatencyStats,
     pub counters: Counters,
     pub refill_ahead: usize,
+    /// Whether `refill_ahead` follows the inference latency (`refill_ahead_steps: -1`).
+    pub refill_ahead_auto: bool,
+    /// p99 inference latency over the recent chunks the automatic refill-ahead looks at
+    /// (zero when it is off).
+    pub latency_recent_p99: Duration,
     pub mode: RefillMode,
+    /// The chunk hand-over (`chunk_blend`) and the low-pass `alpha`.
+    pub chunk_blend: ChunkBlend,
+    pub low_pass_alpha: f64,
+    /// Chunks switched in, and chunks dropped because they arrived after every row they had
+    /// for execution had passed, since the last reset.
+    pub switches: u64,
+    pub late_chunks: u64,
     pub last_error: Option<String>,
     /// The task chunks are computed with.
     pub task: Option<String>,
@@ -216,6 +230,8 @@ pub struct ControlLoop {
     task: Option<Arc<str>>,
     needs_task: bool,
     link: Option<ServerLink>,
+    last_tick_switched: bool,
+    last_tick_ns: Option<i64>,
 }
 
 impl ControlLoop {
@@ -261,6 +277,9 @@ impl ControlLoop {
         if !params.tokenizer_dir.is_empty() {
             builder = builder.tokenizer_dir(&params.tokenizer_dir);
         }
+        builder = builder
+            .chunk_blend(params.chunk_blend)
+            .low_pass_alpha(params.low_pass_alpha);
         let mut model = builder.build()?;
         let needs_task = model.predictor().pipeline().needs_task();
         if needs_task {
@@ -391,7 +410,10 @@ impl ControlLoop {
 
         // Warm-up: the first inference is slow in every runtime; take that hit now, and
         // measure the latency the refill should hide.
+        let sync = options.force_sync || params.refill_mode == RefillSetting::Sync;
+        let auto = params.refill_ahead_steps.is_none() && options.auto_refill_from_warmup && !sync;
         let mut refill_ahead = params.refill_ahead_steps.unwrap_or(0);
+        let mut warmup_latency = None;
         if params.warmup {
             let mut obs = Observation::new();
             for s in &specs {
@@ -404,20 +426,9 @@ impl ControlLoop {
                 model.predict_chunk(&obs)?;
                 latency = start.elapsed();
             }
-            let sync = options.force_sync || params.refill_mode == RefillSetting::Sync;
-            if params.refill_ahead_steps.is_none() && options.auto_refill_from_warmup && !sync {
-                // Enough queued actions to cover 1.5 inferences, plus one tick of slack.
-                let period = params.period().as_secs_f64();
-                refill_ahead = ((1.5 * latency.as_secs_f64() / period).ceil() as usize) + 1;
-            }
-            log::info!(
-                "warm-up inference {:.1} ms; refill {} step(s) ahead at {} Hz",
-                latency.as_secs_f64() * 1e3,
-                refill_ahead,
-                params.control_rate_hz
-            );
+            warmup_latency = Some(latency);
         }
-        let mode = if options.force_sync || params.refill_mode == RefillSetting::Sync {
+        let mode = if sync {
             RefillMode::Synchronous
         } else {
             RefillMode::Asynchronous
@@ -425,7 +436,54 @@ impl ControlLoop {
         let backend = model.backend().to_string();
         let device = model.device().to_string();
         let link = model.adapter().server_link();
-        let policy = ControlPolicy::new(model, mode, refill_ahead);
+        let chunk_size = model.config().chunk_size;
+        let mut policy = ControlPolicy::new(model, mode, refill_ahead);
+        if auto {
+            // Seeded from the warm-up (none: from zero), then following the latency observed.
+            let max = chunk_size.saturating_sub(1);
+            policy = policy.with_auto_refill(AutoRefill::new(
+                params.period(),
+                warmup_latency.unwrap_or_default(),
+                max,
+            ));
+        }
+        refill_ahead = policy.scheduler().refill_ahead();
+        if let Some(latency) = warmup_latency {
+            log::info!(
+                "warm-up inference {:.1} ms; refill {} step(s) ahead at {} Hz{}",
+                latency.as_secs_f64() * 1e3,
+                refill_ahead,
+                params.control_rate_hz,
+                if auto {
+                    " (automatic: follows the p99 inference latency of the last chunks)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let config = policy.config().clone();
+        if config.chunk_blend.blends() || config.low_pass_alpha < 1.0 {
+            let overlap = config
+                .chunk_size
+                .saturating_sub(refill_ahead + config.n_action_steps);
+            log::info!(
+                "chunk hand-over: {}; low-pass alpha {}; order: queue -> blend -> low-pass -> command limits",
+                config.chunk_blend,
+                config.low_pass_alpha
+            );
+            if config.chunk_blend.blends() && overlap == 0 && !sync {
+                log::warn!(
+                    "chunk_blend `{}` has nothing to blend: with chunk_size {}, n_action_steps {} and {} step(s) \
+                     refilled ahead, no row of a chunk is left past the switch to the next one; lower \
+                     n_action_steps (e.g. to {}) so that chunks overlap",
+                    config.chunk_blend.name(),
+                    config.chunk_size,
+                    config.n_action_steps,
+                    refill_ahead,
+                    (config.chunk_size / 2).max(1)
+                );
+            }
+        }
         let max_delta = match params.max_joint_delta.as_slice() {
             [] => vec![],
             [one] => vec![*one; n],
@@ -455,6 +513,8 @@ impl ControlLoop {
             task,
             needs_task,
             link,
+            last_tick_switched: false,
+            last_tick_ns: None,
         })
     }
 
@@ -577,10 +637,18 @@ impl ControlLoop {
         )
     }
 
-    /// One control tick at time `now_ns` (the same clock as the message stamps).
+    /// One control tick at time `now_ns` (the same clock as the message stamps). A time
+    /// earlier than the previous tick's (sim time jumping back, e.g. a bag that loops) ends the
+    /// plan and drops the newest inputs, which belong to the abandoned timeline: commands
+    /// resume from a fresh chunk once inputs stamped on the new timeline arrive.
     pub fn tick(&mut self, now_ns: i64) -> TickStatus {
         self.counters.ticks += 1;
         self.last_tick_requested = false;
+        self.last_tick_switched = false;
+        if let Some(last) = self.last_tick_ns.filter(|last| now_ns < *last) {
+            self.clock_jumped(last - now_ns);
+        }
+        self.last_tick_ns = Some(now_ns);
         if !self.enabled {
             return TickStatus::Disabled;
         }
@@ -595,8 +663,10 @@ impl ControlLoop {
         }
         self.was_stale = false;
         let observation = self.observation_fn();
+        let served = self.policy.scheduler().tick();
         let outcome = self.policy.tick(observation);
         self.last_tick_requested = self.policy.requested_on_last_tick();
+        self.last_tick_switched = self.policy.scheduler().last_switch() == Some(served);
         let status = match outcome {
             Ok(TickOutcome::Action(a)) => {
                 self.first_observation_checked = true;
@@ -627,6 +697,23 @@ impl ControlLoop {
         status
     }
 
+    fn clock_jumped(&mut self, back_ns: i64) {
+        self.counters.clock_jumps += 1;
+        let (dropped, in_flight) = self.policy.reset();
+        self.last_command = None;
+        self.state = None;
+        for c in &mut self.cameras {
+            c.latest = None;
+        }
+        self.was_stale = false;
+        log::warn!(
+            "time jumped back by {:.3} s (a looping bag or a restarted simulation?): plan reset ({dropped} queued action(s){}), \
+             inputs received before the jump dropped; commands resume on inputs stamped after it",
+            back_ns as f64 / 1e9,
+            if in_flight { ", in-flight refill discarded" } else { "" }
+        );
+    }
+
     /// Whether the last [`tick`](Self::tick) requested the next chunk (in synchronous mode:
     /// computed it on the tick). False after a tick that did not reach the policy (disabled,
     /// stale).
@@ -634,13 +721,15 @@ impl ControlLoop {
         self.last_tick_requested
     }
 
-    /// The rest of the current chunk after this tick's command (for `joint_trajectory`
-    /// with `trajectory_full_chunk`), clamped to the position limits. Empty with ensembling.
+    /// The rest of the current plan after this tick's command (for `joint_trajectory`
+    /// with `trajectory_full_chunk`), as it will be served (blended, low-pass filtered) and
+    /// clamped to the position limits. Empty with per-tick ensembling.
     pub fn remaining_plan(&self) -> Vec<Vec<f64>> {
         let limits = &self.params;
         self.policy
             .scheduler()
-            .queued()
+            .planned()
+            .iter()
             .map(|a| {
                 self.joint_map
                     .to_command(a)
@@ -656,6 +745,12 @@ impl ControlLoop {
                     .collect()
             })
             .collect()
+    }
+
+    /// Whether the last [`tick`](Self::tick) switched to a new chunk (its command is the
+    /// first of a new plan).
+    pub fn last_tick_switched(&self) -> bool {
+        self.last_tick_switched
     }
 
     fn stale_input(&self, now_ns: i64) -> Option<(String, Option<f64>)> {
@@ -823,7 +918,16 @@ impl ControlLoop {
             latency: self.policy.latency(),
             counters: self.counters,
             refill_ahead: self.policy.scheduler().refill_ahead(),
+            refill_ahead_auto: self.policy.auto_refill().is_some(),
+            latency_recent_p99: self
+                .policy
+                .auto_refill()
+                .map_or(Duration::ZERO, |a| a.p99()),
             mode: self.policy.mode(),
+            chunk_blend: self.policy.scheduler().blend(),
+            low_pass_alpha: f64::from(self.policy.scheduler().low_pass().alpha()),
+            switches: self.policy.scheduler().stats().switches,
+            late_chunks: self.policy.scheduler().stats().late_chunks,
             last_error: self.last_error.clone(),
             task: self.task.as_deref().map(str::to_string),
             remote: self.link.as_ref().map(ServerLink::snapshot),

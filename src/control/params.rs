@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::policy::blend::{ChunkBlend, ACT_ENSEMBLE_COEFF};
+
 /// A parameter value as ROS types it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamValue {
@@ -136,6 +138,13 @@ pub struct NodeParams {
     /// Backend `remote` with `https://`: PEM file of the certificate authority; empty = the
     /// system's roots.
     pub remote_ca_file: String,
+    /// How a new chunk takes over from the plan it replaces (`ensemble`: ACT's coefficient
+    /// 0.01, or `temporal_ensemble_coeff` when that is > 0).
+    pub chunk_blend: ChunkBlend,
+    /// Ticks of the `linear` crossfade.
+    pub chunk_blend_steps: usize,
+    /// Output low-pass filter `alpha` in (0, 1]; 1 = off.
+    pub low_pass_alpha: f64,
 }
 
 /// Every parameter name the node declares.
@@ -171,6 +180,9 @@ pub const PARAM_NAMES: &[&str] = &[
     "remote_model_version",
     "remote_timeout_ms",
     "remote_ca_file",
+    "chunk_blend",
+    "chunk_blend_steps",
+    "low_pass_alpha",
 ];
 
 /// The default of each parameter (`export_dir` and `joint_names` have none: required).
@@ -212,8 +224,17 @@ pub fn defaults() -> ParamMap {
         ParamValue::Double(crate::runtime::DEFAULT_REMOTE_TIMEOUT.as_secs_f64() * 1e3),
     );
     m.insert("remote_ca_file".into(), s(""));
+    m.insert("chunk_blend".into(), s("none"));
+    m.insert(
+        "chunk_blend_steps".into(),
+        ParamValue::Int(DEFAULT_CHUNK_BLEND_STEPS as i64),
+    );
+    m.insert("low_pass_alpha".into(), ParamValue::Double(1.0));
     m
 }
+
+/// Default `chunk_blend_steps` (physicalai's default `duration_frames`).
+pub const DEFAULT_CHUNK_BLEND_STEPS: usize = 5;
 
 struct Reader<'a> {
     map: &'a ParamMap,
@@ -514,6 +535,30 @@ impl NodeParams {
             Some(ParamValue::Int(v)) if *v >= 0 => v.to_string(),
             _ => r.string("remote_model_version")?.trim().to_string(),
         };
+        let chunk_blend_steps = r.int("chunk_blend_steps")?;
+        if !(1..=100_000).contains(&chunk_blend_steps) {
+            return Err(invalid(
+                "chunk_blend_steps",
+                format!("must be in 1..=100000 ticks, got {chunk_blend_steps}"),
+            ));
+        }
+        let chunk_blend = ChunkBlend::from_name(
+            &r.string("chunk_blend")?,
+            chunk_blend_steps as usize,
+            if coeff > 0.0 {
+                coeff
+            } else {
+                ACT_ENSEMBLE_COEFF
+            },
+        )
+        .map_err(|rule| invalid("chunk_blend", rule))?;
+        let low_pass_alpha = r.double("low_pass_alpha")?;
+        if !(low_pass_alpha.is_finite() && low_pass_alpha > 0.0 && low_pass_alpha <= 1.0) {
+            return Err(invalid(
+                "low_pass_alpha",
+                format!("must be in (0, 1] (1 = off), got {low_pass_alpha}"),
+            ));
+        }
         let onnx_optimization = r.string("onnx_optimization")?;
         if onnx_optimization
             .parse::<crate::runtime::GraphOptimization>()
@@ -570,6 +615,9 @@ impl NodeParams {
                 remote_model_version,
                 remote_timeout_ms,
                 remote_ca_file: r.string("remote_ca_file")?.trim().to_string(),
+                chunk_blend,
+                chunk_blend_steps: chunk_blend_steps as usize,
+                low_pass_alpha,
             },
             unknown,
         ))

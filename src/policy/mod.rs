@@ -16,6 +16,7 @@
 //! ```
 
 mod binding;
+pub mod blend;
 mod ensemble;
 mod model;
 mod predictor;
@@ -29,10 +30,14 @@ use std::collections::BTreeMap;
 use ndarray::ArrayD;
 
 pub use binding::{canonical_name, InputBinding, ACTION_OUTPUT_NAMES};
+pub use blend::{ChunkBlend, LowPass};
 pub use ensemble::TemporalEnsembler;
 pub use model::{InferenceModel, InferenceModelBuilder, PolicyConfig};
 pub use predictor::{Predictor, Preprocess};
-pub use refill::{ControlPolicy, LatencyStats, ObservationFn, RefillMode, TickOutcome};
+pub use refill::{
+    AutoRefill, ControlPolicy, LatencyStats, ObservationFn, RefillMode, TickOutcome,
+    AUTO_REFILL_HORIZON, AUTO_REFILL_MAX_SAMPLES, WORKER_JOIN_TIMEOUT,
+};
 pub use scheduler::{Scheduler, SchedulerStats};
 
 use crate::export::ExportError;
@@ -163,4 +168,6 @@ pub enum PolicyError {
     Preprocess(String),
     #[error("the inference worker thread stopped")]
     WorkerGone,
+    #[error("the inference panicked: {0}")]
+    Panicked(String),
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use ndarray::{Array2, ArrayD};
 
 use super::processors::{tokenizer::TokenizerSearch, Pipeline};
-use super::{Observation, PolicyError, Predictor, Preprocess, Scheduler};
+use super::{ChunkBlend, Observation, PolicyError, Predictor, Preprocess, Scheduler};
 use crate::export::{ExportBackend, ExportDir};
 use crate::runtime::{
     get_adapter, DeviceRequest, GraphOptimization, RemoteOptions, RuntimeAdapter, RuntimeOptions,
@@ -21,8 +21,13 @@ pub struct PolicyConfig {
     pub n_action_steps: usize,
     /// Serve single actions from a queue (true when `chunk_size > 1` unless disabled).
     pub use_action_queue: bool,
-    /// ACT temporal ensembling coefficient; `None` = off.
+    /// ACT temporal ensembling coefficient, inferring every tick; `None` = off (always off
+    /// with a `chunk_blend` other than `none`).
     pub temporal_ensemble_coeff: Option<f64>,
+    /// How a new chunk takes over from the plan it replaces.
+    pub chunk_blend: ChunkBlend,
+    /// Output low-pass filter `alpha` (1 = off).
+    pub low_pass_alpha: f64,
 }
 
 impl PolicyConfig {
@@ -42,6 +47,8 @@ pub struct InferenceModelBuilder {
     n_action_steps: Option<usize>,
     use_action_queue: Option<bool>,
     temporal_ensemble_coeff: Option<f64>,
+    chunk_blend: ChunkBlend,
+    low_pass_alpha: f64,
     preprocess: Option<Box<dyn Preprocess>>,
     tokenizers: TokenizerSearch,
 }
@@ -103,6 +110,22 @@ impl InferenceModelBuilder {
         self.temporal_ensemble_coeff = Some(coeff);
         self
     }
+    /// How a new chunk takes over from the plan it replaces (default `none`). With
+    /// `ensemble`, a temporal ensembling coefficient from [`temporal_ensemble_coeff`] or the
+    /// metadata replaces the mode's and per-tick ensembling stays off; other modes cannot be
+    /// combined with per-tick ensembling.
+    ///
+    /// [`temporal_ensemble_coeff`]: Self::temporal_ensemble_coeff
+    pub fn chunk_blend(mut self, blend: ChunkBlend) -> Self {
+        self.chunk_blend = blend;
+        self
+    }
+    /// Output low-pass filter `y = alpha x + (1 - alpha) y_prev`, `alpha` in (0, 1] (1 = off,
+    /// the default).
+    pub fn low_pass_alpha(mut self, alpha: f64) -> Self {
+        self.low_pass_alpha = alpha;
+        self
+    }
     /// Sets the preprocessing hook.
     pub fn preprocess(mut self, hook: impl Preprocess + 'static) -> Self {
         self.preprocess = Some(Box::new(hook));
@@ -135,6 +158,8 @@ impl InferenceModelBuilder {
             self.n_action_steps,
             self.use_action_queue,
             self.temporal_ensemble_coeff,
+            self.chunk_blend,
+            self.low_pass_alpha,
         )?;
         log::info!(
             "loaded {} ({} on {}) in {:.1} ms: chunk {} x {} steps, queue {}",
@@ -150,7 +175,8 @@ impl InferenceModelBuilder {
                 "off"
             }
         );
-        let scheduler = Scheduler::new(config.n_action_steps, 0, config.temporal_ensemble_coeff);
+        let scheduler = Scheduler::new(config.n_action_steps, 0, config.temporal_ensemble_coeff)
+            .with_blend(config.chunk_blend, config.low_pass_alpha);
         Ok(InferenceModel {
             export,
             predictor,
@@ -226,6 +252,8 @@ fn resolve_config(
     n_action_steps: Option<usize>,
     use_action_queue: Option<bool>,
     ensemble: Option<f64>,
+    chunk_blend: ChunkBlend,
+    low_pass_alpha: f64,
 ) -> Result<PolicyConfig, PolicyError> {
     let meta = &export.metadata;
     let out_chunk =
@@ -274,11 +302,38 @@ fn resolve_config(
             });
         }
     }
+    if !(low_pass_alpha.is_finite() && low_pass_alpha > 0.0 && low_pass_alpha <= 1.0) {
+        return Err(PolicyError::Config {
+            key: "low_pass_alpha",
+            problem: format!("must be in (0, 1] (1 = off), got {low_pass_alpha}"),
+        });
+    }
+    let mut per_tick = coeff.filter(|c| *c > 0.0);
+    let chunk_blend = match (chunk_blend, per_tick) {
+        (blend, None) | (blend @ ChunkBlend::None, _) => blend,
+        (ChunkBlend::Ensemble { .. }, Some(c)) => {
+            per_tick = None;
+            ChunkBlend::Ensemble { coeff: c }
+        }
+        (blend, Some(c)) => {
+            return Err(PolicyError::Config {
+                key: "chunk_blend",
+                problem: format!(
+                    "`{}` cannot be combined with per-tick temporal ensembling \
+                     (temporal_ensemble_coeff {c}, from the parameters or the export's metadata): \
+                     set temporal_ensemble_coeff to 0, or chunk_blend to `ensemble` to use {c} as its coefficient",
+                    blend.name()
+                ),
+            })
+        }
+    };
     Ok(PolicyConfig {
         chunk_size,
         n_action_steps: n,
         use_action_queue: use_action_queue.unwrap_or(meta.use_action_queue || chunk_size > 1),
-        temporal_ensemble_coeff: coeff.filter(|c| *c > 0.0),
+        temporal_ensemble_coeff: per_tick,
+        chunk_blend,
+        low_pass_alpha,
     })
 }
 
@@ -306,6 +361,8 @@ impl InferenceModel {
             n_action_steps: None,
             use_action_queue: None,
             temporal_ensemble_coeff: None,
+            chunk_blend: ChunkBlend::None,
+            low_pass_alpha: 1.0,
             preprocess: None,
             tokenizers: TokenizerSearch::default(),
         }

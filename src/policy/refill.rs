@@ -2,6 +2,7 @@
 //! computed either inline (synchronous) or on a worker thread (asynchronous refill), so a
 //! tick never waits for a whole inference while queued actions remain.
 
+use std::collections::VecDeque;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,112 @@ impl LatencyStats {
     }
 }
 
+/// How far back the automatic refill-ahead looks: the chunks delivered in the last minute
+/// of ticks (at most [`AUTO_REFILL_MAX_SAMPLES`] of them).
+pub const AUTO_REFILL_HORIZON: Duration = Duration::from_secs(60);
+/// The most latencies the automatic refill-ahead keeps (a minute of one chunk per tick at
+/// 166 Hz).
+pub const AUTO_REFILL_MAX_SAMPLES: usize = 10_000;
+/// How long dropping a [`ControlPolicy`] waits for an inference in progress before leaving
+/// the worker thread to finish on its own (the process may be exiting).
+pub const WORKER_JOIN_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Automatic refill-ahead: enough queued actions to hide the inference latency, following
+/// its observed distribution. After each chunk, the steps ahead are
+/// `ceil(1.25 * p99 / period) + 1`, `p99` (nearest rank: the slowest of up to 100) over the
+/// latencies, observation conversion included, of the chunks delivered in the last
+/// [`AUTO_REFILL_HORIZON`] of ticks: raised at once when a slower inference is seen, lowered by
+/// one step per chunk once the slow ones are a minute old. Seeded with the warm-up latency
+/// (`ceil(1.5 * warm-up / period) + 1`). Time is counted in ticks, so the horizon does not
+/// depend on how often chunks come.
+#[derive(Debug, Clone)]
+pub struct AutoRefill {
+    period: Duration,
+    horizon_ticks: u64,
+    /// (tick delivered, latency), oldest first.
+    window: VecDeque<(u64, Duration)>,
+    /// Reused for the p99 (no allocation per chunk once grown).
+    scratch: Vec<Duration>,
+    max_steps: usize,
+    steps: usize,
+}
+
+impl AutoRefill {
+    /// `period`: the control period; `warmup`: the latency measured at start-up;
+    /// `max_steps`: the largest value allowed (`chunk_size - 1`).
+    pub fn new(period: Duration, warmup: Duration, max_steps: usize) -> Self {
+        let period_s = period.as_secs_f64().max(1e-9);
+        let seed = (1.5 * warmup.as_secs_f64() / period_s).ceil() as usize + 1;
+        Self {
+            period,
+            horizon_ticks: (AUTO_REFILL_HORIZON.as_secs_f64() / period_s).ceil() as u64,
+            window: VecDeque::new(),
+            scratch: Vec::new(),
+            max_steps,
+            steps: seed.min(max_steps),
+        }
+    }
+
+    /// The steps ahead for a p99 latency `p99`.
+    pub fn steps_for(&self, p99: Duration) -> usize {
+        let period_s = self.period.as_secs_f64().max(1e-9);
+        ((1.25 * p99.as_secs_f64() / period_s).ceil() as usize + 1).min(self.max_steps)
+    }
+
+    /// The current choice.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Latencies in the window.
+    pub fn samples(&self) -> usize {
+        self.window.len()
+    }
+
+    /// The p99 latency of the window (nearest rank: the largest of up to 100 samples).
+    pub fn p99(&self) -> Duration {
+        let mut v: Vec<Duration> = self.window.iter().map(|(_, d)| *d).collect();
+        Self::p99_of(&mut v)
+    }
+
+    fn p99_of(v: &mut [Duration]) -> Duration {
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        let k = ((v.len() - 1) as f64 * 0.99).ceil() as usize;
+        *v.select_nth_unstable(k).1
+    }
+
+    /// Records one chunk's latency, delivered on tick `tick` (a count that never goes back);
+    /// returns the new steps when they changed.
+    pub fn record(&mut self, tick: u64, latency: Duration) -> Option<usize> {
+        while self
+            .window
+            .front()
+            .is_some_and(|(t, _)| tick.saturating_sub(*t) > self.horizon_ticks)
+            || self.window.len() >= AUTO_REFILL_MAX_SAMPLES
+        {
+            self.window.pop_front();
+        }
+        self.window.push_back((tick, latency));
+        self.scratch.clear();
+        self.scratch.extend(self.window.iter().map(|(_, d)| *d));
+        let p99 = Self::p99_of(&mut self.scratch);
+        let target = self.steps_for(p99);
+        let next = if target > self.steps {
+            target
+        } else if target < self.steps {
+            self.steps - 1
+        } else {
+            self.steps
+        };
+        (next != self.steps).then(|| {
+            self.steps = next;
+            next
+        })
+    }
+}
+
 /// A policy driven by control ticks. See the module docs.
 pub struct ControlPolicy {
     scheduler: Scheduler,
@@ -89,6 +196,9 @@ pub struct ControlPolicy {
     latency: LatencyStats,
     /// Whether the last tick requested a chunk (for the node's tick-latency breakdown).
     requested_on_last_tick: bool,
+    auto_refill: Option<AutoRefill>,
+    /// Ticks since start (never reset): the automatic refill-ahead's clock.
+    ticks_total: u64,
 }
 
 impl ControlPolicy {
@@ -98,7 +208,8 @@ impl ControlPolicy {
         let (_, predictor, config) = model.into_parts();
         let refill_ahead = refill_ahead.min(config.chunk_size.saturating_sub(1));
         let ensemble = config.temporal_ensemble_coeff;
-        let scheduler = Scheduler::new(config.n_action_steps, refill_ahead, ensemble);
+        let scheduler = Scheduler::new(config.n_action_steps, refill_ahead, ensemble)
+            .with_blend(config.chunk_blend, config.low_pass_alpha);
         let executor = match mode {
             RefillMode::Synchronous => Executor::Inline(Box::new(predictor)),
             RefillMode::Asynchronous => spawn_worker(predictor),
@@ -110,7 +221,24 @@ impl ControlPolicy {
             generation: 0,
             latency: LatencyStats::default(),
             requested_on_last_tick: false,
+            auto_refill: None,
+            ticks_total: 0,
         }
+    }
+
+    /// Makes the refill-ahead follow the observed inference latency (see [`AutoRefill`];
+    /// asynchronous mode only: a synchronous refill computes the chunk on the tick).
+    pub fn with_auto_refill(mut self, auto: AutoRefill) -> Self {
+        if self.mode() == RefillMode::Asynchronous {
+            self.scheduler.set_refill_ahead(auto.steps());
+            self.auto_refill = Some(auto);
+        }
+        self
+    }
+
+    /// The automatic refill-ahead, when on.
+    pub fn auto_refill(&self) -> Option<&AutoRefill> {
+        self.auto_refill.as_ref()
     }
 
     pub fn config(&self) -> &PolicyConfig {
@@ -142,6 +270,7 @@ impl ControlPolicy {
         F: FnOnce() -> Result<Observation, PolicyError> + Send + 'static,
     {
         self.requested_on_last_tick = false;
+        self.ticks_total += 1;
         if let Err(e) = self.collect() {
             self.scheduler.skip();
             return Err(e);
@@ -206,6 +335,18 @@ impl ControlPolicy {
         match r.result {
             Ok(chunk) => {
                 self.latency.record(r.latency);
+                if let Some(auto) = &mut self.auto_refill {
+                    let before = self.scheduler.refill_ahead();
+                    if let Some(steps) = auto.record(self.ticks_total, r.latency) {
+                        self.scheduler.set_refill_ahead(steps);
+                        log::info!(
+                            "refill ahead {before} -> {steps} step(s): inference p99 {:.1} ms over the last {} chunk(s) (last {} s)",
+                            auto.p99().as_secs_f64() * 1e3,
+                            auto.samples(),
+                            AUTO_REFILL_HORIZON.as_secs()
+                        );
+                    }
+                }
                 self.scheduler.deliver(r.tick, chunk);
                 Ok(())
             }
@@ -251,11 +392,25 @@ impl ControlPolicy {
 }
 
 impl Drop for ControlPolicy {
+    /// Stops the worker: it ends after the inference it may be running. That inference is
+    /// waited for up to [`WORKER_JOIN_TIMEOUT`]; a longer one is left to finish on its own
+    /// (its result is discarded), so shutting down never waits for a slow inference.
     fn drop(&mut self) {
         if let Executor::Worker { tx, handle, .. } = &mut self.executor {
             tx.take();
             if let Some(h) = handle.take() {
-                let _ = h.join();
+                let deadline = Instant::now() + WORKER_JOIN_TIMEOUT;
+                while !h.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if h.is_finished() {
+                    let _ = h.join();
+                } else {
+                    log::info!(
+                        "not waiting for the inference in progress (over {} ms): its result is discarded",
+                        WORKER_JOIN_TIMEOUT.as_millis()
+                    );
+                }
             }
         }
     }
@@ -273,7 +428,12 @@ fn spawn_worker(mut predictor: Predictor) -> Executor {
                     req = newer;
                 }
                 let start = Instant::now();
-                let result = (req.observation)().and_then(|obs| predictor.predict_chunk(&obs));
+                // A panic inside the observation conversion or a runtime is this chunk's
+                // error, not the end of the worker.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (req.observation)().and_then(|obs| predictor.predict_chunk(&obs))
+                }))
+                .unwrap_or_else(|panic| Err(PolicyError::Panicked(panic_message(&panic))));
                 let resp = Response {
                     generation: req.generation,
                     tick: req.tick,
@@ -300,5 +460,67 @@ fn spawn_worker(mut predictor: Predictor) -> Executor {
                 handle: None,
             }
         }
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_refill_follows_the_latency_distribution() {
+        let ms = Duration::from_millis;
+        // 100 Hz, warm-up 30 ms: ceil(1.5 * 3) + 1 = 6 steps.
+        let mut a = AutoRefill::new(ms(10), ms(30), 99);
+        assert_eq!(a.steps(), 6);
+        // A slow inference raises it at once: ceil(1.25 * 8) + 1 = 11.
+        assert_eq!(a.record(0, ms(80)), Some(11));
+        // Chunks every 100 ticks: the slow one holds it for a minute (6000 ticks)...
+        for k in 1..=60 {
+            assert_eq!(a.record(100 * k, ms(20)), None, "tick {}", 100 * k);
+        }
+        assert_eq!(a.p99(), ms(80));
+        // ... then it leaves the window: one step per chunk down to ceil(1.25 * 2) + 1 = 4.
+        let seen: Vec<usize> = (61..=70)
+            .filter_map(|k| a.record(100 * k, ms(20)))
+            .collect();
+        assert_eq!(seen, vec![10, 9, 8, 7, 6, 5, 4]);
+
+        // A chunk every tick (the horizon is in ticks, not chunks): 4 % slow ones hold it up
+        // while they are more than 1 % of the last minute's chunks; a lone slow one among
+        // more than 100 is below the p99.
+        // (10 Hz here: a minute is 600 ticks.)
+        let mut b = AutoRefill::new(ms(100), ms(300), 99);
+        assert_eq!(b.record(0, ms(800)), Some(11));
+        for t in 1..=600 {
+            let l = if t <= 300 && t % 25 == 0 {
+                ms(800)
+            } else {
+                ms(200)
+            };
+            assert_eq!(b.record(t, l), None, "tick {t}");
+        }
+        let lowered = (601..=900).find(|t| b.record(*t, ms(200)).is_some());
+        assert!(lowered.is_some_and(|t| t > 700), "{lowered:?}");
+        assert_eq!(b.p99(), ms(200));
+        let mut d = AutoRefill::new(ms(10), ms(10), 99);
+        for t in 0..300 {
+            d.record(t, if t == 5 { ms(500) } else { ms(10) });
+        }
+        assert_eq!(d.p99(), ms(10));
+
+        // Clamped to chunk_size - 1.
+        let mut c = AutoRefill::new(ms(10), ms(30), 7);
+        assert_eq!(c.steps(), 6);
+        assert_eq!(c.record(0, Duration::from_secs(1)), Some(7));
     }
 }

@@ -7,16 +7,29 @@
 //! [`next_action`](Scheduler::next_action) pops the action for this tick and advances.
 //!
 //! Refill ahead: with `refill_ahead = k`, the next chunk is requested when `k` queued actions
-//! remain, from the observation of that tick `t0`. It is switched to when the queue runs out
-//! (tick `t0 + k` if it arrived in time), starting at its row `t0`-relative index — the rows
-//! for ticks already past are skipped — and `n_action_steps` of it are executed. This makes
-//! the result independent of how fast the inference was, as long as it arrived in time, so a
-//! live node and an offline replay agree; `k = 0` is getiaction's synchronous behaviour.
+//! remain, from the observation of that tick `t0`. It is due at tick `t0 + k` and covers the
+//! ticks `t0 + k .. t0 + k + n_action_steps` (clipped to its rows). It is switched to when the
+//! queue runs out (tick `t0 + k` if it arrived in time), starting at its row for that tick —
+//! the rows for ticks already past are skipped — and executed up to the end of what it
+//! covers. The switch ticks therefore do not depend on how fast the inference was: a chunk
+//! in time gives the same plan whenever it arrived, a late one (or the first, when nothing
+//! was queued) ends where it would have ended, so a live node and an offline replay agree;
+//! `k = 0` is getiaction's synchronous behaviour.
+//!
+//! The plan: at a switch (tick `s`) the new chunk's rows from `s` on are combined with what is
+//! left of the previous plan by the [`ChunkBlend`] mode, once; the result is the plan the
+//! robot is commanded from, its first `n_action_steps` rows (the window) executed one per
+//! tick, the rest kept for the next switch to blend with. Each action served then passes the
+//! [`LowPass`] filter. Composition order, per tick: queue (switch + blend) -> low-pass ->
+//! (in `control::ControlLoop`) the command limits. A tick without an action (an overrun) or a
+//! [`reset`](Scheduler::reset) (reset, stale gap, disable) ends the plan: the next chunk starts
+//! fresh, never blended across the gap; the low-pass filter is cleared only by a reset.
 
 use std::collections::VecDeque;
 
-use ndarray::{Array1, Array2};
+use ndarray::{s, Array1, Array2, ArrayView1};
 
+use super::blend::{aggregate_merge, ensemble_rows, lerp_merge, ChunkBlend, LowPass};
 use super::TemporalEnsembler;
 
 /// Counters since the last reset.
@@ -28,6 +41,30 @@ pub struct SchedulerStats {
     pub overruns: u64,
     /// Chunks that arrived so late that every row to execute was in the past.
     pub late_chunks: u64,
+    /// Chunks switched in (each starts a new plan).
+    pub switches: u64,
+}
+
+/// The rows the robot is commanded from: row `i` is for tick `start + i`; rows `..window`
+/// are executed, the rest are kept for blending with the next chunk.
+#[derive(Debug, Clone)]
+struct Plan {
+    start: u64,
+    rows: Array2<f32>,
+    window: usize,
+}
+
+impl Plan {
+    /// Rows for tick `tick` and later (empty when the plan ends before it).
+    fn rows_from(&self, tick: u64) -> ndarray::ArrayView2<'_, f32> {
+        let i = (tick.saturating_sub(self.start) as usize).min(self.rows.nrows());
+        self.rows.slice(s![i.., ..])
+    }
+    /// Window rows left to execute from tick `tick` on.
+    fn left(&self, tick: u64) -> usize {
+        self.window
+            .saturating_sub(tick.saturating_sub(self.start) as usize)
+    }
 }
 
 /// See the module docs.
@@ -36,28 +73,52 @@ pub struct Scheduler {
     n_action_steps: usize,
     refill_ahead: usize,
     ensembler: Option<TemporalEnsembler>,
-    queue: VecDeque<Array1<f32>>,
-    pending: Option<(u64, Array2<f32>)>,
+    blend: ChunkBlend,
+    low_pass: LowPass,
+    plan: Option<Plan>,
+    /// `ensemble`: the chunks switched in that still cover a tick to come, oldest first.
+    history: VecDeque<(u64, Array2<f32>)>,
+    /// (observation tick, refill-ahead at the request, chunk).
+    pending: Option<(u64, usize, Array2<f32>)>,
+    /// The refill-ahead when the chunk in flight was requested.
+    lead: usize,
     in_flight: bool,
     tick: u64,
+    last_switch: Option<u64>,
     stats: SchedulerStats,
 }
 
 impl Scheduler {
     /// `n_action_steps`: rows executed per chunk (>= 1). `refill_ahead`: queued actions left
-    /// when the next chunk is requested. `ensemble_coeff`: temporal ensembling (a chunk is
-    /// requested whenever none is in flight; the queue is unused).
+    /// when the next chunk is requested. `ensemble_coeff`: per-tick temporal ensembling (a
+    /// chunk is requested whenever none is in flight; the queue is unused).
     pub fn new(n_action_steps: usize, refill_ahead: usize, ensemble_coeff: Option<f64>) -> Self {
         Self {
             n_action_steps: n_action_steps.max(1),
             refill_ahead,
             ensembler: ensemble_coeff.map(TemporalEnsembler::new),
-            queue: VecDeque::new(),
+            blend: ChunkBlend::None,
+            low_pass: LowPass::new(1.0),
+            plan: None,
+            history: VecDeque::new(),
             pending: None,
+            lead: 0,
             in_flight: false,
             tick: 0,
+            last_switch: None,
             stats: SchedulerStats::default(),
         }
+    }
+
+    /// Sets the chunk hand-over mode and the low-pass `alpha` (1 = off). Per-tick ensembling
+    /// (`ensemble_coeff` of [`new`](Self::new)) is turned off by any mode but `none`.
+    pub fn with_blend(mut self, blend: ChunkBlend, low_pass_alpha: f64) -> Self {
+        if blend != ChunkBlend::None {
+            self.ensembler = None;
+        }
+        self.blend = blend;
+        self.low_pass = LowPass::new(low_pass_alpha);
+        self
     }
 
     /// The current tick (ticks served since reset).
@@ -73,21 +134,54 @@ impl Scheduler {
         self.refill_ahead
     }
 
+    /// Changes how many queued actions are left when the next chunk is requested (from the
+    /// next request on).
+    pub fn set_refill_ahead(&mut self, k: usize) {
+        self.refill_ahead = k;
+    }
+
+    pub fn blend(&self) -> ChunkBlend {
+        self.blend
+    }
+
+    pub fn low_pass(&self) -> &LowPass {
+        &self.low_pass
+    }
+
     pub fn is_ensembling(&self) -> bool {
         self.ensembler.is_some()
     }
 
-    /// Queued actions (with ensembling: chunks contributing).
+    /// Queued actions (with per-tick ensembling: chunks contributing).
     pub fn queue_len(&self) -> usize {
         match &self.ensembler {
             Some(e) => e.len(),
-            None => self.queue.len(),
+            None => self.plan.as_ref().map_or(0, |p| p.left(self.tick)),
         }
     }
 
-    /// The queued actions, next first (empty with ensembling).
-    pub fn queued(&self) -> impl Iterator<Item = &Array1<f32>> {
-        self.queue.iter()
+    /// The queued actions, next first, as planned (blended, before the low-pass filter;
+    /// empty with per-tick ensembling).
+    pub fn queued(&self) -> impl Iterator<Item = ArrayView1<'_, f32>> {
+        let rows = match &self.plan {
+            Some(p) if self.ensembler.is_none() => {
+                let left = p.left(self.tick);
+                p.rows_from(self.tick).slice_move(s![..left, ..])
+            }
+            _ => ndarray::ArrayView2::from_shape((0, 0), &[]).expect("empty view"),
+        };
+        rows.into_outer_iter()
+    }
+
+    /// The queued actions, next first, as they will be served: blended and low-pass filtered
+    /// (if nothing interrupts them).
+    pub fn planned(&self) -> Vec<Array1<f32>> {
+        self.low_pass.preview(self.queued())
+    }
+
+    /// The tick of the last switch to a new chunk (`None` before the first since reset).
+    pub fn last_switch(&self) -> Option<u64> {
+        self.last_switch
     }
 
     pub fn in_flight(&self) -> bool {
@@ -105,13 +199,14 @@ impl Scheduler {
         }
         match &self.ensembler {
             Some(_) => true,
-            None => self.pending.is_none() && self.queue.len() <= self.refill_ahead,
+            None => self.pending.is_none() && self.queue_len() <= self.refill_ahead,
         }
     }
 
     /// Records that an inference was started on this tick's observation.
     pub fn requested(&mut self) {
         self.in_flight = true;
+        self.lead = self.refill_ahead;
     }
 
     /// Records that the in-flight inference failed (nothing will be delivered).
@@ -125,38 +220,13 @@ impl Scheduler {
         self.stats.chunks += 1;
         match &mut self.ensembler {
             Some(e) => e.add(obs_tick, chunk),
-            None => self.pending = Some((obs_tick, chunk)),
+            None => self.pending = Some((obs_tick, self.lead, chunk)),
         }
     }
 
     /// The action for the current tick (advancing to the next), or `None`: an overrun.
     pub fn next_action(&mut self) -> Option<Array1<f32>> {
-        let tick = self.tick;
-        self.tick += 1;
-        let action = match &mut self.ensembler {
-            Some(e) => e.action_at(tick),
-            None => {
-                if self.queue.is_empty() {
-                    if let Some((t0, chunk)) = self.pending.take() {
-                        let skip = (tick - t0) as usize;
-                        let end = (skip + self.n_action_steps).min(chunk.nrows());
-                        if skip >= end {
-                            self.stats.late_chunks += 1;
-                        } else {
-                            self.queue.extend(
-                                chunk
-                                    .rows()
-                                    .into_iter()
-                                    .skip(skip)
-                                    .take(end - skip)
-                                    .map(|r| r.to_owned()),
-                            );
-                        }
-                    }
-                }
-                self.queue.pop_front()
-            }
-        };
+        let action = self.advance(true);
         if action.is_none() {
             self.stats.overruns += 1;
         }
@@ -164,22 +234,97 @@ impl Scheduler {
     }
 
     /// Advances one tick without serving it (the tick failed): its action, if any, is
-    /// dropped, since its time slot has passed. Not counted as an overrun.
+    /// dropped, since its time slot has passed; the low-pass filter does not see it. Not
+    /// counted as an overrun.
     pub fn skip(&mut self) {
-        let overruns = self.stats.overruns;
-        self.next_action();
-        self.stats.overruns = overruns;
+        self.advance(false);
     }
 
-    /// Clears queue, pending chunk, ensembling state, in-flight flag, tick and counters.
+    fn advance(&mut self, served: bool) -> Option<Array1<f32>> {
+        let tick = self.tick;
+        self.tick += 1;
+        let mut action = match &mut self.ensembler {
+            Some(e) => e.action_at(tick),
+            None => {
+                if self.plan.as_ref().is_none_or(|p| p.left(tick) == 0) {
+                    if let Some((t0, lead, chunk)) = self.pending.take() {
+                        self.switch(tick, t0, lead, chunk);
+                    }
+                }
+                match &self.plan {
+                    Some(p) if p.left(tick) > 0 => {
+                        Some(p.rows.row((tick - p.start) as usize).to_owned())
+                    }
+                    _ => None,
+                }
+            }
+        };
+        match &mut action {
+            Some(a) if served => self.low_pass.apply(a),
+            Some(_) => {}
+            // A tick without an action: no plan survives the gap.
+            None => {
+                self.plan = None;
+                self.history.clear();
+            }
+        }
+        action
+    }
+
+    /// Switches the chunk computed from the observation of tick `t0` (requested `lead` ticks
+    /// before it was due) in at tick `s`: its rows for ticks already past are skipped, the
+    /// rest blended with the plan left; it is executed up to `lead + n_action_steps`.
+    fn switch(&mut self, s: u64, t0: u64, lead: usize, chunk: Array2<f32>) {
+        let skip = s.saturating_sub(t0) as usize;
+        let end = (lead + self.n_action_steps).min(chunk.nrows());
+        if skip >= end {
+            self.stats.late_chunks += 1;
+            return;
+        }
+        let incoming = chunk.slice(s![skip.., ..]);
+        let remaining = match &self.plan {
+            Some(p) => p.rows_from(s),
+            None => ndarray::ArrayView2::from_shape((0, chunk.ncols()), &[]).expect("empty view"),
+        };
+        let rows = match self.blend {
+            ChunkBlend::Ensemble { coeff } => {
+                if self.plan.is_none() {
+                    self.history.clear();
+                }
+                let to = t0 + chunk.nrows() as u64;
+                self.history.push_back((t0, chunk));
+                self.history
+                    .retain(|(start, c)| start + c.nrows() as u64 > s);
+                ensemble_rows(&self.history, s, to, coeff)
+            }
+            _ if remaining.nrows() == 0 => incoming.to_owned(),
+            ChunkBlend::None | ChunkBlend::LatestOnly => incoming.to_owned(),
+            ChunkBlend::Linear { steps } => lerp_merge(remaining, incoming, steps),
+            ChunkBlend::WeightedAverage => aggregate_merge(remaining, incoming, 0.3),
+            ChunkBlend::Average => aggregate_merge(remaining, incoming, 0.5),
+        };
+        self.plan = Some(Plan {
+            start: s,
+            rows,
+            window: end - skip,
+        });
+        self.last_switch = Some(s);
+        self.stats.switches += 1;
+    }
+
+    /// Clears plan, pending chunk, ensembling state, low-pass state, in-flight flag, tick and
+    /// counters.
     pub fn reset(&mut self) {
-        self.queue.clear();
+        self.plan = None;
+        self.history.clear();
         self.pending = None;
         self.in_flight = false;
         if let Some(e) = &mut self.ensembler {
             e.clear();
         }
+        self.low_pass.reset();
         self.tick = 0;
+        self.last_switch = None;
         self.stats = SchedulerStats::default();
     }
 }
@@ -275,6 +420,181 @@ mod tests {
         assert_eq!(s.tick(), 0);
         assert!(s.needs_refill());
         assert_eq!(s.stats(), SchedulerStats::default());
+    }
+
+    /// Runs inline with chunk `k` = [base + i + 0.5 * j] for row i, joint j, base 100 * t0;
+    /// returns the actions of joint 0.
+    fn run_blend(s: &mut Scheduler, ticks: usize, len: usize) -> Vec<Option<f32>> {
+        let mut out = Vec::new();
+        for _ in 0..ticks {
+            if s.needs_refill() {
+                s.requested();
+                let t = s.tick();
+                s.deliver(t, chunk(100.0 * t as f32, len));
+            }
+            out.push(s.next_action().map(|a| a[0]));
+        }
+        out
+    }
+
+    #[test]
+    fn linear_blends_the_rest_of_the_old_plan_at_the_switch() {
+        // chunk 10, 4 rows executed per chunk, no refill ahead: the switch at tick 4 finds
+        // rows 4..10 of chunk 0 (values 4..9) left; chunk 1 (t0 = 4) is 400 + i.
+        let mut s = Scheduler::new(4, 0, None).with_blend(ChunkBlend::Linear { steps: 3 }, 1.0);
+        let a = run_blend(&mut s, 9, 10);
+        let (w1, w2) = (2.0f64 / 3.0, 1.0f64 / 3.0);
+        let expect = [
+            0.0,
+            1.0,
+            2.0,
+            3.0,
+            4.0, // w = 1: the old plan
+            (w1 * 5.0 + (1.0 - w1) * 401.0) as f32,
+            (w2 * 6.0 + (1.0 - w2) * 402.0) as f32,
+            403.0, // w = 0: the new chunk
+            // tick 8: the next switch blends with the plan's tail (plain rows of chunk 1 by
+            // now) -> row 4 of chunk 1.
+            404.0,
+        ];
+        for (t, (got, want)) in a.iter().zip(expect).enumerate() {
+            assert!(
+                (got.unwrap() - want).abs() < 1e-4,
+                "tick {t}: {got:?} vs {want} ({a:?})"
+            );
+        }
+        assert_eq!(s.stats().switches, 3);
+        assert_eq!(s.last_switch(), Some(8));
+    }
+
+    #[test]
+    fn aggregation_modes_and_latest_only() {
+        let run = |blend| {
+            let mut s = Scheduler::new(4, 0, None).with_blend(blend, 1.0);
+            run_blend(&mut s, 6, 10)
+        };
+        let none = run(ChunkBlend::None);
+        assert_eq!(none[4], Some(400.0));
+        assert_eq!(run(ChunkBlend::LatestOnly), none);
+        let w = run(ChunkBlend::WeightedAverage);
+        assert!(
+            (w[4].unwrap() - (0.3 * 4.0 + 0.7 * 400.0)).abs() < 1e-3,
+            "{w:?}"
+        );
+        assert!(
+            (w[5].unwrap() - (0.3 * 5.0 + 0.7 * 401.0)).abs() < 1e-3,
+            "{w:?}"
+        );
+        let a = run(ChunkBlend::Average);
+        assert!((a[4].unwrap() - 202.0).abs() < 1e-3, "{a:?}");
+    }
+
+    #[test]
+    fn ensemble_weighs_every_chunk_covering_the_tick() {
+        // chunk 10, 4 executed, refill 0: at tick 8 chunks 0 (rows 8, 9), 1 (rows 4..) and
+        // 2 (rows 0..) cover ticks 8 and 9.
+        let c = 0.5f64;
+        let mut s = Scheduler::new(4, 0, None).with_blend(ChunkBlend::Ensemble { coeff: c }, 1.0);
+        let a = run_blend(&mut s, 10, 10);
+        let w = |i: i32| (-c * f64::from(i)).exp();
+        let mean = |v: &[f64]| {
+            let total: f64 = (0..v.len()).map(|i| w(i as i32)).sum();
+            v.iter()
+                .enumerate()
+                .map(|(i, x)| w(i as i32) * x)
+                .sum::<f64>()
+                / total
+        };
+        assert_eq!(a[0], Some(0.0));
+        assert!((f64::from(a[4].unwrap()) - mean(&[4.0, 400.0])).abs() < 1e-3);
+        assert!((f64::from(a[8].unwrap()) - mean(&[8.0, 404.0, 800.0])).abs() < 1e-2);
+        assert!((f64::from(a[9].unwrap()) - mean(&[9.0, 405.0, 801.0])).abs() < 1e-2);
+        assert!(!s.is_ensembling(), "per-tick ensembling is off");
+    }
+
+    #[test]
+    fn no_blend_across_a_gap_or_a_reset() {
+        // An overrun (the chunk requested at tick 4 arrives at tick 6) ends the plan: the
+        // late chunk is not blended with what was left of chunk 0.
+        let mut s = Scheduler::new(4, 0, None).with_blend(ChunkBlend::Average, 1.0);
+        for _ in 0..4 {
+            if s.needs_refill() {
+                s.requested();
+                s.deliver(s.tick(), chunk(0.0, 10));
+            }
+            s.next_action().unwrap();
+        }
+        assert!(s.needs_refill());
+        s.requested();
+        assert_eq!(s.next_action(), None);
+        assert_eq!(s.next_action(), None);
+        s.deliver(4, chunk(400.0, 10));
+        // Tick 6: row 2 of the new chunk, alone.
+        assert_eq!(s.next_action().map(|a| a[0]), Some(402.0));
+        // A reset likewise.
+        let mut s = Scheduler::new(4, 0, None).with_blend(ChunkBlend::Average, 1.0);
+        run_blend(&mut s, 3, 10);
+        s.reset();
+        let a = run_blend(&mut s, 1, 10);
+        assert_eq!(a, vec![Some(0.0)]);
+    }
+
+    #[test]
+    fn low_pass_filters_the_served_actions_and_the_plan() {
+        let mut s = Scheduler::new(5, 0, None).with_blend(ChunkBlend::None, 0.5);
+        let a = run_blend(&mut s, 3, 5);
+        // 0, then 0.5 * 1 + 0.5 * 0, then 0.5 * 2 + 0.5 * 0.5
+        assert_eq!(a, vec![Some(0.0), Some(0.5), Some(1.25)]);
+        let planned: Vec<f32> = s.planned().iter().map(|r| r[0]).collect();
+        assert_eq!(
+            planned,
+            vec![0.5 * 3.0 + 0.5 * 1.25, 0.5 * 4.0 + 0.5 * 2.125]
+        );
+        let queued: Vec<f32> = s.queued().map(|r| r[0]).collect();
+        assert_eq!(queued, vec![3.0, 4.0]);
+        // A skipped tick is not filtered into the state.
+        s.skip();
+        assert_eq!(s.next_action().map(|a| a[0]), Some(0.5 * 4.0 + 0.5 * 1.25));
+        s.reset();
+        let a = run_blend(&mut s, 1, 5);
+        assert_eq!(a, vec![Some(0.0)], "the filter starts over after a reset");
+    }
+
+    /// A live node's first chunk arrives a tick late (nothing was queued); the replay's is
+    /// inline. From then on, switch ticks and plans are the same: the window ends where the
+    /// chunk was planned to end, not `n_action_steps` after a late switch.
+    #[test]
+    fn a_late_first_chunk_does_not_shift_later_switches() {
+        for blend in [
+            ChunkBlend::None,
+            ChunkBlend::Linear { steps: 3 },
+            ChunkBlend::Average,
+        ] {
+            let mut replay = Scheduler::new(4, 2, None).with_blend(blend, 1.0);
+            let offline = run_blend(&mut replay, 30, 10);
+            let mut live = Scheduler::new(4, 2, None).with_blend(blend, 1.0);
+            let mut online = Vec::new();
+            let mut in_flight: Option<u64> = None;
+            for _ in 0..30 {
+                // The first chunk is delivered on the tick after its request, later ones in
+                // time (before the tick they are due).
+                if let Some(t0) = in_flight.take() {
+                    live.deliver(t0, chunk(100.0 * t0 as f32, 10));
+                }
+                if live.needs_refill() {
+                    live.requested();
+                    let t = live.tick();
+                    if t == 0 {
+                        in_flight = Some(t);
+                    } else {
+                        live.deliver(t, chunk(100.0 * t as f32, 10));
+                    }
+                }
+                online.push(live.next_action().map(|a| a[0]));
+            }
+            assert_eq!(online[0], None, "{blend}: the first tick overruns");
+            assert_eq!(online[1..], offline[1..], "{blend}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use r2r::sensor_msgs::msg::{CompressedImage, Image, JointState};
 use r2r::std_msgs::msg::{Float64MultiArray, Header};
 use r2r::trajectory_msgs::msg::{JointTrajectory, JointTrajectoryPoint};
 
+use super::stats::{LatencySummary, WindowSummary};
 use crate::control::{ImageData, Status};
 use crate::observation::{time_to_ns, ObservationError};
 use crate::policy::RefillMode;
@@ -133,6 +134,13 @@ pub struct DiagnosticExtras {
     pub errors_grew: bool,
     /// The newest stale input, if the last tick was stale.
     pub stale_input: Option<String>,
+    /// Tick timing since start: timer periods without a tick, command ticks longer than a
+    /// period, and the latency of the ticks served from the queue.
+    pub lost_ticks: u64,
+    pub late_ticks: u64,
+    pub queue_latency: LatencySummary,
+    /// The last completed rolling window (`window_*` keys).
+    pub window: Option<WindowSummary>,
 }
 
 fn ms(d: Duration) -> String {
@@ -184,6 +192,12 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
             .to_string(),
         ),
         kv("refill_ahead_steps", status.refill_ahead.to_string()),
+        kv("refill_ahead_auto", status.refill_ahead_auto.to_string()),
+        kv("latency_recent_p99_ms", ms(status.latency_recent_p99)),
+        kv("chunk_blend", status.chunk_blend.name().to_string()),
+        kv("low_pass_alpha", format!("{}", status.low_pass_alpha)),
+        kv("chunk_switches", status.switches.to_string()),
+        kv("late_chunks", status.late_chunks.to_string()),
         kv("queue_depth", status.queue_depth.to_string()),
         kv("latency_last_ms", ms(status.latency.last)),
         kv("latency_mean_ms", ms(status.latency.mean())),
@@ -201,8 +215,14 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
         kv("overruns", c.overruns.to_string()),
         kv("errors", c.errors.to_string()),
         kv("rejected_messages", c.rejected_messages.to_string()),
+        kv("clock_jumps", c.clock_jumps.to_string()),
         kv("last_error", status.last_error.clone().unwrap_or_default()),
         kv("task", status.task.clone().unwrap_or_default()),
+        kv("lost_ticks", extras.lost_ticks.to_string()),
+        kv("late_ticks", extras.late_ticks.to_string()),
+        kv("queue_tick_p50_ms", ms(extras.queue_latency.p50)),
+        kv("queue_tick_p99_ms", ms(extras.queue_latency.p99)),
+        kv("queue_tick_max_ms", ms(extras.queue_latency.max)),
     ];
     if let Some(r) = &status.remote {
         // Backend `remote`: the inference server, its state, round trips and call errors.
@@ -228,6 +248,25 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
                 "remote_last_error",
                 r.last_error.clone().unwrap_or_default(),
             ),
+        ]);
+    }
+    if let Some(w) = &extras.window {
+        values.extend([
+            kv("window_index", w.index.to_string()),
+            kv("window_s", format!("{:.3}", w.length.as_secs_f64())),
+            kv("window_ticks", w.ticks.to_string()),
+            kv("window_lost_ticks", w.lost_ticks.to_string()),
+            kv("window_commands", w.commands.to_string()),
+            kv("window_stale_ticks", w.stale.to_string()),
+            kv("window_overruns", w.overruns.to_string()),
+            kv("window_errors", w.errors.to_string()),
+            kv("window_late_ticks", w.late_ticks.to_string()),
+            kv("window_tick_p50_ms", ms(w.latency.p50)),
+            kv("window_tick_p99_ms", ms(w.latency.p99)),
+            kv("window_tick_max_ms", ms(w.latency.max)),
+            kv("window_queue_tick_p50_ms", ms(w.queue.p50)),
+            kv("window_queue_tick_p99_ms", ms(w.queue.p99)),
+            kv("window_queue_tick_max_ms", ms(w.queue.max)),
         ]);
     }
     DiagnosticArray {
@@ -396,10 +435,17 @@ mod tests {
                 overruns: 1,
                 errors: 0,
                 rejected_messages: 2,
+                clock_jumps: 0,
             },
             refill_ahead: 2,
+            refill_ahead_auto: true,
+            latency_recent_p99: Duration::from_millis(4),
             mode: RefillMode::Asynchronous,
             task: None,
+            chunk_blend: crate::policy::ChunkBlend::Linear { steps: 3 },
+            low_pass_alpha: 0.5,
+            switches: 3,
+            late_chunks: 0,
             last_error: None,
             remote: None,
         }
@@ -438,6 +484,29 @@ mod tests {
         assert_eq!(value(&a, "overruns"), "1");
         assert_eq!(value(&a, "refill_mode"), "async");
         assert_eq!(value(&a, "enabled"), "true");
+        assert_eq!(value(&a, "refill_ahead_steps"), "2");
+        assert_eq!(value(&a, "refill_ahead_auto"), "true");
+        assert_eq!(value(&a, "latency_recent_p99_ms"), "4.000");
+        assert_eq!(value(&a, "chunk_blend"), "linear");
+        assert_eq!(value(&a, "low_pass_alpha"), "0.5");
+        assert!(a.status[0]
+            .values
+            .iter()
+            .all(|kv| !kv.key.starts_with("window_")));
+        let windowed = DiagnosticExtras {
+            window: Some(WindowSummary {
+                index: 2,
+                length: Duration::from_secs(60),
+                ticks: 6000,
+                late_ticks: 1,
+                ..Default::default()
+            }),
+            ..extras.clone()
+        };
+        let a = diagnostics(&status(), &windowed, 0);
+        assert_eq!(value(&a, "window_index"), "2");
+        assert_eq!(value(&a, "window_ticks"), "6000");
+        assert_eq!(value(&a, "window_late_ticks"), "1");
 
         let stale = DiagnosticExtras {
             stale_grew: true,

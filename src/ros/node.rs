@@ -336,7 +336,7 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         control: Mutex::new(control),
         clock: node.get_ros_clock(),
         throttle: Mutex::new(Throttle::new(THROTTLE_PERIOD)),
-        stats: Mutex::new(RunStats::new()),
+        stats: Mutex::new(RunStats::with_period(params.period())),
         params: params.clone(),
         stale_input: Mutex::new(None),
     });
@@ -397,7 +397,7 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
                 }
             };
         }
-        tokio::task::spawn_local(tick_loop(shared.clone(), timer, publisher));
+        tokio::task::spawn_local(tick_loop(shared.clone(), timer, publisher, use_sim_time));
         tokio::task::spawn_local(reset_service(shared.clone(), reset_srv));
         tokio::task::spawn_local(enable_service(shared.clone(), enable_srv));
         tokio::task::spawn_local(diagnostics_loop(shared.clone(), diagnostics, node_name.clone()));
@@ -514,7 +514,12 @@ where
 }
 
 /// The control timer: one [`ControlLoop::tick`] per period, the command published at once.
-async fn tick_loop(shared: Arc<Shared>, mut timer: r2r::Timer, publisher: CommandPublisher) {
+async fn tick_loop(
+    shared: Arc<Shared>,
+    mut timer: r2r::Timer,
+    publisher: CommandPublisher,
+    use_sim_time: bool,
+) {
     let max_age = shared.params.max_observation_age_ms;
     let mut was_stale = false;
     while timer.tick().await.is_ok() {
@@ -535,13 +540,28 @@ async fn tick_loop(shared: Arc<Shared>, mut timer: r2r::Timer, publisher: Comman
             };
             (status, plan, kind)
         };
-        lock(&shared.stats).tick(woke);
+        // Lost ticks are counted on wall time only (sim time may pause or jump).
+        lock(&shared.stats).tick(woke, !use_sim_time);
         match status {
             TickStatus::Command(command) => {
                 match publisher.publish(&shared.params, &command, &plan, now_ns) {
                     Ok(()) => {
                         let done = Instant::now();
-                        lock(&shared.stats).command(done, done - woke, kind);
+                        let late = lock(&shared.stats).command(done, done - woke, kind);
+                        if late {
+                            if let Some(n) = shared.due("late") {
+                                log::warn!(
+                                    "late tick: {:.3} ms from the timer to the command (period {:.3} ms) on a {} tick{}",
+                                    (done - woke).as_secs_f64() * 1e3,
+                                    shared.params.period().as_secs_f64() * 1e3,
+                                    match kind {
+                                        TickKind::Refill => "refill (chunk requested; computed on the tick when synchronous)",
+                                        _ => "queue",
+                                    },
+                                    held_back(n)
+                                );
+                            }
+                        }
                         if was_stale {
                             if lock(&shared.stats).commands == 1 {
                                 log::info!("first command published: all inputs are fresh");
@@ -670,7 +690,17 @@ async fn diagnostics_loop(
     loop {
         interval.tick().await;
         let status = lock(&shared.control).status();
-        let commands_total = lock(&shared.stats).commands;
+        let (commands_total, lost_ticks, late_ticks, queue_latency, window) = {
+            let mut stats = lock(&shared.stats);
+            let window = stats.roll_window(Instant::now());
+            (
+                stats.commands,
+                stats.lost_ticks,
+                stats.late_ticks,
+                stats.latency_of(TickKind::Queue),
+                window,
+            )
+        };
         let elapsed = previous_at.elapsed().as_secs_f64().max(1e-9);
         let c = status.counters;
         let extras = DiagnosticExtras {
@@ -682,6 +712,10 @@ async fn diagnostics_loop(
             overruns_grew: c.overruns > previous.overruns,
             errors_grew: c.errors > previous.errors,
             stale_input: lock(&shared.stale_input).clone(),
+            lost_ticks,
+            late_ticks,
+            queue_latency,
+            window,
         };
         previous = c;
         previous_commands = commands_total;
@@ -731,7 +765,9 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
          {} tick(s) ({:.2} Hz): {} stale, {} overrun(s), {} error(s), {} disabled; inference ({} chunk(s) since start or \
          the last reset) latency last/mean/max {}/{}/{} ms on {}/{}; tick latency (timer -> published) \
          p50/p90/p99/max {} ms; of which {} served from the queue {} ms, {} refill tick(s) (chunk requested, \
-         computed on the tick when synchronous) {} ms; {} overrun tick(s) (timer -> handled) {} ms{}",
+         computed on the tick when synchronous) {} ms; {} overrun tick(s) (timer -> handled) {} ms; \
+         {} lost tick(s) (timer periods without a tick), {} late tick(s) (longer than the period); \
+         refill {} step(s) ahead{}{}",
         elapsed.as_secs_f64(),
         stats.commands,
         shared.params.command_topic,
@@ -756,6 +792,17 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
         refill.ms(),
         overrun.count,
         overrun.ms(),
+        stats.lost_ticks,
+        stats.late_ticks,
+        status.refill_ahead,
+        if status.refill_ahead_auto {
+            format!(
+                " (automatic; recent inference p99 {} ms)",
+                ms(status.latency_recent_p99)
+            )
+        } else {
+            String::new()
+        },
         remote,
     )
 }

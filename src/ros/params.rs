@@ -46,7 +46,7 @@ pub fn description(name: &str) -> &'static str {
             "largest change of a command per tick (one value or one per joint); [] = none"
         }
         "refill_ahead_steps" => {
-            "queued actions left when the next chunk is requested; -1 = from the warm-up latency"
+            "queued actions left when the next chunk is requested; -1 = automatic, following the inference latency"
         }
         "refill_mode" => {
             "async (next chunk on a worker thread) or sync (on the tick that needs it)"
@@ -65,6 +65,9 @@ pub fn description(name: &str) -> &'static str {
         "remote_ca_file" => {
             "backend remote with https://: PEM file of the certificate authority; empty = system roots"
         }
+        "chunk_blend" => "chunk hand-over: none, linear, ensemble, weighted_average, latest_only or average",
+        "chunk_blend_steps" => "ticks of the linear crossfade (chunk_blend linear)",
+        "low_pass_alpha" => "output low-pass filter y = a x + (1 - a) y_prev, a in (0, 1]; 1 = off",
         "use_sim_time" => "use /clock (rosgraph_msgs/Clock) as ROS time",
         "task" => "language instruction of a VLA policy (also the ~/task topic); applies from the next chunk",
         "tokenizer_dir" => "directory with tokenizer.json, or a Hugging Face cache root; empty = package, cache",

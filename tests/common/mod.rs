@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: fixture paths, compiled backends, reference data.
 #![allow(dead_code)]
 
+#[cfg(feature = "ros")]
+pub mod ros;
 pub mod triton;
 
 use std::path::PathBuf;

@@ -1,0 +1,513 @@
+//! Injected faults, end to end: `policy_node` with the fault-injection fixture
+//! (`tests/fixtures/faults/onnx`, `tools/make_fault_fixture.py`) against an rclpy robot
+//! (`tests/peers/fault_peer.py`) that switches the faults on and off mid-run, and each test
+//! asserts what the robot received.
+//!
+//! The fixture copies the state into the first five joints of every row and writes the row
+//! index into the sixth, and the robot sends a message counter as joint 1: each command tells
+//! the observation it came from and its row. Joints 2, 3 and 4 switch on the model's NaN,
+//! slow and error branches.
+#![cfg(all(feature = "ros", feature = "onnx"))]
+
+mod common;
+
+use std::time::Duration;
+
+use common::ros::{export, NodeProc, World};
+use serde_json::{json, Value};
+
+/// Counter increment per joint message (the peer's `COUNTER_STEP`), at 30 Hz like the ticks.
+const STEP: f64 = 0.01;
+
+fn world() -> World {
+    // tests/node_integration.rs uses 10..=141, tests/replay_live.rs 150..=219.
+    World::new(220, 12)
+}
+
+fn node(world: &World, extra: &[&str]) -> NodeProc {
+    let export = format!("export_dir:={}", export("faults/onnx"));
+    let mut args = vec![
+        "-p",
+        &export,
+        "-p",
+        "joint_names:=[joint1, joint2, joint3, joint4, joint5, joint6]",
+        "-p",
+        "max_observation_age_ms:=300.0",
+        "-p",
+        "threads:=1",
+    ];
+    args.extend_from_slice(extra);
+    world.node(&args)
+}
+
+/// One command as the robot received it.
+#[derive(Debug, Clone)]
+struct Cmd {
+    /// Peer monotonic time of receipt, seconds.
+    t: f64,
+    /// The peer's counter when it arrived.
+    counter_now: f64,
+    /// The command; `None` for a non-finite value.
+    values: Vec<Option<f64>>,
+}
+
+impl Cmd {
+    /// The counter of the observation it was computed from.
+    fn obs(&self) -> f64 {
+        self.values[0].expect("finite")
+    }
+    /// Its row in the chunk.
+    fn row(&self) -> usize {
+        self.values[5].expect("finite").round() as usize
+    }
+    /// Ticks between its observation and its arrival (one message per tick).
+    fn age_ticks(&self) -> f64 {
+        (self.counter_now - self.obs()) / STEP
+    }
+    fn finite(&self) -> bool {
+        self.values.iter().all(Option::is_some)
+    }
+}
+
+struct Phase {
+    t0: f64,
+    t1: f64,
+    counter0: f64,
+}
+
+struct Run {
+    commands: Vec<Cmd>,
+    phases: Vec<(String, Phase)>,
+    diagnostics: Vec<Value>,
+    last_diag: Value,
+}
+
+impl Run {
+    fn from(r: &Value) -> Self {
+        let commands = r["commands"]
+            .as_array()
+            .expect("commands")
+            .iter()
+            .map(|c| Cmd {
+                t: c[0].as_f64().unwrap(),
+                counter_now: c[1].as_f64().unwrap(),
+                values: c[2].as_array().unwrap().iter().map(Value::as_f64).collect(),
+            })
+            .collect();
+        let phases = r["phases"]
+            .as_array()
+            .expect("phases")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    Phase {
+                        t0: p["t0"].as_f64().unwrap(),
+                        t1: p["t1"].as_f64().unwrap(),
+                        counter0: p["counter0"].as_f64().unwrap(),
+                    },
+                )
+            })
+            .collect();
+        Run {
+            commands,
+            phases,
+            diagnostics: r["all_diagnostics"].as_array().cloned().unwrap_or_default(),
+            last_diag: r["diagnostics"].clone(),
+        }
+    }
+
+    fn phase(&self, name: &str) -> &Phase {
+        &self
+            .phases
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no phase {name}"))
+            .1
+    }
+
+    fn between(&self, t0: f64, t1: f64) -> Vec<&Cmd> {
+        self.commands
+            .iter()
+            .filter(|c| c.t >= t0 && c.t < t1)
+            .collect()
+    }
+
+    /// The first command at or after `t`.
+    fn first_after(&self, t: f64) -> Option<&Cmd> {
+        self.commands.iter().find(|c| c.t >= t)
+    }
+
+    /// `/diagnostics` statuses received in `[t0, t1)`.
+    fn diags_between(&self, t0: f64, t1: f64) -> Vec<&Value> {
+        self.diagnostics
+            .iter()
+            .filter(|d| {
+                let t = d["t"].as_f64().unwrap();
+                t >= t0 && t < t1
+            })
+            .collect()
+    }
+
+    /// Phases and commands, compactly: `time@counter:obs/row` (time from the first phase;
+    /// `NaN` for a non-finite command).
+    fn summary(&self) -> String {
+        let start = self.phases.first().map_or(0.0, |p| p.1.t0);
+        let rows: Vec<String> = self
+            .commands
+            .iter()
+            .map(|c| match (c.values[0], c.values[5]) {
+                (Some(obs), Some(row)) => {
+                    format!("{:.3}@{:.2}:{obs:.2}/{row}", c.t - start, c.counter_now)
+                }
+                _ => format!("{:.3}@{:.2}:NaN", c.t - start, c.counter_now),
+            })
+            .collect();
+        let phases: Vec<String> = self
+            .phases
+            .iter()
+            .map(|(n, p)| {
+                format!(
+                    "{n} {:.3}..{:.3} from counter {:.2}",
+                    p.t0 - start,
+                    p.t1 - start,
+                    p.counter0
+                )
+            })
+            .collect();
+        format!(
+            "phases: {phases:?}\ncommands (time@counter:observation/row): {}",
+            rows.join(" ")
+        )
+    }
+}
+
+fn diag_num(d: &Value, key: &str) -> f64 {
+    d["values"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("/diagnostics has no `{key}`: {d}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("`{key}` is not a number: {d}"))
+}
+
+/// Commands stop while an input is away (after `max_observation_age_ms`), resume when it
+/// returns, and the first command after the return comes from a fresh chunk computed from an
+/// observation taken after the return: the plan from before the gap never resumes.
+#[test]
+fn joint_state_and_camera_dropout_stop_commands_and_resume_fresh() {
+    let world = world();
+    let node = node(&world, &[]);
+    let r = world
+        .peer("fault_peer.py", "dropout", json!({}))
+        .result(&node);
+    let log = node.stop();
+    let run = Run::from(&r);
+    let ctx = run.summary();
+
+    for (off, back, topic) in [
+        ("joints_off", "joints_back", "joint_states"),
+        ("camera_off", "camera_back", "image_raw"),
+    ] {
+        let (p_off, p_back) = (run.phase(off), run.phase(back));
+        // 300 ms max age, plus commands already on the wire.
+        let during = run.between(p_off.t0 + 0.45, p_off.t1);
+        assert!(
+            during.is_empty(),
+            "{off}: {} command(s) while {topic} was away\n{ctx}",
+            during.len()
+        );
+        let first = run
+            .first_after(p_back.t0)
+            .unwrap_or_else(|| panic!("{back}: no command after {topic} returned\n{ctx}"));
+        assert!(
+            first.t - p_back.t0 < 1.0,
+            "{back}: commands resumed {:.3} s after {topic} returned\n{ctx}",
+            first.t - p_back.t0
+        );
+        assert!(
+            first.obs() >= p_back.counter0 - 1e-5,
+            "{back}: the first command came from observation {} before the return ({})\n{ctx}",
+            first.obs(),
+            p_back.counter0
+        );
+        assert!(
+            first.row() <= 2,
+            "{back}: the first command is row {} of its chunk, not the start of a fresh one\n{ctx}",
+            first.row()
+        );
+        assert!(
+            run.between(p_back.t0, p_back.t1).len() >= 20,
+            "{back}: too few commands\n{ctx}"
+        );
+        let warned = run
+            .diags_between(p_off.t0, p_back.t0 + 0.5)
+            .into_iter()
+            .any(|d| d["level"] == json!(1) && d["message"].as_str().unwrap().contains(topic));
+        assert!(
+            warned,
+            "{off}: no WARN on /diagnostics naming {topic}\n{ctx}"
+        );
+        assert!(
+            log.contains(&format!("no command: `{topic}` is stale")),
+            "{off}: {log}"
+        );
+    }
+    assert!(diag_num(&run.last_diag, "stale_ticks") > 0.0);
+}
+
+/// A chunk holding NaN commands nothing: the rows already queued from the last good chunk
+/// keep flowing, then nothing, the fault is counted and reported (ERROR on /diagnostics,
+/// naming the non-finite value), and commands resume from the first finite chunk.
+#[test]
+fn nan_chunk_commands_nothing_and_output_resumes() {
+    let world = world();
+    let node = node(&world, &[]);
+    let r = world.peer("fault_peer.py", "nan", json!({})).result(&node);
+    let log = node.stop();
+    let run = Run::from(&r);
+    let ctx = run.summary();
+
+    assert!(
+        run.commands.iter().all(Cmd::finite),
+        "a non-finite command reached the robot\n{ctx}"
+    );
+    let nan = run.phase("nan");
+    for c in run.between(nan.t0, nan.t1) {
+        // Joint 2 repeats the NaN switch: a command from a NaN-phase observation would
+        // carry 9 (it would be NaN in any case).
+        assert!(
+            c.values[1].unwrap() < 5.0,
+            "a command came from a NaN chunk's observation: {c:?}\n{ctx}"
+        );
+    }
+    let finite = run.phase("finite");
+    let first = run
+        .first_after(finite.t0 + 0.05)
+        .unwrap_or_else(|| panic!("no command after the outputs were finite again\n{ctx}"));
+    assert!(first.t - finite.t0 < 1.5, "resumed late\n{ctx}");
+    assert!(run.between(finite.t0, finite.t1).len() >= 20, "{ctx}");
+    let errors: Vec<&Value> = run
+        .diags_between(nan.t0, finite.t1)
+        .into_iter()
+        .filter(|d| d["level"] == json!(2))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|d| d["message"].as_str().unwrap().contains("non-finite")),
+        "no ERROR on /diagnostics naming the non-finite action\n{ctx}"
+    );
+    assert!(diag_num(&run.last_diag, "errors") >= 1.0);
+    assert!(
+        log.contains("no command:") && log.contains("non-finite"),
+        "{log}"
+    );
+}
+
+/// Inference slower than a chunk's worth of ticks: overruns are counted, the chunk that
+/// arrives too late is dropped (no command is ever older than a chunk), and output recovers
+/// once inference is fast again.
+#[test]
+fn slow_inference_counts_overruns_and_never_resumes_a_stale_plan() {
+    let world = world();
+    let node = node(&world, &[]);
+    // About 5 ms per product on one thread: ~1 s per slow inference (a chunk is 333 ms).
+    let r = world
+        .peer("fault_peer.py", "slow", json!({"slow_products": 200}))
+        .result(&node);
+    let log = node.stop();
+    let run = Run::from(&r);
+    let ctx = run.summary();
+
+    // A command's row is at most chunk - 1 = 9 ticks after its observation; allow 6 ticks of
+    // transport and stamping. A plan resumed after a slow chunk would be ~30 ticks old.
+    for c in &run.commands {
+        assert!(
+            c.age_ticks() <= 15.0,
+            "a command {:.1} ticks older than its observation reached the robot: {c:?}\n{ctx}",
+            c.age_ticks()
+        );
+    }
+    let slow = run.phase("slow");
+    let fast = run.phase("fast");
+    let overruns_in_slow = run
+        .diags_between(slow.t0, fast.t0 + 1.0)
+        .into_iter()
+        .filter(|d| d["level"] == json!(1) && d["message"].as_str().unwrap().contains("overrun"))
+        .count();
+    assert!(
+        overruns_in_slow > 0,
+        "no overrun WARN on /diagnostics\n{ctx}"
+    );
+    assert!(
+        diag_num(&run.last_diag, "overruns") > 0.0,
+        "{}",
+        run.last_diag
+    );
+    assert!(
+        diag_num(&run.last_diag, "late_chunks") >= 1.0,
+        "{}",
+        run.last_diag
+    );
+    // The automatic refill-ahead saw the slow inferences.
+    assert!(
+        diag_num(&run.last_diag, "latency_recent_p99_ms") > 300.0,
+        "{}",
+        run.last_diag
+    );
+    let first = run
+        .first_after(fast.t0)
+        .unwrap_or_else(|| panic!("no command once inference was fast again\n{ctx}"));
+    assert!(
+        first.t - fast.t0 < 2.5,
+        "recovered {:.3} s after inference was fast again\n{ctx}",
+        first.t - fast.t0
+    );
+    let settled = run.between(fast.t0 + 1.5, fast.t1);
+    assert!(
+        settled.len() >= 40,
+        "{} commands in the last 2 s\n{ctx}",
+        settled.len()
+    );
+    assert!(log.contains("overrun"), "{log}");
+}
+
+/// A refill that fails at run time (ONNX Runtime error) is reported on /diagnostics (ERROR,
+/// naming the failing node), nothing is commanded from it, and the next good chunk restores
+/// output.
+#[test]
+fn refill_worker_error_is_reported_and_output_recovers() {
+    let world = world();
+    let node = node(&world, &[]);
+    let r = world
+        .peer("fault_peer.py", "error", json!({}))
+        .result(&node);
+    let log = node.stop();
+    let run = Run::from(&r);
+    let ctx = run.summary();
+
+    let error = run.phase("error");
+    for c in run.between(error.t0, error.t1) {
+        assert!(
+            c.values[3].unwrap() < 5.0,
+            "a command came from a failed refill's observation: {c:?}\n{ctx}"
+        );
+    }
+    let recovered = run.phase("recovered");
+    let errors: Vec<&Value> = run
+        .diags_between(error.t0, recovered.t1)
+        .into_iter()
+        .filter(|d| d["level"] == json!(2))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|d| d["message"].as_str().unwrap().contains("Reshape")),
+        "no ERROR on /diagnostics naming the failing node\n{ctx}"
+    );
+    let first = run
+        .first_after(recovered.t0 + 0.05)
+        .unwrap_or_else(|| panic!("no command after recovery\n{ctx}"));
+    assert!(first.t - recovered.t0 < 1.5, "{ctx}");
+    assert!(
+        first.obs() >= recovered.counter0 - 0.05,
+        "the first command after recovery is from before it: {first:?}\n{ctx}"
+    );
+    assert!(run.between(recovered.t0, recovered.t1).len() >= 20, "{ctx}");
+    assert!(
+        log.contains("no command:") && log.contains("Reshape"),
+        "{log}"
+    );
+}
+
+/// `/clock` jumping back 10 s under `use_sim_time` (a looping bag): the node resets cleanly
+/// (logged, counted), its timer keeps ticking at the control rate (no stuck timer, no burst
+/// of commands), and commands resume from a fresh chunk on the new timeline.
+#[test]
+fn clock_jumping_back_resets_cleanly() {
+    let world = world();
+    let node = node(&world, &["-p", "use_sim_time:=true"]);
+    let r = world
+        .peer("fault_peer.py", "clock", json!({"sim_time": true}))
+        .result(&node);
+    let log = node.stop();
+    let run = Run::from(&r);
+    let ctx = run.summary();
+
+    let before = run.phase("before");
+    let after = run.phase("after_jump");
+    assert!(run.between(before.t0, before.t1).len() >= 60, "{ctx}");
+    let first = run
+        .first_after(after.t0 + 0.02)
+        .unwrap_or_else(|| panic!("no command after the jump (stuck timer?)\n{ctx}"));
+    assert!(
+        first.t - after.t0 < 1.5,
+        "commands resumed {:.3} s after the jump\n{ctx}",
+        first.t - after.t0
+    );
+    assert!(
+        first.obs() >= after.counter0 - 1e-5 && first.row() <= 2,
+        "the first command after the jump is not from a fresh chunk on the new timeline: {first:?}\n{ctx}"
+    );
+    // No burst: at 30 Hz a 200 ms window holds 6 commands.
+    let cmds = run.between(after.t0, after.t1);
+    for (i, c) in cmds.iter().enumerate() {
+        let n = cmds[i..].iter().take_while(|d| d.t < c.t + 0.2).count();
+        assert!(n <= 10, "{n} commands within 200 ms from {:.3}\n{ctx}", c.t);
+    }
+    let settled = run.between(after.t0 + 1.0, after.t1);
+    let rate = settled.len() as f64 / (after.t1 - after.t0 - 1.0);
+    assert!(
+        (20.0..=40.0).contains(&rate),
+        "{rate:.1} commands/s after the jump\n{ctx}"
+    );
+    let back: f64 = log
+        .split("time jumped back by ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no `time jumped back` line:\n{log}"));
+    // 10 s back, less the sim time between the last tick before the jump and the first after.
+    assert!(
+        (9.5..=10.0).contains(&back),
+        "jumped back by {back} s:\n{log}"
+    );
+    assert!(diag_num(&run.last_diag, "clock_jumps") >= 1.0);
+}
+
+/// SIGTERM while an inference is running (a 10 s one): the node exits within 1 s, cleanly,
+/// with its summary, without waiting for the inference.
+#[test]
+fn sigterm_during_an_inference_exits_within_a_second() {
+    let world = world();
+    let mut node = node(&world, &[]);
+    let mut peer = world.peer(
+        "fault_peer.py",
+        "sigterm",
+        json!({"slow_products": 2000, "duration_s": 60.0}),
+    );
+    peer.wait_line("STREAMING", Duration::from_secs(60), &node);
+    node.signal("TERM");
+    let (status, took) = node
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no exit on SIGTERM:\n{}", node.log()));
+    let log = node.log();
+    assert!(
+        took < Duration::from_secs(1),
+        "SIGTERM during an inference: exit took {took:?}\n{log}"
+    );
+    assert_eq!(status.code(), Some(0), "exit status {status}:\n{log}");
+    assert!(log.contains("stopped on SIGTERM"), "{log}");
+    assert!(
+        log.contains("not waiting for the inference in progress"),
+        "the inference was not in progress at SIGTERM:\n{log}"
+    );
+    for bad in [
+        "terminate called",
+        "panicked",
+        "Segmentation",
+        "core dumped",
+    ] {
+        assert!(!log.contains(bad), "{bad}:\n{log}");
+    }
+}
