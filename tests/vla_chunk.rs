@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{fixture, python, reference, root};
+use common::{fixture, reference};
 use ndarray::{ArrayD, Axis};
 use policy_node::npy::{encode_npy, read_npz, NpyData};
 
@@ -218,6 +218,7 @@ fn task_and_tokenizer_errors_name_the_key_the_file_or_the_limit() {
 #[cfg(feature = "openvino")]
 #[test]
 fn ov_tokenizer_equals_openvino_tokenizers() {
+    use common::{python, root};
     use policy_node::runtime::ov_tokenizer::OvTokenizer;
     let tmp = tempfile::tempdir().unwrap();
     let texts = [

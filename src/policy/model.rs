@@ -153,8 +153,7 @@ impl InferenceModelBuilder {
             Predictor::new(adapter, order, self.preprocess)?.with_pipeline(pipeline, second)?;
         let config = resolve_config(
             &export,
-            predictor.outputs(),
-            predictor.action_output(),
+            &predictor,
             self.n_action_steps,
             self.use_action_queue,
             self.temporal_ensemble_coeff,
@@ -247,8 +246,7 @@ fn second_stage(
 
 fn resolve_config(
     export: &ExportDir,
-    outputs: &[crate::runtime::TensorSpec],
-    out_name: &str,
+    predictor: &Predictor,
     n_action_steps: Option<usize>,
     use_action_queue: Option<bool>,
     ensemble: Option<f64>,
@@ -256,6 +254,7 @@ fn resolve_config(
     low_pass_alpha: f64,
 ) -> Result<PolicyConfig, PolicyError> {
     let meta = &export.metadata;
+    let (outputs, out_name) = (predictor.outputs(), predictor.action_output());
     let out_chunk =
         outputs
             .iter()
