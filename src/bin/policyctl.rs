@@ -546,6 +546,31 @@ fn chunk(
     if let Some(t) = task {
         obs.set_text("task", t);
     }
+    // A graph exported for real-time chunking: the inputs of a first chunk (nothing to
+    // continue), unless given.
+    let ports = model.predictor().inputs().to_vec();
+    if policy_node::policy::rtc::is_rtc_graph(&ports) {
+        let chunk = ports
+            .iter()
+            .find(|p| p.name == policy_node::policy::rtc::PREV_CHUNK_LEFT_OVER)
+            .and_then(|p| p.shape.get(1).copied().flatten())
+            .unwrap_or(2);
+        let horizon = policy_node::policy::rtc::DEFAULT_EXECUTION_HORIZON
+            .min(chunk / 2)
+            .max(1);
+        let rtc = policy_node::policy::rtc::RtcSettings::from_ports(
+            &ports,
+            horizon,
+            policy_node::policy::rtc::DEFAULT_MAX_GUIDANCE_WEIGHT,
+            0,
+        )
+        .map_err(anyhow::Error::msg)?;
+        for (name, t) in rtc.inputs(None, 0, 0) {
+            if obs.get(name).is_none() {
+                obs.insert(name, t);
+            }
+        }
+    }
     let chunk = model.predict_chunk(&obs)?;
     let n = model.config().n_action_steps.min(chunk.nrows());
     let rows = chunk.slice(ndarray::s![..n, ..]);

@@ -190,6 +190,8 @@ pub struct Status {
     pub last_error: Option<String>,
     /// The task chunks are computed with.
     pub task: Option<String>,
+    /// Real-time chunking is on.
+    pub rtc: bool,
     /// Backend `remote`: the link to the inference server (state, round trips, errors).
     pub remote: Option<LinkStatus>,
 }
@@ -297,16 +299,40 @@ impl ControlLoop {
         let specs = model.predictor().inputs().to_vec();
         let n = params.joint_names.len();
 
-        // Image inputs and their sizes.
-        let image_specs: Vec<_> = specs
-            .iter()
-            .filter(|s| {
-                let c = canonical_name(&s.name);
-                c == "images" || c.starts_with("images.")
-            })
-            .collect();
+        // Image inputs and their sizes: the model's image ports, or, when the package stacks
+        // its cameras into one input (pi05, smolvla_resize), the cameras it declares.
+        let stacks = model.predictor().pipeline().stacks_cameras();
+        let candidates: Vec<(String, Option<(usize, usize)>)> = if stacks {
+            let declared = package_cameras(&model);
+            if declared.is_empty() {
+                return Err(ControlError::Mismatch {
+                    name: "camera_topics",
+                    problem: "the package stacks its cameras but declares none (give their \
+                              [C, H, W] in `model.input_features` or `hardware.cameras`)"
+                        .into(),
+                });
+            }
+            declared
+        } else {
+            specs
+                .iter()
+                .filter(|s| {
+                    let c = canonical_name(&s.name);
+                    c == "images" || c.starts_with("images.")
+                })
+                .map(|s| {
+                    let port = match s.shape.as_slice() {
+                        [_, Some(3), Some(h), Some(w)] | [Some(3), Some(h), Some(w)] => {
+                            Some((*h, *w))
+                        }
+                        _ => None,
+                    };
+                    (s.name.clone(), port)
+                })
+                .collect()
+        };
         let camera_inputs: Vec<String> = if params.camera_inputs.is_empty() {
-            image_specs.iter().map(|s| s.name.clone()).collect()
+            candidates.iter().map(|(n, _)| n.clone()).collect()
         } else {
             params.camera_inputs.clone()
         };
@@ -323,55 +349,68 @@ impl ControlLoop {
         }
         let mut cameras = Vec::new();
         for (topic, input) in params.camera_topics.iter().zip(&camera_inputs) {
-            let spec = specs
+            let (name, port) = candidates
                 .iter()
-                .find(|s| s.name == *input || canonical_name(&s.name) == canonical_name(input))
+                .find(|(n, _)| n == input || canonical_name(n) == canonical_name(input))
+                .cloned()
                 .ok_or_else(|| ControlError::Mismatch {
                     name: "camera_inputs",
                     problem: format!(
-                        "`{input}` is not an input of the model (inputs: {})",
-                        specs
+                        "`{input}` is not a camera input of the policy (camera inputs: {})",
+                        candidates
                             .iter()
-                            .map(|s| s.name.as_str())
+                            .map(|(n, _)| n.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
                 })?;
-            let port = match spec.shape.as_slice() {
-                [_, Some(3), Some(h), Some(w)] | [Some(3), Some(h), Some(w)] => Some((*h, *w)),
-                _ => None,
+            let size = if stacks {
+                port
+            } else {
+                camera_size(&model, &name, port, camera_inputs.len())?
             };
-            let (h, w) = match camera_size(&model, &spec.name, port, camera_inputs.len())? {
-                Some(hw) => hw,
-                None => {
-                    return Err(ControlError::Mismatch {
-                        name: "camera_inputs",
-                        problem: format!(
-                            "model input `{}` has shape {}, not [1, 3, H, W] with fixed H and W",
-                            spec.name,
-                            crate::runtime::fmt_shape(&spec.shape)
-                        ),
-                    })
-                }
+            let Some((h, w)) = size else {
+                return Err(ControlError::Mismatch {
+                    name: "camera_inputs",
+                    problem: format!(
+                        "camera input `{name}` has no fixed [3, H, W] size in the model or the package"
+                    ),
+                });
             };
             cameras.push(Camera {
                 topic: topic.clone(),
-                input: spec.name.clone(),
+                input: name,
                 preprocessor: Arc::new(Mutex::new(ImagePreprocessor::new(h, w))),
                 latest: None,
             });
         }
-        let state_spec = specs
+        // The state: the model's `state` port, else the package's STATE feature, else (legacy
+        // exports) the one input that is not a camera.
+        let state_feature = model.export().manifest.as_ref().and_then(|m| {
+            m.model
+                .input_features
+                .iter()
+                .find(|f| f.ftype == "STATE" || canonical_name(&f.name) == "state")
+                .map(|f| (f.name.clone(), f.shape.last().copied()))
+        });
+        let state_port = specs
             .iter()
             .find(|s| canonical_name(&s.name) == "state")
             .or_else(|| {
+                if model.export().manifest.is_some() {
+                    return None;
+                }
                 specs
                     .iter()
                     .find(|s| !cameras.iter().any(|c| c.input == s.name))
             });
-        let state_input = state_spec.map_or_else(|| "state".to_string(), |s| s.name.clone());
-        if let Some(Some(s)) = state_spec.and_then(|s| s.shape.last()) {
-            if *s != n {
+        let (state_input, state_dim) = match (state_port, state_feature) {
+            (Some(s), _) => (s.name.clone(), s.shape.last().copied().flatten()),
+            (None, Some((name, dim))) => (name, dim),
+            (None, None) => ("state".to_string(), None),
+        };
+        if let Some(s) = state_dim {
+            if s != n {
                 return Err(ControlError::Mismatch {
                     name: "joint_names",
                     problem: format!(
@@ -415,16 +454,9 @@ impl ControlLoop {
         let mut refill_ahead = params.refill_ahead_steps.unwrap_or(0);
         let mut warmup_latency = None;
         if params.warmup {
-            let mut obs = Observation::new();
-            for s in &specs {
-                let shape: Vec<usize> = s.shape.iter().map(|d| d.unwrap_or(1)).collect();
-                obs.insert(s.name.clone(), ArrayD::zeros(shape));
-            }
             let mut latency = Duration::ZERO;
             for _ in 0..2 {
-                let start = Instant::now();
-                model.predict_chunk(&obs)?;
-                latency = start.elapsed();
+                latency = model.warm_up()?;
             }
             warmup_latency = Some(latency);
         }
@@ -437,7 +469,21 @@ impl ControlLoop {
         let device = model.device().to_string();
         let link = model.adapter().server_link();
         let chunk_size = model.config().chunk_size;
+        let rtc = rtc_settings(&params, &specs)?;
         let mut policy = ControlPolicy::new(model, mode, refill_ahead);
+        if let Some(settings) = rtc {
+            log::info!(
+                "real-time chunking: execution horizon {}, max guidance weight {}{}",
+                settings.execution_horizon,
+                settings.max_guidance_weight,
+                if settings.noise_shape.is_some() {
+                    ", seeded noise"
+                } else {
+                    ""
+                }
+            );
+            policy = policy.with_rtc(settings);
+        }
         if auto {
             // Seeded from the warm-up (none: from zero), then following the latency observed.
             let max = chunk_size.saturating_sub(1);
@@ -930,6 +976,7 @@ impl ControlLoop {
             late_chunks: self.policy.scheduler().stats().late_chunks,
             last_error: self.last_error.clone(),
             task: self.task.as_deref().map(str::to_string),
+            rtc: self.policy.rtc().is_some(),
             remote: self.link.as_ref().map(ServerLink::snapshot),
         }
     }
@@ -944,6 +991,70 @@ impl ControlLoop {
     pub fn wait_for_refill(&mut self, timeout: Duration) -> Result<bool, PolicyError> {
         self.policy.wait_for_refill(timeout)
     }
+}
+
+/// `refill_mode: rtc` needs a graph exported with RTC inputs, and such a graph needs it.
+fn rtc_settings(
+    params: &NodeParams,
+    specs: &[crate::runtime::TensorSpec],
+) -> Result<Option<crate::policy::rtc::RtcSettings>, ControlError> {
+    use crate::policy::rtc::{is_rtc_graph, RtcSettings};
+    let graph = is_rtc_graph(specs);
+    match (params.refill_mode == RefillSetting::Rtc, graph) {
+        (false, false) => Ok(None),
+        (false, true) => Err(ControlError::Mismatch {
+            name: "refill_mode",
+            problem: "the model was exported for real-time chunking (it takes \
+                      `prev_chunk_left_over`): set refill_mode to rtc"
+                .into(),
+        }),
+        (true, false) => Err(ControlError::Mismatch {
+            name: "refill_mode",
+            problem: "rtc needs a model exported with real-time-chunking inputs \
+                      (`prev_chunk_left_over`, `inference_delay`, ...); this one has none"
+                .into(),
+        }),
+        (true, true) => RtcSettings::from_ports(
+            specs,
+            params.rtc_execution_horizon,
+            params.rtc_max_guidance_weight,
+            0,
+        )
+        .map(Some)
+        .map_err(|problem| ControlError::Mismatch {
+            name: "rtc_execution_horizon",
+            problem,
+        }),
+    }
+}
+
+/// The cameras a package declares (visual `input_features`, else `hardware.cameras`), with
+/// the `[H, W]` frames are converted to.
+fn package_cameras(model: &InferenceModel) -> Vec<(String, Option<(usize, usize)>)> {
+    let Some(m) = &model.export().manifest else {
+        return Vec::new();
+    };
+    let from_features: Vec<(String, Option<(usize, usize)>)> = m
+        .model
+        .input_features
+        .iter()
+        .filter(|f| f.ftype == "VISUAL" || canonical_name(&f.name).starts_with("images"))
+        .map(|f| {
+            let hw = (f.shape.len() == 3).then(|| (f.shape[1], f.shape[2]));
+            (f.name.clone(), hw)
+        })
+        .collect();
+    if !from_features.is_empty() {
+        return from_features;
+    }
+    m.hardware
+        .cameras
+        .iter()
+        .map(|c| {
+            let hw = (c.shape.len() == 3).then(|| (c.shape[1], c.shape[2]));
+            (format!("images.{}", c.name), hw)
+        })
+        .collect()
 }
 
 /// The camera resolution the node converts frames to: the model port's, unless a package

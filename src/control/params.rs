@@ -83,6 +83,9 @@ pub enum RefillSetting {
     Async,
     /// On the tick that needs it (deterministic; benchmark baseline).
     Sync,
+    /// Real-time chunking: on a worker thread, each request told the unexecuted rest of the
+    /// plan and the delay (graphs exported with RTC inputs).
+    Rtc,
 }
 
 /// Validated node parameters. See `config/policy_node.yaml` for each one's documentation.
@@ -122,6 +125,10 @@ pub struct NodeParams {
     pub onnx_optimization: String,
     /// Run one inference at start-up (first-call latency; sets the automatic refill).
     pub warmup: bool,
+    /// `refill_mode: rtc`: actions of each chunk guided towards the previous plan.
+    pub rtc_execution_horizon: usize,
+    /// `refill_mode: rtc`: strength of that guidance.
+    pub rtc_max_guidance_weight: f64,
     /// The language instruction of a VLA policy (empty: none).
     pub task: String,
     /// A directory holding `tokenizer.json` (or a Hugging Face cache root); empty: the
@@ -175,6 +182,8 @@ pub const PARAM_NAMES: &[&str] = &[
     "warmup",
     "task",
     "tokenizer_dir",
+    "rtc_execution_horizon",
+    "rtc_max_guidance_weight",
     "remote_url",
     "remote_model",
     "remote_model_version",
@@ -215,6 +224,14 @@ pub fn defaults() -> ParamMap {
     m.insert("onnx_optimization".into(), s("all"));
     m.insert("warmup".into(), ParamValue::Bool(true));
     m.insert("task".into(), s(""));
+    m.insert(
+        "rtc_execution_horizon".into(),
+        ParamValue::Int(crate::policy::rtc::DEFAULT_EXECUTION_HORIZON as i64),
+    );
+    m.insert(
+        "rtc_max_guidance_weight".into(),
+        ParamValue::Double(crate::policy::rtc::DEFAULT_MAX_GUIDANCE_WEIGHT),
+    );
     m.insert("tokenizer_dir".into(), s(""));
     m.insert("remote_url".into(), s(""));
     m.insert("remote_model".into(), s(""));
@@ -480,13 +497,31 @@ impl NodeParams {
         let refill_mode = match r.string("refill_mode")?.as_str() {
             "async" => RefillSetting::Async,
             "sync" => RefillSetting::Sync,
+            "rtc" => RefillSetting::Rtc,
             other => {
                 return Err(invalid(
                     "refill_mode",
-                    format!("must be async or sync, got `{other}`"),
+                    format!("must be async, sync or rtc, got `{other}`"),
                 ))
             }
         };
+        let rtc_execution_horizon = r.int("rtc_execution_horizon")?;
+        if !(1..=100_000).contains(&rtc_execution_horizon) {
+            return Err(invalid(
+                "rtc_execution_horizon",
+                format!(
+                    "must be at least 1 (and at most half the chunk), got {rtc_execution_horizon}"
+                ),
+            ));
+        }
+        let rtc_max_guidance_weight = r.double("rtc_max_guidance_weight")?;
+        if !(rtc_max_guidance_weight.is_finite() && (0.0..=1e6).contains(&rtc_max_guidance_weight))
+        {
+            return Err(invalid(
+                "rtc_max_guidance_weight",
+                format!("must be a finite number in [0, 1e6], got {rtc_max_guidance_weight}"),
+            ));
+        }
         let threads = r.int("threads")?;
         if !(0..=1024).contains(&threads) {
             return Err(invalid(
@@ -610,6 +645,8 @@ impl NodeParams {
                     t
                 },
                 tokenizer_dir: r.string("tokenizer_dir")?,
+                rtc_execution_horizon: rtc_execution_horizon as usize,
+                rtc_max_guidance_weight,
                 remote_url,
                 remote_model: r.string("remote_model")?.trim().to_string(),
                 remote_model_version,

@@ -402,6 +402,12 @@ impl InferenceModel {
         self.predictor.predict_chunk(observation)
     }
 
+    /// One model call on zeros (processors bypassed) to take the runtime's slow first call;
+    /// returns its duration.
+    pub fn warm_up(&mut self) -> Result<Duration, PolicyError> {
+        self.predictor.warm_up()
+    }
+
     /// Checks an observation against the model inputs without running it.
     pub fn check_observation(&mut self, observation: &Observation) -> Result<(), PolicyError> {
         self.predictor.check(observation)

@@ -101,6 +101,28 @@ impl Predictor {
         Ok(self)
     }
 
+    /// One model call on zeros shaped like the ports (dynamic dimensions 1), processors
+    /// bypassed: the first call of every runtime is slow; this takes it before the first
+    /// tick. Returns the call's duration.
+    pub fn warm_up(&mut self) -> Result<Duration, PolicyError> {
+        let zeros: Vec<(String, ndarray::ArrayD<f32>)> = self
+            .specs
+            .iter()
+            .map(|s| {
+                let shape: Vec<usize> = s.shape.iter().map(|d| d.unwrap_or(1)).collect();
+                (s.name.clone(), ndarray::ArrayD::zeros(shape))
+            })
+            .collect();
+        let inputs: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> =
+            zeros.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+        let start = Instant::now();
+        let outputs = self.adapter.predict(&inputs)?;
+        if let Some(second) = self.second.as_mut() {
+            run_second(second.as_mut(), outputs)?;
+        }
+        Ok(start.elapsed())
+    }
+
     /// The outputs the action is read from (the second model's for a two-stage runner).
     pub fn outputs(&self) -> &[TensorSpec] {
         match &self.second {

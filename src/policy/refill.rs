@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use ndarray::{Array1, Array2};
 
-use super::{InferenceModel, Observation, PolicyConfig, PolicyError, Predictor, Scheduler};
+use super::rtc::RtcSettings;
+use super::{
+    ChunkBlend, InferenceModel, Observation, PolicyConfig, PolicyError, Predictor, Scheduler,
+};
 
 /// Where chunks are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +202,8 @@ pub struct ControlPolicy {
     auto_refill: Option<AutoRefill>,
     /// Ticks since start (never reset): the automatic refill-ahead's clock.
     ticks_total: u64,
+    /// Real-time chunking: the inputs each request adds (see [`super::rtc`]).
+    rtc: Option<RtcSettings>,
 }
 
 impl ControlPolicy {
@@ -223,7 +228,28 @@ impl ControlPolicy {
             requested_on_last_tick: false,
             auto_refill: None,
             ticks_total: 0,
+            rtc: None,
         }
+    }
+
+    /// Real-time chunking: each request feeds the graph the unexecuted rest of the plan and
+    /// the expected delay (the refill-ahead, in ticks), and the scheduler switches the chunk
+    /// in after that delay (see [`Scheduler::with_rtc`]).
+    pub fn with_rtc(mut self, settings: RtcSettings) -> Self {
+        self.scheduler = Scheduler::new(
+            self.config.n_action_steps,
+            self.scheduler.refill_ahead(),
+            None,
+        )
+        .with_blend(ChunkBlend::None, self.config.low_pass_alpha)
+        .with_rtc(settings.execution_horizon);
+        self.rtc = Some(settings);
+        self
+    }
+
+    /// The real-time-chunking settings, when on.
+    pub fn rtc(&self) -> Option<&RtcSettings> {
+        self.rtc.as_ref()
     }
 
     /// Makes the refill-ahead follow the observed inference latency (see [`AutoRefill`];
@@ -277,6 +303,24 @@ impl ControlPolicy {
         }
         if self.scheduler.needs_refill() {
             let tick = self.scheduler.tick();
+            // RTC inputs describe the plan as it is now (before this tick's action).
+            let rtc_inputs = self.rtc.as_ref().map(|r| {
+                r.inputs(
+                    self.scheduler.left_over().as_ref().map(|a| a.view()),
+                    self.scheduler.refill_ahead(),
+                    self.scheduler.requests(),
+                )
+            });
+            let observation: ObservationFn = match rtc_inputs {
+                None => Box::new(observation),
+                Some(extra) => Box::new(move || {
+                    let mut obs = observation()?;
+                    for (name, t) in extra {
+                        obs.insert(name, t);
+                    }
+                    Ok(obs)
+                }),
+            };
             self.scheduler.requested();
             self.requested_on_last_tick = true;
             match &mut self.executor {

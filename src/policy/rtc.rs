@@ -39,6 +39,9 @@ pub struct RtcSettings {
     /// `[1, chunk, D]` when the graph takes `noise`.
     pub noise_shape: Option<Vec<usize>>,
     pub seed: u64,
+    /// Noise to feed instead of the generator's, request by request (to replay a recorded
+    /// run, e.g. physicalai's); later requests draw from the generator.
+    pub recorded_noise: Vec<ArrayD<f32>>,
 }
 
 /// Whether a graph was exported with RTC inputs.
@@ -97,6 +100,7 @@ impl RtcSettings {
             width,
             noise_shape,
             seed,
+            recorded_noise: Vec::new(),
         })
     }
 
@@ -135,7 +139,11 @@ impl RtcSettings {
             (EXECUTION_HORIZON, scalar(horizon as f32)),
         ];
         if let Some(shape) = &self.noise_shape {
-            out.push((NOISE, gaussian(shape, self.seed, request)));
+            let noise = match self.recorded_noise.get(request as usize) {
+                Some(n) => n.clone(),
+                None => gaussian(shape, self.seed, request),
+            };
+            out.push((NOISE, noise));
         }
         out
     }

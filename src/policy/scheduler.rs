@@ -86,6 +86,10 @@ pub struct Scheduler {
     tick: u64,
     last_switch: Option<u64>,
     stats: SchedulerStats,
+    /// Real-time chunking: the execution horizon (see [`with_rtc`](Self::with_rtc)).
+    rtc_horizon: Option<usize>,
+    /// Requests since reset (RTC: the noise draw of each).
+    requests: u64,
 }
 
 impl Scheduler {
@@ -107,7 +111,40 @@ impl Scheduler {
             tick: 0,
             last_switch: None,
             stats: SchedulerStats::default(),
+            rtc_horizon: None,
+            requests: 0,
         }
+    }
+
+    /// Real-time chunking, as physicalai's RTC execution schedules it: with `refill_ahead`
+    /// `d` (the expected delay in ticks) and execution horizon `h`, the next chunk is requested
+    /// when fewer than `h + d` planned actions remain and switched in `d` ticks after the
+    /// request (or when it arrives, if later), replacing the rest of the old plan: the graph
+    /// was told the delay and continues the old plan over it. No blending (RTC is the
+    /// hand-over); each chunk is executed until the next switch.
+    pub fn with_rtc(mut self, horizon: usize) -> Self {
+        self.rtc_horizon = Some(horizon.max(1));
+        self.blend = ChunkBlend::None;
+        self.ensembler = None;
+        self
+    }
+
+    /// The RTC execution horizon, when real-time chunking is on.
+    pub fn rtc_horizon(&self) -> Option<usize> {
+        self.rtc_horizon
+    }
+
+    /// Requests since reset.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// The planned rows not yet executed, from the current tick on (`None` without a plan):
+    /// the `prev_chunk_left_over` of a real-time-chunking request.
+    pub fn left_over(&self) -> Option<Array2<f32>> {
+        let p = self.plan.as_ref()?;
+        let left = p.left(self.tick);
+        (left > 0).then(|| p.rows_from(self.tick).slice(s![..left, ..]).to_owned())
     }
 
     /// Sets the chunk hand-over mode and the low-pass `alpha` (1 = off). Per-tick ensembling
@@ -199,7 +236,11 @@ impl Scheduler {
         }
         match &self.ensembler {
             Some(_) => true,
-            None => self.pending.is_none() && self.queue_len() <= self.refill_ahead,
+            None if self.pending.is_some() => false,
+            None => match self.rtc_horizon {
+                Some(h) => self.queue_len() < h + self.refill_ahead,
+                None => self.queue_len() <= self.refill_ahead,
+            },
         }
     }
 
@@ -207,6 +248,7 @@ impl Scheduler {
     pub fn requested(&mut self) {
         self.in_flight = true;
         self.lead = self.refill_ahead;
+        self.requests += 1;
     }
 
     /// Records that the in-flight inference failed (nothing will be delivered).
@@ -246,7 +288,14 @@ impl Scheduler {
         let mut action = match &mut self.ensembler {
             Some(e) => e.action_at(tick),
             None => {
-                if self.plan.as_ref().is_none_or(|p| p.left(tick) == 0) {
+                let due = |t0: u64, lead: usize| t0 + lead as u64 <= tick;
+                let switch_now = self.plan.as_ref().is_none_or(|p| p.left(tick) == 0)
+                    || (self.rtc_horizon.is_some()
+                        && self
+                            .pending
+                            .as_ref()
+                            .is_some_and(|(t0, lead, _)| due(*t0, *lead)));
+                if switch_now {
                     if let Some((t0, lead, chunk)) = self.pending.take() {
                         self.switch(tick, t0, lead, chunk);
                     }
@@ -276,7 +325,11 @@ impl Scheduler {
     /// rest blended with the plan left; it is executed up to `lead + n_action_steps`.
     fn switch(&mut self, s: u64, t0: u64, lead: usize, chunk: Array2<f32>) {
         let skip = s.saturating_sub(t0) as usize;
-        let end = (lead + self.n_action_steps).min(chunk.nrows());
+        let end = match self.rtc_horizon {
+            // RTC: executed until the next switch (or its end).
+            Some(_) => chunk.nrows(),
+            None => (lead + self.n_action_steps).min(chunk.nrows()),
+        };
         if skip >= end {
             self.stats.late_chunks += 1;
             return;
@@ -326,6 +379,7 @@ impl Scheduler {
         self.tick = 0;
         self.last_switch = None;
         self.stats = SchedulerStats::default();
+        self.requests = 0;
     }
 }
 
@@ -408,6 +462,49 @@ mod tests {
         s.deliver(0, chunk(0.0, 3));
         assert_eq!(s.next_action(), None);
         assert_eq!(s.stats().late_chunks, 1);
+    }
+
+    /// RTC as physicalai schedules it (horizon 6, delay 2, chunk 16): requests at ticks 0, 9,
+    /// 18, ... (fewer than 8 planned actions left), switches 2 ticks later, skipping the 2 rows
+    /// served meanwhile; the left-over handed to a request is the plan from that tick on.
+    #[test]
+    fn rtc_requests_early_and_switches_after_the_delay() {
+        let mut s = Scheduler::new(16, 2, None).with_rtc(6);
+        let mut requests = Vec::new();
+        let mut inflight: Option<(u64, u64)> = None; // (request tick, due)
+        let mut out = Vec::new();
+        for _ in 0..30 {
+            let t = s.tick();
+            if let Some((t0, due)) = inflight {
+                if t == due {
+                    s.deliver(t0, chunk(100.0 * t0 as f32, 16));
+                    inflight = None;
+                }
+            }
+            if s.needs_refill() {
+                if t > 0 {
+                    let left = s.left_over().unwrap();
+                    assert_eq!(left.nrows(), 7, "left over at tick {t}");
+                    assert_eq!(left[[0, 0]], out.last().map_or(0.0, |v: &f32| v + 1.0));
+                }
+                s.requested();
+                requests.push(t);
+                if t == 0 {
+                    s.deliver(0, chunk(0.0, 16));
+                } else {
+                    inflight = Some((t, t + 2));
+                }
+            }
+            out.push(s.next_action().unwrap()[0]);
+        }
+        assert_eq!(requests, vec![0, 9, 18, 27]);
+        assert_eq!(out[10], 10.0, "old plan until the switch");
+        assert_eq!(
+            out[11], 902.0,
+            "switched at 11, rows of ticks 9 and 10 skipped"
+        );
+        assert_eq!(out[20], 1802.0);
+        assert_eq!(s.requests(), 4);
     }
 
     #[test]

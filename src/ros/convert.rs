@@ -186,6 +186,7 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
         kv(
             "refill_mode",
             match status.mode {
+                _ if status.rtc => "rtc",
                 RefillMode::Asynchronous => "async",
                 RefillMode::Synchronous => "sync",
             }
@@ -442,6 +443,7 @@ mod tests {
             latency_recent_p99: Duration::from_millis(4),
             mode: RefillMode::Asynchronous,
             task: None,
+            rtc: false,
             chunk_blend: crate::policy::ChunkBlend::Linear { steps: 3 },
             low_pass_alpha: 0.5,
             switches: 3,

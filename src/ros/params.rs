@@ -49,7 +49,7 @@ pub fn description(name: &str) -> &'static str {
             "queued actions left when the next chunk is requested; -1 = automatic, following the inference latency"
         }
         "refill_mode" => {
-            "async (next chunk on a worker thread) or sync (on the tick that needs it)"
+            "async (next chunk on a worker thread), sync (on the tick that needs it) or rtc (real-time chunking)"
         }
         "trajectory_full_chunk" => "joint_trajectory: publish the rest of the chunk, not one point",
         "threads" => "CPU threads for the runtime; 0 = the runtime's default",
@@ -69,6 +69,8 @@ pub fn description(name: &str) -> &'static str {
         "chunk_blend_steps" => "ticks of the linear crossfade (chunk_blend linear)",
         "low_pass_alpha" => "output low-pass filter y = a x + (1 - a) y_prev, a in (0, 1]; 1 = off",
         "use_sim_time" => "use /clock (rosgraph_msgs/Clock) as ROS time",
+        "rtc_execution_horizon" => "refill_mode rtc: steps of each chunk guided towards the previous plan (<= chunk / 2)",
+        "rtc_max_guidance_weight" => "refill_mode rtc: strength of that guidance (>= 0)",
         "task" => "language instruction of a VLA policy (also the ~/task topic); applies from the next chunk",
         "tokenizer_dir" => "directory with tokenizer.json, or a Hugging Face cache root; empty = package, cache",
         _ => "",

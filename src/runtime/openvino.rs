@@ -444,11 +444,18 @@ impl InputSlot {
                     "input `{name}`: shape {shape:?} does not fit OpenVINO's i64 dimensions"
                 ),
             })?;
-        let shape_ov = Shape::new(&dims).map_err(|e| infer_err(name, e))?;
-        let tensor = Tensor::new(self.element, &shape_ov).map_err(|e| infer_err(name, e))?;
-        request
-            .set_input_tensor_by_index(index, &tensor)
-            .map_err(|e| infer_err(name, e))?;
+        let tensor = if dims.is_empty() {
+            // A scalar: the C API cannot create a rank-0 shape, but the request already
+            // holds a tensor of the port's (static, rank-0) shape; write into that one.
+            request.get_tensor(name).map_err(|e| infer_err(name, e))?
+        } else {
+            let shape_ov = Shape::new(&dims).map_err(|e| infer_err(name, e))?;
+            let tensor = Tensor::new(self.element, &shape_ov).map_err(|e| infer_err(name, e))?;
+            request
+                .set_input_tensor_by_index(index, &tensor)
+                .map_err(|e| infer_err(name, e))?;
+            tensor
+        };
         self.tensor = Some(tensor);
         self.shape = shape.to_vec();
         Ok(())
@@ -806,7 +813,12 @@ fn port_spec(
 
 /// Static dimensions as `Some`, dynamic ones as `None`; `None` for a dynamic rank.
 fn spec_shape(partial: &PartialShape) -> Option<Vec<Option<usize>>> {
-    if partial.get_rank().is_dynamic() {
+    let rank = partial.get_rank();
+    // The C API calls a static rank of 0 (a scalar) dynamic: min == max == 0 is a scalar.
+    if rank.get_min() == 0 && rank.get_max() == 0 {
+        return Some(Vec::new());
+    }
+    if rank.is_dynamic() {
         return None;
     }
     Some(

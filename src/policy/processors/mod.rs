@@ -224,6 +224,14 @@ impl Pipeline {
         self.pre.is_empty() && self.post.is_empty() && self.input_features.is_empty()
     }
 
+    /// Whether a step stacks the cameras into one `images` input (`pi05`,
+    /// `smolvla_resize`): the cameras are then the package's, not the model's ports.
+    pub fn stacks_cameras(&self) -> bool {
+        self.pre
+            .iter()
+            .any(|s| matches!(s, Step::Pi05(_) | Step::SmolvlaResize(_)))
+    }
+
     /// Whether a step consumes the task text (the policy then needs one).
     pub fn needs_task(&self) -> bool {
         self.pre.iter().any(|s| {
