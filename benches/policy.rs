@@ -260,9 +260,63 @@ fn bench_package_pipeline(c: &mut Criterion) {
     }
 }
 
+/// The VLA preprocessing of one observation: the `pi05` step for 2 cameras of 224 x 224
+/// (scaling, stacking, the prompt) and the tokenizer of the `vla_pi05` fixture on that prompt.
+fn bench_vla(c: &mut Criterion) {
+    use policy_node::policy::processors::tokenizer::HfTokenizer;
+    use policy_node::policy::processors::vla::{Pi05, TASK};
+    let tok = HfTokenizer::from_file(
+        &fixture("vla_hf_home/hub/models--policy-node--tiny-vla-tokenizer/snapshots/56970fdc8d7dab29016539388a970973edbf1a0f/tokenizer.json"),
+        48,
+    )
+    .unwrap();
+    let pi05 = Pi05::new(
+        224,
+        224,
+        1,
+        vec!["images.top".into(), "images.wrist".into()],
+    );
+    let mut obs = Observation::new();
+    obs.insert("state", ndarray::ArrayD::from_elem(vec![6], 0.1f32));
+    obs.insert(
+        "images.top",
+        ndarray::ArrayD::from_elem(vec![3, 224, 224], 0.5f32),
+    );
+    obs.insert(
+        "images.wrist",
+        ndarray::ArrayD::from_elem(vec![3, 224, 224], 0.25f32),
+    );
+    obs.set_text(TASK, "pick up the red cube and place it in the bowl");
+    c.bench_function("pi05 step, 2 cameras 224x224", |b| {
+        b.iter_batched(
+            || obs.clone(),
+            |mut o| {
+                pi05.apply(&mut o).unwrap();
+                o
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    let prompt = "Task: pick up the red cube and place it in the bowl, State: 140 128 17 200 99 255;\nAction: ";
+    c.bench_function("hf_tokenizer, a Pi0.5 prompt (48 tokens)", |b| {
+        b.iter(|| std::hint::black_box(tok.encode(prompt).unwrap()))
+    });
+    c.bench_function("pi05 step + hf_tokenizer, 2 cameras 224x224", |b| {
+        b.iter_batched(
+            || obs.clone(),
+            |mut o| {
+                pi05.apply(&mut o).unwrap();
+                tok.apply(&mut o).unwrap();
+                o
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = bench_queue, bench_chunk_blend, bench_predict, bench_normalize, bench_package_pipeline
+    targets = bench_queue, bench_chunk_blend, bench_predict, bench_normalize, bench_package_pipeline, bench_vla
 }
 criterion_main!(benches);

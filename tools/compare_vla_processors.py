@@ -2,8 +2,9 @@
 """The VLA preprocessors, ours vs physicalai's, on the same package and inputs, in one run.
 
 Times ``normalize -> pi05 -> hf_tokenizer`` (the Pi0.5 chain of ``tests/fixtures/vla_pi05``,
-its image resolution raised to 224 x 224) for two cameras of 480 x 640, one observation per
-call, single-threaded:
+its image resolution raised to 224 x 224) for two cameras (224 x 224 by default, so the step
+only scales and stacks; ``--camera 480x640`` adds the resize), one observation per call,
+single-threaded:
 
 - physicalai 0.3.0: ``InferenceModel.preprocessors`` applied in order;
 - ours: ``policyctl bench DIR --processors`` (the same steps in Rust).
@@ -45,13 +46,13 @@ def package_224(tmp: Path) -> Path:
     return out
 
 
-def inputs(tmp: Path) -> dict[str, Path]:
+def inputs(tmp: Path, h: int, w: int) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     files = {}
     arrays = {
         "state": rng.uniform(-0.5, 0.5, 6).astype(np.float32),
-        "images.top": rng.uniform(0, 1, (3, 480, 640)).astype(np.float32),
-        "images.wrist": rng.uniform(0, 1, (3, 480, 640)).astype(np.float32),
+        "images.top": rng.uniform(0, 1, (3, h, w)).astype(np.float32),
+        "images.wrist": rng.uniform(0, 1, (3, h, w)).astype(np.float32),
     }
     for name, a in arrays.items():
         files[name] = tmp / f"{name}.npy"
@@ -89,18 +90,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iterations", type=int, default=200)
+    ap.add_argument("--camera", default="224x224", help="camera frame H x W (default %(default)s)")
     ap.add_argument("--policyctl", type=Path, default=REPO / "target/release/policyctl")
     args = ap.parse_args()
     os.environ.update({"HF_HUB_CACHE": str(HUB), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        pkg, files = package_224(tmp), inputs(tmp)
+        h, w = (int(v) for v in args.camera.split("x"))
+        pkg, files = package_224(tmp), inputs(tmp, h, w)
         ours, theirs = [], []
         for _ in range(args.rounds):
             theirs.append(physicalai_side(pkg, files, args.iterations))
             ours.append(our_side(args.policyctl, pkg, files, args.iterations))
     o, t = statistics.median(ours), statistics.median(theirs)
-    print(f"normalize + pi05 (2 cameras 480x640 -> 224x224) + hf_tokenizer, median of {args.rounds} rounds:")
+    print(f"normalize + pi05 (2 cameras {args.camera} -> 224x224) + hf_tokenizer, median of {args.rounds} rounds:")
     print(f"  ours {o:.0f} us, physicalai {t:.0f} us, ratio ours / physicalai {o / t:.3f}")
 
 

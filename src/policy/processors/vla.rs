@@ -258,31 +258,63 @@ impl Pi05 {
             0.0,
             Layout::ChannelsFirst,
         );
-        let mut images = Vec::new();
+        // Each camera at the target size, then scaled to [-1, 1] straight into the stacked
+        // output (no intermediate copies: this runs on every refill).
+        let mut sources: Vec<ArrayD<f32>> = Vec::new();
+        let mut same_size: Vec<&str> = Vec::new();
         for k in &keys {
-            let img = batched_chw(k, obs.get(k).expect("listed"), None)?;
+            let t = obs.get(k).expect("listed");
+            let plain = t.ndim() == 3 && t.shape()[0] == 3 && t.is_standard_layout();
+            let (h, w) = if plain {
+                (t.shape()[1], t.shape()[2])
+            } else {
+                (0, 0)
+            };
+            if plain && (h, w) == (self.height, self.width) {
+                same_size.push(k);
+                continue;
+            }
+            let img = batched_chw(k, t, None)?;
             let (h, w) = (img.shape()[2], img.shape()[3]);
-            let mut img = if (h, w) == (self.height, self.width) {
+            sources.push(if (h, w) == (self.height, self.width) {
                 img
             } else {
                 let mut m = BTreeMap::new();
                 m.insert("images".to_string(), img);
                 resize.apply(&mut m)?;
                 m.remove("images").expect("resized")
-            };
-            img.mapv_inplace(|v| v * 2.0 - 1.0);
-            images.push(img);
+            });
         }
-        let mut masks = vec![1.0; images.len()];
-        if let Some(last) = images.last().cloned() {
-            for _ in 0..self.empty_cameras {
-                images.push(ArrayD::from_elem(last.raw_dim(), -1.0));
-                masks.push(0.0);
+        if !keys.is_empty() {
+            let plane = 3 * self.height * self.width;
+            let n = keys.len() + self.empty_cameras;
+            let mut out = vec![-1.0f32; n * plane];
+            let mut masks = vec![0.0f32; n];
+            let mut resized = sources.iter();
+            for (i, k) in keys.iter().enumerate() {
+                let src: &[f32] = if same_size.contains(&k.as_str()) {
+                    obs.get(k)
+                        .and_then(|t| t.as_slice())
+                        .expect("standard layout")
+                } else {
+                    let r = resized.next().expect("one per resized camera");
+                    if r.len() != plane {
+                        return Err(PolicyError::Preprocess(format!(
+                            "pi05: camera `{k}` has {} channels; expected 3",
+                            r.shape()[1]
+                        )));
+                    }
+                    r.as_slice().expect("owned, standard layout")
+                };
+                for (d, v) in out[i * plane..(i + 1) * plane].iter_mut().zip(src) {
+                    *d = v * 2.0 - 1.0;
+                }
+                masks[i] = 1.0;
             }
-        }
-        if !images.is_empty() {
-            let (i, m) = stack(images, masks)?;
-            put_images(obs, &keys, i, m);
+            let images = ArrayD::from_shape_vec(IxDyn(&[n, 1, 3, self.height, self.width]), out)
+                .expect("n planes");
+            let masks = ArrayD::from_shape_vec(IxDyn(&[n, 1]), masks).expect("n x 1");
+            put_images(obs, &keys, images, masks);
         }
         // The prompt from the (normalized) state.
         let state_key = obs
