@@ -99,8 +99,10 @@ fn rtc_equals_physicalai_rtc_execution() {
 }
 
 /// Figures, run by hand (`tools/cargo test --release --test vla_rtc -- --ignored
-/// --nocapture`): the RTC fixture with its inference slowed to ~10 ticks (330 ms at 30 Hz),
-/// on the real clock with the asynchronous worker, guided (rtc) against the same run with
+/// --nocapture`): the RTC fixture (chunk 16) with its inference slowed to 5 ticks (165 ms at
+/// 30 Hz; a chunk of 16 cannot hide much more: each switch leaves 16 - delay rows),
+/// on the real clock with the asynchronous worker, delay 6 and horizon 8 (the guidance must
+/// reach past the delay), guided (rtc) against the same run with
 /// guidance 0 (replace). Reports overruns after the first chunk and the command's step at the
 /// chunk switches against inside chunks.
 #[test]
@@ -108,7 +110,7 @@ fn rtc_equals_physicalai_rtc_execution() {
 fn slow_inference_figures() {
     use std::time::{Duration, Instant};
     let period = Duration::from_secs_f64(1.0 / 30.0);
-    let slow = Duration::from_millis(330);
+    let slow = Duration::from_millis(165);
     let state = reference("vla_pi05_rtc", "state");
     let top = reference("vla_pi05_rtc", "images.top");
     let wrist = reference("vla_pi05_rtc", "images.wrist");
@@ -119,9 +121,9 @@ fn slow_inference_figures() {
             .tokenizer_dir(fixture("vla_hf_home/hub"))
             .build()
             .unwrap();
-        let rtc = RtcSettings::from_ports(model.predictor().inputs(), 6, weight, 0).unwrap();
-        // Delay 11 ticks: the 330 ms inference plus a tick of margin.
-        let mut policy = ControlPolicy::new(model, RefillMode::Asynchronous, 11).with_rtc(rtc);
+        let rtc = RtcSettings::from_ports(model.predictor().inputs(), 8, weight, 0).unwrap();
+        // Delay 6 ticks: the 165 ms inference plus a tick of margin.
+        let mut policy = ControlPolicy::new(model, RefillMode::Asynchronous, 6).with_rtc(rtc);
         let (mut actions, mut switches, mut overruns, mut first) =
             (Vec::new(), Vec::new(), 0, None);
         let start = Instant::now();
