@@ -31,7 +31,7 @@ pub use ensemble::TemporalEnsembler;
 pub use model::{InferenceModel, InferenceModelBuilder, PolicyConfig};
 pub use predictor::{Predictor, Preprocess};
 pub use refill::{ControlPolicy, LatencyStats, ObservationFn, RefillMode, TickOutcome};
-pub use scheduler::{Scheduler, SchedulerStats};
+pub use scheduler::{Scheduler, SchedulerStats, SwitchedPlan};
 
 use crate::export::ExportError;
 use crate::runtime::RuntimeError;

@@ -30,6 +30,14 @@ pub struct SchedulerStats {
     pub late_chunks: u64,
 }
 
+/// The rows of a chunk switched in, as they will be executed from the switch tick on
+/// (`rows[0]` is the action of tick `tick`), for publishing the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwitchedPlan {
+    pub tick: u64,
+    pub rows: Vec<Array1<f32>>,
+}
+
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
@@ -41,6 +49,7 @@ pub struct Scheduler {
     in_flight: bool,
     tick: u64,
     stats: SchedulerStats,
+    switched: Option<SwitchedPlan>,
 }
 
 impl Scheduler {
@@ -57,6 +66,7 @@ impl Scheduler {
             in_flight: false,
             tick: 0,
             stats: SchedulerStats::default(),
+            switched: None,
         }
     }
 
@@ -151,6 +161,10 @@ impl Scheduler {
                                     .take(end - skip)
                                     .map(|r| r.to_owned()),
                             );
+                            self.switched = Some(SwitchedPlan {
+                                tick,
+                                rows: self.queue.iter().cloned().collect(),
+                            });
                         }
                     }
                 }
@@ -161,6 +175,13 @@ impl Scheduler {
             self.stats.overruns += 1;
         }
         action
+    }
+
+    /// The chunk switched in by the last [`next_action`](Self::next_action) that switched
+    /// one in, once (`None` after that, and with temporal ensembling, whose action for a tick
+    /// depends on chunks that have not arrived yet).
+    pub fn take_switched_plan(&mut self) -> Option<SwitchedPlan> {
+        self.switched.take()
     }
 
     /// Advances one tick without serving it (the tick failed): its action, if any, is
@@ -181,6 +202,7 @@ impl Scheduler {
         }
         self.tick = 0;
         self.stats = SchedulerStats::default();
+        self.switched = None;
     }
 }
 
@@ -275,6 +297,41 @@ mod tests {
         assert_eq!(s.tick(), 0);
         assert!(s.needs_refill());
         assert_eq!(s.stats(), SchedulerStats::default());
+    }
+
+    #[test]
+    fn switched_plan_is_the_rows_executed_from_the_switch() {
+        // Same schedule as refill_ahead_skips_past_rows_deterministically.
+        let mut s = Scheduler::new(5, 2, None);
+        let mut plans = Vec::new();
+        let mut actions = Vec::new();
+        for _ in 0..9 {
+            if s.needs_refill() {
+                s.requested();
+                let t = s.tick();
+                s.deliver(t, chunk(100.0 * t as f32, 5));
+            }
+            actions.push(s.next_action().unwrap()[0]);
+            if let Some(p) = s.take_switched_plan() {
+                plans.push((p.tick, p.rows.iter().map(|r| r[0]).collect::<Vec<_>>()));
+            }
+            assert_eq!(s.take_switched_plan(), None, "taken once");
+        }
+        assert_eq!(
+            plans,
+            [
+                (0, vec![0.0, 1.0, 2.0, 3.0, 4.0]),
+                (5, vec![302.0, 303.0, 304.0]),
+                (8, vec![602.0, 603.0, 604.0])
+            ]
+        );
+        for (tick, rows) in &plans {
+            let t = *tick as usize;
+            let executed = &actions[t..(t + rows.len()).min(actions.len())];
+            assert_eq!(executed, &rows[..executed.len()]);
+        }
+        s.reset();
+        assert_eq!(s.take_switched_plan(), None);
     }
 
     #[test]
