@@ -20,7 +20,7 @@ pub enum ParamValue {
 }
 
 impl ParamValue {
-    fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             ParamValue::Bool(_) => "bool",
             ParamValue::Int(_) => "integer",
@@ -120,6 +120,10 @@ pub struct NodeParams {
     pub onnx_optimization: String,
     /// Run one inference at start-up (first-call latency; sets the automatic refill).
     pub warmup: bool,
+    /// Configure and activate at start (managed node); false: start unconfigured.
+    pub autostart: bool,
+    /// Publish each chunk switched in on `~/action_chunk`.
+    pub publish_action_chunk: bool,
 }
 
 /// Every parameter name the node declares.
@@ -148,6 +152,8 @@ pub const PARAM_NAMES: &[&str] = &[
     "openvino_cache_dir",
     "onnx_optimization",
     "warmup",
+    "autostart",
+    "publish_action_chunk",
 ];
 
 /// The default of each parameter (`export_dir` and `joint_names` have none: required).
@@ -179,6 +185,8 @@ pub fn defaults() -> ParamMap {
     m.insert("openvino_cache_dir".into(), s(""));
     m.insert("onnx_optimization".into(), s("all"));
     m.insert("warmup".into(), ParamValue::Bool(true));
+    m.insert("autostart".into(), ParamValue::Bool(true));
+    m.insert("publish_action_chunk".into(), ParamValue::Bool(true));
     m
 }
 
@@ -483,6 +491,8 @@ impl NodeParams {
                 openvino_cache_dir: r.string("openvino_cache_dir")?,
                 onnx_optimization,
                 warmup: r.boolean("warmup")?,
+                autostart: r.boolean("autostart")?,
+                publish_action_chunk: r.boolean("publish_action_chunk")?,
             },
             unknown,
         ))
