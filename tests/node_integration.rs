@@ -391,7 +391,8 @@ fn commands_at_the_control_rate_equal_offline_inference() {
     assert!(log.contains("stopped on SIGINT"), "{log}");
 
     // Every parameter is declared with its effective value (defaults included), and a
-    // run-time change is refused rather than silently ignored.
+    // run-time change of one that shapes the configuration is refused (read-only while
+    // configured) rather than silently ignored.
     let p = &r["parameters"];
     let names: Vec<&str> = p["names"]
         .as_array()
@@ -416,7 +417,13 @@ fn commands_at_the_control_rate_equal_offline_inference() {
     assert_eq!(values["use_sim_time"], json!(false));
     let set = &p["set"][0];
     assert_eq!(set["successful"], json!(false), "{set}");
-    assert!(set["reason"].as_str().unwrap().contains("restart"), "{set}");
+    assert!(
+        set["reason"]
+            .as_str()
+            .unwrap()
+            .contains("`control_rate_hz` is read-only while the node is configured (state `active`)"),
+        "{set}"
+    );
 }
 
 /// `~/reset` mid-chunk restarts the chunk at its first action; `~/enable false` stops output
