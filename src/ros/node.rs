@@ -532,7 +532,8 @@ impl Driver {
         control: &ControlLoop,
         params: &NodeParams,
     ) -> Result<Configured, NodeError> {
-        self.node.with(|node| self.create_interfaces_on(node, control, params))
+        self.node
+            .with(|node| self.create_interfaces_on(node, control, params))
     }
 
     fn create_interfaces_on(

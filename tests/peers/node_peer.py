@@ -30,6 +30,9 @@ Scenarios:
   live_params         rcl_interfaces calls as `ros2 param` makes them: list, describe, a
                       live change, invalid values, a read-only parameter, atomically
   action_chunk        commands (sensor_msgs/JointState, stamped) and ~/action_chunk
+  lifecycle_bench     (autostart false; tools/bench_node.sh --lifecycle) `rounds` times:
+                      configure, activate (until the first command), deactivate, cleanup;
+                      each call's time and the node's resident memory (`node_pid`) after it
   bench               speed benchmark robot (tools/bench_node.sh): `joints` names joint1..N,
                       images at each camera's h x w (e.g. 640x480 rgb8), a few pre-rendered
                       frames cycled, for --config duration seconds after the first command;
@@ -572,7 +575,24 @@ def scenario_bench(peer: Peer, cfg: dict) -> dict:
     first_command(peer)
     t0 = time.monotonic()
     sent0 = (peer.sent_joint_msgs, peer.sent_image_msgs)
-    sleep(float(cfg.get("duration_s", 20.0)))
+    every = float(cfg.get("live_param_every_s", 0.0))
+    sets = 0
+    if every > 0:
+        # Tuning while running: a live parameter set through rcl_interfaces every `every` s.
+        from rclpy.parameter import Parameter
+        from rclpy.parameter_client import AsyncParameterClient
+
+        client = AsyncParameterClient(peer, cfg.get("node_name", "policy_node"))
+        client.wait_for_services(timeout_sec=15.0)
+        end = t0 + float(cfg.get("duration_s", 20.0))
+        while time.monotonic() + every < end:
+            sleep(every)
+            value = 500.0 + (sets % 2)
+            wait_future(client.set_parameters([Parameter("max_observation_age_ms", value=value)]), 10, "set")
+            sets += 1
+        sleep(max(0.0, end - time.monotonic()))
+    else:
+        sleep(float(cfg.get("duration_s", 20.0)))
     t1 = time.monotonic()
     with peer.lock:
         at = [a for a, _ in peer.commands if t0 <= a < t1]
@@ -589,6 +609,8 @@ def scenario_bench(peer: Peer, cfg: dict) -> dict:
         },
         "joint_msgs_sent": peer.sent_joint_msgs - sent0[0],
         "image_msgs_sent": peer.sent_image_msgs - sent0[1],
+        "parameter_sets": sets,
+        "plans_received": len(peer.plans),
         "diagnostics": diag,
     }
 
@@ -818,6 +840,52 @@ def scenario_action_chunk(peer: Peer, cfg: dict) -> dict:
         return {"commands": [c for _, c in peer.commands], "plans": [p for _, p in peer.plans], **observation_json(peer)}
 
 
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def scenario_lifecycle_bench(peer: Peer, cfg: dict) -> dict:
+    """configure -> active, timed from here (the service calls), `rounds` times, with the
+    node's resident memory after each step: what loading costs and what cleanup gives back."""
+    pid = int(cfg["node_pid"])
+    n = int(cfg.get("joints", 14))
+    peer.names = [f"joint{i + 1}" for i in range(n)]
+    phases = np.linspace(0.0, np.pi, n)
+    peer.bench_state = lambda t: 0.5 * np.sin(2.0 * np.pi * 0.25 * t + phases)
+    peer.bench_frames = [[demo.render_image(0.0, c["h"], c["w"], c["camera"]) for c in peer.cameras]]
+    peer.obs_mode = "bench"
+    peer.joints_mode, peer.images_mode = "good", "good"
+    wait_until(lambda: peer.lc["change_state"].service_is_ready(), DISCOVERY_TIMEOUT_S, "~/change_state")
+    rounds = []
+    for _ in range(int(cfg.get("rounds", 3))):
+        r = {"rss_unconfigured_mb": rss_mb(pid)}
+        t0 = time.monotonic()
+        step = peer.lc_set("configure")
+        r["configure_s"] = time.monotonic() - t0
+        r["rss_configured_mb"] = rss_mb(pid)
+        t1 = time.monotonic()
+        step2 = peer.lc_set("activate")
+        r["activate_s"] = time.monotonic() - t1
+        n0 = peer.n_commands()
+        wait_until(lambda: peer.n_commands() > n0, 30, "the first command after activate")
+        r["to_first_command_s"] = time.monotonic() - t0
+        if not (step["success"] and step2["success"]):
+            raise RuntimeError(f"transition failed: {step} {step2}")
+        sleep(1.0)
+        peer.lc_set("deactivate")
+        t2 = time.monotonic()
+        peer.lc_set("cleanup")
+        r["cleanup_s"] = time.monotonic() - t2
+        sleep(0.5)
+        r["rss_cleaned_up_mb"] = rss_mb(pid)
+        rounds.append(r)
+    return {"rounds": rounds}
+
+
 SCENARIOS = {
     "rate_offline": scenario_rate_offline,
     "reset_enable": scenario_reset_enable,
@@ -832,6 +900,7 @@ SCENARIOS = {
     "policy_swap": scenario_policy_swap,
     "live_params": scenario_live_params,
     "action_chunk": scenario_action_chunk,
+    "lifecycle_bench": scenario_lifecycle_bench,
 }
 
 
