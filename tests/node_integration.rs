@@ -1295,7 +1295,10 @@ fn parameters_through_rcl_interfaces() {
         json!([[0.0, 10000.0]])
     );
     assert_eq!(d["max_observation_age_ms"]["read_only"], json!(false));
-    assert_eq!(d["max_observation_age_ms"]["floating_point_range"], json!([[0.0, "inf"]]));
+    assert_eq!(
+        d["max_observation_age_ms"]["floating_point_range"],
+        json!([[0.0, "inf"]])
+    );
     assert_eq!(d["threads"]["integer_range"], json!([[0, 1024]]));
     assert_eq!(d["export_dir"]["type"], json!(4));
     assert_eq!(d["joint_names"]["type"], json!(9));

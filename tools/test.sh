@@ -45,7 +45,8 @@ if ((jazzy)); then
     # shellcheck disable=SC1091
     source .venv-jazzy/policy_node.env
     started=$SECONDS
-    cargo test --no-default-features --features ros,onnx --lib ros::
+    "$POLICY_NODE_VENV/bin/python" -c \
+      'import importlib.metadata as m; print("test peers: rclpy", m.version("ros-jazzy-rclpy"), "(Jazzy)")'
     cargo test --no-default-features --features ros,onnx --test node_integration --test replay_live
     echo "ROS 2 Jazzy part: $((SECONDS - started)) s"
   )
