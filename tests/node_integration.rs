@@ -903,6 +903,8 @@ fn exits_cleanly_on(sig: &str) {
         "{summary}"
     );
     assert!(!summary.contains(" 0 command(s) published"), "{summary}");
+    // The inference statistics survive the shutdown transition (deactivate drops the plan).
+    assert!(!summary.contains("inference (0 chunk(s)"), "{summary}");
     assert!(
         !log.contains("terminate called") && !log.contains("panicked"),
         "{log}"

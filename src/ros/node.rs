@@ -162,7 +162,8 @@ struct Shared {
     stale_input: Mutex<Option<String>>,
     /// The parameters of the current (else the last) configuration.
     configured_params: Mutex<Option<NodeParams>>,
-    /// The status of the last configuration, kept after cleanup for the summary.
+    /// The status of the last configuration as it was when it last stopped commanding, kept
+    /// after cleanup for the summary.
     last_status: Mutex<Option<Status>>,
     /// Why the last configure failed (cleared by one that succeeds), for `/diagnostics`.
     configure_error: Mutex<Option<String>>,
@@ -519,6 +520,7 @@ impl Driver {
             configured.inputs.join(", ")
         );
         *lock(&self.shared.control) = Some(control);
+        *lock(&self.shared.last_status) = None;
         *lock(&self.shared.configured_params) = Some(params);
         *lock(&self.shared.configure_error) = None;
         *self.configured.borrow_mut() = Some(configured);
@@ -668,6 +670,8 @@ impl Driver {
         }
         if was_active {
             if let Some(control) = lock(&self.shared.control).as_mut() {
+                // For the exit summary: the inference statistics go with the dropped plan.
+                *lock(&self.shared.last_status) = Some(control.status());
                 log::info!("deactivated: no commands; {}", control.deactivate());
             }
         }
@@ -688,16 +692,26 @@ impl Driver {
         }
         let control = lock(&self.shared.control).take();
         if let Some(control) = control {
-            *lock(&self.shared.last_status) = Some(control.status());
+            lock(&self.shared.last_status).get_or_insert_with(|| control.status());
             release(control).await;
             log::info!("cleaned up: the policy and its memory are released");
         }
     }
 }
 
-/// Drops a control loop on a blocking thread (joining its refill worker).
+/// Drops a control loop on a blocking thread (joining its refill worker), then hands the
+/// freed heap back to the operating system: the allocator would otherwise keep the model's
+/// pages (hundreds of MB for an ACT-size model) for the next allocation.
 async fn release(control: ControlLoop) {
-    if let Err(e) = tokio::task::spawn_blocking(move || drop(control)).await {
+    let released = tokio::task::spawn_blocking(move || {
+        drop(control);
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: glibc's malloc_trim only returns free heap memory to the kernel.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    });
+    if let Err(e) = released.await {
         log::error!("releasing the policy failed: {e}");
     }
 }
@@ -1426,10 +1440,9 @@ async fn diagnostics_loop(shared: Arc<Shared>, publisher: Publisher<DiagnosticAr
 /// The exit summary: commands, achieved rate, tick counts, inference and tick latency.
 fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
     let stats = lock(&shared.stats).clone();
-    let status = lock(&shared.control)
-        .as_ref()
-        .map(|c| c.status())
-        .or_else(|| lock(&shared.last_status).clone());
+    let status = lock(&shared.last_status)
+        .clone()
+        .or_else(|| lock(&shared.control).as_ref().map(|c| c.status()));
     let params = lock(&shared.configured_params).clone();
     let (Some(status), Some(params)) = (status, params) else {
         return format!(
