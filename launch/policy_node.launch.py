@@ -15,6 +15,8 @@ Arguments:
     namespace       node namespace (default: none)
     log_level       ROS log level (default: info)
     use_sim_time    follow /clock (default: false)
+    autostart       configure and activate at start (default: true); false leaves the managed
+                    node unconfigured for `ros2 lifecycle set` or a lifecycle manager
 """
 
 import os
@@ -38,6 +40,9 @@ def generate_launch_description():
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
         DeclareLaunchArgument("log_level", default_value="info", description="ROS log level"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock as ROS time"),
+        DeclareLaunchArgument(
+            "autostart", default_value="true", description="configure and activate the managed node at start"
+        ),
     ]
     node = Node(
         package="policy_node",
@@ -52,6 +57,7 @@ def generate_launch_description():
             {
                 "export_dir": ParameterValue(LaunchConfiguration("export_dir"), value_type=str),
                 "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
+                "autostart": ParameterValue(LaunchConfiguration("autostart"), value_type=bool),
             },
         ],
         remappings=[

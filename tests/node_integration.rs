@@ -264,6 +264,12 @@ fn f64s(v: &Value) -> Vec<f64> {
 /// The chunk `InferenceModel` computes offline for the observation the peer sent: its state
 /// and its uint8 HWC RGB images, converted as the policy expects (CHW float32 in [0, 1]).
 fn offline_chunk(export: &str, result: &Value, image_inputs: &[&str]) -> Array2<f32> {
+    let inputs: Vec<(&str, usize)> = image_inputs.iter().copied().zip(0..).collect();
+    offline_chunk_from(export, result, &inputs)
+}
+
+/// [`offline_chunk`] with each model image input fed by the peer's camera of that index.
+fn offline_chunk_from(export: &str, result: &Value, image_inputs: &[(&str, usize)]) -> Array2<f32> {
     let mut model = InferenceModel::load(export).expect("load the export offline");
     let mut obs = Observation::new();
     let state: Vec<f32> = f64s(&result["state"])
@@ -274,7 +280,7 @@ fn offline_chunk(export: &str, result: &Value, image_inputs: &[&str]) -> Array2<
         "state",
         ArrayD::from_shape_vec(vec![state.len()], state).unwrap(),
     );
-    for (i, input) in image_inputs.iter().enumerate() {
+    for (input, i) in image_inputs.iter().copied() {
         let shape: Vec<usize> = result["image_shapes"][i]
             .as_array()
             .unwrap()
@@ -291,7 +297,7 @@ fn offline_chunk(export: &str, result: &Value, image_inputs: &[&str]) -> Array2<
         let chw = ArrayD::from_shape_fn(vec![3, h, w], |ix| {
             f32::from(pixels[(ix[1] * w + ix[2]) * 3 + ix[0]]) / 255.0
         });
-        obs.insert(*input, chw);
+        obs.insert(input, chw);
     }
     model.predict_chunk(&obs).expect("offline inference")
 }
@@ -391,7 +397,8 @@ fn commands_at_the_control_rate_equal_offline_inference() {
     assert!(log.contains("stopped on SIGINT"), "{log}");
 
     // Every parameter is declared with its effective value (defaults included), and a
-    // run-time change is refused rather than silently ignored.
+    // run-time change of one that shapes the configuration is refused (read-only while
+    // configured) rather than silently ignored.
     let p = &r["parameters"];
     let names: Vec<&str> = p["names"]
         .as_array()
@@ -416,7 +423,12 @@ fn commands_at_the_control_rate_equal_offline_inference() {
     assert_eq!(values["use_sim_time"], json!(false));
     let set = &p["set"][0];
     assert_eq!(set["successful"], json!(false), "{set}");
-    assert!(set["reason"].as_str().unwrap().contains("restart"), "{set}");
+    assert!(
+        set["reason"].as_str().unwrap().contains(
+            "`control_rate_hz` is read-only while the node is configured (state `active`)"
+        ),
+        "{set}"
+    );
 }
 
 /// `~/reset` mid-chunk restarts the chunk at its first action; `~/enable false` stops output
@@ -938,6 +950,8 @@ fn exits_cleanly_on(sig: &str) {
         "{summary}"
     );
     assert!(!summary.contains(" 0 command(s) published"), "{summary}");
+    // The inference statistics survive the shutdown transition (deactivate drops the plan).
+    assert!(!summary.contains("inference (0 chunk(s)"), "{summary}");
     assert!(
         !log.contains("terminate called") && !log.contains("panicked"),
         "{log}"
@@ -1238,4 +1252,582 @@ fn remote_server_killed_mid_run_then_restarted() {
         "{last}"
     );
     assert!(log.contains("stopped on SIGINT"), "{log}");
+}
+
+// ---- managed node, live parameters, ~/action_chunk ----------------------------------------
+
+fn labels(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn step<'a>(r: &'a Value, label: &str, nth: usize) -> &'a Value {
+    r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["label"] == json!(label))
+        .nth(nth)
+        .unwrap_or_else(|| panic!("no step `{label}` #{nth}: {r}"))
+}
+
+fn refused_outside_active(v: &Value, state: &str) {
+    for service in ["reset", "enable"] {
+        let res = &v[service];
+        assert_eq!(res["success"], json!(false), "{service}: {res}");
+        let m = res["message"].as_str().unwrap();
+        assert!(
+            m.contains(&format!("is {state}")) && m.contains("works in the active state"),
+            "{service}: {m}"
+        );
+    }
+}
+
+/// The lifecycle walk through the `lifecycle_msgs` services, as `ros2 lifecycle set` calls
+/// them (the transition looked up by label in `~/get_available_transitions`, then requested
+/// on `~/change_state`): commands only while active, a fresh chunk at each activation,
+/// `~/reset` / `~/enable` refused outside active, a transition from the wrong state refused,
+/// every step on `~/transition_event`, and a clean exit on shutdown.
+#[test]
+fn lifecycle_walk_as_ros2_lifecycle_calls_it() {
+    let world = World::new();
+    let export = fixture("act_tiny");
+    let mut node = world.node(&[
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        JOINTS,
+        "-p",
+        "autostart:=false",
+        "-p",
+        "refill_mode:=sync",
+        "-p",
+        "refill_ahead_steps:=0",
+    ]);
+    let r = world.peer("lifecycle_walk", json!({})).result(&node);
+    let (status, _) = node
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no exit after the shutdown transition:\n{}", node.log()));
+    let log = node.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("stopped on the shutdown transition"), "{log}");
+    assert!(log.contains("unconfigured (autostart false)"), "{log}");
+
+    // What `ros2 lifecycle nodes` looks for, and the graph `ros2 lifecycle list` shows.
+    let types = &r["service_types"];
+    for (service, t) in [
+        ("change_state", "lifecycle_msgs/srv/ChangeState"),
+        ("get_state", "lifecycle_msgs/srv/GetState"),
+        (
+            "get_available_states",
+            "lifecycle_msgs/srv/GetAvailableStates",
+        ),
+        (
+            "get_available_transitions",
+            "lifecycle_msgs/srv/GetAvailableTransitions",
+        ),
+        (
+            "get_transition_graph",
+            "lifecycle_msgs/srv/GetAvailableTransitions",
+        ),
+    ] {
+        assert_eq!(
+            types[format!("/policy_node/{service}")],
+            json!([t]),
+            "{types}"
+        );
+    }
+    assert_eq!(r["initial_state"], json!([1, "unconfigured"]));
+    let states: Vec<u64> = r["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(states, [0, 1, 2, 3, 4, 10, 11, 12, 13, 14, 15]);
+    let graph = r["graph"].as_array().unwrap();
+    assert_eq!(graph.len(), 25);
+    assert_eq!(
+        graph[0],
+        json!([1, "configure", "unconfigured", "configuring"])
+    );
+    assert!(graph.contains(&json!([
+        60,
+        "transition_success",
+        "errorprocessing",
+        "unconfigured"
+    ])));
+    assert!(graph.contains(&json!([7, "shutdown", "active", "shuttingdown"])));
+
+    // Unconfigured: no commands, services refused; activate is not available.
+    assert_eq!(r["unconfigured_commands"], json!(0), "{r}");
+    refused_outside_active(&r["unconfigured_services"], "unconfigured");
+    let wrong = &r["activate_from_unconfigured"];
+    assert_eq!(wrong["known"], json!(false));
+    assert_eq!(labels(&wrong["available"]), ["configure", "shutdown"]);
+    assert_eq!(
+        r["activate_by_id"],
+        json!({"success": false, "state": [1, "unconfigured"]})
+    );
+
+    for (label, nth, state) in [
+        ("configure", 0, json!([2, "inactive"])),
+        ("activate", 0, json!([3, "active"])),
+        ("deactivate", 0, json!([2, "inactive"])),
+        ("activate", 1, json!([3, "active"])),
+        ("deactivate", 1, json!([2, "inactive"])),
+        ("cleanup", 0, json!([1, "unconfigured"])),
+    ] {
+        let s = step(&r, label, nth);
+        assert_eq!(s["success"], json!(true), "{label}: {s}");
+        assert_eq!(s["state"], state, "{label}: {s}");
+    }
+    assert_eq!(step(&r, "shutdown", 0)["success"], json!(true));
+    assert_eq!(r["inactive_commands"], json!(0), "{r}");
+    refused_outside_active(&r["inactive_services"], "inactive");
+    for service in ["reset", "enable"] {
+        assert_eq!(r["active_services"][service]["success"], json!(true), "{r}");
+    }
+    assert_eq!(
+        r["deactivated_commands"],
+        json!(0),
+        "commands after deactivate: {r}"
+    );
+    refused_outside_active(&r["deactivated_services"], "inactive");
+    assert_eq!(r["cleaned_up_commands"], json!(0), "{r}");
+
+    // Activation starts from a fresh chunk: the plan queued before deactivate was dropped.
+    let chunk = offline_chunk(&export, &r, &["images"]);
+    let again: Vec<Vec<f64>> = r["reactivated_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f64s)
+        .collect();
+    assert_eq!(
+        rows(&again[..10], &chunk),
+        (0..10).map(Some).collect::<Vec<_>>(),
+        "after the second activate"
+    );
+
+    let events: Vec<(u64, String, String)> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["transition"][0].as_u64().unwrap(),
+                e["start"][1].as_str().unwrap().to_string(),
+                e["goal"][1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expect = [
+        (1, "unconfigured", "configuring"),
+        (10, "configuring", "inactive"),
+        (3, "inactive", "activating"),
+        (30, "activating", "active"),
+        (4, "active", "deactivating"),
+        (40, "deactivating", "inactive"),
+        (3, "inactive", "activating"),
+        (30, "activating", "active"),
+        (4, "active", "deactivating"),
+        (40, "deactivating", "inactive"),
+        (2, "inactive", "cleaningup"),
+        (20, "cleaningup", "unconfigured"),
+        (5, "unconfigured", "shuttingdown"),
+        (50, "shuttingdown", "finalized"),
+    ];
+    let expect: Vec<(u64, String, String)> = expect
+        .iter()
+        .map(|(i, a, b)| (*i, a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(events, expect);
+}
+
+/// A configure that fails (bad export) returns to unconfigured with the error in the log, on
+/// `/diagnostics` and in the transition (`success: false`); the node keeps running, takes
+/// a corrected `export_dir` (a read-only parameter, settable when unconfigured) and then
+/// configures and commands.
+#[test]
+fn failed_configure_returns_to_unconfigured_and_the_node_recovers() {
+    let world = World::new();
+    let export = fixture("act_tiny");
+    let node = world.node(&[
+        "-p",
+        "export_dir:=/nonexistent/export",
+        "-p",
+        JOINTS,
+        "-p",
+        "autostart:=false",
+        "-p",
+        "refill_mode:=sync",
+    ]);
+    let r = world
+        .peer("failed_configure", json!({"good_export": export}))
+        .result(&node);
+    let log = node.stop();
+    let bad = &r["configure_bad"];
+    assert_eq!(bad["success"], json!(false), "{bad}");
+    assert_eq!(bad["state"], json!([1, "unconfigured"]), "{bad}");
+    let diag = &r["diagnostics"];
+    let m = diag["message"].as_str().unwrap();
+    assert!(
+        m.contains("configure failed") && m.contains("/nonexistent/export"),
+        "{diag}"
+    );
+    assert!(
+        log.contains("transition `configure` failed") && log.contains("/nonexistent/export"),
+        "{log}"
+    );
+    assert_eq!(r["set_export_dir"][0]["successful"], json!(true), "{r}");
+    assert_eq!(r["configure_good"]["success"], json!(true), "{r}");
+    assert_eq!(r["activate"]["state"], json!([3, "active"]), "{r}");
+    let chunk = offline_chunk(&export, &r, &["images"]);
+    let commands: Vec<Vec<f64>> = r["first_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f64s)
+        .collect();
+    assert_eq!(
+        rows(&commands[..10], &chunk),
+        (0..10).map(Some).collect::<Vec<_>>()
+    );
+    let ids: Vec<u64> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["transition"][0].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [1, 11, 1, 10, 3, 30],
+        "failure (11) back to unconfigured"
+    );
+}
+
+/// Swapping the policy on a running node without a restart: a one-camera policy commands;
+/// its read-only parameters are refused while active; deactivate, cleanup (the policy's
+/// refill thread is gone: the model is released), set `export_dir`, `camera_topics`,
+/// `camera_inputs` for a two-camera policy, configure, activate: the new policy commands.
+#[test]
+fn policy_swap_by_cleanup_set_configure_activate() {
+    let world = World::new();
+    let export_1 = fixture("act_tiny");
+    let export_2 = fixture("act_tiny_2cam");
+    let node = world.node(&["-p", &format!("export_dir:={export_1}"), "-p", JOINTS]);
+    let r = world
+        .peer(
+            "policy_swap",
+            json!({
+                "node_pid": node.child.id(),
+                "export_2": export_2,
+                "cameras": [
+                    {"topic": "image_raw", "camera": "top", "h": 64, "w": 64},
+                    {"topic": "top/image_raw", "camera": "top", "h": 64, "w": 64},
+                    {"topic": "wrist/image_raw", "camera": "wrist", "h": 48, "w": 64},
+                ],
+            }),
+        )
+        .result(&node);
+    let log = node.stop();
+    for res in r["set_while_active"].as_array().unwrap() {
+        assert_eq!(res["successful"], json!(false), "{res}");
+        assert!(
+            res["reason"]
+                .as_str()
+                .unwrap()
+                .contains("read-only while the node is configured (state `active`)"),
+            "{res}"
+        );
+    }
+    for res in r["set_unconfigured"].as_array().unwrap() {
+        assert_eq!(res["successful"], json!(true), "{res}");
+    }
+    for t in ["deactivate", "cleanup", "configure", "activate"] {
+        assert_eq!(r[t]["success"], json!(true), "{t}: {r}");
+    }
+    assert_eq!(
+        r["threads"],
+        json!({"active_1": 1, "unconfigured": 0, "configured_2": 1}),
+        "the refill thread (and the model it owns) goes with cleanup"
+    );
+    assert!(
+        log.contains("cleaned up: the policy and its memory are released"),
+        "{log}"
+    );
+    let chunk_1 = offline_chunk_from(&export_1, &r, &[("images", 0)]);
+    let chunk_2 = offline_chunk_from(&export_2, &r, &[("images.top", 1), ("images.wrist", 2)]);
+    let cmds = |k: &str| -> Vec<Vec<f64>> { r[k].as_array().unwrap().iter().map(f64s).collect() };
+    let (c1, c2) = (cmds("commands_1"), cmds("commands_2"));
+    assert!(
+        rows(&c1, &chunk_1).iter().all(Option::is_some),
+        "policy 1: {c1:?}"
+    );
+    assert!(
+        rows(&c2, &chunk_2).iter().all(Option::is_some),
+        "policy 2: {c2:?}"
+    );
+    assert!(
+        rows(&c2, &chunk_1).iter().any(Option::is_none),
+        "policy 2 is another policy"
+    );
+}
+
+/// `ros2 param`-style calls through `rcl_interfaces`: every parameter listed and described
+/// (type, read-only flag of the state, ranges, rule); a live change from the next tick;
+/// invalid values refused with the reason while the old value stays and commands go on; a
+/// read-only parameter refused while active; `n_action_steps` live; both limits atomically;
+/// changes on `/parameter_events`.
+#[test]
+fn parameters_through_rcl_interfaces() {
+    let world = World::new();
+    let node = world.node(&[
+        "-p",
+        &format!("export_dir:={}", fixture("act_tiny")),
+        "-p",
+        JOINTS,
+        "-p",
+        "refill_mode:=sync",
+        "-p",
+        "refill_ahead_steps:=0",
+    ]);
+    let r = world.peer("live_params", json!({})).result(&node);
+    let log = node.stop();
+    let names = labels(&r["names"]);
+    for spec in policy_node::control::param_specs::PARAM_SPECS {
+        assert!(
+            names.iter().any(|n| n == spec.name),
+            "list lacks {}",
+            spec.name
+        );
+    }
+    let d = &r["descriptors"];
+    assert_eq!(d["control_rate_hz"]["type"], json!(3));
+    assert_eq!(d["control_rate_hz"]["read_only"], json!(true));
+    assert_eq!(
+        d["control_rate_hz"]["floating_point_range"],
+        json!([[0.0, 10000.0]])
+    );
+    assert_eq!(d["max_observation_age_ms"]["read_only"], json!(false));
+    assert_eq!(
+        d["max_observation_age_ms"]["floating_point_range"],
+        json!([[0.0, "inf"]])
+    );
+    assert_eq!(d["threads"]["integer_range"], json!([[0, 1024]]));
+    assert_eq!(d["export_dir"]["type"], json!(4));
+    assert_eq!(d["joint_names"]["type"], json!(9));
+    for (name, desc) in d.as_object().unwrap() {
+        assert!(!desc["description"].as_str().unwrap().is_empty(), "{name}");
+        assert!(
+            !desc["additional_constraints"].as_str().unwrap().is_empty(),
+            "{name}"
+        );
+    }
+    assert_eq!(r["types"], json!([2, 9, 0]));
+
+    assert_eq!(r["set_delta"][0]["successful"], json!(true), "{r}");
+    assert_eq!(r["get_delta"]["max_joint_delta"], json!([0.002]));
+    let after: Vec<Vec<f64>> = r["after_delta"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f64s)
+        .collect();
+    for w in after.windows(2) {
+        for j in 0..6 {
+            assert!(
+                (w[1][j] - w[0][j]).abs() <= 0.002 + 1e-9,
+                "rate limit: {w:?}"
+            );
+        }
+    }
+    for (case, needle) in [
+        ("range", "`max_observation_age_ms`: -5 is outside [0, inf]"),
+        (
+            "validation",
+            "`max_joint_delta` must have one value, or one per joint (6), got 2",
+        ),
+        (
+            "type",
+            "`n_action_steps` has type integer, got a value of type string",
+        ),
+        ("export", "chunk size of the loaded export (10), got 20"),
+        ("unknown", "policy_node has no parameter `max_joint_delt`"),
+    ] {
+        let res = &r["invalid"][case][0];
+        assert_eq!(res["successful"], json!(false), "{case}: {res}");
+        assert!(
+            res["reason"].as_str().unwrap().contains(needle),
+            "{case}: {res}"
+        );
+    }
+    assert_eq!(
+        r["after_invalid"],
+        json!({"max_observation_age_ms": 500.0, "max_joint_delta": [0.002], "n_action_steps": 0}),
+        "the old values stay"
+    );
+    assert!(r["commands_after_invalid"].as_u64().unwrap() >= 25, "{r}");
+    let ro = &r["read_only"][0];
+    assert_eq!(ro["successful"], json!(false));
+    assert!(
+        ro["reason"].as_str().unwrap().contains(
+            "`control_rate_hz` is read-only while the node is configured (state `active`)"
+        ),
+        "{ro}"
+    );
+    assert_eq!(r["rate_after_read_only"]["control_rate_hz"], json!(30.0));
+    let rate = r["rate_hz"].as_f64().unwrap();
+    assert!((rate - 30.0).abs() < 3.0, "{rate} Hz");
+
+    assert!(
+        r["set_steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["successful"] == json!(true)),
+        "{r}"
+    );
+    let lengths = r["plan_lengths_after_steps"].as_array().unwrap();
+    assert!(
+        !lengths.is_empty() && lengths.iter().all(|l| l == &json!(4)),
+        "{lengths:?}"
+    );
+    assert_eq!(r["atomic"]["successful"], json!(true), "{r}");
+    let alone = &r["one_limit_alone"][0];
+    assert_eq!(alone["successful"], json!(false));
+    assert!(
+        alone["reason"]
+            .as_str()
+            .unwrap()
+            .contains("one value per joint (6)"),
+        "{alone}"
+    );
+    for c in r["after_limits"].as_array().unwrap().iter().map(f64s) {
+        assert!(c.iter().all(|v| (-0.2..=0.2).contains(v)), "{c:?}");
+    }
+    let changed: Vec<String> = r["parameter_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| labels(&e["changed"]))
+        .collect();
+    for name in [
+        "max_joint_delta",
+        "n_action_steps",
+        "joint_lower_limits",
+        "joint_upper_limits",
+    ] {
+        assert!(
+            changed.iter().any(|n| n == name),
+            "no /parameter_events for {name}: {changed:?}"
+        );
+    }
+    assert!(
+        !changed.iter().any(|n| n == "control_rate_hz"),
+        "{changed:?}"
+    );
+    assert!(
+        log.contains("live parameters: max_joint_delta [0.002]"),
+        "{log}"
+    );
+}
+
+/// `~/action_chunk`: published when a chunk is switched in, it holds the commands drawn
+/// from that chunk (stamped with the switch tick, like the `sensor_msgs/JointState`
+/// commands), one control period apart, after the position limits: the offline chunk,
+/// clamped, from the row the asynchronous refill skips to, to its end.
+#[test]
+fn action_chunk_is_the_chunk_the_commands_are_drawn_from() {
+    let world = World::new();
+    let export = fixture("act_tiny");
+    let (lo, hi) = (-0.05, 0.3);
+    let node = world.node(&[
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        JOINTS,
+        "-p",
+        "command_type:=joint_state",
+        "-p",
+        &format!("joint_lower_limits:=[{lo}, {lo}, {lo}, {lo}, {lo}, {lo}]"),
+        "-p",
+        &format!("joint_upper_limits:=[{hi}, {hi}, {hi}, {hi}, {hi}, {hi}]"),
+    ]);
+    let r = world
+        .peer("action_chunk", json!({"command_type": "joint_state"}))
+        .result(&node);
+    node.stop();
+    let chunk = offline_chunk(&export, &r, &["images"]);
+    let clamped: Vec<Vec<f64>> = chunk
+        .rows()
+        .into_iter()
+        .map(|row| row.iter().map(|v| f64::from(*v).clamp(lo, hi)).collect())
+        .collect();
+    assert!(
+        chunk
+            .iter()
+            .any(|v| f64::from(*v) < lo || f64::from(*v) > hi),
+        "the limits should bind somewhere for this test to show them"
+    );
+    let commands = r["commands"].as_array().unwrap();
+    let plans = r["plans"].as_array().unwrap();
+    assert!(plans.len() >= 4, "{} plans", plans.len());
+    let joints: Vec<String> = (1..=6).map(|i| format!("joint{i}")).collect();
+    let mut checked = 0;
+    for (i, plan) in plans.iter().enumerate() {
+        assert_eq!(plan["joint_names"], json!(joints));
+        let points = plan["points"].as_array().unwrap();
+        let rows: Vec<Vec<f64>> = points.iter().map(|p| f64s(&p["positions"])).collect();
+        for (k, p) in points.iter().enumerate() {
+            let t = p["time_from_start"].as_f64().unwrap();
+            assert!(
+                (t - k as f64 / 30.0).abs() < 1e-8,
+                "plan {i} point {k} at {t}"
+            );
+        }
+        // The offline chunk, clamped, from some row to its end.
+        let start = clamped.len() - rows.len();
+        for (k, row) in rows.iter().enumerate() {
+            let d = row
+                .iter()
+                .zip(&clamped[start + k])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                d < TOL,
+                "plan {i} row {k} vs clamped offline row {}: {d}",
+                start + k
+            );
+        }
+        // The commands from the switch tick on are its rows.
+        let stamp = plan["stamp_ns"].as_u64().unwrap();
+        let Some(at) = commands
+            .iter()
+            .position(|c| c["stamp_ns"].as_u64() == Some(stamp))
+        else {
+            continue; // the first command was missed by the peer (discovery)
+        };
+        for (k, row) in rows.iter().enumerate() {
+            let Some(c) = commands.get(at + k) else { break };
+            assert_eq!(
+                &f64s(&c["position"]),
+                row,
+                "plan {i} row {k} vs command {}",
+                at + k
+            );
+        }
+        if let (Some(next), Some(after)) = (plans.get(i + 1), commands.get(at + rows.len())) {
+            assert_eq!(
+                after["stamp_ns"], next["stamp_ns"],
+                "the next plan starts after plan {i}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked} plans matched to commands");
 }

@@ -10,6 +10,7 @@
 #
 # Usage: tools/bench_node.sh [--duration S] [--rate HZ] [--threads N] [--export DIR]
 #                            [--modes "async sync"] [--bin PATH] [--build] [--no-rt]
+#                            [--baseline PATH] [--live-every S] [--lifecycle [--rounds N]]
 #                            [-p NAME:=VALUE]...
 #   --duration S   seconds measured after the first command, per mode (default 20)
 #   --rate HZ      control_rate_hz (default 50)
@@ -24,6 +25,15 @@
 #   --no-rt        run the node without CAP_SYS_NICE (setpriv), so its control and spin
 #                  threads stay at normal priority: the "before" of src/ros/node.rs's
 #                  SCHED_FIFO (the node logs which one it got)
+#   --baseline PATH  also run every mode with this policy_node binary (e.g. built from an
+#                  earlier commit), before the one under test, and print the ratio of their
+#                  tick latency percentiles (same machine, same run)
+#   --live-every S the robot peer sets a live parameter (max_observation_age_ms, alternating
+#                  500 / 501) through rcl_interfaces every S seconds while measuring
+#   --lifecycle    instead: the managed-node cycle on the export, with autostart false:
+#                  configure, activate (to the first command), deactivate, cleanup, --rounds N
+#                  times (default 3): each call's time, the node's load / warm-up split and
+#                  its resident memory after each step
 #   -p NAME:=VALUE any other node parameter, for every mode (repeatable)
 # Runs on a private ROS_DOMAIN_ID (kept if already set) with localhost discovery; the logs
 # stay in the printed directory. Exit status 0 when every mode ran and published commands
@@ -41,6 +51,10 @@ node_bin="${POLICY_NODE_BIN:-}"
 build=0
 rt=1
 extra=()
+baseline=""
+live_every=0
+lifecycle=0
+rounds=3
 while (($#)); do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
@@ -52,7 +66,11 @@ while (($#)); do
     --build) build=1; shift ;;
     --no-rt) rt=0; shift ;;
     -p) extra+=(-p "$2"); shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    --baseline) baseline="$2"; shift 2 ;;
+    --live-every) live_every="$2"; shift 2 ;;
+    --lifecycle) lifecycle=1; shift ;;
+    --rounds) rounds="$2"; shift 2 ;;
+    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
     *) echo "bench_node.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -110,12 +128,64 @@ stop_node() {
 }
 trap stop_node EXIT
 
-peer_cfg="{\"duration_s\": $duration, \"joints\": $n_joints, \"cameras\": [{\"topic\": \"image_raw\", \"camera\": \"top\", \"h\": 480, \"w\": 640}]}"
+if ((lifecycle)); then
+  params="$run_dir/params_lifecycle.yaml"
+  cat >"$params" <<EOF
+policy_node:
+  ros__parameters:
+    export_dir: "$export_dir"
+    control_rate_hz: $rate
+    joint_names: $joint_list
+    camera_topics: [image_raw]
+    threads: $threads
+    autostart: false
+EOF
+  log="$run_dir/node_lifecycle.log"
+  say "[lifecycle] starting policy_node unconfigured (log $log); $rounds rounds"
+  "$node_bin" --ros-args --params-file "$params" ${extra[@]+"${extra[@]}"} >"$log" 2>&1 &
+  node_pid=$!
+  trap stop_node EXIT
+  cfg="{\"node_pid\": $node_pid, \"rounds\": $rounds, \"joints\": $n_joints, \"cameras\": [{\"topic\": \"image_raw\", \"camera\": \"top\", \"h\": 480, \"w\": 640}]}"
+  peer_out="$run_dir/peer_lifecycle.json"
+  "$py" tests/peers/node_peer.py lifecycle_bench --config "$cfg" | sed -n 's/^RESULT //p' >"$peer_out" || true
+  stop_node
+  node_pid=
+  trap - EXIT
+  "$py" - "$log" "$peer_out" <<'EOF'
+import json, re, sys
+log, peer = open(sys.argv[1], errors="replace").read(), json.load(open(sys.argv[2]))
+if not peer.get("ok"):
+    sys.exit(f"peer failed: {peer.get('error')}")
+node = [tuple(float(x) for x in m) for m in re.findall(r"configured in ([\d.]+) ms \(load ([\d.]+) ms, warm-up ([\d.]+) ms\)", log)]
+print()
+print("policy_node lifecycle: configure -> active (times in ms; memory: resident set of the node, MB)")
+head = ["round", "configure", "node:total", "  load", "  warm-up", "activate", "to 1st cmd", "cleanup", "RSS unconf", "RSS conf", "RSS cleaned"]
+print("".join(f"{h:>12}" for h in head))
+for i, r in enumerate(peer["rounds"]):
+    total, load, warm = node[i] if i < len(node) else (float("nan"),) * 3
+    row = [i + 1, r["configure_s"] * 1e3, total, load, warm, r["activate_s"] * 1e3, r["to_first_command_s"] * 1e3,
+           r["cleanup_s"] * 1e3, r["rss_unconfigured_mb"], r["rss_configured_mb"], r["rss_cleaned_up_mb"]]
+    print("".join(f"{v:>12}" if isinstance(v, int) else f"{v:>12.1f}" for v in row))
+print("configure = the ~/change_state call seen by the peer; node:total = load + warm-up + subscriptions and publisher")
+print("to 1st cmd = from the configure request to the first command received (configure + activate + first chunk)")
+EOF
+  say "logs: $run_dir"
+  exit 0
+fi
+
+peer_cfg="{\"duration_s\": $duration, \"joints\": $n_joints, \"live_param_every_s\": $live_every, \"cameras\": [{\"topic\": \"image_raw\", \"camera\": \"top\", \"h\": 480, \"w\": 640}]}"
 launcher=()
 ((rt)) || launcher=(setpriv --bounding-set=-sys_nice --inh-caps=-sys_nice)
 results=()
+runs=()
 for mode in $modes; do
-  params="$run_dir/params_$mode.yaml"
+  [ -n "$baseline" ] && runs+=("$mode|$baseline|$mode (baseline)")
+  runs+=("$mode|$node_bin|$mode")
+done
+for run in "${runs[@]}"; do
+  IFS='|' read -r mode bin label <<<"$run"
+  tag="${label// /_}"; tag="${tag//[()]/}"
+  params="$run_dir/params_$tag.yaml"
   cat >"$params" <<EOF
 policy_node:
   ros__parameters:
@@ -128,9 +198,9 @@ policy_node:
     refill_ahead_steps: -1
     max_observation_age_ms: 500.0
 EOF
-  log="$run_dir/node_$mode.log"
-  say "[$mode] starting policy_node (log $log)"
-  ${launcher[@]+"${launcher[@]}"} "$node_bin" --ros-args --params-file "$params" ${extra[@]+"${extra[@]}"} >"$log" 2>&1 &
+  log="$run_dir/node_$tag.log"
+  say "[$label] starting $bin (log $log)"
+  ${launcher[@]+"${launcher[@]}"} "$bin" --ros-args --params-file "$params" ${extra[@]+"${extra[@]}"} >"$log" 2>&1 &
   node_pid=$!
   for _ in $(seq 1200); do
     grep -q "ready:" "$log" && break
@@ -140,13 +210,13 @@ EOF
   grep -q "ready:" "$log" || { say "[$mode] policy_node did not get ready in 120 s:"; cat "$log" >&2; exit 1; }
   grep -E "warm-up inference|priority|ready:" "$log" | sed 's/^.*\]: /  /' >&2
   say "[$mode] robot peer: ${duration} s after the first command"
-  peer_out="$run_dir/peer_$mode.json"
+  peer_out="$run_dir/peer_$tag.json"
   "$py" tests/peers/node_peer.py bench --config "$peer_cfg" | sed -n 's/^RESULT //p' >"$peer_out" || true
   kill -INT "$node_pid"
   wait "$node_pid" && rc=0 || rc=$?
   node_pid=
   say "[$mode] node exit status $rc"
-  results+=("$mode" "$log" "$peer_out" "$rc")
+  results+=("$label" "$log" "$peer_out" "$rc")
 done
 trap - EXIT
 
@@ -218,7 +288,8 @@ rows = [
 w0 = 38
 print()
 print(f"policy_node tick latency (timer wake-up -> command published), control_rate_hz {rate:g}")
-print(" " * w0 + "".join(f"{r['mode']:>22}" for r in runs))
+w_col = max(22, max(len(r["mode"]) for r in runs) + 2)
+print(" " * w0 + "".join(f"{r['mode']:>{w_col}}" for r in runs))
 for label, key, fmt in rows:
     vals = []
     for r in runs:
@@ -237,7 +308,7 @@ for label, key, fmt in rows:
         else:
             v = cell(r, key, fmt or "{:.3f}")
         vals.append(v)
-    print(f"{label:<{w0}}" + "".join(f"{v:>22}" for v in vals))
+    print(f"{label:<{w0}}" + "".join(f"{v:>{w_col}}" for v in vals))
 print()
 for r in runs:
     if r["mode"] == "async" and "q_p99" in r:
@@ -248,6 +319,18 @@ for r in runs:
         print(f"{r['mode']}: peer failed: {r['peer'].get('error')}")
     if r["rc"] != 0:
         print(f"{r['mode']}: node exit status {r['rc']}")
+by_mode = {r["mode"]: r for r in runs}
+for r in runs:
+    base = by_mode.get(f"{r['mode']} (baseline)")
+    if base is None:
+        continue
+    for key, what in (("q_p99", "queue-served p99"), ("q_p50", "queue-served p50"), ("all_p99", "all command ticks p99")):
+        if key in r and key in base and base[key] > 0:
+            print(f"{r['mode']}: {what} {r[key]:.3f} ms vs baseline {base[key]:.3f} ms: ratio {r[key] / base[key]:.2f}")
+for r in runs:
+    p = r["peer"] if r["peer"].get("ok") else {}
+    if p.get("parameter_sets"):
+        print(f"[{r['mode']}] live parameter sets during the run: {p['parameter_sets']}; plans received on ~/action_chunk: {p.get('plans_received', 0)}")
 for r in runs:
     print(f"[{r['mode']}] node summary: {r['line'].split(']: ', 1)[-1] or '(none)'}")
 sys.exit(0 if ok else 1)

@@ -2,18 +2,35 @@
 # Sets up everything policy_node needs on a Debian 12 machine, idempotently:
 #   - apt packages for bindgen (libclang) and linking (libpython3.11),
 #   - .venv/ at the repository root with ONNX Runtime, OpenVINO, PyTorch (libtorch for tch),
-#     rosbags, and the ROS 2 wheels (unless a sourced ROS 2 install already provides rclpy),
+#     rosbags, and the ROS 2 wheels of the chosen distro (unless a sourced ROS 2 install
+#     already provides rclpy),
 #   - the small fix-ups the wheels need (rmw_implementation shim, libopenvino_c.so link),
-#   - .venv/policy_node.env (build environment, `source` it) and .cargo/config.toml
-#     (the same for plain `cargo build` / `cargo test`),
+#   - the build environment (`source` it) and .cargo/config.toml (the same for plain
+#     `cargo build` / `cargo test`),
 #   - .venv-triton/ from Debian's own Python 3.11 with PyTriton (a real Triton Inference
 #     Server) for the `remote` backend's tests and benchmarks (skip: POLICY_NODE_NO_TRITON=1).
 # A second run only checks stamps and takes seconds.
+#
+# POLICY_NODE_ROS_DISTRO picks the ROS 2 wheels from PyPI (ignored when a ROS 2 install is
+# sourced: that install wins):
+#   kilted (default)  the Kilted wheels, in .venv next to the runtimes;
+#                     environment in .venv/policy_node.env, builds in target/
+#   jazzy             the Jazzy (LTS) wheels, in their own .venv-jazzy (they pin the same
+#                     `ros-*` names as Kilted at other versions) with what the Python test
+#                     peers need; the runtimes stay in .venv. Environment in
+#                     .venv-jazzy/policy_node.env, builds in target/jazzy
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 venv="$root/.venv"
 log() { printf '[setup] %s\n' "$*" >&2; }
+
+distro="${POLICY_NODE_ROS_DISTRO:-kilted}"
+case "$distro" in
+  kilted) ros_venv="$venv" ;;
+  jazzy) ros_venv="$root/.venv-jazzy" ;;
+  *) log "POLICY_NODE_ROS_DISTRO must be kilted or jazzy, got \`$distro\`"; exit 2 ;;
+esac
 
 # ---- apt -------------------------------------------------------------------------------
 need_apt=()
@@ -35,29 +52,52 @@ ros_from_venv=1
 if [ -n "${AMENT_PREFIX_PATH:-}" ]; then
   IFS=: read -ra prefixes <<<"$AMENT_PREFIX_PATH"
   for p in "${prefixes[@]}"; do
-    if [ -e "$p/share/ament_index/resource_index/packages/rclpy" ] && [ "$p" != "$venv" ]; then
-      ros_from_venv=0; log "using the sourced ROS 2 install at $p (ROS_DISTRO=${ROS_DISTRO:-?})"; break
+    case "$p" in "$venv" | "$root/.venv-jazzy") continue ;; esac
+    if [ -e "$p/share/ament_index/resource_index/packages/rclpy" ]; then
+      ros_from_venv=0
+      log "using the sourced ROS 2 install at $p (ROS_DISTRO=${ROS_DISTRO:-?})"
+      if [ -n "${POLICY_NODE_ROS_DISTRO:-}" ] && [ "${ROS_DISTRO:-}" != "$distro" ]; then
+        log "POLICY_NODE_ROS_DISTRO=$distro is ignored: the sourced install wins"
+      fi
+      ros_venv="$venv"
+      break
     fi
   done
 fi
 
-# ---- venv ------------------------------------------------------------------------------
+# ---- venvs -------------------------------------------------------------------------------
 py="${POLICY_NODE_PYTHON:-python3.11}"
 command -v "$py" >/dev/null 2>&1 || py=python3
-if [ ! -x "$venv/bin/python" ]; then
-  log "creating $venv with $($py --version)"
-  "$py" -m venv "$venv"
-fi
-reqs=(tools/requirements.txt)
-((ros_from_venv)) && reqs+=(tools/requirements-ros.txt)
-stamp="$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$stamp" ]; then
-  log "installing Python packages (${reqs[*]}); the first run downloads ~5 GB and takes a few minutes"
-  "$venv/bin/pip" install -q --disable-pip-version-check "${reqs[@]/#/-r}"
-  echo "$stamp" >"$venv/.requirements.sha256"
+# install VENV FILE...: pip-installs each requirements file whose content changed since it
+# was last installed into VENV (a stamp per file), creating VENV first.
+install() {
+  local v="$1"; shift
+  if [ ! -x "$v/bin/python" ]; then
+    log "creating $v with $($py --version)"
+    "$py" -m venv "$v"
+  fi
+  local todo=() f
+  for f in "$@"; do
+    [ "$(cat "$v/.stamps/$(basename "$f").sha256" 2>/dev/null)" = "$(sha256sum <"$f" | cut -d' ' -f1)" ] || todo+=("$f")
+  done
+  ((${#todo[@]})) || return 0
+  local note=""
+  [[ " ${todo[*]} " == *" tools/requirements.txt "* ]] && note="; the first install of tools/requirements.txt downloads ~5 GB and takes a few minutes"
+  log "installing Python packages into $v (${todo[*]})$note"
+  "$v/bin/pip" install -q --disable-pip-version-check "${todo[@]/#/-r}"
+  mkdir -p "$v/.stamps"
+  for f in "${todo[@]}"; do sha256sum <"$f" | cut -d' ' -f1 >"$v/.stamps/$(basename "$f").sha256"; done
+}
+install "$venv" tools/requirements.txt
+if ((ros_from_venv)); then
+  case "$distro" in
+    kilted) install "$venv" tools/requirements-ros.txt ;;
+    jazzy) install "$ros_venv" tools/requirements-ros-jazzy.txt tools/requirements-peers.txt ;;
+  esac
 fi
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-pylibdir="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')"
+ros_site="$("$ros_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+pylibdir="$("$ros_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')"
 
 # ---- fix-ups -----------------------------------------------------------------------------
 # OpenVINO's wheel ships only libopenvino_c.so.<ver>; the openvino crate looks for libopenvino_c.so.
@@ -66,11 +106,16 @@ ov_c="$(ls "$site"/openvino/libs/libopenvino_c.so.* 2>/dev/null | head -n1 || tr
 ort_lib="$(ls "$site"/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n1 || true)"
 ov_tok="$(ls "$site"/openvino_tokenizers/lib/libopenvino_tokenizers.so 2>/dev/null | head -n1 || true)"
 
-env_file="$venv/policy_node.env"
+env_file="$ros_venv/policy_node.env"
 {
   echo "# generated by tools/setup.sh: build environment for policy_node"
-  echo "export POLICY_NODE_VENV='$venv'"
-  echo "export PATH='$venv/bin':\"\$PATH\""
+  # The Python of the test peers (rclpy of this distro); the runtimes stay in .venv.
+  echo "export POLICY_NODE_VENV='$ros_venv'"
+  if [ "$ros_venv" != "$venv" ]; then
+    echo "export PATH='$ros_venv/bin':'$venv/bin':\"\$PATH\""
+  else
+    echo "export PATH='$venv/bin':\"\$PATH\""
+  fi
   echo "export LIBCLANG_PATH='/usr/lib/llvm-14/lib'"
   # tch links the libtorch inside the torch wheel (torch 2.13.0, C++11 ABI).
   echo "export LIBTORCH='$site/torch'"
@@ -83,14 +128,22 @@ env_file="$venv/policy_node.env"
   if ((ros_from_venv)); then
     # The wheels ship no librmw_implementation.so (rcl links rmw_fastrtps_cpp directly) but r2r
     # links -lrmw_implementation: a shim prefix provides it.
-    shim="$venv/rmw_shim"
+    shim="$ros_venv/rmw_shim"
     mkdir -p "$shim/lib"
-    ln -sf "$venv/lib/librmw_fastrtps_cpp.so" "$shim/lib/librmw_implementation.so"
-    libs="$venv/lib:$shim/lib"
-    for d in "$site"/ros_*.libs; do [ -d "$d" ] && libs="$libs:$d"; done
+    ln -sf "$ros_venv/lib/librmw_fastrtps_cpp.so" "$shim/lib/librmw_implementation.so"
+    libs="$ros_venv/lib:$shim/lib"
+    for d in "$ros_site"/ros_*.libs; do [ -d "$d" ] && libs="$libs:$d"; done
     echo "export POLICY_NODE_ROS_FROM_VENV=1"
-    echo "export AMENT_PREFIX_PATH='$venv'"
-    echo "export ROS_DISTRO=rolling  # r2r 0.9.7 rejects kilted; kilted headers follow rolling's layout"
+    echo "export POLICY_NODE_ROS_DISTRO=$distro"
+    echo "export AMENT_PREFIX_PATH='$ros_venv'"
+    case "$distro" in
+      kilted) echo "export ROS_DISTRO=rolling  # r2r 0.9.7 rejects kilted; kilted headers follow rolling's layout" ;;
+      jazzy)
+        echo "export ROS_DISTRO=jazzy"
+        # Its own build directory: r2r's generated bindings differ per distro.
+        echo "export CARGO_TARGET_DIR=\"\${CARGO_TARGET_DIR:-$root/target/jazzy}\""
+        ;;
+    esac
     echo "export CMAKE_PREFIX_PATH='$shim'"
     echo "export POLICY_NODE_ROS_LIBS='$libs'"
     echo "export LD_LIBRARY_PATH='$libs':\"\${LD_LIBRARY_PATH:-}\""
@@ -101,12 +154,15 @@ env_file="$venv/policy_node.env"
 } >"$env_file"
 
 # Plain `cargo build` / `cargo test` after setup: the same variables through .cargo/config.toml
-# (never forced, so a user's own environment wins).
+# (never forced, so a user's own environment wins), for the distro set up last.
 mkdir -p .cargo
 (
   # shellcheck disable=SC1090
   source "$env_file"
   echo "# generated by tools/setup.sh (git-ignored): build environment for policy_node"
+  if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+    printf '[build]\ntarget-dir = "%s"\n' "$CARGO_TARGET_DIR"
+  fi
   echo "[env]"
   for v in POLICY_NODE_VENV LIBCLANG_PATH LIBTORCH LIBTORCH_CXX11_ABI POLICY_NODE_PYTHON_LIBDIR \
            IDL_PACKAGE_FILTER POLICY_NODE_ORT_LIB POLICY_NODE_OPENVINO_LIB POLICY_NODE_OPENVINO_TOKENIZERS_LIB POLICY_NODE_ROS_FROM_VENV \
@@ -138,4 +194,8 @@ if [ "${POLICY_NODE_NO_TRITON:-0}" != 1 ]; then
     echo "$tstamp" >"$tvenv/.requirements.sha256"
   fi
 fi
-log "ready: venv $venv ($( ((ros_from_venv)) && echo 'ROS 2 from wheels' || echo 'ROS 2 from the sourced install'))"
+if ((ros_from_venv)); then
+  log "ready: ROS 2 $distro from wheels in $ros_venv, runtimes in $venv; build environment $env_file"
+else
+  log "ready: ROS 2 from the sourced install, runtimes in $venv; build environment $env_file"
+fi

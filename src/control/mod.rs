@@ -3,6 +3,7 @@
 //! code — the node from subscriptions and a wall/sim-time timer, replay from a bag on bag
 //! time — so what a replay shows is what the robot would have been commanded.
 
+pub mod param_specs;
 pub mod params;
 
 use std::path::PathBuf;
@@ -196,6 +197,47 @@ pub struct Status {
     pub remote: Option<LinkStatus>,
 }
 
+/// How long [`ControlLoop::new`] took: loading the export (metadata, runtime, model) and the
+/// warm-up inferences.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartupTimes {
+    pub load: Duration,
+    pub warmup: Duration,
+}
+
+/// What the export says about the action queue, for resolving `n_action_steps: 0` and
+/// `temporal_ensemble_coeff: 0` again when they change at run time.
+#[derive(Debug, Clone, Copy)]
+struct ExportQueue {
+    chunk_size: usize,
+    n_action_steps: Option<usize>,
+    temporal_ensemble_coeff: Option<f64>,
+}
+
+impl ExportQueue {
+    /// (rows executed per chunk, ensembling coefficient) for `params`, as the model builder
+    /// resolves them at load.
+    fn resolve(&self, params: &NodeParams) -> Result<(usize, Option<f64>), String> {
+        let n = match params.n_action_steps {
+            0 => self.n_action_steps.unwrap_or(self.chunk_size),
+            n => n,
+        };
+        if n > self.chunk_size {
+            return Err(format!(
+                "parameter `n_action_steps` must not exceed the chunk size of the loaded export \
+                 ({}), got {n}",
+                self.chunk_size
+            ));
+        }
+        let coeff = if params.temporal_ensemble_coeff > 0.0 {
+            Some(params.temporal_ensemble_coeff)
+        } else {
+            self.temporal_ensemble_coeff.filter(|c| *c > 0.0)
+        };
+        Ok((n, coeff))
+    }
+}
+
 /// How the loop computes chunks.
 #[derive(Debug, Clone, Copy)]
 pub struct LoopOptions {
@@ -234,6 +276,10 @@ pub struct ControlLoop {
     link: Option<ServerLink>,
     last_tick_switched: bool,
     last_tick_ns: Option<i64>,
+    export_queue: ExportQueue,
+    startup: StartupTimes,
+    /// The chunk switched in on the last tick, as executed (after limits).
+    plan: Option<Vec<Vec<f64>>>,
 }
 
 impl ControlLoop {
@@ -282,7 +328,14 @@ impl ControlLoop {
         builder = builder
             .chunk_blend(params.chunk_blend)
             .low_pass_alpha(params.low_pass_alpha);
+        let load_start = Instant::now();
         let mut model = builder.build()?;
+        let load = load_start.elapsed();
+        let export_queue = ExportQueue {
+            chunk_size: model.config().chunk_size,
+            n_action_steps: model.export().metadata.n_action_steps,
+            temporal_ensemble_coeff: model.export().metadata.temporal_ensemble_coeff,
+        };
         let needs_task = model.predictor().pipeline().needs_task();
         if needs_task {
             crate::policy::processors::check_task(
@@ -453,6 +506,7 @@ impl ControlLoop {
         let auto = params.refill_ahead_steps.is_none() && options.auto_refill_from_warmup && !sync;
         let mut refill_ahead = params.refill_ahead_steps.unwrap_or(0);
         let mut warmup_latency = None;
+        let warmup_start = Instant::now();
         if params.warmup {
             let mut latency = Duration::ZERO;
             for _ in 0..2 {
@@ -460,6 +514,7 @@ impl ControlLoop {
             }
             warmup_latency = Some(latency);
         }
+        let warmup = warmup_start.elapsed();
         let mode = if sync {
             RefillMode::Synchronous
         } else {
@@ -561,7 +616,137 @@ impl ControlLoop {
             link,
             last_tick_switched: false,
             last_tick_ns: None,
+            export_queue,
+            startup: StartupTimes { load, warmup },
+            plan: None,
         })
+    }
+
+    /// How long loading and warming up took.
+    pub fn startup_times(&self) -> StartupTimes {
+        self.startup
+    }
+
+    /// Checks new parameters against the loaded export before [`apply_live`](Self::apply_live):
+    /// the parameters that shaped the loop are unchanged, and `n_action_steps` fits the chunk.
+    pub fn check_live(&self, new: &NodeParams) -> Result<(), String> {
+        let mut same = new.clone();
+        let old = &self.params;
+        same.max_observation_age_ms = old.max_observation_age_ms;
+        same.n_action_steps = old.n_action_steps;
+        same.temporal_ensemble_coeff = old.temporal_ensemble_coeff;
+        same.enable_on_start = old.enable_on_start;
+        same.joint_lower_limits.clone_from(&old.joint_lower_limits);
+        same.joint_upper_limits.clone_from(&old.joint_upper_limits);
+        same.max_joint_delta.clone_from(&old.max_joint_delta);
+        same.trajectory_full_chunk = old.trajectory_full_chunk;
+        same.publish_action_chunk = old.publish_action_chunk;
+        same.autostart = old.autostart;
+        same.task.clone_from(&old.task);
+        if &same != old {
+            return Err(
+                "only max_observation_age_ms, n_action_steps, temporal_ensemble_coeff, \
+                 enable_on_start, joint_lower_limits, joint_upper_limits, max_joint_delta, \
+                 trajectory_full_chunk, publish_action_chunk and task change while configured"
+                    .into(),
+            );
+        }
+        if new.task != old.task && (self.needs_task || !new.task.is_empty()) {
+            crate::policy::processors::check_task(Some(&new.task))
+                .map_err(|e| format!("`task`: {e}"))?;
+        }
+        self.export_queue.resolve(new).map(|_| ())
+    }
+
+    /// Applies new parameters (checked with [`check_live`](Self::check_live)) from the next
+    /// tick on. A change of `n_action_steps` or `temporal_ensemble_coeff` drops the queued
+    /// plan: the next tick starts a fresh chunk under the new settings. Returns what changed,
+    /// in words.
+    pub fn apply_live(&mut self, new: NodeParams) -> Result<Vec<String>, String> {
+        self.check_live(&new)?;
+        let mut changes = Vec::new();
+        let (n, coeff) = self.export_queue.resolve(&new)?;
+        let config = self.policy.config();
+        if n != config.n_action_steps || coeff != config.temporal_ensemble_coeff {
+            let dropped = self.policy.reconfigure(n, coeff);
+            changes.push(format!(
+                "{n} action(s) per chunk, temporal ensembling {}; {dropped} queued action(s) \
+                 dropped, the next tick starts a fresh chunk",
+                coeff.map_or("off".to_string(), |c| format!("coefficient {c}"))
+            ));
+            self.plan = None;
+        }
+        if new.max_observation_age_ms != self.params.max_observation_age_ms {
+            self.freshness = Freshness::new(new.max_observation_age());
+            changes.push(format!(
+                "max_observation_age_ms {}",
+                new.max_observation_age_ms
+            ));
+        }
+        if new.max_joint_delta != self.params.max_joint_delta {
+            self.max_delta = match new.max_joint_delta.as_slice() {
+                [] => vec![],
+                [one] => vec![*one; new.joint_names.len()],
+                many => many.to_vec(),
+            };
+            changes.push(format!("max_joint_delta {:?}", new.max_joint_delta));
+        }
+        if new.task != self.params.task {
+            self.set_task(&new.task)
+                .map_err(|e| format!("`task`: {e}"))?;
+            changes.push(format!("task {:?} (from the next chunk)", new.task));
+        }
+        if new.joint_lower_limits != self.params.joint_lower_limits
+            || new.joint_upper_limits != self.params.joint_upper_limits
+        {
+            changes.push(format!(
+                "position limits {:?} .. {:?}",
+                new.joint_lower_limits, new.joint_upper_limits
+            ));
+        }
+        self.params = new;
+        Ok(changes)
+    }
+
+    /// Starts commanding (the lifecycle `activate`): output gated by `enable_on_start`, a
+    /// fresh chunk from the first tick.
+    pub fn activate(&mut self) {
+        self.policy.reset();
+        self.enabled = self.params.enable_on_start;
+        self.last_command = None;
+        self.last_tick_requested = false;
+        self.plan = None;
+    }
+
+    /// Stops commanding (the lifecycle `deactivate`): the queued plan and an in-flight chunk
+    /// are dropped, and so are the inputs received so far, so that nothing from before can
+    /// drive a command after the next activation. Returns what was dropped, in words.
+    pub fn deactivate(&mut self) -> String {
+        let (dropped, in_flight) = self.policy.reset();
+        self.state = None;
+        for c in &mut self.cameras {
+            c.latest = None;
+        }
+        self.last_command = None;
+        self.was_stale = false;
+        self.plan = None;
+        format!(
+            "dropped {dropped} queued action(s){} and the inputs received so far",
+            if in_flight {
+                " and the in-flight chunk"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// The chunk switched in on the last tick, as it will be executed from that tick on:
+    /// position and rate limits applied row after row as the ticks will apply them (row 0 is
+    /// that tick's command), while nothing interrupts it (reset, stale inputs, disable, a
+    /// live change of a limit). Once per switch; `None` with `publish_action_chunk: false`
+    /// and with temporal ensembling (an action then averages chunks still to come).
+    pub fn take_plan(&mut self) -> Option<Vec<Vec<f64>>> {
+        self.plan.take()
     }
 
     pub fn params(&self) -> &NodeParams {
@@ -713,11 +898,17 @@ impl ControlLoop {
         let outcome = self.policy.tick(observation);
         self.last_tick_requested = self.policy.requested_on_last_tick();
         self.last_tick_switched = self.policy.scheduler().last_switch() == Some(served);
+        let switched = self.policy.take_switched_plan();
+        self.plan = None;
         let status = match outcome {
             Ok(TickOutcome::Action(a)) => {
                 self.first_observation_checked = true;
-                match self.limit(self.joint_map.to_command(&a)) {
+                let reference = self.rate_reference();
+                match self.limit(self.joint_map.to_command(&a), reference.as_deref()) {
                     Ok(cmd) => {
+                        if let (Some(plan), true) = (switched, self.params.publish_action_chunk) {
+                            self.plan = Some(self.limit_plan(&plan.rows, reference));
+                        }
                         self.counters.commands += 1;
                         self.last_command = Some(cmd.clone());
                         TickStatus::Command(cmd)
@@ -908,9 +1099,46 @@ impl ControlLoop {
         }
     }
 
-    /// Applies position limits and the per-tick rate limit (relative to the last command,
-    /// else to the measured joint positions).
-    fn limit(&self, mut cmd: Vec<f64>) -> Result<Vec<f64>, String> {
+    /// What the rate limit of this tick's command is relative to: the last command, else the
+    /// measured joint positions.
+    fn rate_reference(&self) -> Option<Vec<f64>> {
+        if self.max_delta.is_empty() {
+            return None;
+        }
+        self.last_command.clone().or_else(|| {
+            self.state
+                .as_ref()
+                .map(|s| s.0.iter().map(|v| f64::from(*v)).collect())
+        })
+    }
+
+    /// The rows of a plan limited as consecutive ticks will limit them: row 0 relative to
+    /// `reference` (this tick's), each next row relative to the row before. Stops at a row
+    /// that cannot be commanded.
+    fn limit_plan(
+        &self,
+        rows: &[ndarray::Array1<f32>],
+        reference: Option<Vec<f64>>,
+    ) -> Vec<Vec<f64>> {
+        let mut out: Vec<Vec<f64>> = Vec::with_capacity(rows.len());
+        let mut reference = reference;
+        for row in rows {
+            match self.limit(self.joint_map.to_command(row), reference.as_deref()) {
+                Ok(cmd) => {
+                    if !self.max_delta.is_empty() {
+                        reference = Some(cmd.clone());
+                    }
+                    out.push(cmd);
+                }
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Applies the per-tick rate limit (relative to `reference`, see
+    /// [`rate_reference`](Self::rate_reference)), then the position limits.
+    fn limit(&self, mut cmd: Vec<f64>, reference: Option<&[f64]>) -> Result<Vec<f64>, String> {
         let n = self.params.joint_names.len();
         if cmd.len() != n {
             return Err(format!(
@@ -925,11 +1153,6 @@ impl ControlLoop {
             ));
         }
         if !self.max_delta.is_empty() {
-            let reference: Option<Vec<f64>> = self.last_command.clone().or_else(|| {
-                self.state
-                    .as_ref()
-                    .map(|s| s.0.iter().map(|v| f64::from(*v)).collect())
-            });
             if let Some(r) = reference {
                 for i in 0..n {
                     let d = self.max_delta[i];

@@ -22,7 +22,7 @@ pub enum ParamValue {
 }
 
 impl ParamValue {
-    fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             ParamValue::Bool(_) => "bool",
             ParamValue::Int(_) => "integer",
@@ -152,6 +152,10 @@ pub struct NodeParams {
     pub chunk_blend_steps: usize,
     /// Output low-pass filter `alpha` in (0, 1]; 1 = off.
     pub low_pass_alpha: f64,
+    /// Configure and activate at start (managed node); false: start unconfigured.
+    pub autostart: bool,
+    /// Publish each chunk switched in on `~/action_chunk`.
+    pub publish_action_chunk: bool,
 }
 
 /// Every parameter name the node declares.
@@ -192,6 +196,8 @@ pub const PARAM_NAMES: &[&str] = &[
     "chunk_blend",
     "chunk_blend_steps",
     "low_pass_alpha",
+    "autostart",
+    "publish_action_chunk",
 ];
 
 /// The default of each parameter (`export_dir` and `joint_names` have none: required).
@@ -247,6 +253,8 @@ pub fn defaults() -> ParamMap {
         ParamValue::Int(DEFAULT_CHUNK_BLEND_STEPS as i64),
     );
     m.insert("low_pass_alpha".into(), ParamValue::Double(1.0));
+    m.insert("autostart".into(), ParamValue::Bool(true));
+    m.insert("publish_action_chunk".into(), ParamValue::Bool(true));
     m
 }
 
@@ -655,6 +663,8 @@ impl NodeParams {
                 chunk_blend,
                 chunk_blend_steps: chunk_blend_steps as usize,
                 low_pass_alpha,
+                autostart: r.boolean("autostart")?,
+                publish_action_chunk: r.boolean("publish_action_chunk")?,
             },
             unknown,
         ))

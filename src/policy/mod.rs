@@ -38,7 +38,7 @@ pub use refill::{
     AutoRefill, ControlPolicy, LatencyStats, ObservationFn, RefillMode, TickOutcome,
     AUTO_REFILL_HORIZON, AUTO_REFILL_MAX_SAMPLES, WORKER_JOIN_TIMEOUT,
 };
-pub use scheduler::{Scheduler, SchedulerStats};
+pub use scheduler::{Scheduler, SchedulerStats, SwitchedPlan};
 
 use crate::export::ExportError;
 use crate::runtime::RuntimeError;

@@ -12,6 +12,7 @@ use ndarray::{Array1, Array2};
 use super::rtc::RtcSettings;
 use super::{
     ChunkBlend, InferenceModel, Observation, PolicyConfig, PolicyError, Predictor, Scheduler,
+    SwitchedPlan,
 };
 
 /// Where chunks are computed.
@@ -420,6 +421,29 @@ impl ControlPolicy {
             }
         }
         Ok(true)
+    }
+
+    /// The chunk switched in on the last tick, once (see [`Scheduler::take_switched_plan`]).
+    pub fn take_switched_plan(&mut self) -> Option<SwitchedPlan> {
+        self.scheduler.take_switched_plan()
+    }
+
+    /// Changes the rows executed per chunk and temporal ensembling while running: a fresh
+    /// scheduler (the queued plan and an in-flight chunk are dropped, like a reset; latency
+    /// statistics are kept), so the next tick starts a new chunk under the new settings.
+    /// `n_action_steps` is clamped to `1..=chunk_size`. Returns the queued actions dropped.
+    pub fn reconfigure(&mut self, n_action_steps: usize, ensemble: Option<f64>) -> usize {
+        let dropped = self.scheduler.queue_len();
+        let n = n_action_steps.clamp(1, self.config.chunk_size.max(1));
+        self.config.n_action_steps = n;
+        self.config.temporal_ensemble_coeff = ensemble.filter(|c| *c > 0.0);
+        self.generation += 1;
+        self.scheduler = Scheduler::new(
+            n,
+            self.scheduler.refill_ahead(),
+            self.config.temporal_ensemble_coeff,
+        );
+        dropped
     }
 
     /// Clears queue, ensembling state, counters and latency statistics; a chunk still being

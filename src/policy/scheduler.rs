@@ -67,6 +67,14 @@ impl Plan {
     }
 }
 
+/// The rows of a chunk switched in, as they will be executed from the switch tick on
+/// (`rows[0]` is the action of tick `tick`), for publishing the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwitchedPlan {
+    pub tick: u64,
+    pub rows: Vec<Array1<f32>>,
+}
+
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
@@ -90,6 +98,7 @@ pub struct Scheduler {
     rtc_horizon: Option<usize>,
     /// Requests since reset (RTC: the noise draw of each).
     requests: u64,
+    switched: Option<SwitchedPlan>,
 }
 
 impl Scheduler {
@@ -113,6 +122,7 @@ impl Scheduler {
             stats: SchedulerStats::default(),
             rtc_horizon: None,
             requests: 0,
+            switched: None,
         }
     }
 
@@ -275,6 +285,13 @@ impl Scheduler {
         action
     }
 
+    /// The chunk switched in by the last [`next_action`](Self::next_action) that switched
+    /// one in, once (`None` after that, and with temporal ensembling, whose action for a tick
+    /// depends on chunks that have not arrived yet).
+    pub fn take_switched_plan(&mut self) -> Option<SwitchedPlan> {
+        self.switched.take()
+    }
+
     /// Advances one tick without serving it (the tick failed): its action, if any, is
     /// dropped, since its time slot has passed; the low-pass filter does not see it. Not
     /// counted as an overrun.
@@ -356,10 +373,18 @@ impl Scheduler {
             ChunkBlend::WeightedAverage => aggregate_merge(remaining, incoming, 0.3),
             ChunkBlend::Average => aggregate_merge(remaining, incoming, 0.5),
         };
+        let window = end - skip;
+        // The plan switched in, as it will be executed: blended and low-pass filtered.
+        self.switched = Some(SwitchedPlan {
+            tick: s,
+            rows: self
+                .low_pass
+                .preview(rows.slice(s![..window.min(rows.nrows()), ..]).outer_iter()),
+        });
         self.plan = Some(Plan {
             start: s,
             rows,
-            window: end - skip,
+            window,
         });
         self.last_switch = Some(s);
         self.stats.switches += 1;
@@ -380,6 +405,7 @@ impl Scheduler {
         self.last_switch = None;
         self.stats = SchedulerStats::default();
         self.requests = 0;
+        self.switched = None;
     }
 }
 
@@ -692,6 +718,41 @@ mod tests {
             assert_eq!(online[0], None, "{blend}: the first tick overruns");
             assert_eq!(online[1..], offline[1..], "{blend}");
         }
+    }
+
+    #[test]
+    fn switched_plan_is_the_rows_executed_from_the_switch() {
+        // Same schedule as refill_ahead_skips_past_rows_deterministically.
+        let mut s = Scheduler::new(5, 2, None);
+        let mut plans = Vec::new();
+        let mut actions = Vec::new();
+        for _ in 0..9 {
+            if s.needs_refill() {
+                s.requested();
+                let t = s.tick();
+                s.deliver(t, chunk(100.0 * t as f32, 5));
+            }
+            actions.push(s.next_action().unwrap()[0]);
+            if let Some(p) = s.take_switched_plan() {
+                plans.push((p.tick, p.rows.iter().map(|r| r[0]).collect::<Vec<_>>()));
+            }
+            assert_eq!(s.take_switched_plan(), None, "taken once");
+        }
+        assert_eq!(
+            plans,
+            [
+                (0, vec![0.0, 1.0, 2.0, 3.0, 4.0]),
+                (5, vec![302.0, 303.0, 304.0]),
+                (8, vec![602.0, 603.0, 604.0])
+            ]
+        );
+        for (tick, rows) in &plans {
+            let t = *tick as usize;
+            let executed = &actions[t..(t + rows.len()).min(actions.len())];
+            assert_eq!(executed, &rows[..executed.len()]);
+        }
+        s.reset();
+        assert_eq!(s.take_switched_plan(), None);
     }
 
     #[test]

@@ -105,6 +105,32 @@ pub fn joint_trajectory(
     }
 }
 
+/// The plan switched in on a tick, for `~/action_chunk`: `rows[k]` at `k` control periods
+/// from the tick (row 0 is that tick's command), stamped with the tick's time `now_ns`.
+pub fn action_chunk(
+    joint_names: &[String],
+    rows: &[Vec<f64>],
+    period: Duration,
+    now_ns: i64,
+) -> JointTrajectory {
+    JointTrajectory {
+        header: Header {
+            stamp: time_msg(now_ns),
+            frame_id: String::new(),
+        },
+        joint_names: joint_names.to_vec(),
+        points: rows
+            .iter()
+            .enumerate()
+            .map(|(k, row)| JointTrajectoryPoint {
+                positions: row.clone(),
+                time_from_start: duration_msg(period * u32::try_from(k).unwrap_or(u32::MAX)),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
 /// The command as `sensor_msgs/JointState` (name + position, stamped `now_ns`).
 pub fn joint_state_command(joint_names: &[String], command: &[f64], now_ns: i64) -> JointState {
     JointState {
@@ -141,6 +167,8 @@ pub struct DiagnosticExtras {
     pub queue_latency: LatencySummary,
     /// The last completed rolling window (`window_*` keys).
     pub window: Option<WindowSummary>,
+    /// The lifecycle state (`active`, `inactive`, ...).
+    pub lifecycle_state: &'static str,
 }
 
 fn ms(d: Duration) -> String {
@@ -170,6 +198,14 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
             level::WARN,
             "overruns: chunks arrive later than the queue runs out".to_string(),
         )
+    } else if !extras.lifecycle_state.is_empty() && extras.lifecycle_state != "active" {
+        (
+            level::OK,
+            format!(
+                "{}: no commands (activate to command)",
+                extras.lifecycle_state
+            ),
+        )
     } else if !status.enabled {
         (level::OK, "disabled (~/enable false)".to_string())
     } else {
@@ -180,6 +216,7 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
         value,
     };
     let mut values = vec![
+        kv("lifecycle_state", extras.lifecycle_state.to_string()),
         kv("backend", status.backend.clone()),
         kv("device", status.device.clone()),
         kv("enabled", status.enabled.to_string()),
@@ -281,6 +318,45 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
             message,
             hardware_id: format!("{}/{}", status.backend, status.device),
             values,
+        }],
+    }
+}
+
+/// `/diagnostics` while no policy is loaded (unconfigured, or finalizing): level OK, or ERROR
+/// with the reason when the last configure failed.
+pub fn diagnostics_unconfigured(
+    node_name: &str,
+    lifecycle_state: &str,
+    configure_error: Option<&str>,
+    now_ns: i64,
+) -> DiagnosticArray {
+    let (level, message) = match configure_error {
+        Some(e) => (level::ERROR, format!("configure failed: {e}")),
+        None => (
+            level::OK,
+            format!("{lifecycle_state}: no policy loaded (configure to load one)"),
+        ),
+    };
+    DiagnosticArray {
+        header: Header {
+            stamp: time_msg(now_ns),
+            frame_id: String::new(),
+        },
+        status: vec![DiagnosticStatus {
+            level,
+            name: format!("{node_name}: policy"),
+            message,
+            hardware_id: String::new(),
+            values: vec![
+                KeyValue {
+                    key: "lifecycle_state".into(),
+                    value: lifecycle_state.to_string(),
+                },
+                KeyValue {
+                    key: "last_error".into(),
+                    value: configure_error.unwrap_or_default().to_string(),
+                },
+            ],
         }],
     }
 }
@@ -572,5 +648,42 @@ mod tests {
         assert_eq!(value(&a, "remote_timeouts"), "1");
         assert_eq!(value(&a, "remote_unavailable"), "1");
         assert_eq!(value(&a, "remote_last_error"), "connection refused");
+    }
+
+    #[test]
+    fn lifecycle_state_in_diagnostics() {
+        let extras = DiagnosticExtras {
+            node_name: "policy_node".into(),
+            lifecycle_state: "inactive",
+            ..Default::default()
+        };
+        let a = diagnostics(&status(), &extras, 0);
+        assert_eq!(a.status[0].level, level::OK);
+        assert_eq!(
+            a.status[0].message,
+            "inactive: no commands (activate to command)"
+        );
+        assert_eq!(value(&a, "lifecycle_state"), "inactive");
+        let a = diagnostics_unconfigured("policy_node", "unconfigured", None, 0);
+        assert_eq!(a.status[0].level, level::OK);
+        assert_eq!(value(&a, "lifecycle_state"), "unconfigured");
+        let a = diagnostics_unconfigured("policy_node", "unconfigured", Some("no export"), 0);
+        assert_eq!(a.status[0].level, level::ERROR);
+        assert!(a.status[0].message.contains("no export"));
+    }
+
+    #[test]
+    fn action_chunk_rows_one_period_apart_from_the_tick() {
+        let names = vec!["a".to_string(), "b".to_string()];
+        let rows = vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 6.0]];
+        let m = action_chunk(&names, &rows, Duration::from_millis(20), 7_000_000_123);
+        assert_eq!((m.header.stamp.sec, m.header.stamp.nanosec), (7, 123));
+        assert_eq!(m.joint_names, names);
+        assert_eq!(m.points.len(), 3);
+        for (k, p) in m.points.iter().enumerate() {
+            assert_eq!(p.positions, rows[k]);
+            assert_eq!(p.time_from_start.sec, 0);
+            assert_eq!(p.time_from_start.nanosec, 20_000_000 * k as u32);
+        }
     }
 }

@@ -1,5 +1,21 @@
-//! The r2r node: parameters -> [`ControlLoop`] -> subscriptions, timer, publishers,
-//! services, `/diagnostics`; spin until SIGINT / SIGTERM; summary.
+//! The r2r node: a managed (lifecycle) node around the ROS-free [`ControlLoop`].
+//!
+//! - At start: the parameters, the lifecycle services (`~/change_state`, `~/get_state`,
+//!   `~/get_available_states`, `~/get_available_transitions`, `~/get_transition_graph`) and
+//!   `~/transition_event`, the parameter services ([`super::param_services`]), `~/reset`,
+//!   `~/enable`, `/diagnostics` and `~/action_chunk`. With `autostart` (the default) the node
+//!   then configures and activates itself, as before it was a managed node.
+//! - configure: the parameters are validated, the export loaded, checked against them and
+//!   warmed up ([`ControlLoop::new`], on a blocking thread so the services keep answering),
+//!   then the subscriptions and the command publisher are created. Any failure leaves the
+//!   node unconfigured, with the error in the log.
+//! - activate: the control timer starts, subscriptions feed the loop, commands flow, each
+//!   chunk switched in goes out on `~/action_chunk`. deactivate: the timer stops, no command,
+//!   the queued plan and the inputs received so far are dropped. cleanup: the subscriptions,
+//!   the publisher and the control loop go (the model and its memory are released).
+//!   shutdown (or SIGINT / SIGTERM): everything goes, the node exits with a summary.
+//!
+//! The state machine itself is [`super::lifecycle`]; here is only the wiring.
 //!
 //! Threads: rcl is spun on its own thread (`spin_once` wakes timers, subscriptions and
 //! services into r2r's channels); everything else runs as tasks on one single-threaded tokio
@@ -9,31 +25,44 @@
 //!
 //! Where the process may (root, `CAP_SYS_NICE`, or an `rtprio` limit), the runtime thread
 //! (ticks) and the spin thread (timer wake-ups) run at real-time priority
-//! ([`REALTIME_PRIORITY`], `SCHED_FIFO`), so a tick is not preempted by other threads of this
-//! or other processes (the refill worker, DDS, the robot's own nodes) on a busy CPU; the
-//! refill worker and the runtimes' threads, started before, stay at normal priority.
+//! ([`REALTIME_PRIORITY`], `SCHED_FIFO`, reset on fork), so a tick is not preempted by other
+//! threads of this or other processes (the refill worker, DDS, the robot's own nodes) on a
+//! busy CPU; threads they start (the loading thread, the refill worker, the runtimes'
+//! threads) run at normal priority.
 
+use std::cell::RefCell;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use r2r::builtin_interfaces::msg::Time;
 use r2r::diagnostic_msgs::msg::DiagnosticArray;
+use r2r::lifecycle_msgs::msg::{
+    State as StateMsg, Transition as TransitionMsg, TransitionDescription, TransitionEvent,
+};
+use r2r::lifecycle_msgs::srv::{
+    ChangeState, GetAvailableStates, GetAvailableTransitions, GetState,
+};
 use r2r::sensor_msgs::msg::{CompressedImage, Image, JointState};
-use r2r::std_msgs::msg::Float64MultiArray;
+use r2r::std_msgs::msg::{Float64MultiArray, String as StringMsg};
 use r2r::std_srvs::srv::{SetBool, Trigger};
 use r2r::trajectory_msgs::msg::JointTrajectory;
 use r2r::{Publisher, QosProfile, ServiceRequest};
+use tokio::task::JoinHandle;
 
 use super::convert::{self, DiagnosticExtras};
+use super::lifecycle::{Machine, Outcome, Refusal, State, Transition, Work, TRANSITIONS};
 use super::logging::{self, held_back, Throttle};
+use super::param_services::{ParamHost, ParamServices, TopicSets};
 use super::params::{self, Cli};
 use super::stats::{ms, RunStats, TickKind};
+use crate::control::param_specs::{ParamStore, Phase};
 use crate::control::{
     CommandType, ControlError, ControlLoop, ImageData, LoopOptions, NodeParams, ParamError,
-    TickStatus,
+    ParamValue, Status, TickStatus,
 };
 use crate::observation::ObservationError;
 
@@ -46,6 +75,12 @@ const SPIN_TIMEOUT: Duration = Duration::from_millis(10);
 const THROTTLE_PERIOD: Duration = Duration::from_secs(2);
 /// `/diagnostics` period.
 const DIAGNOSTICS_PERIOD: Duration = Duration::from_secs(1);
+/// On SIGINT / SIGTERM during a transition (e.g. loading a large model), how long the node
+/// waits for it to end before shutting down.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// After the shutdown transition, how long the node keeps its entities so that the
+/// `~/change_state` response and the transition events reach their readers.
+const FINAL_GRACE: Duration = Duration::from_millis(300);
 /// `SCHED_FIFO` priority of the runtime (tick) and spin threads: above every normal thread,
 /// below ros2_control's controller manager (50 by default), which commands the hardware.
 pub const REALTIME_PRIORITY: i32 = 40;
@@ -75,6 +110,10 @@ pub enum NodeError {
     },
     #[error("cannot start the tokio runtime or a thread: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("lifecycle: {0}")]
+    Lifecycle(#[from] Refusal),
+    #[error("{0} panicked")]
+    Panicked(String),
 }
 
 impl NodeError {
@@ -85,7 +124,11 @@ impl NodeError {
             | NodeError::ParamsFile { .. }
             | NodeError::Param(_)
             | NodeError::Control(_) => 2,
-            NodeError::Init(_) | NodeError::Ros { .. } | NodeError::Runtime(_) => 1,
+            NodeError::Init(_)
+            | NodeError::Ros { .. }
+            | NodeError::Runtime(_)
+            | NodeError::Lifecycle(_)
+            | NodeError::Panicked(_) => 1,
         }
     }
 }
@@ -98,7 +141,7 @@ fn ros(what: impl Into<String>) -> impl FnOnce(r2r::Error) -> NodeError {
 /// How the node ended.
 #[derive(Debug, Clone)]
 pub struct Summary {
-    /// `SIGINT` or `SIGTERM`.
+    /// `SIGINT`, `SIGTERM` or `the shutdown transition`.
     pub signal: &'static str,
     /// The summary line that was logged.
     pub line: String,
@@ -106,17 +149,59 @@ pub struct Summary {
 
 /// State shared by the node's tasks.
 struct Shared {
-    control: Mutex<ControlLoop>,
+    /// The control loop while configured.
+    control: Mutex<Option<ControlLoop>>,
+    machine: Mutex<Machine>,
+    store: Mutex<ParamStore>,
+    /// Subscriptions feed the loop only while active.
+    active: AtomicBool,
     clock: Arc<Mutex<r2r::Clock>>,
     throttle: Mutex<Throttle>,
     stats: Mutex<RunStats>,
-    params: NodeParams,
     /// The input named by the last stale tick, until a command is published again.
     stale_input: Mutex<Option<String>>,
+    /// The parameters of the current (else the last) configuration.
+    configured_params: Mutex<Option<NodeParams>>,
+    /// The status of the last configuration as it was when it last stopped commanding, kept
+    /// after cleanup for the summary.
+    last_status: Mutex<Option<Status>>,
+    /// Why the last configure failed (cleared by one that succeeds), for `/diagnostics`.
+    configure_error: Mutex<Option<String>>,
+    /// Fully qualified node name.
+    node_name: String,
+    /// The node's name, for the `/diagnostics` status (`policy_node: policy`).
+    short_name: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The r2r node, shared by the spin thread (which holds it while it waits in `spin_once`)
+/// and the lifecycle transitions (which create and destroy subscriptions, publishers and
+/// timers). The spin thread steps aside while another thread waits for the node: with a
+/// plain mutex it would take the node back at once, starving the other thread for seconds.
+struct SharedNode {
+    node: Mutex<r2r::Node>,
+    waiting: AtomicUsize,
+}
+
+impl SharedNode {
+    /// Runs `f` on the node (waiting at most one `spin_once`).
+    fn with<R>(&self, f: impl FnOnce(&mut r2r::Node) -> R) -> R {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let mut node = lock(&self.node);
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        f(&mut node)
+    }
+
+    /// One `spin_once` of the spin thread, after any thread waiting for the node had it.
+    fn spin_once(&self) {
+        while self.waiting.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        lock(&self.node).spin_once(SPIN_TIMEOUT);
+    }
 }
 
 impl Shared {
@@ -126,6 +211,10 @@ impl Shared {
             .get_now()
             .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
             .unwrap_or(0)
+    }
+
+    fn state(&self) -> State {
+        lock(&self.machine).current()
     }
 
     /// `Some(held back)` when a warning for `key` is due.
@@ -149,6 +238,45 @@ impl Shared {
     }
 }
 
+impl ParamHost for Shared {
+    fn value(&self, name: &str) -> Option<ParamValue> {
+        lock(&self.store).get(name).cloned()
+    }
+
+    fn phase(&self) -> Phase {
+        match self.state() {
+            State::Unconfigured => Phase::Unconfigured,
+            s @ (State::Inactive | State::Active) => Phase::Configured(s.label()),
+            s => Phase::Transition(s.label()),
+        }
+    }
+
+    /// Checks a change against the rules and the whole configuration; configured, also
+    /// against the loaded export, then applies it to the control loop (from its next tick)
+    /// before storing it. A refused change leaves everything as it was.
+    fn set(&self, changes: &[(String, Option<ParamValue>)]) -> Result<(), String> {
+        let phase = self.phase();
+        let mut store = lock(&self.store);
+        let checked = store.check(changes, phase)?;
+        if let Phase::Configured(_) = phase {
+            let mut control = lock(&self.control);
+            if let (Some(control), Some(params)) = (control.as_mut(), checked.params.clone()) {
+                for change in control.apply_live(params.clone())? {
+                    log::info!("live parameters: {change}");
+                }
+                *lock(&self.configured_params) = Some(params);
+            }
+        }
+        if let Some(note) = &checked.note {
+            log::warn!(
+                "parameter accepted in the unconfigured state; configure will refuse: {note}"
+            );
+        }
+        store.commit(&checked);
+        Ok(())
+    }
+}
+
 /// A camera subscription, by message type.
 enum CameraSub {
     Raw(Pin<Box<dyn Stream<Item = Image>>>),
@@ -165,12 +293,10 @@ impl CameraSub {
 }
 
 /// The command publisher for `command_type`.
+#[derive(Clone)]
 enum CommandPublisher {
     Array(Publisher<Float64MultiArray>),
-    Trajectory {
-        publisher: Publisher<JointTrajectory>,
-        full_chunk: bool,
-    },
+    Trajectory(Publisher<JointTrajectory>),
     State(Publisher<JointState>),
 }
 
@@ -183,44 +309,419 @@ impl CommandPublisher {
             CommandType::Float64MultiArray => {
                 CommandPublisher::Array(node.create_publisher(topic, qos).map_err(ros(what()))?)
             }
-            CommandType::JointTrajectory => CommandPublisher::Trajectory {
-                publisher: node.create_publisher(topic, qos).map_err(ros(what()))?,
-                full_chunk: params.trajectory_full_chunk,
-            },
+            CommandType::JointTrajectory => CommandPublisher::Trajectory(
+                node.create_publisher(topic, qos).map_err(ros(what()))?,
+            ),
             CommandType::JointState => {
                 CommandPublisher::State(node.create_publisher(topic, qos).map_err(ros(what()))?)
             }
         })
     }
 
-    fn wants_plan(&self) -> bool {
-        matches!(
-            self,
-            CommandPublisher::Trajectory {
-                full_chunk: true,
-                ..
-            }
-        )
+    fn is_trajectory(&self) -> bool {
+        matches!(self, CommandPublisher::Trajectory(_))
     }
 
     fn publish(
         &self,
-        params: &NodeParams,
+        tick: &TickContext,
         command: &[f64],
         plan: &[Vec<f64>],
         now_ns: i64,
     ) -> r2r::Result<()> {
         match self {
             CommandPublisher::Array(p) => p.publish(&convert::float64_multi_array(command)),
-            CommandPublisher::Trajectory { publisher, .. } => publisher.publish(
-                &convert::joint_trajectory(&params.joint_names, command, plan, params.period()),
-            ),
+            CommandPublisher::Trajectory(p) => p.publish(&convert::joint_trajectory(
+                &tick.joint_names,
+                command,
+                plan,
+                tick.period,
+            )),
             CommandPublisher::State(p) => p.publish(&convert::joint_state_command(
-                &params.joint_names,
+                &tick.joint_names,
                 command,
                 now_ns,
             )),
         }
+    }
+
+    /// Removes the publisher from the node (cleanup).
+    fn destroy(self, node: &mut r2r::Node) {
+        match self {
+            CommandPublisher::Array(p) => node.destroy_publisher(p),
+            CommandPublisher::Trajectory(p) => node.destroy_publisher(p),
+            CommandPublisher::State(p) => node.destroy_publisher(p),
+        }
+    }
+}
+
+/// What the tick loop needs that is fixed for a configuration.
+struct TickContext {
+    joint_names: Vec<String>,
+    period: Duration,
+    command_topic: String,
+    /// Lost ticks are counted on wall time only (sim time may pause or jump).
+    use_sim_time: bool,
+}
+
+/// What exists while the node is configured (besides the control loop in [`Shared`]).
+struct Configured {
+    publisher: CommandPublisher,
+    feeds: Vec<JoinHandle<()>>,
+    /// The tick loop, while active.
+    tick: Option<JoinHandle<()>>,
+    /// The inputs, in words, for the log.
+    inputs: Vec<String>,
+}
+
+/// Runs lifecycle transitions: the work of each transition state, and `~/transition_event`.
+struct Driver {
+    shared: Arc<Shared>,
+    node: Arc<SharedNode>,
+    events: Publisher<TransitionEvent>,
+    action_chunk: Publisher<JointTrajectory>,
+    configured: RefCell<Option<Configured>>,
+    /// The current state, for whoever waits for one (the main task waits for `finalized`).
+    state: tokio::sync::watch::Sender<State>,
+    use_sim_time: bool,
+}
+
+fn state_msg(s: State) -> StateMsg {
+    StateMsg {
+        id: s.id(),
+        label: s.label().to_string(),
+    }
+}
+
+fn description_msg(t: &Transition) -> TransitionDescription {
+    TransitionDescription {
+        transition: TransitionMsg {
+            id: t.id,
+            label: t.label.to_string(),
+        },
+        start_state: state_msg(t.start),
+        goal_state: state_msg(t.goal),
+    }
+}
+
+impl Driver {
+    fn publish_event(&self, t: &Transition) {
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let d = description_msg(t);
+        let event = TransitionEvent {
+            timestamp,
+            transition: d.transition,
+            start_state: d.start_state,
+            goal_state: d.goal_state,
+        };
+        if let Err(e) = self.events.publish(&event) {
+            log::warn!("cannot publish ~/transition_event: {e}");
+        }
+        self.state.send_replace(t.goal);
+    }
+
+    /// Starts `t` from the current state: the node is in its transition state when this
+    /// returns; [`complete`](Self::complete) runs the work.
+    fn begin(&self, t: &'static Transition) -> Result<Work, Refusal> {
+        let work = lock(&self.shared.machine).begin(t)?;
+        self.publish_event(t);
+        Ok(work)
+    }
+
+    /// Runs the work of the transition state, then finishes it (through error processing
+    /// when the work erred). `Err`: the transition did not succeed (the state is then where
+    /// the state machine goes on failure), with the reason.
+    async fn complete(&self, work: Work) -> Result<(), NodeError> {
+        let (mut outcome, error) = self.work(work).await;
+        loop {
+            let finished = lock(&self.shared.machine).finish(outcome);
+            let Some((t, next)) = finished else { break };
+            self.publish_event(t);
+            match next {
+                Some(work) => {
+                    log::warn!("error processing: releasing whatever the failed transition left");
+                    outcome = self.work(work).await.0;
+                }
+                None => break,
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The requestable transition `label` from the current state, run to its end.
+    async fn run(&self, label: &str) -> Result<(), NodeError> {
+        let resolved = lock(&self.shared.machine).resolve(0, label);
+        let work = self.begin(resolved?)?;
+        self.complete(work).await
+    }
+
+    async fn work(&self, work: Work) -> (Outcome, Option<NodeError>) {
+        let result = match work {
+            Work::Configure => self.configure().await,
+            Work::Activate => self.activate(),
+            Work::Deactivate => {
+                self.deactivate();
+                Ok(())
+            }
+            Work::Cleanup => {
+                self.cleanup().await;
+                Ok(())
+            }
+            Work::Shutdown | Work::Error => {
+                self.deactivate();
+                self.cleanup().await;
+                Ok(())
+            }
+        };
+        match result {
+            Ok(()) => (Outcome::Success, None),
+            Err(e @ NodeError::Panicked(_)) => (Outcome::Error, Some(e)),
+            Err(e) => (Outcome::Failure, Some(e)),
+        }
+    }
+
+    /// Validates the parameters, loads and warms up the policy (off the runtime thread),
+    /// creates the subscriptions and the command publisher.
+    async fn configure(&self) -> Result<(), NodeError> {
+        let params = lock(&self.shared.store).params()?;
+        let started = Instant::now();
+        let p = params.clone();
+        let control = tokio::task::spawn_blocking(move || {
+            ControlLoop::new(
+                p,
+                LoopOptions {
+                    force_sync: false,
+                    auto_refill_from_warmup: true,
+                },
+            )
+        })
+        .await
+        .map_err(|e| NodeError::Panicked(format!("loading the policy ({e})")))??;
+        let configured = match self.create_interfaces(&control, &params) {
+            Ok(c) => c,
+            Err(e) => {
+                release(control).await;
+                return Err(e);
+            }
+        };
+        let times = control.startup_times();
+        let status = control.status();
+        log::info!(
+            "configured in {:.1} ms (load {:.1} ms, warm-up {:.1} ms): {} on {}; inputs {}",
+            started.elapsed().as_secs_f64() * 1e3,
+            times.load.as_secs_f64() * 1e3,
+            times.warmup.as_secs_f64() * 1e3,
+            status.backend,
+            status.device,
+            configured.inputs.join(", ")
+        );
+        *lock(&self.shared.control) = Some(control);
+        *lock(&self.shared.last_status) = None;
+        *lock(&self.shared.configured_params) = Some(params);
+        *lock(&self.shared.configure_error) = None;
+        *self.configured.borrow_mut() = Some(configured);
+        Ok(())
+    }
+
+    /// Subscriptions (fed to the loop while active) and the command publisher; a bad topic
+    /// name is an error naming its parameter.
+    fn create_interfaces(
+        &self,
+        control: &ControlLoop,
+        params: &NodeParams,
+    ) -> Result<Configured, NodeError> {
+        self.node
+            .with(|node| self.create_interfaces_on(node, control, params))
+    }
+
+    fn create_interfaces_on(
+        &self,
+        node: &mut r2r::Node,
+        control: &ControlLoop,
+        params: &NodeParams,
+    ) -> Result<Configured, NodeError> {
+        let joint_sub = node
+            .subscribe::<JointState>(&params.joint_state_topic, QosProfile::sensor_data())
+            .map_err(ros(format!(
+                "subscribe to `{}` (parameter `joint_state_topic`)",
+                params.joint_state_topic
+            )))?;
+        let mut cameras = Vec::new();
+        for (topic, input) in control.camera_inputs() {
+            let what = format!("subscribe to `{topic}` (parameter `camera_topics`)");
+            let sub = if NodeParams::is_compressed_topic(&topic) {
+                let s = node
+                    .subscribe::<CompressedImage>(&topic, QosProfile::sensor_data())
+                    .map_err(ros(what))?;
+                CameraSub::Compressed(Box::pin(s))
+            } else {
+                let s = node
+                    .subscribe::<Image>(&topic, QosProfile::sensor_data())
+                    .map_err(ros(what))?;
+                CameraSub::Raw(Box::pin(s))
+            };
+            cameras.push((topic, input, sub));
+        }
+        let publisher = CommandPublisher::create(node, params)?;
+
+        let shared = &self.shared;
+        let mut feeds = vec![tokio::task::spawn_local(joint_feed(
+            shared.clone(),
+            params.joint_state_topic.clone(),
+            joint_sub,
+        ))];
+        let mut inputs = vec![format!(
+            "{} (sensor_msgs/JointState)",
+            params.joint_state_topic
+        )];
+        for (index, (topic, input, sub)) in cameras.into_iter().enumerate() {
+            inputs.push(format!("{topic} ({} -> {input})", sub.type_name()));
+            feeds.push(match sub {
+                CameraSub::Raw(s) => tokio::task::spawn_local(camera_feed(
+                    shared.clone(),
+                    index,
+                    topic,
+                    s,
+                    convert::raw_image,
+                )),
+                CameraSub::Compressed(s) => tokio::task::spawn_local(camera_feed(
+                    shared.clone(),
+                    index,
+                    topic,
+                    s,
+                    convert::compressed_image,
+                )),
+            });
+        }
+        Ok(Configured {
+            publisher,
+            feeds,
+            tick: None,
+            inputs,
+        })
+    }
+
+    /// Starts the control timer and the tick loop; subscriptions feed the loop from now on.
+    fn activate(&self) -> Result<(), NodeError> {
+        let mut configured = self.configured.borrow_mut();
+        let Some(configured) = configured.as_mut() else {
+            return Err(NodeError::Usage("activate: nothing is configured".into()));
+        };
+        let (tick, status, params) = {
+            let mut control = lock(&self.shared.control);
+            let Some(control) = control.as_mut() else {
+                return Err(NodeError::Usage("activate: no control loop".into()));
+            };
+            control.activate();
+            let p = control.params();
+            let tick = TickContext {
+                joint_names: p.joint_names.clone(),
+                period: p.period(),
+                command_topic: p.command_topic.clone(),
+                use_sim_time: self.use_sim_time,
+            };
+            (tick, control.status(), p.clone())
+        };
+        let timer = self
+            .node
+            .with(|node| node.create_timer(tick.period))
+            .map_err(ros("create the control timer"))?;
+        *lock(&self.shared.stale_input) = None;
+        lock(&self.shared.stats).start_run(tick.period);
+        self.shared.active.store(true, Ordering::Release);
+        configured.tick = Some(tokio::task::spawn_local(tick_loop(
+            self.shared.clone(),
+            timer,
+            configured.publisher.clone(),
+            self.action_chunk.clone(),
+            tick,
+        )));
+        log::info!(
+            "ready: {} on {}; inputs {}; {} commands on {} at {} Hz ({}); refill {} ({} step(s) ahead); \
+             output {}; services ~/reset, ~/enable; plan on ~/action_chunk{}; status on /diagnostics{}",
+            status.backend,
+            status.device,
+            configured.inputs.join(", "),
+            params.command_type.as_str(),
+            params.command_topic,
+            params.control_rate_hz,
+            if self.use_sim_time { "ROS time from /clock: use_sim_time" } else { "ROS time" },
+            match (status.rtc, status.mode) {
+                (true, _) => "rtc (real-time chunking)",
+                (false, crate::policy::RefillMode::Asynchronous) => "async",
+                (false, crate::policy::RefillMode::Synchronous) => "sync",
+            },
+            status.refill_ahead,
+            if status.enabled { "enabled" } else { "disabled (call ~/enable)" },
+            if params.publish_action_chunk { "" } else { " (off: publish_action_chunk false)" },
+            match &status.task {
+                Some(t) => format!("; task {t:?} (~/task changes it)"),
+                None => String::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops the tick loop: no command from now on; the queued plan and the inputs are
+    /// dropped.
+    fn deactivate(&self) {
+        let was_active = self.shared.active.swap(false, Ordering::AcqRel);
+        if let Some(c) = self.configured.borrow_mut().as_mut() {
+            if let Some(tick) = c.tick.take() {
+                tick.abort();
+            }
+        }
+        if was_active {
+            if let Some(control) = lock(&self.shared.control).as_mut() {
+                // For the exit summary: the inference statistics go with the dropped plan.
+                *lock(&self.shared.last_status) = Some(control.status());
+                log::info!("deactivated: no commands; {}", control.deactivate());
+            }
+        }
+    }
+
+    /// Removes the subscriptions and the command publisher, and drops the control loop (off
+    /// the runtime thread: an in-flight chunk finishes first), releasing the model.
+    async fn cleanup(&self) {
+        let configured = self.configured.borrow_mut().take();
+        if let Some(c) = configured {
+            for f in c.feeds {
+                f.abort();
+            }
+            if let Some(t) = c.tick {
+                t.abort();
+            }
+            self.node.with(|node| c.publisher.destroy(node));
+        }
+        let control = lock(&self.shared.control).take();
+        if let Some(control) = control {
+            lock(&self.shared.last_status).get_or_insert_with(|| control.status());
+            release(control).await;
+            log::info!("cleaned up: the policy and its memory are released");
+        }
+    }
+}
+
+/// Drops a control loop on a blocking thread (joining its refill worker), then hands the
+/// freed heap back to the operating system: the allocator would otherwise keep the model's
+/// pages (hundreds of MB for an ACT-size model) for the next allocation.
+async fn release(control: ControlLoop) {
+    let released = tokio::task::spawn_blocking(move || {
+        drop(control);
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: glibc's malloc_trim only returns free heap memory to the kernel.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    });
+    if let Err(e) = released.await {
+        log::error!("releasing the policy failed: {e}");
     }
 }
 
@@ -260,60 +761,90 @@ fn check_params_files(cli: &Cli) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Runs the node until SIGINT or SIGTERM. The ROS arguments are read by rcl from the
-/// process's command line; `cli` is what lies outside them.
+/// The lifecycle services, created at start.
+struct LifecycleServices {
+    change_state: Pin<Box<dyn Stream<Item = ServiceRequest<ChangeState::Service>>>>,
+    get_state: Pin<Box<dyn Stream<Item = ServiceRequest<GetState::Service>>>>,
+    get_available_states: Pin<Box<dyn Stream<Item = ServiceRequest<GetAvailableStates::Service>>>>,
+    get_available_transitions:
+        Pin<Box<dyn Stream<Item = ServiceRequest<GetAvailableTransitions::Service>>>>,
+    get_transition_graph:
+        Pin<Box<dyn Stream<Item = ServiceRequest<GetAvailableTransitions::Service>>>>,
+}
+
+impl LifecycleServices {
+    fn create(node: &mut r2r::Node) -> Result<Self, NodeError> {
+        let qos = QosProfile::services_default;
+        let what = |name: &str| ros(format!("create the {name} service"));
+        Ok(LifecycleServices {
+            change_state: Box::pin(
+                node.create_service::<ChangeState::Service>("~/change_state", qos())
+                    .map_err(what("~/change_state"))?,
+            ),
+            get_state: Box::pin(
+                node.create_service::<GetState::Service>("~/get_state", qos())
+                    .map_err(what("~/get_state"))?,
+            ),
+            get_available_states: Box::pin(
+                node.create_service::<GetAvailableStates::Service>("~/get_available_states", qos())
+                    .map_err(what("~/get_available_states"))?,
+            ),
+            get_available_transitions: Box::pin(
+                node.create_service::<GetAvailableTransitions::Service>(
+                    "~/get_available_transitions",
+                    qos(),
+                )
+                .map_err(what("~/get_available_transitions"))?,
+            ),
+            get_transition_graph: Box::pin(
+                node.create_service::<GetAvailableTransitions::Service>(
+                    "~/get_transition_graph",
+                    qos(),
+                )
+                .map_err(what("~/get_transition_graph"))?,
+            ),
+        })
+    }
+}
+
+/// Runs the node until SIGINT, SIGTERM or the shutdown transition. The ROS arguments are
+/// read by rcl from the process's command line; `cli` is what lies outside them.
 pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
     check_params_files(cli)?;
     let ctx = create_context()?;
     let mut node = r2r::Node::create(ctx, NODE_NAME, "").map_err(ros("create the node"))?;
-    let node_name = node.name().unwrap_or_else(|_| NODE_NAME.to_string());
+    let node_name = node
+        .fully_qualified_name()
+        .unwrap_or_else(|_| format!("/{NODE_NAME}"));
     logging::init(node.logger(), cli.log_level.as_deref());
 
-    // Parameters: validated before anything else exists.
+    // Parameters: every one declared with its value (override, else default); validated
+    // at configure.
     let overrides = params::overrides(&lock(&node.params));
-    let (params, unknown) = NodeParams::from_map(&overrides)?;
+    let (store, unknown) = ParamStore::new(&overrides);
     for name in unknown {
         log::warn!("unknown parameter `{name}` is ignored (a typo? see `policy_node --help` for the parameters)");
     }
-    params::declare_all(&mut lock(&node.params), &overrides);
-
-    let control = ControlLoop::new(
-        params.clone(),
-        LoopOptions {
-            force_sync: false,
-            auto_refill_from_warmup: true,
-        },
-    )?;
-
-    // Every ROS interface is created before the first tick: a bad topic name stops the node
-    // here, naming its parameter. First the parameter services (and `use_sim_time`: r2r's
-    // time source then follows /clock); run-time changes are refused, see `ReadOnlyParams`.
-    let (param_handler, mut param_events) = node
-        .make_derived_parameter_handler(Arc::new(Mutex::new(params::ReadOnlyParams)))
-        .map_err(ros("create the parameter services"))?;
-    let joint_sub = node
-        .subscribe::<JointState>(&params.joint_state_topic, QosProfile::sensor_data())
-        .map_err(ros(format!(
-            "subscribe to `{}` (parameter `joint_state_topic`)",
-            params.joint_state_topic
-        )))?;
-    let mut cameras = Vec::new();
-    for (topic, input) in control.camera_inputs() {
-        let what = format!("subscribe to `{topic}` (parameter `camera_topics`)");
-        let sub = if NodeParams::is_compressed_topic(&topic) {
-            let s = node
-                .subscribe::<CompressedImage>(&topic, QosProfile::sensor_data())
-                .map_err(ros(what))?;
-            CameraSub::Compressed(Box::pin(s))
-        } else {
-            let s = node
-                .subscribe::<Image>(&topic, QosProfile::sensor_data())
-                .map_err(ros(what))?;
-            CameraSub::Raw(Box::pin(s))
-        };
-        cameras.push((topic, input, sub));
+    // A non-boolean `autostart` configures at start, so that the validation names it.
+    let autostart = !matches!(store.get("autostart"), Some(ParamValue::Bool(false)));
+    let use_sim_time = matches!(store.get("use_sim_time"), Some(ParamValue::Bool(true)));
+    if use_sim_time {
+        let time_source = node.get_time_source();
+        time_source
+            .enable_sim_time(&mut node)
+            .map_err(ros("subscribe to /clock (use_sim_time)"))?;
     }
-    let publisher = CommandPublisher::create(&mut node, &params)?;
+
+    // The interfaces that live as long as the node.
+    let param_services = ParamServices::create(&mut node, &node_name)
+        .map_err(ros("create the parameter services"))?;
+    let lifecycle = LifecycleServices::create(&mut node)?;
+    let transition_events = node
+        .create_publisher::<TransitionEvent>("~/transition_event", QosProfile::default())
+        .map_err(ros("publish on ~/transition_event"))?;
+    let action_chunk = node
+        .create_publisher::<JointTrajectory>("~/action_chunk", QosProfile::default())
+        .map_err(ros("publish on ~/action_chunk"))?;
     let diagnostics = node
         .create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())
         .map_err(ros("publish on /diagnostics"))?;
@@ -323,29 +854,43 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
     let enable_srv = node
         .create_service::<SetBool::Service>("~/enable", QosProfile::services_default())
         .map_err(ros("create the ~/enable service"))?;
-    let timer = node
-        .create_timer(params.period())
-        .map_err(ros("create the control timer"))?;
-    let use_sim_time = matches!(
-        lock(&node.params).get("use_sim_time").map(|p| &p.value),
-        Some(r2r::ParameterValue::Bool(true))
-    );
+    // `~/task`: the `task` parameter set by a topic (a VLA policy's instruction), with the
+    // parameter's rules, so that `ros2 param get` and `/parameter_events` follow it.
+    let task_topic = format!("{}/task", node_name.trim_end_matches('/'));
+    let task_sub = node
+        .subscribe::<StringMsg>("~/task", QosProfile::default())
+        .map_err(ros("subscribe to ~/task"))?;
+    let topic_sets: TopicSets = Box::pin(task_sub.map(move |m: StringMsg| {
+        (
+            task_topic.clone(),
+            vec![("task".to_string(), Some(ParamValue::String(m.data)))],
+        )
+    }));
 
-    let status = control.status();
     let shared = Arc::new(Shared {
-        control: Mutex::new(control),
+        control: Mutex::new(None),
+        machine: Mutex::new(Machine::new()),
+        store: Mutex::new(store),
+        active: AtomicBool::new(false),
         clock: node.get_ros_clock(),
         throttle: Mutex::new(Throttle::new(THROTTLE_PERIOD)),
-        stats: Mutex::new(RunStats::with_period(params.period())),
-        params: params.clone(),
+        stats: Mutex::new(RunStats::new()),
         stale_input: Mutex::new(None),
+        configured_params: Mutex::new(None),
+        last_status: Mutex::new(None),
+        configure_error: Mutex::new(None),
+        node_name: node_name.clone(),
+        short_name: node.name().unwrap_or_else(|_| NODE_NAME.to_string()),
     });
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(NodeError::Runtime)?;
-    let node = Arc::new(Mutex::new(node));
+    let node = Arc::new(SharedNode {
+        node: Mutex::new(node),
+        waiting: AtomicUsize::new(0),
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let spinner = {
         let node = node.clone();
@@ -357,14 +902,14 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
                 // whose result is the one logged.
                 let _ = set_realtime_priority(REALTIME_PRIORITY);
                 while !stop.load(Ordering::Relaxed) {
-                    lock(&node).spin_once(SPIN_TIMEOUT);
+                    node.spin_once();
                 }
             })
             .map_err(NodeError::Runtime)?
     };
 
-    // The runtime thread (this one) runs the ticks. Threads started before (refill worker,
-    // runtime thread pools) keep their normal priority.
+    // The runtime thread (this one) runs the ticks. Threads it starts later (loading, the
+    // refill worker, the runtimes' pools) get normal priority (reset on fork).
     match set_realtime_priority(REALTIME_PRIORITY) {
         Ok(()) => log::info!(
             "control and spin threads run at real-time priority (SCHED_FIFO {REALTIME_PRIORITY}); \
@@ -376,6 +921,17 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         ),
     }
 
+    let (state_tx, _) = tokio::sync::watch::channel(State::Unconfigured);
+    let driver = Rc::new(Driver {
+        shared: shared.clone(),
+        node: node.clone(),
+        events: transition_events,
+        action_chunk,
+        configured: RefCell::new(None),
+        state: state_tx,
+        use_sim_time,
+    });
+
     let started = Instant::now();
     let local = tokio::task::LocalSet::new();
     let signal = local.block_on(&runtime, async {
@@ -383,49 +939,71 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         let mut sigint = signal(SignalKind::interrupt()).map_err(NodeError::Runtime)?;
         let mut sigterm = signal(SignalKind::terminate()).map_err(NodeError::Runtime)?;
 
-        tokio::task::spawn_local(param_handler);
-        // No change is ever accepted, so no event comes; drain the stream regardless.
-        tokio::task::spawn_local(async move { while param_events.next().await.is_some() {} });
-        tokio::task::spawn_local(joint_feed(shared.clone(), joint_sub));
-        let mut inputs = Vec::new();
-        for (index, (topic, input, sub)) in cameras.into_iter().enumerate() {
-            inputs.push(format!("{topic} ({} -> {input})", sub.type_name()));
-            match sub {
-                CameraSub::Raw(s) => tokio::task::spawn_local(camera_feed(shared.clone(), index, topic, s, convert::raw_image)),
-                CameraSub::Compressed(s) => {
-                    tokio::task::spawn_local(camera_feed(shared.clone(), index, topic, s, convert::compressed_image))
-                }
-            };
-        }
-        tokio::task::spawn_local(tick_loop(shared.clone(), timer, publisher, use_sim_time));
+        let clock_shared = shared.clone();
+        tokio::task::spawn_local(param_services.serve(
+            shared.clone(),
+            move || clock_shared.now_ns(),
+            topic_sets,
+        ));
+        let LifecycleServices {
+            change_state,
+            get_state,
+            get_available_states,
+            get_available_transitions,
+            get_transition_graph,
+        } = lifecycle;
+        tokio::task::spawn_local(lifecycle_queries(
+            shared.clone(),
+            get_state,
+            get_available_states,
+            get_available_transitions,
+            get_transition_graph,
+        ));
         tokio::task::spawn_local(reset_service(shared.clone(), reset_srv));
         tokio::task::spawn_local(enable_service(shared.clone(), enable_srv));
-        tokio::task::spawn_local(diagnostics_loop(shared.clone(), diagnostics, node_name.clone()));
+        tokio::task::spawn_local(diagnostics_loop(shared.clone(), diagnostics));
 
-        log::info!(
-            "ready: {} on {}; inputs {} (sensor_msgs/JointState), {}; {} commands on {} at {} Hz ({}); refill {} \
-             ({} step(s) ahead); output {}; services ~/reset, ~/enable; status on /diagnostics",
-            status.backend,
-            status.device,
-            params.joint_state_topic,
-            inputs.join(", "),
-            params.command_type.as_str(),
-            params.command_topic,
-            params.control_rate_hz,
-            if use_sim_time { "ROS time from /clock: use_sim_time" } else { "ROS time" },
-            match status.mode {
-                crate::policy::RefillMode::Asynchronous => "async",
-                crate::policy::RefillMode::Synchronous => "sync",
-            },
-            status.refill_ahead,
-            if status.enabled { "enabled" } else { "disabled (call ~/enable)" },
-        );
+        if autostart {
+            driver.run("configure").await?;
+            driver.run("activate").await?;
+        } else {
+            log::info!(
+                "unconfigured (autostart false): waiting for a transition on ~/change_state \
+                 (ros2 lifecycle set {node_name} configure)"
+            );
+            if let Err(e) = lock(&shared.store).params() {
+                log::warn!("configure would fail with the parameters as they are: {e}");
+            }
+        }
+        tokio::task::spawn_local(change_state_service(driver.clone(), change_state));
 
-        let signal = tokio::select! {
+        let mut state = driver.state.subscribe();
+        let reason = tokio::select! {
             _ = sigint.recv() => "SIGINT",
             _ = sigterm.recv() => "SIGTERM",
+            _ = state.wait_for(|s| *s == State::Finalized) => "the shutdown transition",
         };
-        Ok::<_, NodeError>(signal)
+        if reason == "the shutdown transition" {
+            tokio::time::sleep(FINAL_GRACE).await;
+        } else {
+            // Let a running transition end (a configure may be loading a model), then shut
+            // down through the lifecycle: deactivate, release the policy.
+            // (The watch guard is dropped at once: the shutdown transition updates the state.)
+            let settled = tokio::time::timeout(SETTLE_TIMEOUT, state.wait_for(|s| s.is_primary()))
+                .await
+                .map(|r| r.is_ok())
+                .unwrap_or(false);
+            if !settled {
+                log::warn!(
+                    "{reason}: a transition did not end within {SETTLE_TIMEOUT:?}; stopping anyway"
+                );
+            } else if shared.state() != State::Finalized {
+                if let Err(e) = driver.run("shutdown").await {
+                    log::warn!("{reason}: shutdown transition: {e}");
+                }
+            }
+        }
+        Ok::<_, NodeError>(reason)
     });
     // Stop the tasks (they hold the publishers and services), then the spin thread.
     drop(local);
@@ -437,9 +1015,110 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
     let line = summary_line(&shared, signal, started.elapsed());
     log::info!("{line}");
     // Dropping the control loop joins the refill worker (an in-flight chunk finishes first).
+    drop(driver);
     drop(shared);
     drop(node);
     Ok(Summary { signal, line })
+}
+
+/// `~/change_state`: each request resolved as rclcpp does and started at once (so a second
+/// request during a long configure is refused as busy, not queued); the response is sent
+/// when the transition has ended.
+async fn change_state_service<S>(driver: Rc<Driver>, mut requests: S)
+where
+    S: Stream<Item = ServiceRequest<ChangeState::Service>> + Unpin,
+{
+    while let Some(req) = requests.next().await {
+        let t = &req.message.transition;
+        let resolved = lock(&driver.shared.machine).resolve(t.id, &t.label);
+        let started = resolved.and_then(|t| driver.begin(t).map(|work| (t, work)));
+        let (transition, work) = match started {
+            Ok(x) => x,
+            Err(refusal) => {
+                log::warn!("~/change_state refused: {refusal}");
+                if let Err(e) = req.respond(ChangeState::Response { success: false }) {
+                    log::warn!("~/change_state: cannot send the response: {e}");
+                }
+                continue;
+            }
+        };
+        log::info!(
+            "transition `{}` requested: {} -> {}",
+            transition.label,
+            transition.start,
+            transition.goal
+        );
+        let driver = driver.clone();
+        tokio::task::spawn_local(async move {
+            let result = driver.complete(work).await;
+            let now = driver.shared.state();
+            match &result {
+                Ok(()) => log::info!("transition `{}` done: {now}", transition.label),
+                Err(e) => {
+                    log::error!(
+                        "transition `{}` failed: {e}; the node is {now}",
+                        transition.label
+                    );
+                    if transition.label == "configure" {
+                        *lock(&driver.shared.configure_error) = Some(e.to_string());
+                    }
+                }
+            }
+            if let Err(e) = req.respond(ChangeState::Response {
+                success: result.is_ok(),
+            }) {
+                log::warn!("~/change_state: cannot send the response: {e}");
+            }
+        });
+    }
+}
+
+/// `~/get_state`, `~/get_available_states`, `~/get_available_transitions`,
+/// `~/get_transition_graph`.
+async fn lifecycle_queries<A, B, C, D>(
+    shared: Arc<Shared>,
+    mut get_state: A,
+    mut states: B,
+    mut transitions: C,
+    mut graph: D,
+) where
+    A: Stream<Item = ServiceRequest<GetState::Service>> + Unpin,
+    B: Stream<Item = ServiceRequest<GetAvailableStates::Service>> + Unpin,
+    C: Stream<Item = ServiceRequest<GetAvailableTransitions::Service>> + Unpin,
+    D: Stream<Item = ServiceRequest<GetAvailableTransitions::Service>> + Unpin,
+{
+    let warn = |what: &str, r: r2r::Result<()>| {
+        if let Err(e) = r {
+            log::warn!("~/{what}: cannot send the response: {e}");
+        }
+    };
+    loop {
+        tokio::select! {
+            Some(req) = get_state.next() => {
+                let current_state = state_msg(shared.state());
+                warn("get_state", req.respond(GetState::Response { current_state }));
+            }
+            Some(req) = states.next() => {
+                let available_states = State::ALL.iter().map(|s| state_msg(*s)).collect();
+                warn("get_available_states", req.respond(GetAvailableStates::Response { available_states }));
+            }
+            Some(req) = transitions.next() => {
+                let available_transitions = lock(&shared.machine).available().map(description_msg).collect();
+                warn(
+                    "get_available_transitions",
+                    req.respond(GetAvailableTransitions::Response { available_transitions }),
+                );
+            }
+            Some(req) = graph.next() => {
+                let available_transitions = TRANSITIONS.iter().map(description_msg).collect();
+                warn(
+                    "get_transition_graph",
+                    req.respond(GetAvailableTransitions::Response { available_transitions }),
+                );
+            }
+            else => break,
+        }
+    }
 }
 
 /// Puts the calling thread under `SCHED_FIFO` at `priority`, reset on fork (threads it starts
@@ -470,7 +1149,7 @@ fn set_realtime_priority(priority: i32) -> std::io::Result<()> {
     }
 }
 
-/// Camera `index`: each message converted and handed to the control loop.
+/// Camera `index`: each message converted and handed to the control loop (while active).
 async fn camera_feed<M, S>(
     shared: Arc<Shared>,
     index: usize,
@@ -481,14 +1160,23 @@ async fn camera_feed<M, S>(
     S: Stream<Item = M> + Unpin,
 {
     while let Some(msg) = stream.next().await {
+        if !shared.active.load(Ordering::Acquire) {
+            continue;
+        }
         let receive_ns = shared.now_ns();
         let (stamp, image) = convert(msg);
         let stamp = convert::stamp_ns(&stamp, receive_ns);
-        let result = match image {
-            Ok(image) => lock(&shared.control).on_image(index, stamp, image),
-            Err(e) => {
-                lock(&shared.control).count_rejected();
-                Err(e)
+        let result = {
+            let mut control = lock(&shared.control);
+            let Some(control) = control.as_mut() else {
+                continue;
+            };
+            match image {
+                Ok(image) => control.on_image(index, stamp, image),
+                Err(e) => {
+                    control.count_rejected();
+                    Err(e)
+                }
             }
         };
         if let Err(e) = result {
@@ -497,54 +1185,73 @@ async fn camera_feed<M, S>(
     }
 }
 
-/// Joint states: reordered by `joint_names` in the control loop.
-async fn joint_feed<S>(shared: Arc<Shared>, mut stream: S)
+/// Joint states: reordered by `joint_names` in the control loop (while active).
+async fn joint_feed<S>(shared: Arc<Shared>, topic: String, mut stream: S)
 where
     S: Stream<Item = JointState> + Unpin,
 {
-    let topic = shared.params.joint_state_topic.clone();
     while let Some(msg) = stream.next().await {
+        if !shared.active.load(Ordering::Acquire) {
+            continue;
+        }
         let receive_ns = shared.now_ns();
         let stamp = convert::stamp_ns(&msg.header.stamp, receive_ns);
-        let result = lock(&shared.control).on_joint_state(stamp, &msg.name, &msg.position);
+        let result = match lock(&shared.control).as_mut() {
+            Some(control) => control.on_joint_state(stamp, &msg.name, &msg.position),
+            None => Ok(()),
+        };
         if let Err(e) = result {
             shared.rejected(&topic, &e);
         }
     }
 }
 
-/// The control timer: one [`ControlLoop::tick`] per period, the command published at once.
+/// The control timer: one [`ControlLoop::tick`] per period, the command published at once,
+/// then the plan of a chunk switched in on this tick (after the command, so that it never
+/// delays one).
 async fn tick_loop(
     shared: Arc<Shared>,
     mut timer: r2r::Timer,
     publisher: CommandPublisher,
-    use_sim_time: bool,
+    action_chunk: Publisher<JointTrajectory>,
+    ctx: TickContext,
 ) {
-    let max_age = shared.params.max_observation_age_ms;
     let mut was_stale = false;
     while timer.tick().await.is_ok() {
         let woke = Instant::now();
         let now_ns = shared.now_ns();
-        let (status, plan, kind) = {
+        let (status, plan, switched, kind, max_age) = {
             let mut control = lock(&shared.control);
+            let Some(control) = control.as_mut() else {
+                continue;
+            };
             let status = control.tick(now_ns);
-            let plan = if publisher.wants_plan() && matches!(status, TickStatus::Command(_)) {
+            let plan = if publisher.is_trajectory()
+                && control.params().trajectory_full_chunk
+                && matches!(status, TickStatus::Command(_))
+            {
                 control.remaining_plan()
             } else {
                 Vec::new()
             };
+            let switched = control.take_plan();
             let kind = if control.last_tick_requested_chunk() {
                 TickKind::Refill
             } else {
                 TickKind::Queue
             };
-            (status, plan, kind)
+            (
+                status,
+                plan,
+                switched,
+                kind,
+                control.params().max_observation_age_ms,
+            )
         };
-        // Lost ticks are counted on wall time only (sim time may pause or jump).
-        lock(&shared.stats).tick(woke, !use_sim_time);
+        lock(&shared.stats).tick(woke, !ctx.use_sim_time);
         match status {
             TickStatus::Command(command) => {
-                match publisher.publish(&shared.params, &command, &plan, now_ns) {
+                match publisher.publish(&ctx, &command, &plan, now_ns) {
                     Ok(()) => {
                         let done = Instant::now();
                         let late = lock(&shared.stats).command(done, done - woke, kind);
@@ -553,13 +1260,25 @@ async fn tick_loop(
                                 log::warn!(
                                     "late tick: {:.3} ms from the timer to the command (period {:.3} ms) on a {} tick{}",
                                     (done - woke).as_secs_f64() * 1e3,
-                                    shared.params.period().as_secs_f64() * 1e3,
+                                    ctx.period.as_secs_f64() * 1e3,
                                     match kind {
                                         TickKind::Refill => "refill (chunk requested; computed on the tick when synchronous)",
                                         _ => "queue",
                                     },
                                     held_back(n)
                                 );
+                            }
+                        }
+                        if let Some(rows) = switched {
+                            let msg =
+                                convert::action_chunk(&ctx.joint_names, &rows, ctx.period, now_ns);
+                            if let Err(e) = action_chunk.publish(&msg) {
+                                if let Some(n) = shared.due("action_chunk") {
+                                    log::warn!(
+                                        "cannot publish ~/action_chunk: {e}{}",
+                                        held_back(n)
+                                    );
+                                }
                             }
                         }
                         if was_stale {
@@ -578,7 +1297,7 @@ async fn tick_loop(
                         if let Some(n) = shared.due("publish") {
                             log::error!(
                                 "cannot publish the command on `{}`: {e}{}",
-                                shared.params.command_topic,
+                                ctx.command_topic,
                                 held_back(n)
                             );
                         }
@@ -628,19 +1347,37 @@ async fn tick_loop(
     }
 }
 
+/// Why `~/reset` / `~/enable` refuse outside the active state.
+fn not_active(shared: &Shared, service: &str) -> Option<String> {
+    let state = shared.state();
+    (state != State::Active).then(|| {
+        format!(
+            "{} is {state}: ~/{service} works in the active state (activate it: ros2 lifecycle set {} activate)",
+            shared.node_name, shared.node_name
+        )
+    })
+}
+
 /// `~/reset` (`std_srvs/srv/Trigger`).
 async fn reset_service<S>(shared: Arc<Shared>, mut requests: S)
 where
     S: Stream<Item = ServiceRequest<Trigger::Service>> + Unpin,
 {
     while let Some(req) = requests.next().await {
-        let message = lock(&shared.control).reset();
-        *lock(&shared.stale_input) = None;
-        log::info!("~/reset called: {message}");
-        if let Err(e) = req.respond(Trigger::Response {
-            success: true,
-            message,
-        }) {
+        let (success, message) = match not_active(&shared, "reset") {
+            Some(reason) => (false, reason),
+            None => match lock(&shared.control).as_mut() {
+                Some(control) => (true, control.reset()),
+                None => (false, "no policy is loaded".to_string()),
+            },
+        };
+        if success {
+            *lock(&shared.stale_input) = None;
+            log::info!("~/reset called: {message}");
+        } else {
+            log::warn!("~/reset refused: {message}");
+        }
+        if let Err(e) = req.respond(Trigger::Response { success, message }) {
             log::warn!("~/reset: cannot send the response: {e}");
         }
     }
@@ -653,75 +1390,97 @@ where
 {
     while let Some(req) = requests.next().await {
         let on = req.message.data;
-        let message = {
-            let mut control = lock(&shared.control);
-            let was = control.enabled();
-            control.set_enabled(on);
-            match (was, on) {
-                (false, true) => "command output enabled (starting from a fresh chunk)",
-                (true, false) => "command output disabled",
-                (true, true) => "command output was already enabled",
-                (false, false) => "command output was already disabled",
-            }
+        let (success, message) = match not_active(&shared, "enable") {
+            Some(reason) => (false, reason),
+            None => match lock(&shared.control).as_mut() {
+                Some(control) => {
+                    let was = control.enabled();
+                    control.set_enabled(on);
+                    let m = match (was, on) {
+                        (false, true) => "command output enabled (starting from a fresh chunk)",
+                        (true, false) => "command output disabled",
+                        (true, true) => "command output was already enabled",
+                        (false, false) => "command output was already disabled",
+                    };
+                    (true, m.to_string())
+                }
+                None => (false, "no policy is loaded".to_string()),
+            },
         };
-        log::info!("~/enable: {message}");
-        let response = SetBool::Response {
-            success: true,
-            message: message.to_string(),
-        };
-        if let Err(e) = req.respond(response) {
+        if success {
+            log::info!("~/enable: {message}");
+        } else {
+            log::warn!("~/enable refused: {message}");
+        }
+        if let Err(e) = req.respond(SetBool::Response { success, message }) {
             log::warn!("~/enable: cannot send the response: {e}");
         }
     }
 }
 
 /// `/diagnostics` once per [`DIAGNOSTICS_PERIOD`] (wall time).
-async fn diagnostics_loop(
-    shared: Arc<Shared>,
-    publisher: Publisher<DiagnosticArray>,
-    node_name: String,
-) {
+async fn diagnostics_loop(shared: Arc<Shared>, publisher: Publisher<DiagnosticArray>) {
     let mut interval = tokio::time::interval(DIAGNOSTICS_PERIOD);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut previous = lock(&shared.control).status().counters;
+    let mut previous = crate::control::Counters::default();
     let mut previous_commands = 0u64;
     let mut previous_at = Instant::now();
     interval.tick().await;
     loop {
         interval.tick().await;
-        let status = lock(&shared.control).status();
-        let (commands_total, lost_ticks, late_ticks, queue_latency, window) = {
-            let mut stats = lock(&shared.stats);
-            let window = stats.roll_window(Instant::now());
-            (
-                stats.commands,
-                stats.lost_ticks,
-                stats.late_ticks,
-                stats.latency_of(TickKind::Queue),
-                window,
-            )
+        let state = shared.state();
+        let status = lock(&shared.control)
+            .as_ref()
+            .map(|c| (c.status(), c.params().control_rate_hz));
+        let now_ns = shared.now_ns();
+        let msg = match status {
+            None => {
+                previous = crate::control::Counters::default();
+                let error = lock(&shared.configure_error).clone();
+                convert::diagnostics_unconfigured(
+                    &shared.short_name,
+                    state.label(),
+                    error.as_deref(),
+                    now_ns,
+                )
+            }
+            Some((status, control_rate_hz)) => {
+                let (commands_total, lost_ticks, late_ticks, queue_latency, window) = {
+                    let mut stats = lock(&shared.stats);
+                    let window = stats.roll_window(Instant::now());
+                    (
+                        stats.commands,
+                        stats.lost_ticks,
+                        stats.late_ticks,
+                        stats.latency_of(TickKind::Queue),
+                        window,
+                    )
+                };
+                let elapsed = previous_at.elapsed().as_secs_f64().max(1e-9);
+                let c = status.counters;
+                let extras = DiagnosticExtras {
+                    node_name: shared.short_name.clone(),
+                    control_rate_hz,
+                    achieved_rate_hz: commands_total.saturating_sub(previous_commands) as f64
+                        / elapsed,
+                    commands_total,
+                    stale_grew: c.stale > previous.stale,
+                    overruns_grew: c.overruns > previous.overruns,
+                    errors_grew: c.errors > previous.errors,
+                    stale_input: lock(&shared.stale_input).clone(),
+                    lifecycle_state: state.label(),
+                    lost_ticks,
+                    late_ticks,
+                    queue_latency,
+                    window,
+                };
+                previous = c;
+                previous_commands = commands_total;
+                convert::diagnostics(&status, &extras, now_ns)
+            }
         };
-        let elapsed = previous_at.elapsed().as_secs_f64().max(1e-9);
-        let c = status.counters;
-        let extras = DiagnosticExtras {
-            node_name: node_name.clone(),
-            control_rate_hz: shared.params.control_rate_hz,
-            achieved_rate_hz: commands_total.saturating_sub(previous_commands) as f64 / elapsed,
-            commands_total,
-            stale_grew: c.stale > previous.stale,
-            overruns_grew: c.overruns > previous.overruns,
-            errors_grew: c.errors > previous.errors,
-            stale_input: lock(&shared.stale_input).clone(),
-            lost_ticks,
-            late_ticks,
-            queue_latency,
-            window,
-        };
-        previous = c;
-        previous_commands = commands_total;
         previous_at = Instant::now();
-        if let Err(e) = publisher.publish(&convert::diagnostics(&status, &extras, shared.now_ns()))
-        {
+        if let Err(e) = publisher.publish(&msg) {
             if let Some(n) = shared.due("diagnostics") {
                 log::warn!("cannot publish /diagnostics: {e}{}", held_back(n));
             }
@@ -732,7 +1491,16 @@ async fn diagnostics_loop(
 /// The exit summary: commands, achieved rate, tick counts, inference and tick latency.
 fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
     let stats = lock(&shared.stats).clone();
-    let status = lock(&shared.control).status();
+    let status = lock(&shared.last_status)
+        .clone()
+        .or_else(|| lock(&shared.control).as_ref().map(|c| c.status()));
+    let params = lock(&shared.configured_params).clone();
+    let (Some(status), Some(params)) = (status, params) else {
+        return format!(
+            "stopped on {signal} after {:.1} s: never configured, 0 command(s) published",
+            elapsed.as_secs_f64()
+        );
+    };
     let tick = stats.latency();
     let queue = stats.latency_of(TickKind::Queue);
     let refill = stats.latency_of(TickKind::Refill);
@@ -770,9 +1538,9 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
          refill {} step(s) ahead{}{}",
         elapsed.as_secs_f64(),
         stats.commands,
-        shared.params.command_topic,
+        params.command_topic,
         stats.command_rate_hz(),
-        shared.params.control_rate_hz,
+        params.control_rate_hz,
         stats.ticks,
         stats.tick_rate_hz(),
         stats.stale,

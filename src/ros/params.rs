@@ -1,80 +1,20 @@
-//! ROS parameters <-> the ROS-free [`ParamMap`] of [`crate::control::params`], each
-//! parameter's description, and the command line outside `--ros-args`.
+//! ROS parameters given at start <-> the ROS-free [`ParamMap`] of
+//! [`crate::control::params`], each parameter's description, and the command line outside
+//! `--ros-args`. The parameter services are in [`super::param_services`].
 
 use std::path::PathBuf;
 
 use indexmap::IndexMap;
 use r2r::{Parameter, ParameterValue};
 
-use crate::control::params::{defaults, PARAM_NAMES};
+use crate::control::param_specs::{spec, PARAM_SPECS};
+use crate::control::params::defaults;
 use crate::control::{ParamMap, ParamValue};
 
-/// One line per parameter: what `describe_parameters` answers and `--help` prints. The same
-/// text, longer, is in `config/policy_node.yaml`.
+/// One line per parameter (its row in [`PARAM_SPECS`]): what `describe_parameters` answers
+/// and `--help` prints. The same text, longer, is in `config/policy_node.yaml`.
 pub fn description(name: &str) -> &'static str {
-    match name {
-        "export_dir" => "export directory of the policy (model + metadata.yaml); required",
-        "backend" => {
-            "auto (metadata, else file extension), openvino, onnx, torchscript, or remote (a \
-             KServe v2 inference server: remote_url)"
-        }
-        "device" => {
-            "auto (first available in priority order) or an explicit device (cpu, cuda, GPU, ...)"
-        }
-        "control_rate_hz" => {
-            "control timer rate in Hz (ROS time: follows /clock with use_sim_time)"
-        }
-        "joint_names" => "joints of the state vector and of the commands, in order; required",
-        "joint_state_topic" => "sensor_msgs/JointState input",
-        "camera_topics" => {
-            "sensor_msgs/Image inputs; a topic ending in /compressed is sensor_msgs/CompressedImage"
-        }
-        "camera_inputs" => {
-            "model image input fed by each camera topic; [] = the model's image inputs in order"
-        }
-        "command_topic" => "where commands are published",
-        "command_type" => "float64_multi_array, joint_trajectory or joint_state",
-        "max_observation_age_ms" => "inputs older than this: no command on that tick",
-        "n_action_steps" => {
-            "actions executed per chunk; 0 = the export's value (else the chunk size)"
-        }
-        "temporal_ensemble_coeff" => "ACT temporal ensembling coefficient; 0 = off",
-        "enable_on_start" => "command output gate at start (~/enable changes it)",
-        "joint_lower_limits" => "per-joint lower position limits; [] = none",
-        "joint_upper_limits" => "per-joint upper position limits; [] = none",
-        "max_joint_delta" => {
-            "largest change of a command per tick (one value or one per joint); [] = none"
-        }
-        "refill_ahead_steps" => {
-            "queued actions left when the next chunk is requested; -1 = automatic, following the inference latency"
-        }
-        "refill_mode" => {
-            "async (next chunk on a worker thread), sync (on the tick that needs it) or rtc (real-time chunking)"
-        }
-        "trajectory_full_chunk" => "joint_trajectory: publish the rest of the chunk, not one point",
-        "threads" => "CPU threads for the runtime; 0 = the runtime's default",
-        "openvino_cache_dir" => "OpenVINO compiled-model cache directory; empty = none",
-        "onnx_optimization" => "ONNX Runtime graph optimisation: disable, basic, extended or all",
-        "warmup" => "run inference at start-up (first-call latency; sets refill_ahead_steps -1)",
-        "remote_url" => {
-            "backend remote: the inference server, http://host:port (gRPC) or https://host:port (TLS)"
-        }
-        "remote_model" => "backend remote: the model's name on the server; empty = the policy's name",
-        "remote_model_version" => "backend remote: the model version; empty = the server's choice",
-        "remote_timeout_ms" => "backend remote: deadline of each inference call in milliseconds",
-        "remote_ca_file" => {
-            "backend remote with https://: PEM file of the certificate authority; empty = system roots"
-        }
-        "chunk_blend" => "chunk hand-over: none, linear, ensemble, weighted_average, latest_only or average",
-        "chunk_blend_steps" => "ticks of the linear crossfade (chunk_blend linear)",
-        "low_pass_alpha" => "output low-pass filter y = a x + (1 - a) y_prev, a in (0, 1]; 1 = off",
-        "use_sim_time" => "use /clock (rosgraph_msgs/Clock) as ROS time",
-        "rtc_execution_horizon" => "refill_mode rtc: steps of each chunk guided towards the previous plan (<= chunk / 2)",
-        "rtc_max_guidance_weight" => "refill_mode rtc: strength of that guidance (>= 0)",
-        "task" => "language instruction of a VLA policy (also the ~/task topic); applies from the next chunk",
-        "tokenizer_dir" => "directory with tokenizer.json, or a Hugging Face cache root; empty = package, cache",
-        _ => "",
-    }
+    spec(name).map_or("", |s| s.description)
 }
 
 /// An r2r parameter value as a [`ParamValue`]; `None` for "not set" (an override without a
@@ -111,79 +51,11 @@ pub fn to_ros(value: &ParamValue) -> ParameterValue {
 }
 
 /// The overrides the node received (`--ros-args -p`, `--params-file`) as a [`ParamMap`].
-/// `use_sim_time` is left out (r2r's time source handles it).
 pub fn overrides(params: &IndexMap<String, Parameter>) -> ParamMap {
     params
         .iter()
-        .filter(|(name, _)| name.as_str() != "use_sim_time")
         .filter_map(|(name, p)| from_ros(&p.value).map(|v| (name.clone(), v)))
         .collect()
-}
-
-/// Declares every parameter of [`PARAM_NAMES`] (and `use_sim_time`) on the node with its
-/// effective value (the override, else the default) and description, so `list_parameters`
-/// / `get_parameters` show the whole configuration.
-pub fn declare_all(params: &mut IndexMap<String, Parameter>, effective: &ParamMap) {
-    let defaults = defaults();
-    for name in PARAM_NAMES.iter().copied().chain(["use_sim_time"]) {
-        let value = match effective.get(name).or_else(|| defaults.get(name)) {
-            Some(v) => to_ros(v),
-            None if name == "use_sim_time" => match params.get(name) {
-                Some(p) => p.value.clone(),
-                None => ParameterValue::Bool(false),
-            },
-            None => ParameterValue::NotSet,
-        };
-        let entry = params
-            .entry(name.to_string())
-            .or_insert_with(Parameter::empty);
-        if !matches!(entry.value, ParameterValue::NotSet) && name == "use_sim_time" {
-            // keep the override as given
-        } else {
-            entry.value = value;
-        }
-        entry.description = description(name);
-    }
-}
-
-/// The node's side of the parameter services: parameters are read once at start (the
-/// control loop, subscriptions and timer are built from them), so a run-time
-/// `set_parameters` is refused with a reason instead of being accepted and ignored.
-/// `get_parameters` / `list_parameters` / `describe_parameters` answer from the values
-/// [`declare_all`] put on the node.
-pub struct ReadOnlyParams;
-
-impl ReadOnlyParams {
-    fn refuse(name: &str) -> r2r::Error {
-        r2r::Error::ParameterValueConv {
-            name: name.to_string(),
-            msg: "policy_node reads its parameters at start only; restart it with the new value"
-                .into(),
-        }
-    }
-}
-
-impl r2r::RosParams for ReadOnlyParams {
-    fn register_parameters(
-        &mut self,
-        _prefix: &str,
-        _param: Option<Parameter>,
-        _params: &mut IndexMap<String, Parameter>,
-    ) -> r2r::Result<()> {
-        Ok(())
-    }
-    fn get_parameter(&mut self, name: &str) -> r2r::Result<ParameterValue> {
-        // Not held here: the services fall back to the node's parameter map.
-        Err(r2r::Error::InvalidParameterName {
-            name: name.to_string(),
-        })
-    }
-    fn set_parameter(&mut self, name: &str, _value: &ParameterValue) -> r2r::Result<()> {
-        Err(Self::refuse(name))
-    }
-    fn check_parameter(&self, name: &str, _value: &ParameterValue) -> r2r::Result<()> {
-        Err(Self::refuse(name))
-    }
 }
 
 /// The command line outside `--ros-args ... [--]` (which rcl reads itself).
@@ -249,18 +121,29 @@ impl Cli {
             "policy_node: runs an action-chunking policy export as a ROS 2 node\n\n\
              usage: policy_node --ros-args -p export_dir:=DIR -p \"joint_names:=[j1, j2]\" [-p NAME:=VALUE ...]\n\
              \x20      policy_node --ros-args --params-file config/policy_node.yaml\n\n\
-             services: ~/reset (std_srvs/srv/Trigger), ~/enable (std_srvs/srv/SetBool); status on /diagnostics\n\n\
-             parameters:\n",
+             a managed (lifecycle) node: ~/change_state, ~/get_state, ~/get_available_states,\n\
+             \x20 ~/get_available_transitions, ~/get_transition_graph (lifecycle_msgs), ~/transition_event;\n\
+             \x20 autostart (default true) configures and activates it at start\n\
+             services: ~/reset (std_srvs/srv/Trigger), ~/enable (std_srvs/srv/SetBool), in the active state\n\
+             topics: commands on command_topic, the plan on ~/action_chunk (trajectory_msgs/JointTrajectory),\n\
+             \x20 status on /diagnostics\n\
+             parameters (live: settable any time; configure: settable when unconfigured; startup: at start):\n",
         );
-        for name in PARAM_NAMES.iter().copied().chain(["use_sim_time"]) {
+        for spec in PARAM_SPECS {
+            let name = spec.name;
             let default = match defaults.get(name) {
                 Some(v) => format_value(v),
                 None if name == "use_sim_time" => "false".into(),
                 None => "(required)".into(),
             };
+            let change = match spec.change {
+                crate::control::param_specs::Change::Live => "live",
+                crate::control::param_specs::Change::Configure => "configure",
+                crate::control::param_specs::Change::Startup => "startup",
+            };
             s.push_str(&format!(
-                "  {name:<24} {default:<22} {}\n",
-                description(name)
+                "  {name:<24} {default:<22} {change:<10} {}\n",
+                spec.description
             ));
         }
         s
@@ -293,26 +176,11 @@ fn format_value(v: &ParamValue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::params::PARAM_NAMES;
     use crate::control::NodeParams;
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn parameters_are_read_only_at_run_time() {
-        use r2r::RosParams;
-        let mut p = ReadOnlyParams;
-        let e = p
-            .set_parameter("control_rate_hz", &ParameterValue::Double(50.0))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("control_rate_hz") && e.contains("restart"),
-            "{e}"
-        );
-        assert!(p.check_parameter("x", &ParameterValue::Bool(true)).is_err());
-        assert!(p.get_parameter("export_dir").is_err());
     }
 
     #[test]
@@ -372,7 +240,7 @@ mod tests {
             Parameter::new(ParameterValue::Double(1.0)),
         );
         let map = overrides(&params);
-        assert!(!map.contains_key("use_sim_time"));
+        assert_eq!(map.get("use_sim_time"), Some(&ParamValue::Bool(true)));
         assert!(!map.contains_key("camera_inputs"));
         let (p, unknown) = NodeParams::from_map(&map).unwrap();
         assert_eq!(p.control_rate_hz, 50.0);
@@ -386,42 +254,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`control_rate_hz`"), "{e}");
-    }
-
-    #[test]
-    fn declare_all_fills_defaults_and_keeps_overrides() {
-        let mut params = IndexMap::new();
-        params.insert(
-            "use_sim_time".to_string(),
-            Parameter::new(ParameterValue::Bool(true)),
-        );
-        params.insert(
-            "export_dir".to_string(),
-            Parameter::new(ParameterValue::String("/x".into())),
-        );
-        let effective = overrides(&params);
-        declare_all(&mut params, &effective);
-        assert_eq!(params["use_sim_time"].value, ParameterValue::Bool(true));
-        assert_eq!(
-            params["export_dir"].value,
-            ParameterValue::String("/x".into())
-        );
-        assert_eq!(
-            params["control_rate_hz"].value,
-            ParameterValue::Double(30.0)
-        );
-        assert_eq!(params["joint_names"].value, ParameterValue::NotSet);
-        assert_eq!(
-            params["camera_topics"].value,
-            ParameterValue::StringArray(vec!["image_raw".into()])
-        );
-        for name in PARAM_NAMES {
-            assert!(params.contains_key(*name), "{name}");
-            assert!(!params[*name].description.is_empty());
-        }
-        let mut fresh = IndexMap::new();
-        declare_all(&mut fresh, &ParamMap::new());
-        assert_eq!(fresh["use_sim_time"].value, ParameterValue::Bool(false));
     }
 
     /// `config/policy_node.yaml` sets every parameter, each after a comment, and is valid

@@ -168,6 +168,11 @@ pub struct RunStats {
     pub late_ticks: u64,
     /// The control period (zero: not known, no lost or late ticks counted).
     period: Duration,
+    /// The current run of the timer (an activation): its first tick, its ticks, and the lost
+    /// ticks of the runs before it.
+    run_first: Option<Instant>,
+    run_ticks: u64,
+    lost_before: u64,
     first_tick: Option<Instant>,
     last_tick: Option<Instant>,
     first_command: Option<Instant>,
@@ -220,6 +225,15 @@ impl RunStats {
         }
     }
 
+    /// A new run of the timer (the node activated) at `period`: lost ticks are counted from
+    /// its first tick, so the time spent inactive is not counted as lost.
+    pub fn start_run(&mut self, period: Duration) {
+        self.period = period;
+        self.lost_before = self.lost_ticks;
+        self.run_first = None;
+        self.run_ticks = 0;
+    }
+
     /// A timer tick at `at`. With `wall_clock` (the timer runs on wall time, not sim time),
     /// lost ticks are counted: the whole periods elapsed since the first tick (by this
     /// process's steady clock, rounded: a tick up to half a period late is late, not lost)
@@ -227,12 +241,14 @@ impl RunStats {
     /// than a period late) or fired while the previous tick was still waiting to be handled.
     pub fn tick(&mut self, at: Instant, wall_clock: bool) {
         self.ticks += 1;
-        if let (true, false, Some(first)) = (wall_clock, self.period.is_zero(), self.first_tick) {
+        self.run_ticks += 1;
+        if let (true, false, Some(first)) = (wall_clock, self.period.is_zero(), self.run_first) {
             let period = self.period.as_nanos();
             let elapsed = at.saturating_duration_since(first).as_nanos();
             let periods = u64::try_from((elapsed + period / 2) / period).unwrap_or(u64::MAX);
-            self.lost_ticks = periods.saturating_sub(self.ticks - 1);
+            self.lost_ticks = self.lost_before + periods.saturating_sub(self.run_ticks - 1);
         }
+        self.run_first.get_or_insert(at);
         self.first_tick.get_or_insert(at);
         self.last_tick = Some(at);
         self.window.started.get_or_insert(at);

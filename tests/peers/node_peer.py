@@ -23,6 +23,20 @@ Scenarios:
                       STREAMING at the first command; reports every command with its time,
                       the longest gap between commands and every /diagnostics
   demo                demo playback for --config duration seconds; prints a report
+  lifecycle_walk      (autostart false) the lifecycle walk as `ros2 lifecycle set` calls it:
+                      configure, activate, deactivate, activate, deactivate, cleanup, a
+                      transition from the wrong state, shutdown; commands only while active
+  failed_configure    (autostart false, a bad export_dir) configure fails -> unconfigured;
+                      export_dir set through set_parameters; configure, activate: commands
+  policy_swap         one-camera policy, then cleanup, export_dir / camera_topics /
+                      camera_inputs set, configure, activate: the two-camera policy; the
+                      node's refill thread counted from /proc at each step (`node_pid`)
+  live_params         rcl_interfaces calls as `ros2 param` makes them: list, describe, a
+                      live change, invalid values, a read-only parameter, atomically
+  action_chunk        commands (sensor_msgs/JointState, stamped) and ~/action_chunk
+  lifecycle_bench     (autostart false; tools/bench_node.sh --lifecycle) `rounds` times:
+                      configure, activate (until the first command), deactivate, cleanup;
+                      each call's time and the node's resident memory (`node_pid`) after it
   bench               speed benchmark robot (tools/bench_node.sh): `joints` names joint1..N,
                       images at each camera's h x w (e.g. 640x480 rgb8), a few pre-rendered
                       frames cycled, for --config duration seconds after the first command;
@@ -53,6 +67,9 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, qos_profile_sensor_data  # noqa: E402
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from lifecycle_msgs.msg import TransitionEvent  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetAvailableStates, GetAvailableTransitions, GetState  # noqa: E402
+from rcl_interfaces.msg import ParameterEvent  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
@@ -118,6 +135,21 @@ class Peer(Node):
         self.reset_client = self.create_client(Trigger, f"/{node}/reset")
         self.enable_client = self.create_client(SetBool, f"/{node}/enable")
         self.timer = self.create_timer(1.0 / RATE_HZ, self.publish)
+        # The managed-node interface, as `ros2 lifecycle` uses it.
+        self.node_name = f"/{node}"
+        self.lc = {
+            "get_state": self.create_client(GetState, f"/{node}/get_state"),
+            "get_available_states": self.create_client(GetAvailableStates, f"/{node}/get_available_states"),
+            "get_available_transitions": self.create_client(GetAvailableTransitions, f"/{node}/get_available_transitions"),
+            "get_transition_graph": self.create_client(GetAvailableTransitions, f"/{node}/get_transition_graph"),
+            "change_state": self.create_client(ChangeState, f"/{node}/change_state"),
+        }
+        self.transition_events = []
+        self.create_subscription(TransitionEvent, f"/{node}/transition_event", self.on_transition_event, 50)
+        self.plans = []  # [(monotonic s, plan)]
+        self.create_subscription(JointTrajectory, f"/{node}/action_chunk", self.on_plan, QoSProfile(depth=200))
+        self.parameter_events = []
+        self.create_subscription(ParameterEvent, "/parameter_events", self.on_parameter_event, 50)
 
     # ---- recording ---------------------------------------------------------------------
     def on_command(self, msg):
@@ -139,9 +171,41 @@ class Peer(Node):
                 "name": list(msg.name),
                 "position": list(msg.position),
                 "stamp": msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
+                "stamp_ns": msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
             }
         with self.lock:
             self.commands.append((time.monotonic(), payload))
+
+    def on_transition_event(self, msg):
+        with self.lock:
+            self.transition_events.append(
+                {
+                    "transition": [msg.transition.id, msg.transition.label],
+                    "start": [msg.start_state.id, msg.start_state.label],
+                    "goal": [msg.goal_state.id, msg.goal_state.label],
+                }
+            )
+
+    def on_plan(self, msg):
+        plan = {
+            "stamp": msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9,
+            "stamp_ns": msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
+            "joint_names": list(msg.joint_names),
+            "points": [
+                {"positions": list(p.positions), "time_from_start": p.time_from_start.sec + p.time_from_start.nanosec * 1e-9}
+                for p in msg.points
+            ],
+        }
+        with self.lock:
+            self.plans.append((time.monotonic(), plan))
+
+    def on_parameter_event(self, msg):
+        if msg.node != self.node_name:
+            return
+        with self.lock:
+            self.parameter_events.append(
+                {"new": [p.name for p in msg.new_parameters], "changed": [p.name for p in msg.changed_parameters]}
+            )
 
     def on_diagnostics(self, msg):
         for st in msg.status:
@@ -243,6 +307,48 @@ class Peer(Node):
             "answered_at_index": self.n_commands(),
             "latency_s": time.monotonic() - sent,
         }
+
+
+    # ---- the managed-node interface, as `ros2 lifecycle` calls it ------------------------
+    def lc_call(self, name, request, timeout=30.0):
+        client = self.lc[name]
+        if not client.wait_for_service(timeout_sec=DISCOVERY_TIMEOUT_S):
+            raise RuntimeError(f"service {client.srv_name} not available")
+        return wait_future(client.call_async(request), timeout, client.srv_name)
+
+    def lc_state(self):
+        s = self.lc_call("get_state", GetState.Request()).current_state
+        return [s.id, s.label]
+
+    def lc_set(self, label: str, query_state: bool = True) -> dict:
+        """`ros2 lifecycle set NODE LABEL`: the transition is looked up by label among the
+        available ones (else the CLI prints "Unknown transition requested"), then requested
+        with its id and label on ~/change_state."""
+        available = self.lc_call("get_available_transitions", GetAvailableTransitions.Request()).available_transitions
+        labels = [t.transition.label for t in available]
+        match = next((t for t in available if t.transition.label == label), None)
+        if match is None:
+            return {"label": label, "known": False, "available": labels}
+        n_before = self.n_commands()
+        req = ChangeState.Request()
+        req.transition = match.transition
+        res = self.lc_call("change_state", req, timeout=120.0)
+        return {
+            "label": label,
+            "known": True,
+            "id": match.transition.id,
+            "success": bool(res.success),
+            # (After shutdown the node exits: no more questions.)
+            "state": self.lc_state() if query_state else None,
+            "available": labels,
+            "sent_at_index": n_before,
+            "answered_at_index": self.n_commands(),
+        }
+
+    def commands_in(self, seconds: float) -> int:
+        n = self.n_commands()
+        sleep(seconds)
+        return self.n_commands() - n
 
 
 def wait_until(cond, timeout: float, what: str):
@@ -522,7 +628,24 @@ def scenario_bench(peer: Peer, cfg: dict) -> dict:
     first_command(peer)
     t0 = time.monotonic()
     sent0 = (peer.sent_joint_msgs, peer.sent_image_msgs)
-    sleep(float(cfg.get("duration_s", 20.0)))
+    every = float(cfg.get("live_param_every_s", 0.0))
+    sets = 0
+    if every > 0:
+        # Tuning while running: a live parameter set through rcl_interfaces every `every` s.
+        from rclpy.parameter import Parameter
+        from rclpy.parameter_client import AsyncParameterClient
+
+        client = AsyncParameterClient(peer, cfg.get("node_name", "policy_node"))
+        client.wait_for_services(timeout_sec=15.0)
+        end = t0 + float(cfg.get("duration_s", 20.0))
+        while time.monotonic() + every < end:
+            sleep(every)
+            value = 500.0 + (sets % 2)
+            wait_future(client.set_parameters([Parameter("max_observation_age_ms", value=value)]), 10, "set")
+            sets += 1
+        sleep(max(0.0, end - time.monotonic()))
+    else:
+        sleep(float(cfg.get("duration_s", 20.0)))
     t1 = time.monotonic()
     with peer.lock:
         at = [a for a, _ in peer.commands if t0 <= a < t1]
@@ -539,8 +662,281 @@ def scenario_bench(peer: Peer, cfg: dict) -> dict:
         },
         "joint_msgs_sent": peer.sent_joint_msgs - sent0[0],
         "image_msgs_sent": peer.sent_image_msgs - sent0[1],
+        "parameter_sets": sets,
+        "plans_received": len(peer.plans),
         "diagnostics": diag,
     }
+
+
+def transition_list(descriptions) -> list:
+    return [[t.transition.id, t.transition.label, t.start_state.label, t.goal_state.label] for t in descriptions]
+
+
+def call_reset_enable(peer: Peer) -> dict:
+    return {
+        "reset": peer.call(peer.reset_client, Trigger.Request()),
+        "enable": peer.call(peer.enable_client, SetBool.Request(data=True)),
+    }
+
+
+def scenario_lifecycle_walk(peer: Peer, cfg: dict) -> dict:
+    peer.joints_mode, peer.images_mode = "good", "good"
+    r = {"steps": []}
+    wait_until(lambda: peer.lc["get_state"].service_is_ready(), DISCOVERY_TIMEOUT_S, "~/get_state")
+    # `ros2 lifecycle nodes` lists the nodes that serve lifecycle_msgs/srv/GetState.
+    types = dict(peer.get_service_names_and_types())
+    r["service_types"] = {k: v for k, v in types.items() if k.startswith(peer.node_name + "/")}
+    r["initial_state"] = peer.lc_state()
+    r["states"] = [[s.id, s.label] for s in peer.lc_call("get_available_states", GetAvailableStates.Request()).available_states]
+    r["graph"] = transition_list(peer.lc_call("get_transition_graph", GetAvailableTransitions.Request()).available_transitions)
+    r["unconfigured_commands"] = peer.commands_in(1.0)
+    r["unconfigured_services"] = call_reset_enable(peer)
+    # A transition from the wrong state: unknown to the CLI, refused by ~/change_state by id.
+    r["activate_from_unconfigured"] = peer.lc_set("activate")
+    req = ChangeState.Request()
+    req.transition.id = 3
+    r["activate_by_id"] = {"success": bool(peer.lc_call("change_state", req).success), "state": peer.lc_state()}
+
+    step = peer.lc_set("configure")
+    r["steps"].append(step)
+    r["inactive_commands"] = peer.commands_in(1.0)
+    r["inactive_services"] = call_reset_enable(peer)
+    r["steps"].append(peer.lc_set("activate"))
+    wait_until(lambda: peer.n_commands() >= 15, 20, "15 commands once active")
+    r["active_services"] = call_reset_enable(peer)
+    r["steps"].append(peer.lc_set("deactivate"))
+    sleep(0.3)  # commands already on the wire
+    r["deactivated_commands"] = peer.commands_in(1.0)
+    r["deactivated_services"] = call_reset_enable(peer)
+    step = peer.lc_set("activate")
+    r["steps"].append(step)
+    wait_until(lambda: peer.n_commands() >= step["answered_at_index"] + 12, 20, "commands after the second activate")
+    with peer.lock:
+        r["reactivated_commands"] = [c for _, c in peer.commands[step["answered_at_index"] : step["answered_at_index"] + 12]]
+    r["steps"].append(peer.lc_set("deactivate"))
+    r["steps"].append(peer.lc_set("cleanup"))
+    sleep(0.3)
+    r["cleaned_up_commands"] = peer.commands_in(1.0)
+    r["steps"].append(peer.lc_set("shutdown", query_state=False))
+    sleep(0.3)
+    with peer.lock:
+        r["events"] = list(peer.transition_events)
+    return {**r, **observation_json(peer)}
+
+
+def scenario_failed_configure(peer: Peer, cfg: dict) -> dict:
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    peer.joints_mode, peer.images_mode = "good", "good"
+    r = {}
+    r["configure_bad"] = peer.lc_set("configure")
+    wait_until(lambda: any(d["level"] == 2 for d in peer.diagnostics), 10, "an ERROR on /diagnostics")
+    with peer.lock:
+        r["diagnostics"] = next(d for d in peer.diagnostics if d["level"] == 2)
+    client = AsyncParameterClient(peer, cfg.get("node_name", "policy_node"))
+    client.wait_for_services(timeout_sec=15.0)
+    res = wait_future(client.set_parameters([Parameter("export_dir", value=cfg["good_export"])]), 10, "set export_dir")
+    r["set_export_dir"] = [{"successful": x.successful, "reason": x.reason} for x in res.results]
+    r["configure_good"] = peer.lc_set("configure")
+    r["activate"] = peer.lc_set("activate")
+    wait_until(lambda: peer.n_commands() >= 12, 20, "12 commands")
+    with peer.lock:
+        r["first_commands"] = [c for _, c in peer.commands[:12]]
+        r["events"] = list(peer.transition_events)
+    return {**r, **observation_json(peer)}
+
+
+def refill_threads(pid: int) -> int:
+    n = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                n += f.read().strip() == "policy-refill"
+        except OSError:
+            pass
+    return n
+
+
+def scenario_policy_swap(peer: Peer, cfg: dict) -> dict:
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    pid = int(cfg["node_pid"])
+    peer.joints_mode, peer.images_mode = "good", "good"
+    first_command(peer)
+    wait_until(lambda: peer.n_commands() >= 12, 20, "12 commands")
+    r = {"threads": {"active_1": refill_threads(pid)}}
+    with peer.lock:
+        r["commands_1"] = [c for _, c in peer.commands[:12]]
+    client = AsyncParameterClient(peer, cfg.get("node_name", "policy_node"))
+    client.wait_for_services(timeout_sec=15.0)
+    swap = [
+        Parameter("export_dir", value=cfg["export_2"]),
+        Parameter("camera_topics", value=["top/image_raw", "wrist/image_raw"]),
+        Parameter("camera_inputs", value=["images.top", "images.wrist"]),
+    ]
+    res = wait_future(client.set_parameters(swap), 10, "set_parameters while active")
+    r["set_while_active"] = [{"successful": x.successful, "reason": x.reason} for x in res.results]
+    r["deactivate"] = peer.lc_set("deactivate")
+    r["cleanup"] = peer.lc_set("cleanup")
+    r["threads"]["unconfigured"] = refill_threads(pid)
+    res = wait_future(client.set_parameters(swap), 10, "set_parameters unconfigured")
+    r["set_unconfigured"] = [{"successful": x.successful, "reason": x.reason} for x in res.results]
+    r["configure"] = peer.lc_set("configure")
+    r["threads"]["configured_2"] = refill_threads(pid)
+    step = peer.lc_set("activate")
+    r["activate"] = step
+    wait_until(lambda: peer.n_commands() >= step["answered_at_index"] + 12, 20, "commands from the second policy")
+    with peer.lock:
+        r["commands_2"] = [c for _, c in peer.commands[step["answered_at_index"] : step["answered_at_index"] + 12]]
+    return {**r, **observation_json(peer)}
+
+
+def scenario_live_params(peer: Peer, cfg: dict) -> dict:
+    from rclpy.parameter import Parameter, parameter_value_to_python
+    from rclpy.parameter_client import AsyncParameterClient
+
+    node = cfg.get("node_name", "policy_node")
+    peer.joints_mode, peer.images_mode = "good", "good"
+    first_command(peer)
+    client = AsyncParameterClient(peer, node)
+    if not client.wait_for_services(timeout_sec=15.0):
+        raise RuntimeError("parameter services not available")
+    r = {}
+
+    def get(names):
+        got = wait_future(client.get_parameters(names), 10, "get_parameters")
+        out = {}
+        for n, v in zip(names, got.values):
+            v = parameter_value_to_python(v)
+            out[n] = list(v) if isinstance(v, (list, tuple)) or hasattr(v, "tolist") else v
+        return out
+
+    def set_(params, what):
+        res = wait_future(client.set_parameters(params), 10, what)
+        return [{"successful": x.successful, "reason": x.reason} for x in res.results]
+
+    r["names"] = list(wait_future(client.list_parameters(), 10, "list_parameters").result.names)
+    described = wait_future(
+        client.describe_parameters(["control_rate_hz", "max_observation_age_ms", "threads", "export_dir", "joint_names"]),
+        10,
+        "describe_parameters",
+    )
+    r["descriptors"] = {
+        d.name: {
+            "type": d.type,
+            "description": d.description,
+            "additional_constraints": d.additional_constraints,
+            "read_only": d.read_only,
+            # (JSON has no infinity: an open end as the string "inf".)
+            "floating_point_range": [
+                [v if abs(v) != float("inf") else str(v) for v in (x.from_value, x.to_value)] for x in d.floating_point_range
+            ],
+            "integer_range": [[x.from_value, x.to_value] for x in d.integer_range],
+        }
+        for d in described.descriptors
+    }
+    types = wait_future(client.get_parameter_types(["n_action_steps", "joint_names", "nope"]), 10, "types")
+    r["types"] = list(types.types)
+
+    # A live change: the rate limit, from the next tick.
+    r["set_delta"] = set_([Parameter("max_joint_delta", value=[0.002])], "set max_joint_delta")
+    mark = peer.n_commands()
+    wait_until(lambda: peer.n_commands() >= mark + 40, 10, "40 commands after the change")
+    with peer.lock:
+        r["after_delta"] = [c for _, c in peer.commands[mark + 2 : mark + 40]]
+    r["get_delta"] = get(["max_joint_delta"])
+    # Invalid values: refused with the reason, the old value stays, commands keep flowing.
+    r["invalid"] = {
+        "range": set_([Parameter("max_observation_age_ms", value=-5.0)], "negative age"),
+        "validation": set_([Parameter("max_joint_delta", value=[0.1, 0.2])], "two deltas for six joints"),
+        "type": set_([Parameter("n_action_steps", value="four")], "a string for an integer"),
+        "export": set_([Parameter("n_action_steps", value=20)], "more than the chunk"),
+        "unknown": set_([Parameter("max_joint_delt", value=[0.1])], "a typo"),
+    }
+    r["after_invalid"] = get(["max_observation_age_ms", "max_joint_delta", "n_action_steps"])
+    r["commands_after_invalid"] = peer.commands_in(1.0)
+    # A read-only parameter while active.
+    r["read_only"] = set_([Parameter("control_rate_hz", value=50.0)], "control_rate_hz")
+    r["rate_after_read_only"] = get(["control_rate_hz"])
+    t0 = time.monotonic()
+    n = peer.commands_in(2.0)
+    r["rate_hz"] = n / (time.monotonic() - t0)
+    # n_action_steps (live): chunks of 4 from the next tick, seen on ~/action_chunk.
+    r["set_steps"] = set_([Parameter("max_joint_delta", value=[]), Parameter("n_action_steps", value=4)], "steps")
+    at = time.monotonic()
+    wait_until(lambda: sum(1 for t, _ in peer.plans if t > at) >= 4, 10, "plans after n_action_steps 4")
+    with peer.lock:
+        r["plan_lengths_after_steps"] = [len(p["points"]) for t, p in peer.plans if t > at + 0.2]
+    # Both limits at once, atomically (one alone would be refused: they go together).
+    lo, hi = [-0.2] * 6, [0.2] * 6
+    req = [Parameter("joint_lower_limits", value=lo), Parameter("joint_upper_limits", value=hi)]
+    res = wait_future(client.set_parameters_atomically(req), 10, "set_parameters_atomically")
+    r["atomic"] = {"successful": res.result.successful, "reason": res.result.reason}
+    r["one_limit_alone"] = set_([Parameter("joint_lower_limits", value=[-0.1] * 5)], "lower limits of 5")
+    mark = peer.n_commands()
+    wait_until(lambda: peer.n_commands() >= mark + 20, 10, "commands after the limits")
+    with peer.lock:
+        r["after_limits"] = [c for _, c in peer.commands[mark + 2 : mark + 20]]
+        r["parameter_events"] = list(peer.parameter_events)
+    return r
+
+
+def scenario_action_chunk(peer: Peer, cfg: dict) -> dict:
+    peer.joints_mode, peer.images_mode = "good", "good"
+    first_command(peer)
+    wait_until(lambda: len(peer.plans) >= 4, 20, "4 plans on ~/action_chunk")
+    wait_until(lambda: peer.n_commands() >= 60, 20, "60 commands")
+    sleep(0.2)
+    with peer.lock:
+        return {"commands": [c for _, c in peer.commands], "plans": [p for _, p in peer.plans], **observation_json(peer)}
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def scenario_lifecycle_bench(peer: Peer, cfg: dict) -> dict:
+    """configure -> active, timed from here (the service calls), `rounds` times, with the
+    node's resident memory after each step: what loading costs and what cleanup gives back."""
+    pid = int(cfg["node_pid"])
+    n = int(cfg.get("joints", 14))
+    peer.names = [f"joint{i + 1}" for i in range(n)]
+    phases = np.linspace(0.0, np.pi, n)
+    peer.bench_state = lambda t: 0.5 * np.sin(2.0 * np.pi * 0.25 * t + phases)
+    peer.bench_frames = [[demo.render_image(0.0, c["h"], c["w"], c["camera"]) for c in peer.cameras]]
+    peer.obs_mode = "bench"
+    peer.joints_mode, peer.images_mode = "good", "good"
+    wait_until(lambda: peer.lc["change_state"].service_is_ready(), DISCOVERY_TIMEOUT_S, "~/change_state")
+    rounds = []
+    for _ in range(int(cfg.get("rounds", 3))):
+        r = {"rss_unconfigured_mb": rss_mb(pid)}
+        t0 = time.monotonic()
+        step = peer.lc_set("configure")
+        r["configure_s"] = time.monotonic() - t0
+        r["rss_configured_mb"] = rss_mb(pid)
+        t1 = time.monotonic()
+        step2 = peer.lc_set("activate")
+        r["activate_s"] = time.monotonic() - t1
+        n0 = peer.n_commands()
+        wait_until(lambda: peer.n_commands() > n0, 30, "the first command after activate")
+        r["to_first_command_s"] = time.monotonic() - t0
+        if not (step["success"] and step2["success"]):
+            raise RuntimeError(f"transition failed: {step} {step2}")
+        sleep(1.0)
+        peer.lc_set("deactivate")
+        t2 = time.monotonic()
+        peer.lc_set("cleanup")
+        r["cleanup_s"] = time.monotonic() - t2
+        sleep(0.5)
+        r["rss_cleaned_up_mb"] = rss_mb(pid)
+        rounds.append(r)
+    return {"rounds": rounds}
 
 
 SCENARIOS = {
@@ -553,6 +949,12 @@ SCENARIOS = {
     "outage": scenario_outage,
     "demo": scenario_demo,
     "bench": scenario_bench,
+    "lifecycle_walk": scenario_lifecycle_walk,
+    "failed_configure": scenario_failed_configure,
+    "policy_swap": scenario_policy_swap,
+    "live_params": scenario_live_params,
+    "action_chunk": scenario_action_chunk,
+    "lifecycle_bench": scenario_lifecycle_bench,
 }
 
 

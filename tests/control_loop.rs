@@ -1,0 +1,255 @@
+//! The ROS-free control loop under the lifecycle and live parameters, on the tiny ONNX
+//! policy with synchronous refill (deterministic): the plan of each chunk switched in is
+//! exactly the commands drawn from it (position and rate limits included), live changes take
+//! effect from the next tick, changes the loaded export cannot take are refused, and
+//! deactivate drops the plan and the inputs.
+#![cfg(feature = "onnx")]
+
+mod common;
+
+use common::fixture;
+use policy_node::control::{
+    ControlLoop, ImageData, LoopOptions, NodeParams, ParamMap, ParamValue, TickStatus,
+};
+
+const PERIOD_NS: i64 = 33_333_333;
+const JOINTS: [&str; 6] = ["joint1", "joint2", "joint3", "joint4", "joint5", "joint6"];
+
+fn params(extra: &[(&str, ParamValue)]) -> NodeParams {
+    let mut m = ParamMap::new();
+    m.insert(
+        "export_dir".into(),
+        ParamValue::String(fixture("act_tiny/onnx").display().to_string()),
+    );
+    m.insert(
+        "joint_names".into(),
+        ParamValue::StringArray(JOINTS.iter().map(|s| s.to_string()).collect()),
+    );
+    m.insert("refill_mode".into(), ParamValue::String("sync".into()));
+    m.insert("refill_ahead_steps".into(), ParamValue::Int(0));
+    m.insert("threads".into(), ParamValue::Int(1));
+    for (k, v) in extra {
+        m.insert(k.to_string(), v.clone());
+    }
+    NodeParams::from_map(&m).expect("valid parameters").0
+}
+
+fn control(p: NodeParams) -> ControlLoop {
+    let mut c = ControlLoop::new(
+        p,
+        LoopOptions {
+            force_sync: true,
+            auto_refill_from_warmup: false,
+        },
+    )
+    .expect("load the tiny policy");
+    c.activate();
+    c
+}
+
+/// A state and an image that change with `t`, so that each chunk differs.
+fn feed(c: &mut ControlLoop, t: i64) {
+    let now = t * PERIOD_NS;
+    let state: Vec<f64> = (0..6)
+        .map(|j| 0.3 * ((t as f64) * 0.1 + j as f64).sin())
+        .collect();
+    c.on_joint_state(now, &JOINTS, &state).unwrap();
+    let (w, h) = (64u32, 64u32);
+    let data: Vec<u8> = (0..w * h * 3)
+        .map(|i| ((i as i64 * 7 + t * 13) % 256) as u8)
+        .collect();
+    let image = ImageData::raw(w, h, w * 3, "rgb8", data).unwrap();
+    c.on_image(0, now, image).unwrap();
+}
+
+/// Runs `ticks` ticks from tick `from`: the commands, and each plan with the index of the
+/// command it starts at.
+/// Plans with the index of the command each starts at.
+type Plans = Vec<(usize, Vec<Vec<f64>>)>;
+
+fn run(c: &mut ControlLoop, from: i64, ticks: i64) -> (Vec<Vec<f64>>, Plans) {
+    let mut commands = Vec::new();
+    let mut plans = Vec::new();
+    for t in from..from + ticks {
+        feed(c, t);
+        match c.tick(t * PERIOD_NS) {
+            TickStatus::Command(cmd) => commands.push(cmd),
+            other => panic!("tick {t}: {other:?}"),
+        }
+        if let Some(plan) = c.take_plan() {
+            plans.push((commands.len() - 1, plan));
+        }
+        assert!(c.take_plan().is_none(), "a plan is taken once");
+    }
+    (commands, plans)
+}
+
+/// Each plan equals the commands drawn from it, and the plans tile the commands.
+fn assert_plans_are_the_commands(commands: &[Vec<f64>], plans: &[(usize, Vec<Vec<f64>>)]) {
+    assert!(plans.len() >= 3, "{} plans", plans.len());
+    assert_eq!(plans[0].0, 0, "the first command starts a plan");
+    for (i, (start, rows)) in plans.iter().enumerate() {
+        if let Some((next, _)) = plans.get(i + 1) {
+            assert_eq!(
+                start + rows.len(),
+                *next,
+                "plan {i} ends where the next starts"
+            );
+        }
+        for (k, row) in rows.iter().enumerate() {
+            if let Some(cmd) = commands.get(start + k) {
+                assert_eq!(cmd, row, "plan {i} row {k} vs command {}", start + k);
+            }
+        }
+    }
+}
+
+#[test]
+fn each_plan_is_the_commands_drawn_from_it_with_limits() {
+    let mut free = control(params(&[]));
+    let (raw, raw_plans) = run(&mut free, 0, 40);
+    assert_plans_are_the_commands(&raw, &raw_plans);
+    assert_eq!(raw_plans[0].1.len(), 10, "the whole chunk of 10");
+
+    // Limits that bind: a rate limit smaller than the jumps at chunk switches, and position
+    // limits inside the range the policy commands.
+    let lo: Vec<f64> = (0..6)
+        .map(|j| raw.iter().map(|c| c[j]).fold(f64::INFINITY, f64::min) + 0.01)
+        .collect();
+    let hi: Vec<f64> = lo.iter().map(|l| l + 0.05).collect();
+    let mut limited = control(params(&[
+        ("max_joint_delta", ParamValue::DoubleArray(vec![0.02])),
+        ("joint_lower_limits", ParamValue::DoubleArray(lo.clone())),
+        ("joint_upper_limits", ParamValue::DoubleArray(hi.clone())),
+    ]));
+    let (commands, plans) = run(&mut limited, 0, 40);
+    assert_plans_are_the_commands(&commands, &plans);
+    assert_ne!(commands, raw, "the limits changed the commands");
+    for c in &commands {
+        for j in 0..6 {
+            assert!(c[j] >= lo[j] && c[j] <= hi[j], "{c:?}");
+        }
+    }
+    for w in commands.windows(2) {
+        for j in 0..6 {
+            assert!((w[1][j] - w[0][j]).abs() <= 0.02 + 1e-12, "{w:?}");
+        }
+    }
+
+    // Off by parameter, and with temporal ensembling (no plan is known in advance).
+    let mut off = control(params(&[("publish_action_chunk", ParamValue::Bool(false))]));
+    assert!(run(&mut off, 0, 12).1.is_empty());
+    let mut ens = control(params(&[(
+        "temporal_ensemble_coeff",
+        ParamValue::Double(0.01),
+    )]));
+    assert!(run(&mut ens, 0, 12).1.is_empty());
+}
+
+#[test]
+fn n_action_steps_with_refill_ahead_skips_the_rows_already_past() {
+    // Refill 3 ahead, n_action_steps 8, chunk 10: the first chunk runs 8 rows; the next one is
+    // requested 3 ticks before the switch, so its rows 0..3 are past and rows 3..10 remain
+    // (7, the end of the chunk).
+    let mut c = control(params(&[
+        ("n_action_steps", ParamValue::Int(8)),
+        ("refill_ahead_steps", ParamValue::Int(3)),
+    ]));
+    let (commands, plans) = run(&mut c, 0, 30);
+    assert_plans_are_the_commands(&commands, &plans);
+    assert_eq!(plans[0].1.len(), 8);
+    assert_eq!(plans[1].1.len(), 7);
+}
+
+#[test]
+fn live_changes_apply_from_the_next_tick() {
+    let p = params(&[]);
+    let mut c = control(p.clone());
+    run(&mut c, 0, 5);
+
+    // max_joint_delta: the next command moves at most that much.
+    let mut q = p.clone();
+    q.max_joint_delta = vec![0.001];
+    let changes = c.apply_live(q.clone()).unwrap();
+    assert!(
+        changes.iter().any(|m| m.contains("max_joint_delta")),
+        "{changes:?}"
+    );
+    let (before, _) = run(&mut c, 5, 1);
+    let (after, _) = run(&mut c, 6, 3);
+    let mut prev = before[0].clone();
+    for cmd in &after {
+        for j in 0..6 {
+            assert!((cmd[j] - prev[j]).abs() <= 0.001 + 1e-12);
+        }
+        prev = cmd.clone();
+    }
+
+    // n_action_steps: the queued plan is dropped, the next tick starts a chunk of 4.
+    let mut r = q.clone();
+    r.max_joint_delta = vec![];
+    r.n_action_steps = 4;
+    let changes = c.apply_live(r.clone()).unwrap();
+    assert!(changes[0].contains("4 action(s) per chunk"), "{changes:?}");
+    let (_, plans) = run(&mut c, 9, 9);
+    assert_eq!(plans[0].0, 0, "a fresh chunk on the next tick");
+    assert!(plans.iter().all(|(_, rows)| rows.len() == 4), "{plans:?}");
+
+    // max_observation_age_ms: inputs 100 ms old are stale from the next tick.
+    let mut s = r.clone();
+    s.max_observation_age_ms = 50.0;
+    c.apply_live(s).unwrap();
+    feed(&mut c, 20);
+    assert!(
+        matches!(
+            c.tick(20 * PERIOD_NS + 100_000_000),
+            TickStatus::Stale { .. }
+        ),
+        "stale after the change"
+    );
+}
+
+#[test]
+fn changes_the_loaded_export_cannot_take_are_refused() {
+    let p = params(&[]);
+    let mut c = control(p.clone());
+    let mut too_many = p.clone();
+    too_many.n_action_steps = 11;
+    let e = c.apply_live(too_many).unwrap_err();
+    assert!(
+        e.contains("`n_action_steps`") && e.contains("chunk size of the loaded export (10)"),
+        "{e}"
+    );
+    let mut rate = p.clone();
+    rate.control_rate_hz = 50.0;
+    let e = c.check_live(&rate).unwrap_err();
+    assert!(e.contains("only max_observation_age_ms"), "{e}");
+    // Nothing changed: the loop still runs on the old parameters.
+    assert_eq!(c.params(), &p);
+    let (commands, _) = run(&mut c, 0, 3);
+    assert_eq!(commands.len(), 3);
+}
+
+#[test]
+fn deactivate_drops_the_plan_and_the_inputs() {
+    let mut c = control(params(&[]));
+    run(&mut c, 0, 4);
+    assert!(c.status().queue_depth > 0);
+    let message = c.deactivate();
+    assert!(message.contains("dropped 6 queued action(s)"), "{message}");
+    assert_eq!(c.status().queue_depth, 0);
+    c.activate();
+    // Inputs from before are gone: nothing is commanded until new ones arrive...
+    match c.tick(5 * PERIOD_NS) {
+        TickStatus::Stale { what, age_ms: None } => {
+            assert!(what.contains("nothing received yet"), "{what}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // ...and then a fresh chunk starts.
+    let (_, plans) = run(&mut c, 6, 2);
+    assert_eq!(plans[0].0, 0);
+    assert_eq!(plans[0].1.len(), 10);
+    let t = c.startup_times();
+    assert!(t.load > std::time::Duration::ZERO && t.warmup > std::time::Duration::ZERO);
+}
