@@ -1831,3 +1831,262 @@ fn action_chunk_is_the_chunk_the_commands_are_drawn_from() {
     }
     assert!(checked >= 3, "{checked} plans matched to commands");
 }
+
+// ---- VLA policies: the task, real-time chunking -------------------------------------------
+
+const TASK_A: &str = "pick up the red cube";
+const TASK_B: &str = "put the cube in the bin";
+
+/// The two cameras of the `vla_pi05*` packages (`images.top` 48x64, `images.wrist` 40x40),
+/// for the peer and the node.
+fn vla_cameras() -> Value {
+    json!([
+        {"topic": "top/image_raw", "camera": "top", "h": 48, "w": 64},
+        {"topic": "wrist/image_raw", "camera": "wrist", "h": 40, "w": 40},
+    ])
+}
+
+fn vla_node_args(export: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        format!("export_dir:={export}"),
+        JOINTS.to_string(),
+        "camera_topics:=[top/image_raw, wrist/image_raw]".to_string(),
+        format!(
+            "tokenizer_dir:={}",
+            root().join("tests/fixtures/vla_hf_home/hub").display()
+        ),
+        format!("task:={TASK_A}"),
+        "threads:=1".to_string(),
+    ]
+    .into_iter()
+    .chain(extra.iter().map(|s| s.to_string()))
+    .flat_map(|p| ["-p".to_string(), p])
+    .collect();
+    args.shrink_to_fit();
+    args
+}
+
+/// The commands the ROS-free control loop computes, synchronously, for `ticks` ticks of the
+/// peer's constant observation, with the node's parameters `args` (`-p name:=value` pairs).
+fn offline_commands(args: &[String], r: &Value, task: &str, ticks: usize) -> Vec<Vec<f64>> {
+    use policy_node::control::{ControlLoop, ImageData, LoopOptions, NodeParams, TickStatus};
+    let mut map = policy_node::control::ParamMap::new();
+    for p in args.iter().filter(|a| *a != "-p") {
+        let (name, value) = p.split_once(":=").unwrap();
+        let value = match name {
+            "joint_names" | "camera_topics" => policy_node::control::ParamValue::StringArray(
+                value
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .collect(),
+            ),
+            "threads" | "refill_ahead_steps" | "rtc_execution_horizon" | "n_action_steps" => {
+                policy_node::control::ParamValue::Int(value.parse().unwrap())
+            }
+            _ => policy_node::control::ParamValue::String(value.to_string()),
+        };
+        map.insert(name.to_string(), value);
+    }
+    map.insert(
+        "task".into(),
+        policy_node::control::ParamValue::String(task.into()),
+    );
+    let params = NodeParams::from_map(&map).expect("valid parameters").0;
+    let period_ns = (1e9 / params.control_rate_hz) as i64;
+    let mut control = ControlLoop::new(
+        params,
+        LoopOptions {
+            force_sync: true,
+            auto_refill_from_warmup: false,
+        },
+    )
+    .expect("load the VLA package offline");
+    control.activate();
+    let state = f64s(&r["state"]);
+    let names: Vec<String> = (1..=6).map(|i| format!("joint{i}")).collect();
+    let mut commands = Vec::new();
+    for t in 0..ticks as i64 {
+        let now = (t + 1) * period_ns;
+        control.on_joint_state(now, &names, &state).unwrap();
+        for (i, shape) in r["image_shapes"].as_array().unwrap().iter().enumerate() {
+            let (h, w) = (
+                shape[0].as_u64().unwrap() as u32,
+                shape[1].as_u64().unwrap() as u32,
+            );
+            let pixels: Vec<u8> = r["images"][i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u8)
+                .collect();
+            let image = ImageData::raw(w, h, w * 3, "rgb8", pixels).unwrap();
+            control.on_image(i, now, image).unwrap();
+        }
+        match control.tick(now) {
+            TickStatus::Command(c) => commands.push(c),
+            other => panic!("offline tick {t}: {other:?}"),
+        }
+    }
+    commands
+}
+
+fn close_to(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= TOL)
+}
+
+/// A VLA package (Pi0.5-shaped, hf_tokenizer) on the live node: its commands are what the
+/// control loop computes offline under the task it started with; a task published on
+/// `~/task` sets the `task` parameter (on `/parameter_events`, `ros2 param get`,
+/// `/diagnostics`) and applies from the next chunk: the commands switch from the first task's
+/// chunk to the first row of the second task's chunk, at a chunk boundary, within one chunk of
+/// the change; an empty task is refused and changes nothing.
+#[test]
+fn task_topic_switches_the_instruction_from_the_next_chunk() {
+    let world = World::new();
+    let export = fixture("vla_pi05");
+    let args = vla_node_args(&export, &["refill_mode:=sync", "refill_ahead_steps:=0"]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = world.node(&argv);
+    let r = world
+        .peer(
+            "task_topic",
+            json!({"cameras": vla_cameras(), "new_task": TASK_B}),
+        )
+        .result(&node);
+    let log = node.stop();
+
+    let a = offline_commands(&args, &r, TASK_A, 24);
+    let b = offline_commands(&args, &r, TASK_B, 24);
+    let n = 12; // the package's n_action_steps (a trimmer of 12 of 16)
+    for k in 0..12 {
+        assert!(
+            close_to(&a[k], &a[k + n]),
+            "offline: one chunk per {n} ticks"
+        );
+    }
+    let gap = a[0]
+        .iter()
+        .zip(&b[0])
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        gap > 100.0 * TOL,
+        "the two tasks should command differently ({gap})"
+    );
+
+    let commands: Vec<Vec<f64>> = r["commands"].as_array().unwrap().iter().map(f64s).collect();
+    let row_of = |c: &[f64], chunk: &[Vec<f64>]| (0..n).find(|&k| close_to(c, &chunk[k]));
+    // Every command is a row of the first or of the second task's chunk: A* then B+.
+    let first_b = commands
+        .iter()
+        .position(|c| row_of(c, &b).is_some())
+        .unwrap_or_else(|| panic!("no command under the new task: {log}"));
+    for (i, c) in commands.iter().enumerate() {
+        let (chunk, what) = if i < first_b {
+            (&a, "first")
+        } else {
+            (&b, "second")
+        };
+        assert!(
+            row_of(c, chunk).is_some(),
+            "command {i} is no row of the {what} task's chunk: {c:?}\n{log}"
+        );
+    }
+    assert_eq!(
+        row_of(&commands[first_b], &b),
+        Some(0),
+        "the new task starts with a fresh chunk"
+    );
+    let (at_publish, at_event) = (
+        r["at_publish"].as_u64().unwrap() as usize,
+        r["at_event"].as_u64().unwrap() as usize,
+    );
+    assert!(
+        first_b >= at_publish,
+        "{first_b} < {at_publish}: switched before the task was sent"
+    );
+    assert!(
+        first_b <= at_event + n + 1,
+        "switched at command {first_b}, the parameter changed at {at_event}: more than one chunk later"
+    );
+    assert_eq!(r["task_after_topic"], json!(TASK_B));
+    assert_eq!(
+        r["task_after_empty"],
+        json!(TASK_B),
+        "an empty task is refused"
+    );
+    assert!(
+        r["events_after_empty"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| !e["changed"].as_array().unwrap().contains(&json!("task"))),
+        "{}",
+        r["events_after_empty"]
+    );
+    let at_empty = r["at_empty"].as_u64().unwrap() as usize;
+    assert!(commands.len() >= at_empty + 20);
+    assert_eq!(diag_value(&r["diagnostics"], "task"), TASK_B);
+    assert!(log.contains("refused, task unchanged"), "{log}");
+    assert!(log.contains("needs a language instruction"), "{log}");
+}
+
+/// Real-time chunking on the live node (`refill_mode: rtc`, asynchronous, the next chunk
+/// requested 4 ticks ahead, guided by what is left of the plan): its commands are the ones the
+/// control loop computes synchronously for the same observations (the same requests at the
+/// same ticks, the same left-overs, delays and seeded noise), after aligning the first
+/// command (the node's first tick is an overrun: its first chunk is computed asynchronously).
+/// A run whose chunk came late (a starved CPU) is repeated, up to 3 attempts.
+#[test]
+fn rtc_on_the_node_commands_what_the_offline_loop_computes() {
+    let export = fixture("vla_pi05_rtc");
+    let args = vla_node_args(
+        &export,
+        &[
+            "refill_mode:=rtc",
+            "refill_ahead_steps:=4",
+            "rtc_execution_horizon:=6",
+        ],
+    );
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        let world = World::new();
+        let node = world.node(&argv);
+        let r = world
+            .peer(
+                "action_chunk",
+                json!({"cameras": vla_cameras(), "commands": 90}),
+            )
+            .result(&node);
+        let log = node.stop();
+        let commands: Vec<Vec<f64>> = r["commands"].as_array().unwrap().iter().map(f64s).collect();
+        let offline = offline_commands(&args, &r, TASK_A, commands.len() + 8);
+        let offset = (0..4).find(|&i| close_to(&commands[0], &offline[i]));
+        assert_eq!(
+            offset,
+            Some(1),
+            "the first live command should be offline row 1\n{log}"
+        );
+        let mismatch = commands
+            .iter()
+            .enumerate()
+            .find(|(i, c)| !close_to(c, &offline[i + 1]));
+        let Some((i, c)) = mismatch else {
+            // Several RTC switches were checked (requests every 10 ticks at most).
+            assert!(commands.len() >= 60, "{} commands", commands.len());
+            assert!(log.contains("refill rtc (real-time chunking)"), "{log}");
+            return;
+        };
+        eprintln!(
+            "attempt {attempt}: command {i} {c:?} differs from offline row {} {:?} (a late chunk?)",
+            i + 1,
+            offline[i + 1]
+        );
+        assert!(
+            attempt < ATTEMPTS,
+            "live RTC differs from offline in all {ATTEMPTS} attempts\n{log}"
+        );
+    }
+}

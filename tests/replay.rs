@@ -622,8 +622,9 @@ fn a_bad_image_no_observation_uses_is_never_decoded() {
     let good = dir.path().join("good.mcap");
     let mut msgs = demo_messages();
     write_mcap(&good, &msgs);
-    // Frame 30 arrives between two chunk computations (chunks of 10, refilled 5 steps ahead).
-    with_image(&mut msgs, 30, |img| img.data.truncate(63 * 64 * 3));
+    // Frame 32 arrives between two chunk computations (chunks of 10, refilled 5 steps ahead:
+    // one every 5 ticks, from ticks 0, 5, 10, ...).
+    with_image(&mut msgs, 32, |img| img.data.truncate(63 * 64 * 3));
     let path = dir.path().join("one_bad_frame.mcap");
     write_mcap(&path, &msgs);
     let s = run(&options(&path, "onnx"));

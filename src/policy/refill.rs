@@ -302,6 +302,7 @@ impl ControlPolicy {
             self.scheduler.skip();
             return Err(e);
         }
+        self.scheduler.switch_due();
         if self.scheduler.needs_refill() {
             let tick = self.scheduler.tick();
             // RTC inputs describe the plan as it is now (before this tick's action).

@@ -257,7 +257,13 @@ impl Scheduler {
     /// Records that an inference was started on this tick's observation.
     pub fn requested(&mut self) {
         self.in_flight = true;
-        self.lead = self.refill_ahead;
+        // The chunk is due when the plan runs out: `refill_ahead` ticks from now in steady
+        // state, at once when the queue is (nearly) empty (the first chunk, after a reset
+        // or an overrun), so that every chunk runs `n_action_steps` rows from the row due.
+        self.lead = match self.rtc_horizon {
+            Some(_) => self.refill_ahead,
+            None => self.refill_ahead.min(self.queue_len()),
+        };
         self.requests += 1;
     }
 
@@ -299,31 +305,42 @@ impl Scheduler {
         self.advance(false);
     }
 
+    /// Switches the pending chunk in if it takes over on the current tick (the plan ran out;
+    /// with RTC: it is due), as the tick's [`next_action`](Self::next_action) would. Called
+    /// before the refill decision, so that the decision sees the plan this tick serves from
+    /// whether the chunk arrived on an earlier tick (synchronous) or on this one
+    /// (asynchronous): both then request the next chunk on the same tick.
+    pub fn switch_due(&mut self) {
+        if self.ensembler.is_some() {
+            return;
+        }
+        let tick = self.tick;
+        let due = |t0: u64, lead: usize| t0 + lead as u64 <= tick;
+        let switch_now = self.plan.as_ref().is_none_or(|p| p.left(tick) == 0)
+            || (self.rtc_horizon.is_some()
+                && self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|(t0, lead, _)| due(*t0, *lead)));
+        if switch_now {
+            if let Some((t0, lead, chunk)) = self.pending.take() {
+                self.switch(tick, t0, lead, chunk);
+            }
+        }
+    }
+
     fn advance(&mut self, served: bool) -> Option<Array1<f32>> {
+        self.switch_due();
         let tick = self.tick;
         self.tick += 1;
         let mut action = match &mut self.ensembler {
             Some(e) => e.action_at(tick),
-            None => {
-                let due = |t0: u64, lead: usize| t0 + lead as u64 <= tick;
-                let switch_now = self.plan.as_ref().is_none_or(|p| p.left(tick) == 0)
-                    || (self.rtc_horizon.is_some()
-                        && self
-                            .pending
-                            .as_ref()
-                            .is_some_and(|(t0, lead, _)| due(*t0, *lead)));
-                if switch_now {
-                    if let Some((t0, lead, chunk)) = self.pending.take() {
-                        self.switch(tick, t0, lead, chunk);
-                    }
+            None => match &self.plan {
+                Some(p) if p.left(tick) > 0 => {
+                    Some(p.rows.row((tick - p.start) as usize).to_owned())
                 }
-                match &self.plan {
-                    Some(p) if p.left(tick) > 0 => {
-                        Some(p.rows.row((tick - p.start) as usize).to_owned())
-                    }
-                    _ => None,
-                }
-            }
+                _ => None,
+            },
         };
         match &mut action {
             Some(a) if served => self.low_pass.apply(a),

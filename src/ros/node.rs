@@ -160,6 +160,9 @@ struct Shared {
     stats: Mutex<RunStats>,
     /// The input named by the last stale tick, until a command is published again.
     stale_input: Mutex<Option<String>>,
+    /// The input named by the last stale tick since the last `/diagnostics` message (which
+    /// names it even when commands resumed in between).
+    stale_since_diagnostics: Mutex<Option<String>>,
     /// The parameters of the current (else the last) configuration.
     configured_params: Mutex<Option<NodeParams>>,
     /// The status of the last configuration as it was when it last stopped commanding, kept
@@ -876,6 +879,7 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         throttle: Mutex::new(Throttle::new(THROTTLE_PERIOD)),
         stats: Mutex::new(RunStats::new()),
         stale_input: Mutex::new(None),
+        stale_since_diagnostics: Mutex::new(None),
         configured_params: Mutex::new(None),
         last_status: Mutex::new(None),
         configure_error: Mutex::new(None),
@@ -1325,6 +1329,7 @@ async fn tick_loop(
                         }
                     }
                 }
+                *lock(&shared.stale_since_diagnostics) = Some(what.clone());
                 *lock(&shared.stale_input) = Some(what);
             }
             TickStatus::Overrun => {
@@ -1467,7 +1472,9 @@ async fn diagnostics_loop(shared: Arc<Shared>, publisher: Publisher<DiagnosticAr
                     stale_grew: c.stale > previous.stale,
                     overruns_grew: c.overruns > previous.overruns,
                     errors_grew: c.errors > previous.errors,
-                    stale_input: lock(&shared.stale_input).clone(),
+                    stale_input: lock(&shared.stale_input)
+                        .clone()
+                        .or(lock(&shared.stale_since_diagnostics).take()),
                     lifecycle_state: state.label(),
                     lost_ticks,
                     late_ticks,

@@ -71,7 +71,7 @@ from lifecycle_msgs.msg import TransitionEvent  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetAvailableStates, GetAvailableTransitions, GetState  # noqa: E402
 from rcl_interfaces.msg import ParameterEvent  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
-from std_msgs.msg import Float64MultiArray  # noqa: E402
+from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
@@ -886,11 +886,71 @@ def scenario_live_params(peer: Peer, cfg: dict) -> dict:
 def scenario_action_chunk(peer: Peer, cfg: dict) -> dict:
     peer.joints_mode, peer.images_mode = "good", "good"
     first_command(peer)
+    n = int(cfg.get("commands", 60))
     wait_until(lambda: len(peer.plans) >= 4, 20, "4 plans on ~/action_chunk")
-    wait_until(lambda: peer.n_commands() >= 60, 20, "60 commands")
+    wait_until(lambda: peer.n_commands() >= n, 20, f"{n} commands")
     sleep(0.2)
     with peer.lock:
         return {"commands": [c for _, c in peer.commands], "plans": [p for _, p in peer.plans], **observation_json(peer)}
+
+
+def scenario_task_topic(peer: Peer, cfg: dict) -> dict:
+    """A VLA policy on the node: commands under the task it started with, then a new task
+    published on ``~/task`` (the ``task`` parameter follows it, on ``/parameter_events``),
+    then an empty task (refused: the parameter and the commands stay)."""
+    from rclpy.parameter import parameter_value_to_python
+    from rclpy.parameter_client import AsyncParameterClient
+
+    node = cfg.get("node_name", "policy_node")
+    task_pub = peer.create_publisher(String, f"/{node}/task", 10)
+    client = AsyncParameterClient(peer, node)
+    peer.joints_mode, peer.images_mode = "good", "good"
+    first_command(peer)
+    wait_until(lambda: peer.n_commands() >= 30, 20, "30 commands under the first task")
+    wait_until(lambda: task_pub.get_subscription_count() > 0, 15, "the node's ~/task subscription")
+    with peer.lock:
+        n_events = len(peer.parameter_events)
+        at_publish = len(peer.commands)
+    task_pub.publish(String(data=cfg["new_task"]))
+
+    def task_event():
+        with peer.lock:
+            return any("task" in e["changed"] for e in peer.parameter_events[n_events:])
+
+    wait_until(task_event, 10, "`task` on /parameter_events")
+    with peer.lock:
+        at_event = len(peer.commands)
+    wait_until(lambda: peer.n_commands() >= at_event + 40, 20, "40 commands after the new task")
+    if not client.wait_for_services(timeout_sec=15.0):
+        raise RuntimeError("parameter services not available")
+
+    def get_task():
+        got = wait_future(client.get_parameters(["task"]), 10, "get_parameters task")
+        return parameter_value_to_python(got.values[0])
+
+    task_after_topic = get_task()
+    # An empty task: this policy needs one, so it is refused and nothing changes.
+    with peer.lock:
+        n_events = len(peer.parameter_events)
+    task_pub.publish(String(data=""))
+    sleep(0.5)
+    with peer.lock:
+        at_empty = len(peer.commands)
+    wait_until(lambda: peer.n_commands() >= at_empty + 20, 10, "20 commands after the empty task")
+    task_after_empty = get_task()
+    wait_until(lambda: len(peer.diagnostics) > 0, 5, "a /diagnostics message")
+    with peer.lock:
+        return {
+            "commands": [c for _, c in peer.commands],
+            "at_publish": at_publish,
+            "at_event": at_event,
+            "at_empty": at_empty,
+            "task_after_topic": task_after_topic,
+            "task_after_empty": task_after_empty,
+            "events_after_empty": peer.parameter_events[n_events:],
+            "diagnostics": peer.diagnostics[-1],
+            **observation_json(peer),
+        }
 
 
 def rss_mb(pid: int) -> float:
@@ -954,6 +1014,7 @@ SCENARIOS = {
     "policy_swap": scenario_policy_swap,
     "live_params": scenario_live_params,
     "action_chunk": scenario_action_chunk,
+    "task_topic": scenario_task_topic,
     "lifecycle_bench": scenario_lifecycle_bench,
 }
 
