@@ -263,11 +263,49 @@ fn live_node_with_chunk_blend_commands_what_offline_replay_computes() {
     live_equals_offline(&params);
 }
 
+/// Real-time chunking (`refill_mode: rtc`) on the VLA package `vla_pi05_rtc` (two cameras, a
+/// task, a tokenizer): each request carries the unexecuted rest of the plan, the delay (the
+/// 4 ticks ahead) and seeded noise, and the chunk is switched in 4 ticks later, so live and
+/// offline still agree. The bag (the demo motion seen by the two cameras the package
+/// declares) is written by `tools/make_demo_bag.py --vla`.
+#[test]
+fn live_node_with_rtc_commands_what_offline_replay_computes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(python())
+        .arg(root().join("tools/make_demo_bag.py"))
+        .arg("--vla")
+        .arg(dir.path())
+        .output()
+        .expect("run tools/make_demo_bag.py");
+    assert!(
+        out.status.success(),
+        "make_demo_bag.py --vla: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    live_equals_offline_on(
+        &dir.path().join("mcap"),
+        &dir.path().join("params.yaml"),
+        &root().join("tests/fixtures/vla_pi05_rtc/onnx"),
+    );
+}
+
 fn live_equals_offline(params: &std::path::Path) {
     let demo = root().join("tests/fixtures/demo_bag");
-    let bag = demo.join("mcap");
+    live_equals_offline_on(
+        &demo.join("mcap"),
+        params,
+        &root().join("tests/fixtures/act_tiny/onnx"),
+    );
+}
+
+fn live_equals_offline_on(
+    bag: &std::path::Path,
+    params: &std::path::Path,
+    export: &std::path::Path,
+) {
+    let bag = bag.to_path_buf();
     let params = params.to_path_buf();
-    let export = root().join("tests/fixtures/act_tiny/onnx");
+    let export = export.to_path_buf();
 
     // Offline.
     let offline = replay::run(&ReplayOptions {

@@ -28,6 +28,11 @@ Timing (bag time, integer nanoseconds; header stamps equal log times):
 Deterministic: running it twice writes byte-identical ``.db3``/``.mcap`` files, except for
 the rosbags version string inside the MCAP header.
 
+``--vla DIR`` writes instead, under ``DIR``, the same motion for the VLA fixtures
+(``vla_pi05``, ``vla_pi05_rtc``): ``/top/image_raw`` 48x64 and ``/wrist/image_raw`` 40x40 (height x width)
+(the sizes their packages declare), MCAP only, and a ``params.yaml`` running
+``vla_pi05_rtc`` with real-time chunking (the live replay test generates it).
+
 ``--large`` writes instead a bag for measuring replay speed with the ACT-size model
 (``fixtures-large/act_full``, made by ``tools/make_fixture.py --large``):
 ``fixtures-large/demo_bag_large/`` (git-ignored) with 14 joints (the demo's 6, repeated),
@@ -39,6 +44,7 @@ Usage::
     .venv/bin/python tools/make_demo_bag.py            # (re)writes tests/fixtures/demo_bag
     .venv/bin/python tools/make_demo_bag.py --out DIR
     .venv/bin/python tools/make_demo_bag.py --large    # fixtures-large/demo_bag_large
+    .venv/bin/python tools/make_demo_bag.py --vla DIR  # the two-camera VLA bag
 """
 
 from __future__ import annotations
@@ -92,6 +98,33 @@ policy_node:
 """
 
 
+VLA_CAMERAS = (("/top/image_raw", "top", (48, 64)), ("/wrist/image_raw", "wrist", (40, 40)))
+
+VLA_PARAMS_YAML = """\
+# Node parameters for the VLA demo bag (tools/make_demo_bag.py --vla): the vla_pi05_rtc
+# package with real-time chunking. Paths are relative to the repository root.
+policy_node:
+  ros__parameters:
+    export_dir: tests/fixtures/vla_pi05_rtc/onnx
+    tokenizer_dir: tests/fixtures/vla_hf_home/hub
+    task: "pick up the red cube"
+    control_rate_hz: 30.0
+    joint_names: [joint1, joint2, joint3, joint4, joint5, joint6]
+    joint_state_topic: /joint_states
+    camera_topics: [/top/image_raw, /wrist/image_raw]
+    command_topic: /joint_commands
+    command_type: float64_multi_array
+    max_observation_age_ms: 200.0
+    # Chunks of 16; the next one is requested when fewer than horizon + delay = 10 actions
+    # are left, 4 ticks (~133 ms) before it is switched in, guided over 6 steps.
+    refill_mode: rtc
+    refill_ahead_steps: 4
+    rtc_execution_horizon: 6
+    threads: 1
+    enable_on_start: true
+"""
+
+
 def stamp(ns: int, typestore):
     Time = typestore.types["builtin_interfaces/msg/Time"]
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
@@ -115,13 +148,20 @@ policy_node:
 """
 
 
-def messages(typestore, joints: int = demo.NUM_JOINTS, size=demo.DEFAULT_IMAGE_SIZE, n_samples: int = N_SAMPLES):
-    """(log time ns, topic, type, message) in log-time order."""
+def messages(
+    typestore,
+    joints: int = demo.NUM_JOINTS,
+    size=demo.DEFAULT_IMAGE_SIZE,
+    n_samples: int = N_SAMPLES,
+    cameras=None,
+):
+    """(log time ns, topic, type, message) in log-time order. ``cameras``: (topic, view,
+    (h, w)) each; default the one 64x64 ``top`` camera on ``/image_raw``."""
+    cameras = cameras or ((IMAGE_TOPIC, "top", size),)
     Header = typestore.types["std_msgs/msg/Header"]
     JointState = typestore.types["sensor_msgs/msg/JointState"]
     Image = typestore.types["sensor_msgs/msg/Image"]
     names = [f"joint{i + 1}" for i in range(joints)]
-    h, w = size
 
     def joint_state(ns: int):
         t = (ns - T0_NS) / 1e9
@@ -138,17 +178,18 @@ def messages(typestore, joints: int = demo.NUM_JOINTS, size=demo.DEFAULT_IMAGE_S
     for i in range(n_samples):
         ns = T0_NS + i * PERIOD_NS + PERIOD_NS // 2
         out.append((ns, JOINT_TOPIC, "sensor_msgs/msg/JointState", joint_state(ns)))
-        pixels = demo.render_image((ns - T0_NS) / 1e9, h, w, "top")
-        image = Image(
-            header=Header(stamp=stamp(ns, typestore), frame_id=FRAME_ID),
-            height=h,
-            width=w,
-            encoding="rgb8",
-            is_bigendian=0,
-            step=w * 3,
-            data=np.ascontiguousarray(pixels).reshape(-1),
-        )
-        out.append((ns, IMAGE_TOPIC, "sensor_msgs/msg/Image", image))
+        for topic, view, (h, w) in cameras:
+            pixels = demo.render_image((ns - T0_NS) / 1e9, h, w, view)
+            image = Image(
+                header=Header(stamp=stamp(ns, typestore), frame_id=FRAME_ID),
+                height=h,
+                width=w,
+                encoding="rgb8",
+                is_bigendian=0,
+                step=w * 3,
+                data=np.ascontiguousarray(pixels).reshape(-1),
+            )
+            out.append((ns, topic, "sensor_msgs/msg/Image", image))
     return out
 
 
@@ -161,8 +202,9 @@ def write_bag(path: Path, plugin: StoragePlugin, typestore, msgs) -> None:
         writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
     with writer:
         conns = {}
-        for topic, msgtype in ((JOINT_TOPIC, "sensor_msgs/msg/JointState"), (IMAGE_TOPIC, "sensor_msgs/msg/Image")):
-            conns[topic] = writer.add_connection(topic, msgtype, typestore=typestore)
+        for _, topic, msgtype, _ in msgs:
+            if topic not in conns:
+                conns[topic] = writer.add_connection(topic, msgtype, typestore=typestore)
         for ns, topic, msgtype, msg in msgs:
             writer.write(conns[topic], ns, bytes(typestore.serialize_cdr(msg, msgtype)))
 
@@ -171,8 +213,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument("--large", action="store_true", help="the ACT-size speed-test bag instead")
+    parser.add_argument("--vla", type=Path, default=None, metavar="DIR", help="the two-camera VLA bag, under DIR")
     args = parser.parse_args()
     typestore = get_typestore(Stores.ROS2_KILTED)
+    if args.vla:
+        out = args.vla
+        out.mkdir(parents=True, exist_ok=True)
+        msgs = messages(typestore, cameras=VLA_CAMERAS)
+        write_bag(out / "mcap", StoragePlugin.MCAP, typestore, msgs)
+        (out / "params.yaml").write_text(VLA_PARAMS_YAML)
+        print(f"wrote {out} ({len(msgs)} messages)")
+        return
     if args.large:
         out = args.out or LARGE_OUT
         out.mkdir(parents=True, exist_ok=True)
