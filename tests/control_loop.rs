@@ -253,3 +253,166 @@ fn deactivate_drops_the_plan_and_the_inputs() {
     let t = c.startup_times();
     assert!(t.load > std::time::Duration::ZERO && t.warmup > std::time::Duration::ZERO);
 }
+
+// ---- a VLA policy's task -------------------------------------------------------------------
+
+const TASK_A: &str = "pick up the red cube";
+const TASK_B: &str = "put the cube in the bin";
+
+fn vla_params(task: &str, sync: bool) -> NodeParams {
+    let mut m = ParamMap::new();
+    let s = |v: &str| ParamValue::String(v.into());
+    m.insert(
+        "export_dir".into(),
+        s(&fixture("vla_pi05/onnx").display().to_string()),
+    );
+    m.insert(
+        "tokenizer_dir".into(),
+        s(&fixture("vla_hf_home/hub").display().to_string()),
+    );
+    m.insert(
+        "joint_names".into(),
+        ParamValue::StringArray(JOINTS.iter().map(|s| s.to_string()).collect()),
+    );
+    m.insert(
+        "camera_topics".into(),
+        ParamValue::StringArray(vec!["top".into(), "wrist".into()]),
+    );
+    m.insert("task".into(), s(task));
+    m.insert("refill_mode".into(), s(if sync { "sync" } else { "async" }));
+    m.insert("refill_ahead_steps".into(), ParamValue::Int(0));
+    m.insert("threads".into(), ParamValue::Int(1));
+    NodeParams::from_map(&m).expect("valid parameters").0
+}
+
+fn vla_control(task: &str, sync: bool) -> ControlLoop {
+    let mut c = ControlLoop::new(
+        vla_params(task, sync),
+        LoopOptions {
+            force_sync: sync,
+            auto_refill_from_warmup: false,
+        },
+    )
+    .expect("load the VLA package");
+    c.activate();
+    c
+}
+
+/// A constant observation for the two cameras the package declares (48x64 and 40x40).
+fn vla_feed(c: &mut ControlLoop, t: i64) {
+    let now = t * PERIOD_NS;
+    let state = [0.1, -0.3, 0.6, 0.05, -0.2, 0.4];
+    c.on_joint_state(now, &JOINTS, &state).unwrap();
+    for (i, (h, w)) in [(48u32, 64u32), (40, 40)].into_iter().enumerate() {
+        let data: Vec<u8> = (0..w * h * 3)
+            .map(|k| ((k * 7 + i as u32 * 31) % 251) as u8)
+            .collect();
+        c.on_image(i, now, ImageData::raw(w, h, w * 3, "rgb8", data).unwrap())
+            .unwrap();
+    }
+}
+
+/// `ticks` commands from tick `from` (each tick waits for an asynchronous refill, if any, by
+/// retrying the tick's time slot until it commands).
+fn vla_run(c: &mut ControlLoop, from: i64, ticks: i64) -> Vec<Vec<f64>> {
+    let mut out = Vec::new();
+    for t in from..from + ticks {
+        vla_feed(c, t);
+        match c.tick(t * PERIOD_NS) {
+            TickStatus::Command(cmd) => out.push(cmd),
+            other => panic!("tick {t}: {other:?}"),
+        }
+    }
+    out
+}
+
+/// The task survives `reset`; a new one (live parameter, as `~/task` sets it) applies from the
+/// next chunk, never to the rest of the current one; an empty one is refused and changes
+/// nothing.
+#[test]
+fn vla_task_survives_reset_and_applies_from_the_next_chunk() {
+    let a = vla_run(&mut vla_control(TASK_A, true), 0, 12);
+    let b = vla_run(&mut vla_control(TASK_B, true), 0, 12);
+    assert_ne!(a[0], b[0], "the two tasks should command differently");
+
+    let mut c = vla_control(TASK_A, true);
+    assert_eq!(vla_run(&mut c, 0, 5), a[..5]);
+    let message = c.reset();
+    assert!(message.contains("reset"), "{message}");
+    assert_eq!(
+        c.status().task.as_deref(),
+        Some(TASK_A),
+        "reset keeps the task"
+    );
+    assert_eq!(vla_run(&mut c, 5, 5), a[..5], "a fresh chunk, same task");
+
+    let changes = c.apply_live(vla_params(TASK_B, true)).unwrap();
+    assert!(changes.iter().any(|m| m.contains(TASK_B)), "{changes:?}");
+    assert_eq!(c.status().task.as_deref(), Some(TASK_B));
+    let next = vla_run(&mut c, 10, 7 + 12);
+    assert_eq!(
+        next[..7],
+        a[5..],
+        "the current chunk runs out under its own task"
+    );
+    assert_eq!(next[7..], b[..], "the next chunk is the new task's");
+
+    let e = c.apply_live(vla_params("", true)).unwrap_err();
+    assert!(e.contains("`task`") && e.contains("empty"), "{e}");
+    assert_eq!(
+        c.status().task.as_deref(),
+        Some(TASK_B),
+        "refused: unchanged"
+    );
+    assert_eq!(c.params().task, TASK_B);
+}
+
+/// Asynchronous refill: the prompt is taken when the chunk is requested, so a task that
+/// changes while that inference runs applies to the next one only (no inference mixes two
+/// prompts, whatever the worker's timing).
+#[test]
+fn vla_task_changed_during_an_inference_applies_to_the_next_one() {
+    let a = vla_run(&mut vla_control(TASK_A, true), 0, 12);
+    let mut c = vla_control(TASK_A, false);
+    vla_feed(&mut c, 0);
+    // Tick 0 requests the first chunk (queue empty: no command yet)...
+    assert!(
+        matches!(c.tick(0), TickStatus::Overrun),
+        "the first chunk is in flight"
+    );
+    // ...and the task changes while it is computed.
+    c.apply_live(vla_params(TASK_B, false)).unwrap();
+    // The tiny model takes milliseconds: give the worker time, so that the chunk serves from
+    // tick 1 (a later arrival only shortens what is compared below).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let b = vla_run(&mut vla_control(TASK_B, true), 0, 12);
+    let mut commands = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut t = 1;
+    // Ticks 1..12 serve the first chunk (rows 0..12 of it, from the tick it arrived on);
+    // then the next chunk, requested when the queue ran out.
+    while commands.iter().filter(|(t, _)| *t >= 12).count() < 3 {
+        assert!(std::time::Instant::now() < deadline, "no chunk in 30 s");
+        vla_feed(&mut c, t);
+        if let TickStatus::Command(cmd) = c.tick(t * PERIOD_NS) {
+            commands.push((t, cmd));
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        t += 1;
+    }
+    let first: Vec<_> = commands.iter().filter(|(t, _)| *t < 12).collect();
+    assert!(
+        !first.is_empty(),
+        "the first chunk arrived too late to serve a tick"
+    );
+    for (t, cmd) in first {
+        assert_eq!(
+            cmd, &a[*t as usize],
+            "tick {t}: the chunk requested under task A"
+        );
+    }
+    for (t, cmd) in commands.iter().filter(|(t, _)| *t >= 12) {
+        assert!(b.contains(cmd), "tick {t}: a row of task B's chunk");
+    }
+}
