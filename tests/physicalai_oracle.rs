@@ -17,45 +17,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fixture, python, reference, root};
+use common::{fixture, physicalai_oracle, reference, root, save_npy};
 use ndarray::{ArrayD, Axis};
-use policy_node::npy::{encode_npy, read_npy, read_npz, NpyData};
+use policy_node::npy::{read_npy, read_npz};
 use serde_json::{json, Value};
 
 const POLICYCTL: &str = env!("CARGO_BIN_EXE_policyctl");
 /// |ours - physicalai|: both run the same graph with the same runtime on the same inputs;
 /// only the normalisation arithmetic (f64 here, the statistics' dtype there) differs.
 const TOL: f32 = 1e-5;
-
-fn save(path: &Path, a: &ArrayD<f32>) {
-    let v: Vec<f32> = a.iter().copied().collect();
-    fs::write(path, encode_npy(a.shape(), NpyData::F32(&v))).unwrap();
-}
-
-/// Runs the oracle on `jobs`, returning one result per job.
-fn oracle(jobs: &[Value]) -> Vec<Value> {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("jobs.json");
-    fs::write(&file, serde_json::to_string(jobs).unwrap()).unwrap();
-    let out = Command::new(python())
-        .arg(root().join("tests/peers/physicalai_oracle.py"))
-        .arg(&file)
-        .env("PYTHONUNBUFFERED", "1")
-        .output()
-        .expect("run the physicalai oracle");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| {
-            panic!(
-                "oracle printed no result (status {}):\n{stdout}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    serde_json::from_str::<Vec<Value>>(line).unwrap()
-}
 
 /// `policyctl chunk` on per-sample .npy inputs; returns `action`.
 fn policyctl_chunk(
@@ -98,10 +68,10 @@ fn samples(package: &str, names: &[&str], tmp: &Path) -> (Vec<Sample>, Vec<Sampl
         for name in names {
             let x = reference(package, name).index_axis(Axis(0), i).to_owned();
             let p = tmp.join(format!("{package}.{i}.{name}.npy"));
-            save(&p, &x);
+            save_npy(&p, &x);
             a.push((name.to_string(), p));
             let p1 = tmp.join(format!("{package}.{i}.{name}.b1.npy"));
-            save(&p1, &x.insert_axis(Axis(0)));
+            save_npy(&p1, &x.insert_axis(Axis(0)));
             b.push((name.to_string(), p1));
         }
         ours.push(Sample { inputs: a });
@@ -152,7 +122,7 @@ fn policyctl_chunk_equals_physicalai_on_every_package_fixture() {
             }
         }
     }
-    let results = oracle(&jobs);
+    let results = physicalai_oracle(&jobs);
     let mut worst = 0.0f32;
     for ((what, got, out), r) in ours.iter().zip(&results) {
         assert_eq!(r["ok"], json!(true), "{what}: physicalai failed: {r}");
@@ -243,7 +213,7 @@ fn deliberate_differences_from_physicalai() {
         ),
         json!({"what": "load", "dir": chunking.path(), "backend": "onnx"}),
     ];
-    let r = oracle(&jobs);
+    let r = physicalai_oracle(&jobs);
 
     // 1: physicalai picks the decoy and cannot feed it; we load the named file.
     assert!(
@@ -333,7 +303,7 @@ fn resize_equals_physicalai() {
             ((i[1] * 131 + i[2] * 17 + i[3] * 7) % 97) as f32 / 97.0
         });
         let input = tmp.path().join(format!("in{k}.npy"));
-        save(&input, &img);
+        save_npy(&input, &img);
         let out = tmp.path().join(format!("out{k}.npy"));
         jobs.push(json!({"what": "resize", "input": input, "out": out,
             "params": {"image_resolution": [th, tw], "mode": mode, "pad_value": pad, "image_layout": "BCHW"}}));
@@ -353,7 +323,7 @@ fn resize_equals_physicalai() {
             out,
         ));
     }
-    let r = oracle(&jobs);
+    let r = physicalai_oracle(&jobs);
     for ((what, got, out), r) in ours.iter().zip(&r) {
         assert_eq!(r["ok"], json!(true), "{what}: {r}");
         let want = read_npy(out).unwrap();

@@ -12,18 +12,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{fixture, reference};
+use common::{fixture, reference, save_npy};
 use ndarray::{ArrayD, Axis};
-use policy_node::npy::{encode_npy, read_npz, NpyData};
+use policy_node::npy::read_npz;
 
 /// |ours - physicalai|: the same graphs on the same runtimes; the processors' arithmetic
 /// (resize weights, normalisation in f64) differs by ~1e-6 at most (measured 3.6e-7).
 const TOL: f32 = 1e-4;
-
-fn save(path: &Path, a: &ArrayD<f32>) {
-    let v: Vec<f32> = a.iter().copied().collect();
-    fs::write(path, encode_npy(a.shape(), NpyData::F32(&v))).unwrap();
-}
 
 fn tasks(pkg: &str) -> Vec<String> {
     serde_json::from_str(
@@ -38,7 +33,7 @@ fn inputs(pkg: &str, i: usize, dir: &Path) -> Vec<(String, PathBuf)> {
         .iter()
         .map(|n| {
             let p = dir.join(format!("{pkg}.{i}.{n}.npy"));
-            save(&p, &reference(pkg, n).index_axis(Axis(0), i).to_owned());
+            save_npy(&p, &reference(pkg, n).index_axis(Axis(0), i).to_owned());
             (n.to_string(), p)
         })
         .collect()
@@ -218,7 +213,6 @@ fn task_and_tokenizer_errors_name_the_key_the_file_or_the_limit() {
 #[cfg(feature = "openvino")]
 #[test]
 fn ov_tokenizer_equals_openvino_tokenizers() {
-    use common::{python, root};
     use policy_node::runtime::ov_tokenizer::OvTokenizer;
     let tmp = tempfile::tempdir().unwrap();
     let texts = [
@@ -226,23 +220,10 @@ fn ov_tokenizer_equals_openvino_tokenizers() {
         "stack the block",
         "Lege den Würfel 🙂 in die Schüssel",
     ];
-    let out = Command::new(python())
-        .arg(root().join("tests/peers/ov_tokenizer_peer.py"))
-        .arg(tmp.path())
-        .args(texts)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| {
-            panic!(
-                "peer failed:\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    let want: Vec<(Vec<i64>, Vec<i64>)> = serde_json::from_str(line).unwrap();
+    let mut args = vec![tmp.path().as_os_str().to_owned()];
+    args.extend(texts.iter().map(std::ffi::OsString::from));
+    let want: Vec<(Vec<i64>, Vec<i64>)> =
+        serde_json::from_value(common::run_peer("ov_tokenizer_peer.py", &args)).unwrap();
     let mut tok = OvTokenizer::load(&tmp.path().join("tokenizer.xml")).unwrap();
     for (text, (ids, mask)) in texts.iter().zip(&want) {
         let (got_ids, got_mask) = tok.tokenize(text).unwrap();

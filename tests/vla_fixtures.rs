@@ -14,9 +14,8 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
-use common::{fixture, python, reference, root};
+use common::{fixture, reference};
 use ndarray::{ArrayD, Axis};
 use serde_json::Value;
 
@@ -31,24 +30,7 @@ fn json(path: &Path) -> Value {
 }
 
 fn check() -> Value {
-    let out = Command::new(python())
-        .arg(root().join("tests/peers/vla_fixture_check.py"))
-        .arg(fixture(""))
-        .env("PYTHONUNBUFFERED", "1")
-        .output()
-        .expect("run the VLA fixture check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| {
-            panic!(
-                "the check printed no result (status {}):\n{stdout}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    serde_json::from_str(line).unwrap()
+    common::run_peer("vla_fixture_check.py", &[fixture("")])
 }
 
 fn num(v: &Value, key: &str) -> f64 {

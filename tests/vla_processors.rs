@@ -5,13 +5,9 @@
 
 mod common;
 
-use std::fs;
-use std::path::Path;
-use std::process::Command;
-
-use common::{python, root};
+use common::{physicalai_oracle, save_npy};
 use ndarray::ArrayD;
-use policy_node::npy::{encode_npy, read_npy, NpyData};
+use policy_node::npy::read_npy;
 use policy_node::policy::processors::vla::{new_line, Pi05, SmolvlaResize, TASK};
 use policy_node::policy::Observation;
 use serde_json::{json, Value};
@@ -19,33 +15,6 @@ use serde_json::{json, Value};
 /// |ours - physicalai| on images: the same bilinear sampling in f32 (OpenCV computes its
 /// weights slightly differently: a few 1e-6).
 const TOL: f32 = 1e-5;
-
-fn save(path: &Path, a: &ArrayD<f32>) {
-    let v: Vec<f32> = a.iter().copied().collect();
-    fs::write(path, encode_npy(a.shape(), NpyData::F32(&v))).unwrap();
-}
-
-fn oracle(jobs: &[Value]) -> Vec<Value> {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("jobs.json");
-    fs::write(&file, serde_json::to_string(jobs).unwrap()).unwrap();
-    let out = Command::new(python())
-        .arg(root().join("tests/peers/physicalai_oracle.py"))
-        .arg(&file)
-        .output()
-        .expect("run the physicalai oracle");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| {
-            panic!(
-                "no result:\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    serde_json::from_str(line).unwrap()
-}
 
 /// A deterministic image in [0, 1] (or with some values outside and non-finite ones).
 fn image(c: usize, h: usize, w: usize, seed: usize, wild: bool) -> ArrayD<f32> {
@@ -125,12 +94,12 @@ fn vla_image_and_prompt_steps_equal_physicalai() {
         let mut inputs = serde_json::Map::new();
         for (name, img) in &c.cameras {
             let p = tmp.path().join(format!("{k}.{name}.npy"));
-            save(&p, img);
+            save_npy(&p, img);
             inputs.insert(name.to_string(), json!(p));
         }
         if let Some(s) = &c.state {
             let p = tmp.path().join(format!("{k}.state.npy"));
-            save(
+            save_npy(
                 &p,
                 &ArrayD::from_shape_vec(vec![1, s.len()], s.clone()).unwrap(),
             );
@@ -141,7 +110,7 @@ fn vla_image_and_prompt_steps_equal_physicalai() {
             "inputs": inputs, "task": c.task, "out": tmp.path().join(format!("{k}.out"))}),
         );
     }
-    let results = oracle(&jobs);
+    let results = physicalai_oracle(&jobs);
     for (k, (c, r)) in cases.iter().zip(&results).enumerate() {
         assert_eq!(r["ok"], json!(true), "{}: physicalai failed: {r}", c.what);
         let mut obs = Observation::new();
@@ -207,7 +176,7 @@ fn vla_image_and_prompt_steps_equal_physicalai() {
 
 #[test]
 fn new_line_equals_physicalai() {
-    let r = oracle(&[
+    let r = physicalai_oracle(&[
         json!({"what": "processor", "type": "new_line", "inputs": {}, "task": "stack it", "out": "/dev/null"}),
         json!({"what": "processor", "type": "new_line", "inputs": {}, "task": "stack it\n", "out": "/dev/null"}),
     ]);

@@ -114,3 +114,47 @@ pub fn collect(
         }
     });
 }
+
+/// Writes `a` as a float32 `.npy` file.
+pub fn save_npy(path: &std::path::Path, a: &ArrayD<f32>) {
+    let v: Vec<f32> = a.iter().copied().collect();
+    std::fs::write(
+        path,
+        policy_node::npy::encode_npy(a.shape(), policy_node::npy::NpyData::F32(&v)),
+    )
+    .unwrap();
+}
+
+/// Runs the Python peer `tests/peers/SCRIPT` with `args` and returns the JSON it prints on
+/// its `RESULT ` line (failing the test with the peer's output if there is none).
+pub fn run_peer<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> serde_json::Value {
+    let out = std::process::Command::new(python())
+        .arg(root().join("tests/peers").join(script))
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| {
+            panic!(
+                "{script} printed no result (status {}):\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{script}: RESULT is not JSON: {e}"))
+}
+
+/// physicalai 0.3.0 (`tests/peers/physicalai_oracle.py`) on `jobs`: one result per job.
+pub fn physicalai_oracle(jobs: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jobs.json");
+    std::fs::write(&file, serde_json::to_string(jobs).unwrap()).unwrap();
+    match run_peer("physicalai_oracle.py", &[&file]) {
+        serde_json::Value::Array(results) => results,
+        other => panic!("the oracle answered {other}, not one result per job"),
+    }
+}
