@@ -11,13 +11,11 @@
 
 mod common;
 
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{collect, line_channel, python, root};
+use common::root;
+use common::ros::{NodeProc, PeerProc};
 use ndarray::{Array2, ArrayD};
 use policy_node::policy::{InferenceModel, Observation};
 use serde_json::{json, Value};
@@ -36,218 +34,28 @@ fn fixture(name: &str) -> String {
 
 const JOINTS: &str = "joint_names:=[joint1, joint2, joint3, joint4, joint5, joint6]";
 
-/// A private ROS 2 world: domain id and HOME (rcl logs there).
-struct World {
-    domain: u32,
-    home: tempfile::TempDir,
-}
+/// A private ROS 2 world (domain id and HOME) in domains 10..=141 (`tests/replay_live.rs`
+/// uses 150..=219, `tests/faults.rs` 220..=231), with `node_peer.py` as the peer.
+struct World(common::ros::World);
 
 impl World {
     fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        // Distinct per test in this process and spread by pid across concurrent runs, in
-        // 10..=141 (tests/replay_live.rs uses 150..=219; Fast DDS accepts up to 232).
-        let domain =
-            10 + (std::process::id() % 12) * 11 + NEXT.fetch_add(1, Ordering::Relaxed) % 11;
-        World {
-            domain,
-            home: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new(program);
-        c.current_dir(root())
-            .env("ROS_DOMAIN_ID", self.domain.to_string())
-            .env("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-            .env_remove("ROS_LOCALHOST_ONLY")
-            .env_remove("ROS_STATIC_PEERS")
-            .env("HOME", self.home.path())
-            .env("ROS_LOG_DIR", self.home.path().join("log"))
-            .env("RCUTILS_COLORIZED_OUTPUT", "0")
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
+        World(common::ros::World::new(10, 132))
     }
 
     fn node(&self, args: &[&str]) -> NodeProc {
-        let mut cmd = self.command(NODE);
-        cmd.arg("--ros-args").args(args);
-        NodeProc::spawn(cmd)
+        self.0.node(args)
     }
 
     fn peer(&self, scenario: &str, config: Value) -> PeerProc {
-        let mut cmd = self.command(python());
-        cmd.arg(root().join("tests/peers/node_peer.py"))
-            .arg(scenario)
-            .arg("--config")
-            .arg(config.to_string());
-        let mut child = cmd.spawn().expect("start the Python peer");
-        let rx = line_channel(child.stdout.take().expect("stdout"));
-        let err = Arc::new(Mutex::new(String::new()));
-        collect(child.stderr.take().expect("stderr"), err.clone());
-        PeerProc {
-            child,
-            lines: rx,
-            stderr: err,
-        }
+        self.0.peer("node_peer.py", scenario, config)
     }
 }
 
-/// The node under test; killed if a test fails before stopping it.
-struct NodeProc {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl NodeProc {
-    fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd.spawn().expect("start policy_node");
-        let log = Arc::new(Mutex::new(String::new()));
-        collect(child.stdout.take().expect("stdout"), log.clone());
-        collect(child.stderr.take().expect("stderr"), log.clone());
-        NodeProc { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Polls the log for `needle`.
-    fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log().contains(needle) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "policy_node exited ({status}) before logging `{needle}`:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "policy_node did not log `{needle}` within {timeout:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill -{sig} failed");
-    }
-
-    /// Waits for the exit (polling) up to `timeout`: the status and the time it took.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<(ExitStatus, Duration)> {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // Let the reader threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(50));
-                return Some((status, start.elapsed()));
-            }
-            if start.elapsed() > timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// SIGINT, then the exit status (asserted 0) and the log.
-    fn stop(mut self) -> String {
-        self.signal("INT");
-        let (status, _) = self
-            .wait_exit(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("policy_node ignored SIGINT:\n{}", self.log()));
-        assert!(
-            status.success(),
-            "policy_node exited with {status}:\n{}",
-            self.log()
-        );
-        self.log()
-    }
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-struct PeerProc {
-    child: Child,
-    lines: Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl PeerProc {
-    /// Waits for a stdout line starting with `prefix` (the rest of it is returned).
-    fn wait_line(&mut self, prefix: &str, timeout: Duration, node: &NodeProc) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left.min(Duration::from_millis(200))) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix(prefix) {
-                        return rest.to_string();
-                    }
-                }
-                Err(_) if Instant::now() >= deadline => panic!(
-                    "the peer printed no `{prefix}` line within {timeout:?}\npeer stderr:\n{}\nnode log:\n{}",
-                    self.stderr.lock().unwrap(),
-                    node.log()
-                ),
-                Err(_) => {
-                    if let Ok(Some(_)) = self.child.try_wait() {
-                        // Drain what is left, then give up.
-                        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                            if let Some(rest) = line.strip_prefix(prefix) {
-                                return rest.to_string();
-                            }
-                        }
-                        panic!(
-                            "the peer exited without a `{prefix}` line\npeer stderr:\n{}\nnode log:\n{}",
-                            self.stderr.lock().unwrap(),
-                            node.log()
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    /// The peer's `RESULT` JSON (asserted `ok`).
-    fn result(mut self, node: &NodeProc) -> Value {
-        let line = self.wait_line("RESULT ", Duration::from_secs(120), node);
-        let v: Value = serde_json::from_str(&line).expect("peer RESULT is JSON");
-        assert_eq!(
-            v["ok"],
-            json!(true),
-            "peer failed: {}\npeer stderr:\n{}\nnode log:\n{}",
-            v["error"],
-            self.stderr.lock().unwrap(),
-            node.log()
-        );
-        let _ = self.child.wait();
-        v
-    }
-}
-
-impl Drop for PeerProc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+impl std::ops::Deref for World {
+    type Target = common::ros::World;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
