@@ -61,6 +61,16 @@ impl std::ops::Deref for World {
 
 // ---- offline reference -------------------------------------------------------------------
 
+/// The list of number lists at `key` of a peer result (commands, plans' rows).
+fn rows_of(r: &Value, key: &str) -> Vec<Vec<f64>> {
+    r[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no list `{key}` in the peer result"))
+        .iter()
+        .map(f64s)
+        .collect()
+}
+
 fn f64s(v: &Value) -> Vec<f64> {
     v.as_array()
         .expect("array")
@@ -160,12 +170,7 @@ fn commands_at_the_control_rate_equal_offline_inference() {
     );
 
     let chunk = offline_chunk(&export, &r, &["images"]);
-    let commands: Vec<Vec<f64>> = r["first_commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(f64s)
-        .collect();
+    let commands = rows_of(&r, "first_commands");
     for (k, c) in commands.iter().take(10).enumerate() {
         let d = max_diff(c, chunk.row(k));
         assert!(
@@ -259,7 +264,7 @@ fn reset_restarts_the_chunk_and_enable_gates_output() {
     let log = node.stop();
 
     let chunk = offline_chunk(&export, &r, &["images"]);
-    let commands: Vec<Vec<f64>> = r["commands"].as_array().unwrap().iter().map(f64s).collect();
+    let commands = rows_of(&r, "commands");
     let rows = rows(&commands, &chunk);
     assert!(
         rows.iter().all(Option::is_some),
@@ -860,12 +865,7 @@ fn lerobot_package_commands_equal_policyctl_chunk() {
         .1;
     assert_eq!(chunk.shape(), &[8, 6], "trimmed to n_action_steps");
     let chunk: Array2<f32> = chunk.into_dimensionality().unwrap();
-    let commands: Vec<Vec<f64>> = r["first_commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(f64s)
-        .collect();
+    let commands = rows_of(&r, "first_commands");
     assert!(commands.len() >= 16, "{} commands", commands.len());
     for (k, c) in commands.iter().take(16).enumerate() {
         let d = max_diff(c, chunk.row(k % 8));
@@ -936,12 +936,7 @@ fn remote_backend_commands_equal_local_onnx() {
     let log = node.stop();
 
     let chunk = offline_chunk(&export, &r, &["images"]);
-    let commands: Vec<Vec<f64>> = r["first_commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(f64s)
-        .collect();
+    let commands = rows_of(&r, "first_commands");
     for (k, c) in commands.iter().take(10).enumerate() {
         let d = max_diff(c, chunk.row(k));
         assert!(
@@ -1016,7 +1011,7 @@ fn remote_server_killed_mid_run_then_restarted() {
     let r = peer.result(&node);
     let log = node.stop();
 
-    let commands: Vec<Vec<f64>> = r["commands"].as_array().unwrap().iter().map(f64s).collect();
+    let commands = rows_of(&r, "commands");
     let chunk = offline_chunk(&export, &r, &["images"]);
     let matched = rows(&commands, &chunk);
     assert!(
@@ -1209,12 +1204,7 @@ fn lifecycle_walk_as_ros2_lifecycle_calls_it() {
 
     // Activation starts from a fresh chunk: the plan queued before deactivate was dropped.
     let chunk = offline_chunk(&export, &r, &["images"]);
-    let again: Vec<Vec<f64>> = r["reactivated_commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(f64s)
-        .collect();
+    let again = rows_of(&r, "reactivated_commands");
     assert_eq!(
         rows(&again[..10], &chunk),
         (0..10).map(Some).collect::<Vec<_>>(),
@@ -1295,12 +1285,7 @@ fn failed_configure_returns_to_unconfigured_and_the_node_recovers() {
     assert_eq!(r["configure_good"]["success"], json!(true), "{r}");
     assert_eq!(r["activate"]["state"], json!([3, "active"]), "{r}");
     let chunk = offline_chunk(&export, &r, &["images"]);
-    let commands: Vec<Vec<f64>> = r["first_commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(f64s)
-        .collect();
+    let commands = rows_of(&r, "first_commands");
     assert_eq!(
         rows(&commands[..10], &chunk),
         (0..10).map(Some).collect::<Vec<_>>()
@@ -1440,12 +1425,7 @@ fn parameters_through_rcl_interfaces() {
 
     assert_eq!(r["set_delta"][0]["successful"], json!(true), "{r}");
     assert_eq!(r["get_delta"]["max_joint_delta"], json!([0.002]));
-    let after: Vec<Vec<f64>> = r["after_delta"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(f64s)
-        .collect();
+    let after = rows_of(&r, "after_delta");
     for w in after.windows(2) {
         for j in 0..6 {
             assert!(
@@ -1783,7 +1763,7 @@ fn task_topic_switches_the_instruction_from_the_next_chunk() {
         "the two tasks should command differently ({gap})"
     );
 
-    let commands: Vec<Vec<f64>> = r["commands"].as_array().unwrap().iter().map(f64s).collect();
+    let commands = rows_of(&r, "commands");
     let row_of = |c: &[f64], chunk: &[Vec<f64>]| (0..n).find(|&k| close_to(c, &chunk[k]));
     // Every command is a row of the first or of the second task's chunk: A* then B+.
     let first_b = commands
@@ -1869,7 +1849,7 @@ fn rtc_on_the_node_commands_what_the_offline_loop_computes() {
             )
             .result(&node);
         let log = node.stop();
-        let commands: Vec<Vec<f64>> = r["commands"].as_array().unwrap().iter().map(f64s).collect();
+        let commands = rows_of(&r, "commands");
         let offline = offline_commands(&args, &r, TASK_A, commands.len() + 8);
         let offset = (0..4).find(|&i| close_to(&commands[0], &offline[i]));
         assert_eq!(
