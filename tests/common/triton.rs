@@ -61,8 +61,10 @@ impl Server {
                 .lines()
                 .map_while(Result::ok)
             {
-                if let Some(json) = line.strip_prefix("READY ") {
-                    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+                // Triton's own log shares this stdout and may not end its last line before the
+                // peer prints, so the marker can sit anywhere on a line.
+                if let Some(at) = line.find("READY {") {
+                    let v: serde_json::Value = serde_json::from_str(&line[at + 6..]).unwrap();
                     let _ = tx.send(v["grpc_port"].as_u64().unwrap() as u16);
                 }
                 let mut l = out_log.lock().unwrap();

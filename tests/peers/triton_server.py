@@ -179,7 +179,8 @@ def main() -> int:
         triton.run()
         info = {"grpc_port": grpc_port, "http_port": http_port, "metrics_port": metrics_port,
                 "models": models, "pid": os.getpid()}
-        print("READY " + json.dumps(info), flush=True)
+        # A leading newline: Triton may have left its own last log line unterminated on stdout.
+        print("\nREADY " + json.dumps(info), flush=True)
         threading.Thread(target=watch_parent, daemon=True).start()
         while not stop.wait(0.2):
             pass
