@@ -375,11 +375,14 @@ fn vla_task_changed_during_an_inference_applies_to_the_next_one() {
     let a = vla_run(&mut vla_control(TASK_A, true), 0, 12);
     let mut c = vla_control(TASK_A, false);
     vla_feed(&mut c, 0);
-    // Tick 0 requests the first chunk (queue empty: no command yet)...
+    // Tick 0 requests the first chunk (queue empty: no command yet, and no overrun: nothing
+    // was due)...
     assert!(
-        matches!(c.tick(0), TickStatus::Overrun),
+        matches!(c.tick(0), TickStatus::Waiting),
         "the first chunk is in flight"
     );
+    let counters = c.status().counters;
+    assert_eq!((counters.waiting, counters.overruns), (1, 0));
     // ...and the task changes while it is computed.
     c.apply_live(vla_params(TASK_B, false)).unwrap();
     // The tiny model takes milliseconds: give the worker time, so that the chunk serves from

@@ -253,6 +253,13 @@ fn joint_state_and_camera_dropout_stop_commands_and_resume_fresh() {
         );
     }
     assert!(diag_num(&run.last_diag, "stale_ticks") > 0.0);
+    // The start and each return begin a plan whose first chunk is computed while ticks pass:
+    // those ticks wait for it, and are not counted as missed deadlines.
+    assert!(
+        diag_num(&run.last_diag, "waiting_ticks") >= 3.0,
+        "waiting_ticks: {}\n{ctx}",
+        diag_num(&run.last_diag, "waiting_ticks")
+    );
 }
 
 /// A chunk holding NaN commands nothing: the rows already queued from the last good chunk

@@ -197,6 +197,7 @@ fn commands_at_the_control_rate_equal_offline_inference() {
         "queue_depth",
         "stale_ticks",
         "overruns",
+        "waiting_ticks",
     ] {
         let v: f64 = diag_value(diag, key)
             .parse()

@@ -13,7 +13,8 @@
 #   - queue-tick p99 <= 1 ms in every window;
 #   - RSS flat after warm-up: growth < 1 MB over the last 8 minutes (runs of 10 min or more;
 #     shorter runs: over their second half);
-#   - no errors, and every tick accounted for (commands + stale + overruns + errors = ticks).
+#   - no errors, and every tick accounted for (commands + stale + overruns + waiting + errors =
+#     ticks; waiting: ticks before the first chunk of a plan, at start or after a stale gap).
 #
 # Usage: tools/soak.sh [--duration S] [--rate HZ] [--threads N] [--export DIR] [--bin PATH]
 #                      [--build] [--json FILE] [--strict] [-p NAME:=VALUE]...
@@ -167,12 +168,13 @@ def f(w, k):
 
 print()
 print(f"policy_node soak: {duration:g} s at {rate:g} Hz (per 60 s /diagnostics window)")
-hdr = ["win", "t s", "len s", "ticks", "lost", "cmds", "stale", "overrun", "late", "tick p50", "tick p99", "tick max",
+hdr = ["win", "t s", "len s", "ticks", "lost", "cmds", "stale", "overrun", "wait", "late", "tick p50", "tick p99", "tick max",
        "queue p99", "ahead", "infer p99", "RSS MB", "fds"]
 print(" ".join(f"{h:>9}" for h in hdr))
 for w in windows:
     row = [w.get("window_index"), f"{w.get('t', 0):.0f}", w.get("window_s"), w.get("window_ticks"), w.get("window_lost_ticks"),
-           w.get("window_commands"), w.get("window_stale_ticks"), w.get("window_overruns"), w.get("window_late_ticks"),
+           w.get("window_commands"), w.get("window_stale_ticks"), w.get("window_overruns"),
+           w.get("window_waiting_ticks"), w.get("window_late_ticks"),
            w.get("window_tick_p50_ms"), w.get("window_tick_p99_ms"), w.get("window_tick_max_ms"),
            w.get("window_queue_tick_p99_ms"), w.get("refill_ahead_steps"), w.get("latency_recent_p99_ms"),
            f"{w.get('VmRSS', 0) / 1024:.2f}", w.get("fds")]
@@ -184,6 +186,7 @@ def grab(pattern, n=1):
     return [float(x) for x in m.groups()] if m else [float("nan")] * n
 ticks, stale, overruns = grab(r"(\d+) tick\(s\) \([\d.]+ Hz\): (\d+) stale, (\d+) overrun", 3)
 errors, = grab(r"(\d+) error\(s\), \d+ disabled")
+waiting, = grab(r"(\d+) waiting for a first chunk")
 commands, = grab(r"(\d+) command\(s\) published")
 q = grab(r"(\d+) served from the queue " + num + "/" + num + "/" + num + "/" + num + " ms", 5)
 lost, late = grab(r"(\d+) lost tick\(s\)[^,]*, (\d+) late tick", 2)
@@ -203,8 +206,8 @@ warnings = [l.split("]: ", 1)[-1] for l in text.splitlines() if re.search(r"late
 checks = {
     "run completed (node exit 0, robot ok)": rc == 0 and bool(result.get("ok")) and bool(summary),
     "no tick lost": lost == 0 and window_lost == 0,
-    "every tick accounted for (commands + stale + overruns + errors = ticks)":
-        commands + stale + overruns + errors == ticks,
+    "every tick accounted for (commands + stale + overruns + waiting + errors = ticks)":
+        commands + stale + overruns + waiting + errors == ticks,
     "no errors": errors == 0,
     "0 overruns once warm (after the first window)": warm_overruns == 0 if warm else None,
     "queue-tick p99 <= 1 ms in every window": all(v <= 1.0 for v in queue_p99s) if queue_p99s else None,
@@ -214,7 +217,7 @@ print()
 print(f"node summary: {summary}")
 print()
 print(f"ticks {ticks:.0f}, commands {commands:.0f}, stale {stale:.0f}, overruns {overruns:.0f} "
-      f"({warm_overruns} after the first window), errors {errors:.0f}, lost ticks {lost:.0f}, late ticks {late:.0f}")
+      f"({warm_overruns} after the first window), waiting for a first chunk {waiting:.0f}, errors {errors:.0f}, lost ticks {lost:.0f}, late ticks {late:.0f}")
 print(f"queue-served ticks: {q[0]:.0f}, latency p50/p90/p99/max {q[1]:.3f}/{q[2]:.3f}/{q[3]:.3f}/{q[4]:.3f} ms")
 if rss:
     print(f"RSS: {rss[0][1] / 1024:.2f} MB at {rss[0][0]:.0f} s, {rss[-1][1] / 1024:.2f} MB at {rss[-1][0]:.0f} s; "
@@ -234,6 +237,7 @@ for name, ok in checks.items():
 report = {
     "duration_s": duration, "rate_hz": rate, "summary": summary, "windows": windows, "samples": samples,
     "ticks": ticks, "commands": commands, "stale": stale, "overruns": overruns, "warm_overruns": warm_overruns,
+    "waiting": waiting,
     "errors": errors, "lost_ticks": lost, "late_ticks": late, "queue_latency_ms": q[1:],
     "rss_growth_kb": rss_growth_kb, "rss_span_s": span, "fd_growth": fd_growth,
     "checks": {k: v for k, v in checks.items()}, "peer_ok": bool(result.get("ok")), "node_rc": rc,

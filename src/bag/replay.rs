@@ -603,7 +603,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
                 switched.push(ctl.last_tick_switched());
             }
             TickStatus::Disabled => *disabled += 1,
-            TickStatus::Stale { .. } | TickStatus::Overrun => {}
+            TickStatus::Stale { .. } | TickStatus::Overrun | TickStatus::Waiting => {}
             TickStatus::Error(message) => {
                 return Err(BagError::Tick {
                     stamp_ns: t,

@@ -146,8 +146,11 @@ pub enum TickStatus {
     Disabled,
     /// An input is missing or too old: `what` names the topic.
     Stale { what: String, age_ms: Option<f64> },
-    /// No action was ready (the next chunk is still being computed).
+    /// No action was ready: the next chunk missed its deadline (the plan ran out first).
     Overrun,
+    /// No action yet: the plan's first chunk is being computed (at start, after a reset, a
+    /// stale gap, a disable or a clock jump). Not a missed deadline.
+    Waiting,
     /// The policy failed on this tick's data.
     Error(String),
 }
@@ -159,6 +162,9 @@ pub struct Counters {
     pub commands: u64,
     pub stale: u64,
     pub overruns: u64,
+    /// Ticks without an action while the plan's first chunk was computed
+    /// ([`TickStatus::Waiting`]).
+    pub waiting: u64,
     pub errors: u64,
     pub rejected_messages: u64,
     /// Ticks whose time was earlier than the previous tick's (ROS time jumped back).
@@ -918,6 +924,10 @@ impl ControlLoop {
                         TickStatus::Error(e)
                     }
                 }
+            }
+            Ok(TickOutcome::Overrun) if self.policy.scheduler().waiting() => {
+                self.counters.waiting += 1;
+                TickStatus::Waiting
             }
             Ok(TickOutcome::Overrun) => {
                 self.counters.overruns += 1;

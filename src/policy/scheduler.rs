@@ -37,8 +37,15 @@ use super::TemporalEnsembler;
 pub struct SchedulerStats {
     /// Chunks delivered.
     pub chunks: u64,
-    /// Ticks that found no action (queue empty and no chunk ready).
+    /// Ticks that found no action (queue empty and no chunk ready) after an action had been
+    /// served: the refill missed its deadline.
     pub overruns: u64,
+    /// Ticks that found no action before the first chunk since the reset arrived: the first
+    /// inference of a new plan (at start, after a reset, a stale gap or a disable), not a
+    /// missed deadline.
+    pub waits: u64,
+    /// Actions served.
+    pub served: u64,
     /// Chunks that arrived so late that every row to execute was in the past.
     pub late_chunks: u64,
     /// Chunks switched in (each starts a new plan).
@@ -282,13 +289,22 @@ impl Scheduler {
         }
     }
 
-    /// The action for the current tick (advancing to the next), or `None`: an overrun.
+    /// The action for the current tick (advancing to the next), or `None`: an overrun, or a
+    /// wait for the first chunk since the reset (see [`waiting`](Self::waiting)).
     pub fn next_action(&mut self) -> Option<Array1<f32>> {
         let action = self.advance(true);
-        if action.is_none() {
-            self.stats.overruns += 1;
+        match (&action, self.stats.served) {
+            (Some(_), _) => self.stats.served += 1,
+            (None, 0) => self.stats.waits += 1,
+            (None, _) => self.stats.overruns += 1,
         }
         action
+    }
+
+    /// Whether no action has been served since the reset: a tick without an action is then
+    /// waiting for the plan's first chunk, not an overrun.
+    pub fn waiting(&self) -> bool {
+        self.stats.served == 0
     }
 
     /// The chunk switched in by the last [`next_action`](Self::next_action) that switched
@@ -487,19 +503,45 @@ mod tests {
         assert_eq!(a, expect.iter().map(|v| Some(*v)).collect::<Vec<_>>());
     }
 
+    /// A tick without an action is a wait until the plan's first action is served, an
+    /// overrun after that, and a wait again after a reset.
+    #[test]
+    fn waits_for_the_first_chunk_are_not_overruns() {
+        let mut s = Scheduler::new(2, 0, None);
+        assert!(s.waiting());
+        s.requested();
+        assert_eq!(s.next_action(), None);
+        s.deliver(0, chunk(0.0, 4));
+        assert_eq!(s.next_action().map(|a| a[0]), Some(1.0));
+        assert!(!s.waiting());
+        // the plan ran out and the next chunk (requested on the empty queue) is late
+        assert!(s.needs_refill());
+        s.requested();
+        assert_eq!(s.next_action(), None);
+        assert_eq!(s.next_action(), None);
+        let st = s.stats();
+        assert_eq!((st.waits, st.overruns, st.served), (1, 2, 1));
+        s.reset();
+        assert!(s.waiting());
+        s.requested();
+        assert_eq!(s.next_action(), None);
+        let st = s.stats();
+        assert_eq!((st.waits, st.overruns, st.served), (1, 0, 0));
+    }
+
     #[test]
     fn late_chunk_is_skipped_and_counted() {
         let mut s = Scheduler::new(3, 0, None);
         assert!(s.needs_refill());
         s.requested();
         assert!(!s.needs_refill());
-        // nothing arrives for 2 ticks: overruns
+        // nothing arrives for 2 ticks: waits for the first chunk, not overruns
         assert_eq!(s.next_action(), None);
         assert_eq!(s.next_action(), None);
         s.deliver(0, chunk(0.0, 3));
         // tick 2: rows 2..3 remain
         assert_eq!(s.next_action().map(|a| a[0]), Some(2.0));
-        assert_eq!(s.stats().overruns, 2);
+        assert_eq!((s.stats().waits, s.stats().overruns), (2, 0));
         // a chunk older than its executable rows is dropped
         s.requested();
         s.deliver(0, chunk(0.0, 3));

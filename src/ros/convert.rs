@@ -251,6 +251,7 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
         kv("commands_total", extras.commands_total.to_string()),
         kv("stale_ticks", c.stale.to_string()),
         kv("overruns", c.overruns.to_string()),
+        kv("waiting_ticks", c.waiting.to_string()),
         kv("errors", c.errors.to_string()),
         kv("rejected_messages", c.rejected_messages.to_string()),
         kv("clock_jumps", c.clock_jumps.to_string()),
@@ -297,6 +298,7 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
             kv("window_commands", w.commands.to_string()),
             kv("window_stale_ticks", w.stale.to_string()),
             kv("window_overruns", w.overruns.to_string()),
+            kv("window_waiting_ticks", w.waiting.to_string()),
             kv("window_errors", w.errors.to_string()),
             kv("window_late_ticks", w.late_ticks.to_string()),
             kv("window_tick_p50_ms", ms(w.latency.p50)),
@@ -510,6 +512,7 @@ mod tests {
                 commands: 8,
                 stale: 1,
                 overruns: 1,
+                waiting: 4,
                 errors: 0,
                 rejected_messages: 2,
                 clock_jumps: 0,
@@ -560,6 +563,7 @@ mod tests {
         assert_eq!(value(&a, "queue_depth"), "7");
         assert_eq!(value(&a, "stale_ticks"), "1");
         assert_eq!(value(&a, "overruns"), "1");
+        assert_eq!(value(&a, "waiting_ticks"), "4");
         assert_eq!(value(&a, "refill_mode"), "async");
         assert_eq!(value(&a, "enabled"), "true");
         assert_eq!(value(&a, "refill_ahead_steps"), "2");

@@ -1342,6 +1342,16 @@ async fn tick_loop(
                     );
                 }
             }
+            TickStatus::Waiting => {
+                lock(&shared.stats).waiting();
+                if let Some(n) = shared.due("waiting") {
+                    log::info!(
+                        "no command yet: the first chunk since the start, a reset or a gap in the \
+                         inputs is being computed{}",
+                        held_back(n)
+                    );
+                }
+            }
             TickStatus::Error(e) => {
                 lock(&shared.stats).errors += 1;
                 if let Some(n) = shared.due("error") {
@@ -1537,7 +1547,7 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
     });
     format!(
         "stopped on {signal} after {:.1} s: {} command(s) published on {} ({:.2} Hz achieved, control_rate_hz {}); \
-         {} tick(s) ({:.2} Hz): {} stale, {} overrun(s), {} error(s), {} disabled; inference ({} chunk(s) since start or \
+         {} tick(s) ({:.2} Hz): {} stale, {} overrun(s), {} error(s), {} disabled, {} waiting for a first chunk; inference ({} chunk(s) since start or \
          the last reset) latency last/mean/max {}/{}/{} ms on {}/{}; tick latency (timer -> published) \
          p50/p90/p99/max {} ms; of which {} served from the queue {} ms, {} refill tick(s) (chunk requested, \
          computed on the tick when synchronous) {} ms; {} overrun tick(s) (timer -> handled) {} ms; \
@@ -1554,6 +1564,7 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
         stats.overruns,
         stats.errors,
         stats.disabled,
+        stats.waiting,
         status.latency.count,
         ms(status.latency.last),
         ms(status.latency.mean()),

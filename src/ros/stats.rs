@@ -126,6 +126,8 @@ pub struct WindowSummary {
     pub commands: u64,
     pub stale: u64,
     pub overruns: u64,
+    /// Ticks waiting for a plan's first chunk (not missed deadlines).
+    pub waiting: u64,
     pub errors: u64,
     /// Command ticks that took longer than the control period (timer -> published).
     pub late_ticks: u64,
@@ -143,6 +145,7 @@ struct Window {
     commands: u64,
     stale: u64,
     overruns: u64,
+    waiting: u64,
     errors: u64,
     late_ticks: u64,
     latency: Histogram,
@@ -159,6 +162,8 @@ pub struct RunStats {
     /// Ticks without a command, by reason (never cleared by `~/reset`).
     pub stale: u64,
     pub overruns: u64,
+    /// Ticks waiting for a plan's first chunk (at start, after a reset or a stale gap).
+    pub waiting: u64,
     pub errors: u64,
     pub disabled: u64,
     /// Timer periods that passed without a tick (the timer fired late, more than one period
@@ -283,6 +288,11 @@ impl RunStats {
         self.overrun.push(latency);
     }
 
+    /// A tick without an action while the plan's first chunk was computed (not an overrun).
+    pub fn waiting(&mut self) {
+        self.waiting += 1;
+    }
+
     /// Closes the current window if it is at least [`WINDOW`] old at `now`; returns the
     /// newest completed window.
     pub fn roll_window(&mut self, now: Instant) -> Option<WindowSummary> {
@@ -299,6 +309,7 @@ impl RunStats {
                     commands: self.commands - w.commands,
                     stale: self.stale - w.stale,
                     overruns: self.overruns - w.overruns,
+                    waiting: self.waiting - w.waiting,
                     errors: self.errors - w.errors,
                     late_ticks: self.late_ticks - w.late_ticks,
                     latency: w.latency.summary(),
@@ -317,6 +328,7 @@ impl RunStats {
                     commands: self.commands,
                     stale: self.stale,
                     overruns: self.overruns,
+                    waiting: self.waiting,
                     errors: self.errors,
                     late_ticks: self.late_ticks,
                     latency,
