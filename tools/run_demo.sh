@@ -221,6 +221,7 @@ t = re.search(r"tick latency \(timer -> published\) p50/p90/p99/max ([\d./]+) ms
 q = re.search(r"of which (\d+) served from the queue ([\d./]+) ms", summary)
 c = re.search(r"(\d+) command\(s\) published", summary)
 s = re.search(r"(\d+) stale, (\d+) overrun\(s\), (\d+) error\(s\)", summary)
+w = re.search(r"(\d+) waiting for a first chunk", summary)
 bag_s = (loops[0]["end_ns"] - loops[0]["start_ns"]) / 1e9
 print()
 print("policy_node demo: what happened")
@@ -238,7 +239,7 @@ if t:
           + (f"; {q.group(1)} ticks served from the queue: {q.group(2)} ms" if q else ""))
 if s:
     print(f"  ticks             {s.group(1)} stale (between repetitions: old data), {s.group(2)} overrun(s), "
-          f"{s.group(3)} error(s)")
+          f"{s.group(3)} error(s)" + (f", {w.group(1)} waiting for a first chunk (start of each repetition)" if w else ""))
 print(f"  vs offline replay `policyctl replay` of the same bag ({len(offline)} commands): {compared} live commands "
       f"compared in order, max |live - offline| = {worst:.2e}")
 print("                    first live command of each repetition = offline row "

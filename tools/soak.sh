@@ -201,7 +201,7 @@ warm = windows[1:] if len(windows) > 1 else []
 warm_overruns = sum(int(w.get("window_overruns", 0)) for w in warm)
 window_lost = sum(int(w.get("window_lost_ticks", 0)) for w in windows)
 queue_p99s = [f(w, "window_queue_tick_p99_ms") for w in windows]
-warnings = [l.split("]: ", 1)[-1] for l in text.splitlines() if re.search(r"late tick:|overrun:|refill ahead", l)]
+warnings = [l.split("]: ", 1)[-1] for l in text.splitlines() if re.search(r"late tick:|lost \d+ tick|overrun:|refill ahead", l)]
 
 checks = {
     "run completed (node exit 0, robot ok)": rc == 0 and bool(result.get("ok")) and bool(summary),

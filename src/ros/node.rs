@@ -1252,7 +1252,22 @@ async fn tick_loop(
                 control.params().max_observation_age_ms,
             )
         };
-        lock(&shared.stats).tick(woke, !ctx.use_sim_time);
+        let (lost, previous) = {
+            let mut stats = lock(&shared.stats);
+            let previous = stats.last_tick();
+            (stats.tick(woke, !ctx.use_sim_time), previous)
+        };
+        if lost > 0 {
+            if let Some(n) = shared.due("lost") {
+                log::warn!(
+                    "lost {lost} tick(s): this tick woke {:.1} ms after the previous one (period \
+                     {:.3} ms): the timer or the tick thread was held up{}",
+                    previous.map_or(0.0, |p| (woke - p).as_secs_f64() * 1e3),
+                    ctx.period.as_secs_f64() * 1e3,
+                    held_back(n)
+                );
+            }
+        }
         match status {
             TickStatus::Command(command) => {
                 match publisher.publish(&ctx, &command, &plan, now_ns) {

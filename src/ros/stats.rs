@@ -244,7 +244,9 @@ impl RunStats {
     /// process's steady clock, rounded: a tick up to half a period late is late, not lost)
     /// less the ticks after it. A period with no tick is one the timer skipped (called more
     /// than a period late) or fired while the previous tick was still waiting to be handled.
-    pub fn tick(&mut self, at: Instant, wall_clock: bool) {
+    /// Returns the ticks newly lost before this one (0 almost always).
+    pub fn tick(&mut self, at: Instant, wall_clock: bool) -> u64 {
+        let lost_before_tick = self.lost_ticks;
         self.ticks += 1;
         self.run_ticks += 1;
         if let (true, false, Some(first)) = (wall_clock, self.period.is_zero(), self.run_first) {
@@ -257,6 +259,12 @@ impl RunStats {
         self.first_tick.get_or_insert(at);
         self.last_tick = Some(at);
         self.window.started.get_or_insert(at);
+        self.lost_ticks.saturating_sub(lost_before_tick)
+    }
+
+    /// When the previous tick woke (`None` before the first).
+    pub fn last_tick(&self) -> Option<Instant> {
+        self.last_tick
     }
 
     /// A command published at `at`, `latency` after the timer woke the tick; `kind` is
@@ -465,11 +473,12 @@ mod tests {
         s.tick(t0 + 3 * period, true);
         assert_eq!(s.lost_ticks, 0);
         // Periods 4 and 5 passed without a tick.
-        s.tick(t0 + 6 * period, true);
+        assert_eq!(s.tick(t0 + 6 * period, true), 2);
         assert_eq!(s.lost_ticks, 2);
-        s.tick(t0 + 7 * period, true);
+        assert_eq!(s.tick(t0 + 7 * period, true), 0);
         assert_eq!(s.lost_ticks, 2);
-        s.tick(t0 + 9 * period, true);
+        assert_eq!(s.last_tick(), Some(t0 + 7 * period));
+        assert_eq!(s.tick(t0 + 9 * period, true), 1);
         assert_eq!(s.lost_ticks, 3);
         // On sim time nothing is counted.
         let mut sim = RunStats::with_period(period);
