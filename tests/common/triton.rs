@@ -61,11 +61,17 @@ impl Server {
                 .lines()
                 .map_while(Result::ok)
             {
-                // Triton's own log shares this stdout and may not end its last line before the
-                // peer prints, so the marker can sit anywhere on a line.
-                if let Some(at) = line.find("READY {") {
-                    let v: serde_json::Value = serde_json::from_str(&line[at + 6..]).unwrap();
-                    let _ = tx.send(v["grpc_port"].as_u64().unwrap() as u16);
+                // Triton's own log shares this stdout, so the marker can sit anywhere on a line
+                // and other output may follow its JSON: read the first JSON value after it.
+                let port = line.find("READY {").and_then(|at| {
+                    serde_json::Deserializer::from_str(&line[at + 6..])
+                        .into_iter::<serde_json::Value>()
+                        .next()?
+                        .ok()?["grpc_port"]
+                        .as_u64()
+                });
+                if let Some(port) = port.and_then(|p| u16::try_from(p).ok()) {
+                    let _ = tx.send(port);
                 }
                 let mut l = out_log.lock().unwrap();
                 l.push_str(&line);

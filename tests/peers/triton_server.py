@@ -179,8 +179,10 @@ def main() -> int:
         triton.run()
         info = {"grpc_port": grpc_port, "http_port": http_port, "metrics_port": metrics_port,
                 "models": models, "pid": os.getpid()}
-        # A leading newline: Triton may have left its own last log line unterminated on stdout.
-        print("\nREADY " + json.dumps(info), flush=True)
+        # One write, starting with a newline: Triton shares this stdout and may have left its
+        # own last log line unterminated (print() may write the text and its end separately).
+        sys.stdout.write("\nREADY " + json.dumps(info) + "\n")
+        sys.stdout.flush()
         threading.Thread(target=watch_parent, daemon=True).start()
         while not stop.wait(0.2):
             pass
