@@ -1358,7 +1358,7 @@ async fn tick_loop(
                 }
             }
             TickStatus::Waiting => {
-                lock(&shared.stats).waiting();
+                lock(&shared.stats).waiting += 1;
                 if let Some(n) = shared.due("waiting") {
                     log::info!(
                         "no command yet: the first chunk since the start, a reset or a gap in the \

@@ -36,20 +36,6 @@ pub fn from_ros(value: &ParameterValue) -> Option<ParamValue> {
     })
 }
 
-/// A [`ParamValue`] as an r2r parameter value.
-pub fn to_ros(value: &ParamValue) -> ParameterValue {
-    match value {
-        ParamValue::Bool(v) => ParameterValue::Bool(*v),
-        ParamValue::Int(v) => ParameterValue::Integer(*v),
-        ParamValue::Double(v) => ParameterValue::Double(*v),
-        ParamValue::String(v) => ParameterValue::String(v.clone()),
-        ParamValue::BoolArray(v) => ParameterValue::BoolArray(v.clone()),
-        ParamValue::IntArray(v) => ParameterValue::IntegerArray(v.clone()),
-        ParamValue::DoubleArray(v) => ParameterValue::DoubleArray(v.clone()),
-        ParamValue::StringArray(v) => ParameterValue::StringArray(v.clone()),
-    }
-}
-
 /// The overrides the node received (`--ros-args -p`, `--params-file`) as a [`ParamMap`].
 pub fn overrides(params: &IndexMap<String, Parameter>) -> ParamMap {
     params
@@ -191,19 +177,34 @@ mod tests {
     }
 
     #[test]
-    fn values_convert_both_ways() {
+    fn values_convert_from_ros() {
         let values = [
-            ParamValue::Bool(true),
-            ParamValue::Int(-3),
-            ParamValue::Double(2.5),
-            ParamValue::String("x".into()),
-            ParamValue::BoolArray(vec![true, false]),
-            ParamValue::IntArray(vec![1, 2]),
-            ParamValue::DoubleArray(vec![0.5]),
-            ParamValue::StringArray(vec!["a".into()]),
+            (ParameterValue::Bool(true), ParamValue::Bool(true)),
+            (ParameterValue::Integer(-3), ParamValue::Int(-3)),
+            (ParameterValue::Double(2.5), ParamValue::Double(2.5)),
+            (
+                ParameterValue::String("x".into()),
+                ParamValue::String("x".into()),
+            ),
+            (
+                ParameterValue::BoolArray(vec![true, false]),
+                ParamValue::BoolArray(vec![true, false]),
+            ),
+            (
+                ParameterValue::IntegerArray(vec![1, 2]),
+                ParamValue::IntArray(vec![1, 2]),
+            ),
+            (
+                ParameterValue::DoubleArray(vec![0.5]),
+                ParamValue::DoubleArray(vec![0.5]),
+            ),
+            (
+                ParameterValue::StringArray(vec!["a".into()]),
+                ParamValue::StringArray(vec!["a".into()]),
+            ),
         ];
-        for v in values {
-            assert_eq!(from_ros(&to_ros(&v)), Some(v));
+        for (ros, v) in values {
+            assert_eq!(from_ros(&ros), Some(v));
         }
         assert_eq!(from_ros(&ParameterValue::NotSet), None);
         assert_eq!(

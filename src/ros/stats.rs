@@ -296,11 +296,6 @@ impl RunStats {
         self.overrun.push(latency);
     }
 
-    /// A tick without an action while the plan's first chunk was computed (not an overrun).
-    pub fn waiting(&mut self) {
-        self.waiting += 1;
-    }
-
     /// Closes the current window if it is at least [`WINDOW`] old at `now`; returns the
     /// newest completed window.
     pub fn roll_window(&mut self, now: Instant) -> Option<WindowSummary> {
