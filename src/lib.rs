@@ -2,6 +2,7 @@
 //! TorchScript, natively, with a ROS 2 node around them.
 pub mod control;
 pub mod export;
+pub mod iomap;
 pub mod npy;
 pub mod observation;
 pub mod policy;

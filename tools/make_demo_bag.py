@@ -33,6 +33,14 @@ the rosbags version string inside the MCAP header.
 (the sizes their packages declare), MCAP only, and a ``params.yaml`` running
 ``vla_pi05_rtc`` with real-time chunking (the live replay test generates it).
 
+``--multi DIR`` writes instead, under ``DIR``, the same motion wired as a robot with several
+state sources and command channels (the I/O map test): ``/arm/joint_states`` (``joint3``,
+``joint1``, ``joint2`` and a joint the policy does not use), ``/wrist/joint_states``
+(``joint5``, ``joint4``), ``/gripper/opening_mm`` ``std_msgs/msg/Float64MultiArray`` (``joint6``
+in thousandths, no header: stamped with its log time), ``/image_raw``; MCAP only; an
+``io_map.yaml`` that reads them and commands four channels (two arm controllers, a wrist
+``JointTrajectory``, a ``Float64`` gripper in thousandths), and a ``params.yaml`` using it.
+
 ``--large`` writes instead a bag for measuring replay speed with the ACT-size model
 (``fixtures-large/act_full``, made by ``tools/make_fixture.py --large``):
 ``fixtures-large/demo_bag_large/`` (git-ignored) with 14 joints (the demo's 6, repeated),
@@ -45,6 +53,7 @@ Usage::
     .venv/bin/python tools/make_demo_bag.py --out DIR
     .venv/bin/python tools/make_demo_bag.py --large    # fixtures-large/demo_bag_large
     .venv/bin/python tools/make_demo_bag.py --vla DIR  # the two-camera VLA bag
+    .venv/bin/python tools/make_demo_bag.py --multi DIR  # several sources and channels
 """
 
 from __future__ import annotations
@@ -123,6 +132,84 @@ policy_node:
     threads: 1
     enable_on_start: true
 """
+
+
+MULTI_IO_MAP_YAML = """\
+# I/O map of the multi-source demo bag (tools/make_demo_bag.py --multi): three state
+# sources (one in thousandths), four command channels.
+inputs:
+  observation.state:
+    - topic: /arm/joint_states
+      type: sensor_msgs/msg/JointState
+      select: [position.joint1, position.joint2, position.joint3]
+    - topic: /wrist/joint_states
+      type: sensor_msgs/msg/JointState
+      select: [position.joint4, position.joint5]
+    - topic: /gripper/opening_mm
+      type: std_msgs/msg/Float64MultiArray
+      select: [data.0]
+      scale: 0.001
+  observation.images:
+    topic: /image_raw
+outputs:
+  - topic: /shoulder_controller/commands
+    type: std_msgs/msg/Float64MultiArray
+    action: [1, 0]
+  - topic: /elbow_controller/commands
+    type: std_msgs/msg/Float64MultiArray
+    action: [2]
+  - topic: /wrist_controller/joint_trajectory
+    type: trajectory_msgs/msg/JointTrajectory
+    action: [3, 4]
+    names: [joint4, joint5]
+  - topic: /gripper_controller/command
+    type: std_msgs/msg/Float64
+    action: [5]
+    scale: 1000.0
+"""
+
+MULTI_PARAMS_YAML = """\
+# Node parameters for the multi-source demo bag (tools/make_demo_bag.py --multi).
+policy_node:
+  ros__parameters:
+    export_dir: tests/fixtures/act_tiny/onnx
+    io_map: {io_map}
+    control_rate_hz: 30.0
+    max_observation_age_ms: 200.0
+    refill_ahead_steps: 5
+    enable_on_start: true
+"""
+
+
+def multi_messages(typestore):
+    """The demo's messages split into the ``--multi`` topics (see the module docs)."""
+    Header = typestore.types["std_msgs/msg/Header"]
+    JointState = typestore.types["sensor_msgs/msg/JointState"]
+    Array = typestore.types["std_msgs/msg/Float64MultiArray"]
+    Layout = typestore.types["std_msgs/msg/MultiArrayLayout"]
+    out = []
+    for ns, topic, msgtype, msg in messages(typestore):
+        if topic != JOINT_TOPIC:
+            out.append((ns, topic, msgtype, msg))
+            continue
+        q = np.asarray(msg.position, dtype=np.float64)
+        header = Header(stamp=stamp(ns, typestore), frame_id="")
+        empty = np.zeros(0, dtype=np.float64)
+        arm = JointState(
+            header=header,
+            name=["joint3", "joint1", "joint2", "unused"],
+            position=np.array([q[2], q[0], q[1], 7.0]),
+            velocity=empty,
+            effort=empty,
+        )
+        wrist = JointState(
+            header=header, name=["joint5", "joint4"], position=np.array([q[4], q[3]]), velocity=empty, effort=empty
+        )
+        gripper = Array(layout=Layout(dim=[], data_offset=0), data=np.array([q[5] * 1000.0]))
+        out.append((ns, "/arm/joint_states", msgtype, arm))
+        out.append((ns, "/wrist/joint_states", msgtype, wrist))
+        out.append((ns, "/gripper/opening_mm", "std_msgs/msg/Float64MultiArray", gripper))
+    return out
 
 
 def stamp(ns: int, typestore):
@@ -214,8 +301,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument("--large", action="store_true", help="the ACT-size speed-test bag instead")
     parser.add_argument("--vla", type=Path, default=None, metavar="DIR", help="the two-camera VLA bag, under DIR")
+    parser.add_argument("--multi", type=Path, default=None, metavar="DIR", help="the multi-source bag, under DIR")
     args = parser.parse_args()
     typestore = get_typestore(Stores.ROS2_KILTED)
+    if args.multi:
+        out = args.multi.resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        msgs = multi_messages(typestore)
+        write_bag(out / "mcap", StoragePlugin.MCAP, typestore, msgs)
+        (out / "io_map.yaml").write_text(MULTI_IO_MAP_YAML)
+        (out / "params.yaml").write_text(MULTI_PARAMS_YAML.format(io_map=out / "io_map.yaml"))
+        print(f"wrote {out} ({len(msgs)} messages)")
+        return
     if args.vla:
         out = args.vla
         out.mkdir(parents=True, exist_ok=True)

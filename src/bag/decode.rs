@@ -6,6 +6,7 @@ use r2r::WrappedTypesupport;
 
 use super::cdr;
 use crate::control::{ImageData, Origin};
+use crate::iomap::{InputMessage, InputType};
 use crate::observation::{time_to_ns, ObservationError};
 
 /// The message types replay consumes.
@@ -61,6 +62,104 @@ pub fn joint_state(cdr: &[u8]) -> Result<JointStateMsg, r2r::Error> {
         stamp_ns: time_to_ns(m.header.stamp.sec, m.header.stamp.nanosec),
         name: m.name,
         position: m.position,
+    })
+}
+
+/// Decodes a CDR message of a map's non-image input type `t` into the map's ROS-free
+/// [`InputMessage`] (a `JointState` through [`joint_state`], the others through r2r's own
+/// deserialization), with its `header.stamp` in nanoseconds (0 when unset or when the type
+/// has no header).
+pub fn input_message(t: InputType, cdr: &[u8]) -> Result<(i64, InputMessage), r2r::Error> {
+    use r2r::geometry_msgs::msg::{PoseStamped, TwistStamped};
+    use r2r::nav_msgs::msg::Odometry;
+    use r2r::sensor_msgs::msg::Imu;
+    use r2r::std_msgs::msg::{Float32MultiArray, Float64, Float64MultiArray};
+    let stamp = |s: &r2r::builtin_interfaces::msg::Time| time_to_ns(s.sec, s.nanosec);
+    let pose = |p: &r2r::geometry_msgs::msg::Pose, f: &mut Vec<f64>| {
+        f.extend([
+            p.position.x,
+            p.position.y,
+            p.position.z,
+            p.orientation.x,
+            p.orientation.y,
+            p.orientation.z,
+            p.orientation.w,
+        ])
+    };
+    let twist = |t: &r2r::geometry_msgs::msg::Twist, f: &mut Vec<f64>| {
+        f.extend([
+            t.linear.x,
+            t.linear.y,
+            t.linear.z,
+            t.angular.x,
+            t.angular.y,
+            t.angular.z,
+        ])
+    };
+    let cdr = rmw_safe(cdr)?;
+    Ok(match t {
+        InputType::JointState => {
+            let m = match cdr::joint_state(cdr) {
+                Some(m) => m,
+                None => r2r::sensor_msgs::msg::JointState::from_serialized_bytes(cdr)?,
+            };
+            (
+                stamp(&m.header.stamp),
+                InputMessage::JointState {
+                    name: m.name,
+                    position: m.position,
+                    velocity: m.velocity,
+                    effort: m.effort,
+                },
+            )
+        }
+        InputType::Float64MultiArray => {
+            let m = Float64MultiArray::from_serialized_bytes(cdr)?;
+            (0, InputMessage::Array(m.data))
+        }
+        InputType::Float32MultiArray => {
+            let m = Float32MultiArray::from_serialized_bytes(cdr)?;
+            (
+                0,
+                InputMessage::Array(m.data.into_iter().map(f64::from).collect()),
+            )
+        }
+        InputType::Float64 => (
+            0,
+            InputMessage::Scalar(Float64::from_serialized_bytes(cdr)?.data),
+        ),
+        InputType::PoseStamped => {
+            let m = PoseStamped::from_serialized_bytes(cdr)?;
+            let mut f = Vec::with_capacity(7);
+            pose(&m.pose, &mut f);
+            (stamp(&m.header.stamp), InputMessage::Fields(f))
+        }
+        InputType::TwistStamped => {
+            let m = TwistStamped::from_serialized_bytes(cdr)?;
+            let mut f = Vec::with_capacity(6);
+            twist(&m.twist, &mut f);
+            (stamp(&m.header.stamp), InputMessage::Fields(f))
+        }
+        InputType::Odometry => {
+            let m = Odometry::from_serialized_bytes(cdr)?;
+            let mut f = Vec::with_capacity(13);
+            pose(&m.pose.pose, &mut f);
+            twist(&m.twist.twist, &mut f);
+            (stamp(&m.header.stamp), InputMessage::Fields(f))
+        }
+        InputType::Imu => {
+            let m = Imu::from_serialized_bytes(cdr)?;
+            let (o, a, l) = (&m.orientation, &m.angular_velocity, &m.linear_acceleration);
+            (
+                stamp(&m.header.stamp),
+                InputMessage::Fields(vec![o.x, o.y, o.z, o.w, a.x, a.y, a.z, l.x, l.y, l.z]),
+            )
+        }
+        InputType::Image | InputType::CompressedImage => {
+            return Err(r2r::Error::SerdeError {
+                err: format!("{t} is a camera topic, not decoded as a map input"),
+            })
+        }
     })
 }
 
@@ -195,6 +294,29 @@ pub fn warm_up() {
     }
     if let Ok(b) = r2r::sensor_msgs::msg::CompressedImage::default().to_serialized_bytes() {
         let _ = image(MessageKind::CompressedImage, &b);
+    }
+    for t in InputType::ALL {
+        let bytes = match t {
+            InputType::Float64MultiArray => {
+                r2r::std_msgs::msg::Float64MultiArray::default().to_serialized_bytes()
+            }
+            InputType::Float32MultiArray => {
+                r2r::std_msgs::msg::Float32MultiArray::default().to_serialized_bytes()
+            }
+            InputType::Float64 => r2r::std_msgs::msg::Float64::default().to_serialized_bytes(),
+            InputType::PoseStamped => {
+                r2r::geometry_msgs::msg::PoseStamped::default().to_serialized_bytes()
+            }
+            InputType::TwistStamped => {
+                r2r::geometry_msgs::msg::TwistStamped::default().to_serialized_bytes()
+            }
+            InputType::Odometry => r2r::nav_msgs::msg::Odometry::default().to_serialized_bytes(),
+            InputType::Imu => r2r::sensor_msgs::msg::Imu::default().to_serialized_bytes(),
+            _ => continue,
+        };
+        if let Ok(b) = bytes {
+            let _ = input_message(*t, &b);
+        }
     }
     if let Ok(b) = r2r::std_msgs::msg::Header::default().to_serialized_bytes() {
         let _ = r2r::std_msgs::msg::Header::from_serialized_bytes(&b);

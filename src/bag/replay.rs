@@ -37,6 +37,7 @@ use crate::control::params::read_params_file;
 use crate::control::{
     ControlLoop, LoopOptions, NodeParams, Origin, ParamMap, ParamValue, TickStatus,
 };
+use crate::iomap::{InputMessage, InputType};
 use crate::observation::ObservationError;
 
 /// The node name whose section of the parameter file applies.
@@ -373,7 +374,8 @@ pub fn replay_params(opts: &ReplayOptions) -> Result<NodeParams, BagError> {
     for (k, v) in &opts.param_overrides {
         map.insert(k.clone(), v.clone());
     }
-    if !map.contains_key("joint_names") {
+    let has_map = matches!(map.get("io_map"), Some(ParamValue::String(m)) if !m.trim().is_empty());
+    if !map.contains_key("joint_names") && !has_map {
         // The package's (manifest.json hardware) or the metadata's joint names.
         let names = match crate::export::ExportDir::open(&opts.export_dir) {
             Ok(e) => e.metadata.joint_names,
@@ -394,20 +396,30 @@ pub fn replay_params(opts: &ReplayOptions) -> Result<NodeParams, BagError> {
     Ok(params)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Role {
-    Joints,
-    Camera { index: usize, kind: MessageKind },
+    /// A map topic (the flat parameters' `joint_state_topic`, or an io_map input): the
+    /// sources it feeds.
+    Input {
+        sources: Vec<usize>,
+        kind: InputType,
+        param: &'static str,
+    },
+    Camera {
+        index: usize,
+        kind: MessageKind,
+    },
 }
 
 struct Needed {
     /// Bag topic index -> role.
     roles: HashMap<usize, Role>,
-    joint_topic: usize,
 }
 
-/// Checks that every topic the node subscribes to is in the bag with a usable type.
-fn needed_topics(bag: &Bag, params: &NodeParams) -> Result<Needed, BagError> {
+/// Checks that every topic the loop reads (its map's inputs and cameras) is in the bag
+/// with the type the map reads it as.
+fn needed_topics(bag: &Bag, ctl: &ControlLoop) -> Result<Needed, BagError> {
+    let flat = ctl.io_map().file.is_none();
     let find = |param: &'static str, topic: &str| -> Result<usize, BagError> {
         let resolved = resolve_topic(topic);
         let idx = bag
@@ -433,20 +445,31 @@ fn needed_topics(bag: &Bag, params: &NodeParams) -> Result<Needed, BagError> {
         Ok(idx)
     };
     let mut roles = HashMap::new();
-    let joint_topic = find("joint_state_topic", &params.joint_state_topic)?;
-    let info = &bag.topics()[joint_topic];
-    if MessageKind::from_type_name(&info.msg_type) != Some(MessageKind::JointState) {
-        return Err(BagError::UnsupportedType {
-            topic: info.name.clone(),
-            msg_type: info.msg_type.clone(),
-            expected: MessageKind::JointState.type_name().into(),
-        });
-    }
-    roles.insert(joint_topic, Role::Joints);
-    for (index, topic) in params.camera_topics.iter().enumerate() {
-        let idx = find("camera_topics", topic)?;
+    for (topic, kind, sources) in ctl.input_topics() {
+        let param = if flat { "joint_state_topic" } else { "io_map" };
+        let idx = find(param, &topic)?;
         let info = &bag.topics()[idx];
-        let wanted = if NodeParams::is_compressed_topic(topic) {
+        if InputType::parse(&info.msg_type) != Some(kind) {
+            return Err(BagError::UnsupportedType {
+                topic: info.name.clone(),
+                msg_type: info.msg_type.clone(),
+                expected: kind.type_name().into(),
+            });
+        }
+        roles.insert(
+            idx,
+            Role::Input {
+                sources,
+                kind,
+                param,
+            },
+        );
+    }
+    for (index, (topic, _)) in ctl.camera_inputs().into_iter().enumerate() {
+        let param = if flat { "camera_topics" } else { "io_map" };
+        let idx = find(param, &topic)?;
+        let info = &bag.topics()[idx];
+        let wanted = if NodeParams::is_compressed_topic(&topic) {
             MessageKind::CompressedImage
         } else {
             MessageKind::Image
@@ -472,13 +495,13 @@ fn needed_topics(bag: &Bag, params: &NodeParams) -> Result<Needed, BagError> {
             .is_some()
         {
             return Err(crate::control::ParamError::Invalid {
-                name: "camera_topics".into(),
-                rule: format!("lists `{topic}` twice or also as joint_state_topic"),
+                name: param.into(),
+                rule: format!("lists `{topic}` twice or also as a joint state / map input topic"),
             }
             .into());
         }
     }
-    Ok(Needed { roles, joint_topic })
+    Ok(Needed { roles })
 }
 
 /// A one-line progress display on stderr (only when it is a terminal).
@@ -533,9 +556,6 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
         .transpose()?;
     let params = replay_params(opts)?;
     let mut bag = Bag::open(&opts.bag)?;
-    let needed = needed_topics(&bag, &params)?;
-    let selected: Vec<usize> = needed.roles.keys().copied().collect();
-    bag.select(&selected);
 
     let load = Instant::now();
     let joint_names = params.joint_names.clone();
@@ -553,6 +573,13 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
     // First use of each message type loads its typesupport library: not part of decoding.
     decode::warm_up();
     let load_time = load.elapsed();
+    let needed = needed_topics(&bag, &ctl)?;
+    let selected: Vec<usize> = needed.roles.keys().copied().collect();
+    bag.select(&selected);
+    let columns = ctl.outputs().columns();
+    // The recorded joint positions are plotted beside the commands they correspond to: with
+    // the flat parameters' map (one JointState, commands in `joint_names` order).
+    let plot_recorded = opts.plot.is_some() && ctl.io_map().file.is_none();
     let status = ctl.status();
     let (backend, device) = (status.backend.clone(), status.device.clone());
 
@@ -575,12 +602,12 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
         .collect();
     let mut per_topic = vec![0u64; topic_names.len()];
     let mut actions = Actions {
-        joint_names: joint_names.clone(),
+        joint_names: columns,
         ..Default::default()
     };
     let mut recorded: Vec<(i64, Vec<Option<f64>>)> = Vec::new();
     let mut first_rejection: Option<BagError> = None;
-    let mut accepted_joint_states = 0u64;
+    let mut accepted_inputs = 0u64;
     let (mut read_time, mut decode_time) = (Duration::ZERO, Duration::ZERO);
     let mut disabled = 0u64;
     let mut messages = 0u64;
@@ -640,15 +667,15 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
             source: Box::new(source),
         };
         match needed.roles.get(&msg.topic) {
-            Some(Role::Joints) => {
-                let js = decode::joint_state(&msg.data).map_err(decode_err)?;
-                let stamp = if js.stamp_ns != 0 { js.stamp_ns } else { t };
-                match ctl.on_joint_state(stamp, &js.name, &js.position) {
-                    Ok(()) => accepted_joint_states += 1,
+            Some(Role::Input { sources, kind, .. }) => {
+                let (stamp, input) = decode::input_message(*kind, &msg.data).map_err(decode_err)?;
+                let stamp = if stamp != 0 { stamp } else { t };
+                match ctl.on_input(sources, stamp, &input) {
+                    Ok(()) => accepted_inputs += 1,
                     Err(source) => {
                         // The node rejects such a message and keeps going; so does replay.
                         if first_rejection.is_none() {
-                            log::warn!("joint state on `{topic}` at {t} ns rejected: {source}");
+                            log::warn!("message on `{topic}` at {t} ns rejected: {source}");
                             first_rejection = Some(BagError::JointState {
                                 topic: topic.clone(),
                                 log_time_ns: t,
@@ -657,14 +684,15 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
                         }
                     }
                 }
-                if opts.plot.is_some() {
+                if let (true, InputMessage::JointState { name, position, .. }) =
+                    (plot_recorded, &input)
+                {
                     let row = joint_names
                         .iter()
                         .map(|n| {
-                            js.name
-                                .iter()
+                            name.iter()
                                 .position(|m| m == n)
-                                .and_then(|i| js.position.get(i).copied())
+                                .and_then(|i| position.get(i).copied())
                         })
                         .collect();
                     recorded.push((stamp, row));
@@ -707,8 +735,9 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
     for (&idx, role) in &needed.roles {
         if per_topic[idx] == 0 {
             let param = match role {
-                Role::Joints => "joint_state_topic",
-                Role::Camera { .. } => "camera_topics",
+                Role::Input { param, .. } => param,
+                Role::Camera { .. } if ctl.io_map().file.is_none() => "camera_topics",
+                Role::Camera { .. } => "io_map",
             };
             return Err(BagError::EmptyTopic {
                 topic: topic_names[idx].clone(),
@@ -716,7 +745,13 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
             });
         }
     }
-    if accepted_joint_states == 0 && per_topic[needed.joint_topic] > 0 {
+    let input_messages: u64 = needed
+        .roles
+        .iter()
+        .filter(|(_, r)| matches!(r, Role::Input { .. }))
+        .map(|(i, _)| per_topic[*i])
+        .sum();
+    if accepted_inputs == 0 && input_messages > 0 {
         if let Some(e) = first_rejection {
             return Err(e);
         }
@@ -741,7 +776,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
                 backend,
                 device
             ),
-            joint_names: &joint_names,
+            joint_names: &actions.joint_names,
             commanded: actions
                 .stamp_ns
                 .iter()

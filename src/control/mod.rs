@@ -5,6 +5,7 @@
 
 pub mod param_specs;
 pub mod params;
+mod wiring;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use ndarray::ArrayD;
 
+use crate::iomap::{InputMessage, InputType, Inputs, IoMap, IoMapError, Outputs};
 use crate::observation::{
-    Freshness, ImageEncoding, ImagePreprocessor, JointReorder, ObservationError, RawImage,
-    Staleness,
+    Freshness, ImageEncoding, ImagePreprocessor, ObservationError, RawImage, Staleness,
 };
 use crate::policy::{
     canonical_name, AutoRefill, ChunkBlend, ControlPolicy, InferenceModel, LatencyStats,
@@ -33,6 +34,8 @@ pub enum ControlError {
     Policy(#[from] PolicyError),
     #[error("parameter `{name}` does not fit the export: {problem}")]
     Mismatch { name: &'static str, problem: String },
+    #[error(transparent)]
+    IoMap(#[from] IoMapError),
 }
 
 /// One camera message as received (owned bytes, validated at arrival).
@@ -260,11 +263,23 @@ pub struct ControlLoop {
     policy: ControlPolicy,
     backend: String,
     device: String,
-    state_input: String,
-    joints: JointReorder,
-    /// Package joint orders (`hardware.robots[].state/action.order`) against `joint_names`.
+    /// The I/O map the loop runs (the `io_map` file, else the flat parameters' map).
+    map: IoMap,
+    /// The non-image inputs: newest values per source, assembled per policy input.
+    inputs: Inputs,
+    /// The observation key of each of `inputs`' policy inputs.
+    keys: Vec<String>,
+    /// The action split across the output channels.
+    outputs: Outputs,
+    action_width: usize,
+    /// Per action index: the index of the same joint in the state input (rate limit
+    /// reference before the first command).
+    state_ref: Vec<Option<usize>>,
+    state_feature: Option<usize>,
+    state_order: Vec<String>,
+    /// Package joint orders (`hardware.robots[].state/action.order`) against `joint_names`
+    /// (the flat parameters' map only).
     joint_map: JointMap,
-    state: Option<(Vec<f32>, i64)>,
     cameras: Vec<Camera>,
     freshness: Freshness,
     max_delta: Vec<f64>,
@@ -286,6 +301,12 @@ pub struct ControlLoop {
     startup: StartupTimes,
     /// The chunk switched in on the last tick, as executed (after limits).
     plan: Option<Vec<Vec<f64>>>,
+    /// The published values of the last command (every channel), for `on_stop: hold`.
+    last_published: Option<Vec<f64>>,
+    /// Commands were published since the last stop.
+    commanding: bool,
+    /// Commands stopped: the channels' `on_stop` messages are due.
+    stop_due: bool,
 }
 
 impl ControlLoop {
@@ -356,155 +377,7 @@ impl ControlLoop {
             })?;
         }
         let specs = model.predictor().inputs().to_vec();
-        let n = params.joint_names.len();
-
-        // Image inputs and their sizes: the model's image ports, or, when the package stacks
-        // its cameras into one input (pi05, smolvla_resize), the cameras it declares.
-        let stacks = model.predictor().pipeline().stacks_cameras();
-        let candidates: Vec<(String, Option<(usize, usize)>)> = if stacks {
-            let declared = package_cameras(&model);
-            if declared.is_empty() {
-                return Err(ControlError::Mismatch {
-                    name: "camera_topics",
-                    problem: "the package stacks its cameras but declares none (give their \
-                              [C, H, W] in `model.input_features` or `hardware.cameras`)"
-                        .into(),
-                });
-            }
-            declared
-        } else {
-            specs
-                .iter()
-                .filter(|s| {
-                    let c = canonical_name(&s.name);
-                    c == "images" || c.starts_with("images.")
-                })
-                .map(|s| {
-                    let port = match s.shape.as_slice() {
-                        [_, Some(3), Some(h), Some(w)] | [Some(3), Some(h), Some(w)] => {
-                            Some((*h, *w))
-                        }
-                        _ => None,
-                    };
-                    (s.name.clone(), port)
-                })
-                .collect()
-        };
-        let camera_inputs: Vec<String> = if params.camera_inputs.is_empty() {
-            candidates.iter().map(|(n, _)| n.clone()).collect()
-        } else {
-            params.camera_inputs.clone()
-        };
-        if camera_inputs.len() != params.camera_topics.len() {
-            return Err(ControlError::Mismatch {
-                name: "camera_topics",
-                problem: format!(
-                    "{} camera topic(s) for {} image input(s) of the model ({})",
-                    params.camera_topics.len(),
-                    camera_inputs.len(),
-                    camera_inputs.join(", ")
-                ),
-            });
-        }
-        let mut cameras = Vec::new();
-        for (topic, input) in params.camera_topics.iter().zip(&camera_inputs) {
-            let (name, port) = candidates
-                .iter()
-                .find(|(n, _)| n == input || canonical_name(n) == canonical_name(input))
-                .cloned()
-                .ok_or_else(|| ControlError::Mismatch {
-                    name: "camera_inputs",
-                    problem: format!(
-                        "`{input}` is not a camera input of the policy (camera inputs: {})",
-                        candidates
-                            .iter()
-                            .map(|(n, _)| n.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                })?;
-            let size = if stacks {
-                port
-            } else {
-                camera_size(&model, &name, port, camera_inputs.len())?
-            };
-            let Some((h, w)) = size else {
-                return Err(ControlError::Mismatch {
-                    name: "camera_inputs",
-                    problem: format!(
-                        "camera input `{name}` has no fixed [3, H, W] size in the model or the package"
-                    ),
-                });
-            };
-            cameras.push(Camera {
-                topic: topic.clone(),
-                input: name,
-                preprocessor: Arc::new(Mutex::new(ImagePreprocessor::new(h, w))),
-                latest: None,
-            });
-        }
-        // The state: the model's `state` port, else the package's STATE feature, else (legacy
-        // exports) the one input that is not a camera.
-        let state_feature = model.export().manifest.as_ref().and_then(|m| {
-            m.model
-                .input_features
-                .iter()
-                .find(|f| f.ftype == "STATE" || canonical_name(&f.name) == "state")
-                .map(|f| (f.name.clone(), f.shape.last().copied()))
-        });
-        let state_port = specs
-            .iter()
-            .find(|s| canonical_name(&s.name) == "state")
-            .or_else(|| {
-                if model.export().manifest.is_some() {
-                    return None;
-                }
-                specs
-                    .iter()
-                    .find(|s| !cameras.iter().any(|c| c.input == s.name))
-            });
-        let (state_input, state_dim) = match (state_port, state_feature) {
-            (Some(s), _) => (s.name.clone(), s.shape.last().copied().flatten()),
-            (None, Some((name, dim))) => (name, dim),
-            (None, None) => ("state".to_string(), None),
-        };
-        if let Some(s) = state_dim {
-            if s != n {
-                return Err(ControlError::Mismatch {
-                    name: "joint_names",
-                    problem: format!(
-                        "{n} joint(s) given, the model's `{state_input}` input takes {s}"
-                    ),
-                });
-            }
-        }
-        let action_dim = model
-            .adapter()
-            .outputs()
-            .iter()
-            .find(|o| o.name == model.predictor().action_output())
-            .and_then(|o| o.shape.last().copied().flatten());
-        if let Some(a) = action_dim {
-            if a != n {
-                return Err(ControlError::Mismatch {
-                    name: "joint_names",
-                    problem: format!("{n} joint(s) given, the model's actions have {a} values"),
-                });
-            }
-        }
-        let joint_map = JointMap::new(&params.joint_names, &model)?;
-        if let (None, Some(meta)) = (
-            model.export().manifest.as_ref(),
-            &model.export().metadata.joint_names,
-        ) {
-            if meta != &params.joint_names {
-                log::warn!(
-                    "joint_names {:?} differ from the export's {:?}",
-                    params.joint_names,
-                    meta
-                );
-            }
-        }
+        let wiring = wiring::wire(&params, &mut model)?;
 
         // Warm-up: the first inference is slow in every runtime; take that hit now, and
         // measure the latency the refill should hide.
@@ -591,6 +464,7 @@ impl ControlLoop {
                 );
             }
         }
+        let n = wiring.action_width;
         let max_delta = match params.max_joint_delta.as_slice() {
             [] => vec![],
             [one] => vec![*one; n],
@@ -598,17 +472,22 @@ impl ControlLoop {
         };
         let task = (!params.task.is_empty()).then(|| Arc::from(params.task.as_str()));
         Ok(Self {
-            joints: JointReorder::new(params.joint_names.clone()),
-            joint_map,
+            map: wiring.map,
+            inputs: wiring.inputs,
+            keys: wiring.keys,
+            outputs: wiring.outputs,
+            action_width: wiring.action_width,
+            state_ref: wiring.state_ref,
+            state_feature: wiring.state_feature,
+            state_order: wiring.state_order,
+            joint_map: wiring.joint_map,
+            cameras: wiring.cameras,
             freshness: Freshness::new(params.max_observation_age()),
             enabled: params.enable_on_start,
             params,
             policy,
             backend,
             device,
-            state_input,
-            state: None,
-            cameras,
             max_delta,
             last_command: None,
             was_stale: false,
@@ -625,6 +504,9 @@ impl ControlLoop {
             export_queue,
             startup: StartupTimes { load, warmup },
             plan: None,
+            last_published: None,
+            commanding: false,
+            stop_due: false,
         })
     }
 
@@ -692,7 +574,7 @@ impl ControlLoop {
         if new.max_joint_delta != self.params.max_joint_delta {
             self.max_delta = match new.max_joint_delta.as_slice() {
                 [] => vec![],
-                [one] => vec![*one; new.joint_names.len()],
+                [one] => vec![*one; self.action_width],
                 many => many.to_vec(),
             };
             changes.push(format!("max_joint_delta {:?}", new.max_joint_delta));
@@ -729,13 +611,14 @@ impl ControlLoop {
     /// drive a command after the next activation. Returns what was dropped, in words.
     pub fn deactivate(&mut self) -> String {
         let (dropped, in_flight) = self.policy.reset();
-        self.state = None;
+        self.inputs.clear();
         for c in &mut self.cameras {
             c.latest = None;
         }
         self.last_command = None;
         self.was_stale = false;
         self.plan = None;
+        self.commands_stopped();
         format!(
             "dropped {dropped} queued action(s){} and the inputs received so far",
             if in_flight {
@@ -767,23 +650,83 @@ impl ControlLoop {
             .collect()
     }
 
-    /// A `sensor_msgs/JointState`: reordered by `joint_names` and kept as the newest state.
-    /// A message that does not fit is rejected with an error naming what is wrong.
+    /// A `sensor_msgs/JointState` for every `JointState` source of the map (the flat
+    /// parameters' map has one: `joint_state_topic`): the selected joints are kept as the
+    /// source's newest values. A message that does not fit is rejected with an error naming
+    /// what is wrong, and leaves the source stale until a good one.
     pub fn on_joint_state<N: AsRef<str>>(
         &mut self,
         stamp_ns: i64,
         names: &[N],
         positions: &[f64],
     ) -> Result<(), ObservationError> {
-        match self.joints.apply(names, positions) {
-            Ok(v) => {
-                self.state = Some((v, stamp_ns));
-                Ok(())
+        let msg = InputMessage::JointState {
+            name: names.iter().map(|n| n.as_ref().to_string()).collect(),
+            position: positions.to_vec(),
+            velocity: Vec::new(),
+            effort: Vec::new(),
+        };
+        let sources: Vec<usize> = (0..self.inputs.source_count())
+            .filter(|i| matches!(self.inputs.source(*i), Some((_, InputType::JointState))))
+            .collect();
+        self.on_input(&sources, stamp_ns, &msg)
+    }
+
+    /// A message of a map topic, for its sources (see [`input_topics`](Self::input_topics)):
+    /// each keeps its selected values as its newest. A message that does not fit (a joint or
+    /// an index missing, a non-finite value after `scale` / `offset`) is counted as
+    /// rejected, and its sources are stale until a good one arrives.
+    pub fn on_input(
+        &mut self,
+        sources: &[usize],
+        stamp_ns: i64,
+        msg: &InputMessage,
+    ) -> Result<(), ObservationError> {
+        let mut first = None;
+        for &i in sources {
+            if let Err(e) = self.inputs.on_message(i, stamp_ns, msg) {
+                first.get_or_insert(e);
             }
-            Err(e) => {
+        }
+        match first {
+            Some(e) => {
                 self.counters.rejected_messages += 1;
                 Err(e)
             }
+            None => Ok(()),
+        }
+    }
+
+    /// The map's non-image topics: topic, message type, and the sources it feeds (for
+    /// [`on_input`](Self::on_input)).
+    pub fn input_topics(&self) -> Vec<(String, InputType, Vec<usize>)> {
+        self.inputs.topics()
+    }
+
+    /// The map the loop runs.
+    pub fn io_map(&self) -> &IoMap {
+        &self.map
+    }
+
+    /// The output channels.
+    pub fn outputs(&self) -> &Outputs {
+        &self.outputs
+    }
+
+    /// The channels' `on_stop` messages, once after commands stopped (disable, reset,
+    /// deactivate, stale or bad data): channel index and values. Empty otherwise.
+    pub fn take_stop(&mut self) -> Vec<(usize, Vec<f64>)> {
+        if !std::mem::take(&mut self.stop_due) {
+            return Vec::new();
+        }
+        self.outputs.stop_values(self.last_published.as_deref())
+    }
+
+    /// Commands stop: the `on_stop` messages become due (once per stop).
+    fn commands_stopped(&mut self) {
+        if self.commanding {
+            self.commanding = false;
+            self.stop_due = true;
         }
     }
 
@@ -848,6 +791,9 @@ impl ControlLoop {
             self.policy.reset();
             self.last_command = None;
         }
+        if !on {
+            self.commands_stopped();
+        }
         self.enabled = on;
     }
 
@@ -865,6 +811,7 @@ impl ControlLoop {
         self.last_command = None;
         self.last_error = None;
         self.was_stale = false;
+        self.commands_stopped();
         format!(
             "reset: cleared {dropped} queued action(s){}, ensembling state and counters ({} command(s), {} stale, {} overrun(s) before)",
             if in_flight { " and discarded the in-flight refill" } else { "" },
@@ -887,9 +834,11 @@ impl ControlLoop {
         }
         self.last_tick_ns = Some(now_ns);
         if !self.enabled {
+            self.commands_stopped();
             return TickStatus::Disabled;
         }
         if let Some((what, age_ms)) = self.stale_input(now_ns) {
+            self.commands_stopped();
             self.counters.stale += 1;
             if !self.was_stale {
                 // Never resume an old plan after a gap in the data.
@@ -916,8 +865,11 @@ impl ControlLoop {
                             self.plan = Some(self.limit_plan(&plan.rows, reference));
                         }
                         self.counters.commands += 1;
-                        self.last_command = Some(cmd.clone());
-                        TickStatus::Command(cmd)
+                        let published = self.outputs.encode(&cmd);
+                        self.last_command = Some(cmd);
+                        self.last_published = Some(published.clone());
+                        self.commanding = true;
+                        TickStatus::Command(published)
                     }
                     Err(e) => {
                         self.counters.errors += 1;
@@ -940,6 +892,7 @@ impl ControlLoop {
         };
         if let TickStatus::Error(e) = &status {
             self.last_error = Some(e.clone());
+            self.commands_stopped();
         }
         status
     }
@@ -948,7 +901,7 @@ impl ControlLoop {
         self.counters.clock_jumps += 1;
         let (dropped, in_flight) = self.policy.reset();
         self.last_command = None;
-        self.state = None;
+        self.inputs.clear();
         for c in &mut self.cameras {
             c.latest = None;
         }
@@ -978,18 +931,22 @@ impl ControlLoop {
             .planned()
             .iter()
             .map(|a| {
-                self.joint_map
+                let row: Vec<f64> = self
+                    .joint_map
                     .to_command(a)
                     .into_iter()
                     .enumerate()
                     .map(|(i, v)| {
-                        if limits.joint_lower_limits.is_empty() {
-                            v
-                        } else {
-                            v.clamp(limits.joint_lower_limits[i], limits.joint_upper_limits[i])
+                        match (
+                            limits.joint_lower_limits.get(i),
+                            limits.joint_upper_limits.get(i),
+                        ) {
+                            (Some(lo), Some(hi)) => v.clamp(*lo, *hi),
+                            _ => v,
                         }
                     })
-                    .collect()
+                    .collect();
+                self.outputs.encode(&row)
             })
             .collect()
     }
@@ -1000,34 +957,31 @@ impl ControlLoop {
         self.last_tick_switched
     }
 
+    /// The first stale input: every source of the map in map order, then the cameras.
     fn stale_input(&self, now_ns: i64) -> Option<(String, Option<f64>)> {
-        let check = |what: &str, stamp: Option<i64>| -> Option<(String, Option<f64>)> {
-            match stamp {
-                None => Some((format!("{what} (nothing received yet)"), None)),
-                Some(s) => match self.freshness.check(now_ns, s) {
+        if let Some(s) = self.inputs.stale(now_ns, &self.freshness) {
+            return Some(s);
+        }
+        for c in &self.cameras {
+            let stale = match c.latest.as_ref().map(|l| l.1) {
+                None => Some((format!("{} (nothing received yet)", c.topic), None)),
+                Some(stamp) => match self.freshness.check(now_ns, stamp) {
                     Staleness::Fresh { .. } => None,
                     Staleness::Stale { age_ns } => {
-                        Some((what.to_string(), Some(age_ns as f64 / 1e6)))
+                        Some((c.topic.clone(), Some(age_ns as f64 / 1e6)))
                     }
                     Staleness::FromFuture { ahead_ns } => Some((
                         format!(
-                            "{what} (stamped {:.1} ms in the future)",
+                            "{} (stamped {:.1} ms in the future)",
+                            c.topic,
                             ahead_ns as f64 / 1e6
                         ),
                         None,
                     )),
                 },
-            }
-        };
-        if let Some(s) = check(
-            &self.params.joint_state_topic,
-            self.state.as_ref().map(|s| s.1),
-        ) {
-            return Some(s);
-        }
-        for c in &self.cameras {
-            if let Some(s) = check(&c.topic, c.latest.as_ref().map(|l| l.1)) {
-                return Some(s);
+            };
+            if stale.is_some() {
+                return stale;
             }
         }
         None
@@ -1036,12 +990,22 @@ impl ControlLoop {
     /// Captures the newest inputs (cheap: a state copy and `Arc` clones) into a closure that
     /// converts them into an observation, on the refill worker in asynchronous mode.
     fn observation_fn(&self) -> impl FnOnce() -> Result<Observation, PolicyError> + Send + 'static {
-        let state = self
-            .state
-            .as_ref()
-            .map(|s| self.joint_map.to_model_state(&s.0))
-            .unwrap_or_default();
-        let state_input = self.state_input.clone();
+        // Each non-image input from its sources (the state in the package's joint order
+        // where the flat parameters' map reorders it).
+        let features: Vec<(String, Vec<f32>)> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let v = self.inputs.feature_values(i).unwrap_or_default();
+                let v = if Some(i) == self.state_feature {
+                    self.joint_map.to_model_state(&v)
+                } else {
+                    v
+                };
+                (key.clone(), v)
+            })
+            .collect();
         type Capture = (
             String,
             String,
@@ -1069,12 +1033,14 @@ impl ControlLoop {
                 if let Some(t) = task {
                     obs.set_text(crate::policy::processors::vla::TASK, t.to_string());
                 }
-                let n = state.len();
-                obs.insert(
-                    state_input,
-                    ArrayD::from_shape_vec(vec![n], state)
-                        .map_err(|e| PolicyError::Preprocess(e.to_string()))?,
-                );
+                for (key, values) in features {
+                    let n = values.len();
+                    obs.insert(
+                        key,
+                        ArrayD::from_shape_vec(vec![n], values)
+                            .map_err(|e| PolicyError::Preprocess(e.to_string()))?,
+                    );
+                }
                 for (topic, input, pre, image) in images {
                     let image = image
                         .ok_or_else(|| PolicyError::Preprocess(format!("{topic}: no image")))?;
@@ -1116,9 +1082,16 @@ impl ControlLoop {
             return None;
         }
         self.last_command.clone().or_else(|| {
-            self.state
-                .as_ref()
-                .map(|s| s.0.iter().map(|v| f64::from(*v)).collect())
+            let state = self.inputs.feature_values(self.state_feature?)?;
+            Some(
+                self.state_ref
+                    .iter()
+                    .map(|r| {
+                        r.and_then(|i| state.get(i))
+                            .map_or(f64::NAN, |v| f64::from(*v))
+                    })
+                    .collect(),
+            )
         })
     }
 
@@ -1135,10 +1108,10 @@ impl ControlLoop {
         for row in rows {
             match self.limit(self.joint_map.to_command(row), reference.as_deref()) {
                 Ok(cmd) => {
+                    out.push(self.outputs.encode(&cmd));
                     if !self.max_delta.is_empty() {
-                        reference = Some(cmd.clone());
+                        reference = Some(cmd);
                     }
-                    out.push(cmd);
                 }
                 Err(_) => break,
             }
@@ -1149,24 +1122,34 @@ impl ControlLoop {
     /// Applies the per-tick rate limit (relative to `reference`, see
     /// [`rate_reference`](Self::rate_reference)), then the position limits.
     fn limit(&self, mut cmd: Vec<f64>, reference: Option<&[f64]>) -> Result<Vec<f64>, String> {
-        let n = self.params.joint_names.len();
+        let n = self.action_width;
         if cmd.len() != n {
-            return Err(format!(
-                "the policy returned {} action values for {n} joint_names",
-                cmd.len()
-            ));
+            return Err(if self.params.io_map.is_empty() {
+                format!(
+                    "the policy returned {} action values for {n} joint_names",
+                    cmd.len()
+                )
+            } else {
+                format!(
+                    "the policy returned {} action values; the io_map publishes {n}",
+                    cmd.len()
+                )
+            });
         }
         if let Some(i) = cmd.iter().position(|v| !v.is_finite()) {
-            return Err(format!(
-                "non-finite action for joint `{}`",
-                self.params.joint_names[i]
-            ));
+            return Err(match self.params.joint_names.get(i) {
+                Some(j) => format!("non-finite action for joint `{j}`"),
+                None => format!("non-finite action at action index {i}"),
+            });
         }
         if !self.max_delta.is_empty() {
             if let Some(r) = reference {
                 for i in 0..n {
                     let d = self.max_delta[i];
-                    cmd[i] = cmd[i].clamp(r[i] - d, r[i] + d);
+                    // No reference for a value whose joint the state does not give.
+                    if r[i].is_finite() {
+                        cmd[i] = cmd[i].clamp(r[i] - d, r[i] + d);
+                    }
                 }
             }
         }
@@ -1184,7 +1167,11 @@ impl ControlLoop {
     /// The joint order of the state vector fed to the model (`joint_names`, or the
     /// package's `hardware` state order).
     pub fn model_state_order(&self) -> &[String] {
-        &self.joint_map.state_order
+        if self.params.io_map.is_empty() {
+            &self.joint_map.state_order
+        } else {
+            &self.state_order
+        }
     }
 
     /// A status snapshot.
@@ -1368,6 +1355,17 @@ struct JointMap {
 }
 
 impl JointMap {
+    /// No reordering: the state in `order`, actions as the model returns them.
+    fn identity(order: &[String]) -> Self {
+        JointMap {
+            state_order: order.to_vec(),
+            state_perm: None,
+            action_perm: None,
+        }
+    }
+
+    /// With several robots (a bimanual package), their orders concatenated in
+    /// `hardware.robots` order.
     fn new(joint_names: &[String], model: &InferenceModel) -> Result<Self, ControlError> {
         let identity = JointMap {
             state_order: joint_names.to_vec(),
@@ -1377,15 +1375,36 @@ impl JointMap {
         let Some(m) = &model.export().manifest else {
             return Ok(identity);
         };
-        let Some(robot) = m.robot_with_order() else {
+        if m.robot_with_order().is_none() {
             return Ok(identity);
-        };
-        let index = m
+        }
+        let with_order: Vec<(usize, &crate::export::manifest::Robot)> = m
             .hardware
             .robots
             .iter()
-            .position(|r| r == robot)
-            .unwrap_or(0);
+            .enumerate()
+            .filter(|(_, r)| {
+                r.state.as_ref().is_some_and(|s| !s.order.is_empty())
+                    || r.action.as_ref().is_some_and(|a| !a.order.is_empty())
+            })
+            .collect();
+        let index = with_order
+            .iter()
+            .map(|(i, _)| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let concat = |state: bool| -> Option<Vec<String>> {
+            let mut out = Vec::new();
+            for (_, r) in &with_order {
+                let o = if state {
+                    r.state.as_ref()
+                } else {
+                    r.action.as_ref()
+                };
+                out.extend(o.map(|o| o.order.clone()).unwrap_or_default());
+            }
+            (!out.is_empty()).then_some(out)
+        };
         let file = model
             .export()
             .metadata_file
@@ -1423,35 +1442,35 @@ impl JointMap {
             })
         };
         let mut map = identity;
-        if let Some(s) = robot.state.as_ref().filter(|s| !s.order.is_empty()) {
-            check("state", &s.order)?;
-            if s.order != joint_names {
+        if let Some(order) = concat(true) {
+            check("state", &order)?;
+            if order != joint_names {
                 map.state_perm = Some(
-                    s.order
+                    order
                         .iter()
                         .map(|j| joint_names.iter().position(|n| n == j).unwrap_or(0))
                         .collect(),
                 );
                 log::info!(
                     "state vector in the package's joint order [{}] (joint_names order [{}])",
-                    s.order.join(", "),
+                    order.join(", "),
                     joint_names.join(", ")
                 );
             }
-            map.state_order = s.order.clone();
+            map.state_order = order;
         }
-        if let Some(a) = robot.action.as_ref().filter(|a| !a.order.is_empty()) {
-            check("action", &a.order)?;
-            if a.order != joint_names {
+        if let Some(order) = concat(false) {
+            check("action", &order)?;
+            if order != joint_names {
                 map.action_perm = Some(
                     joint_names
                         .iter()
-                        .map(|j| a.order.iter().position(|n| n == j).unwrap_or(0))
+                        .map(|j| order.iter().position(|n| n == j).unwrap_or(0))
                         .collect(),
                 );
                 log::info!(
                     "the policy's actions are in the package's order [{}]; commands go out in joint_names order",
-                    a.order.join(", ")
+                    order.join(", ")
                 );
             }
         }

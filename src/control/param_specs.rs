@@ -132,6 +132,7 @@ pub const PARAM_SPECS: &[ParamSpec] = &[
     row("camera_inputs", StrArray, Configure, ANY, "model image input fed by each camera topic; [] = the model's image inputs in order"),
     row("command_topic", Str, Configure, ANY, "where commands are published"),
     row("command_type", Str, Configure, ANY, "float64_multi_array, joint_trajectory or joint_state"),
+    row("io_map", Str, Configure, ANY, "I/O map file (YAML): topics to policy inputs, the action to command channels; empty = the flat parameters above"),
     row("max_observation_age_ms", Double, Live, f(0.0, INF), "inputs older than this (ms, > 0): no command on that tick"),
     row("n_action_steps", Int, Live, i(0, i64::MAX), "actions executed per chunk; 0 = the export's value (else the chunk size); a change starts a fresh chunk"),
     row("temporal_ensemble_coeff", Double, Live, f(0.0, INF), "ACT temporal ensembling coefficient; 0 = off; a change starts a fresh chunk"),

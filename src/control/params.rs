@@ -156,6 +156,10 @@ pub struct NodeParams {
     pub autostart: bool,
     /// Publish each chunk switched in on `~/action_chunk`.
     pub publish_action_chunk: bool,
+    /// The I/O map file (empty: the map of the flat parameters `joint_names`,
+    /// `joint_state_topic`, `camera_topics`, `camera_inputs`, `command_topic`,
+    /// `command_type`).
+    pub io_map: String,
 }
 
 /// Every parameter name the node declares.
@@ -198,6 +202,17 @@ pub const PARAM_NAMES: &[&str] = &[
     "low_pass_alpha",
     "autostart",
     "publish_action_chunk",
+    "io_map",
+];
+
+/// The flat parameters an I/O map replaces: with `io_map` set, each must keep its default.
+pub const FLAT_WIRING: &[&str] = &[
+    "joint_names",
+    "joint_state_topic",
+    "camera_topics",
+    "camera_inputs",
+    "command_topic",
+    "command_type",
 ];
 
 /// The default of each parameter (`export_dir` and `joint_names` have none: required).
@@ -215,6 +230,7 @@ pub fn defaults() -> ParamMap {
     m.insert("camera_inputs".into(), ParamValue::StringArray(vec![]));
     m.insert("command_topic".into(), s("joint_commands"));
     m.insert("command_type".into(), s("float64_multi_array"));
+    m.insert("io_map".into(), s(""));
     m.insert("max_observation_age_ms".into(), ParamValue::Double(500.0));
     m.insert("n_action_steps".into(), ParamValue::Int(0));
     m.insert("temporal_ensemble_coeff".into(), ParamValue::Double(0.0));
@@ -367,8 +383,35 @@ impl NodeParams {
                 format!("must be a finite rate in (0, 10000] Hz, got {control_rate_hz}"),
             ));
         }
-        let joint_names = r.strings("joint_names")?;
-        if joint_names.is_empty() {
+        let io_map = r.string("io_map")?.trim().to_string();
+        if !io_map.is_empty() {
+            let defaults = defaults();
+            for name in FLAT_WIRING {
+                let given = r.get(name);
+                let default = defaults.get(*name);
+                let is_default = match (given, default) {
+                    (None, _) => true,
+                    (Some(ParamValue::StringArray(v)), None) => v.is_empty(),
+                    (Some(v), Some(d)) => v == d,
+                    (Some(_), None) => false,
+                };
+                if !is_default {
+                    return Err(invalid(
+                        name,
+                        format!(
+                            "is set together with `io_map` ({io_map}): the map names the topics, the joints and the \
+                             command channels; leave `{name}` at its default or drop `io_map`"
+                        ),
+                    ));
+                }
+            }
+        }
+        let joint_names = if io_map.is_empty() || r.get("joint_names").is_some() {
+            r.strings("joint_names")?
+        } else {
+            Vec::new()
+        };
+        if joint_names.is_empty() && io_map.is_empty() {
             return Err(invalid(
                 "joint_names",
                 "is required: the joints of the state vector and the commands, in order",
@@ -448,7 +491,7 @@ impl NodeParams {
             ("joint_lower_limits", &lower),
             ("joint_upper_limits", &upper),
         ] {
-            if !v.is_empty() && v.len() != n {
+            if !v.is_empty() && v.len() != n && io_map.is_empty() {
                 return Err(invalid(
                     name,
                     format!("must have one value per joint ({n}), got {}", v.len()),
@@ -464,17 +507,35 @@ impl NodeParams {
                 "and joint_lower_limits must be given together",
             ));
         }
+        if lower.len() != upper.len() {
+            return Err(invalid(
+                "joint_upper_limits",
+                format!(
+                    "must have as many values as joint_lower_limits ({}), got {}",
+                    lower.len(),
+                    upper.len()
+                ),
+            ));
+        }
         if let Some(i) = (0..lower.len()).find(|i| lower[*i] > upper[*i]) {
             return Err(invalid(
                 "joint_lower_limits",
                 format!(
-                    "entry {i} ({}) exceeds joint_upper_limits ({}) for joint `{}`",
-                    lower[i], upper[i], joint_names[i]
+                    "entry {i} ({}) exceeds joint_upper_limits ({}) for {}",
+                    lower[i],
+                    upper[i],
+                    joint_names
+                        .get(i)
+                        .map_or_else(|| format!("action index {i}"), |j| format!("joint `{j}`"))
                 ),
             ));
         }
         let max_delta = r.doubles("max_joint_delta")?;
-        if !(max_delta.is_empty() || max_delta.len() == 1 || max_delta.len() == n) {
+        if !(max_delta.is_empty()
+            || max_delta.len() == 1
+            || max_delta.len() == n
+            || !io_map.is_empty())
+        {
             return Err(invalid(
                 "max_joint_delta",
                 format!(
@@ -619,6 +680,7 @@ impl NodeParams {
                 device: r.string("device")?,
                 control_rate_hz,
                 joint_names,
+                io_map,
                 joint_state_topic: nonempty("joint_state_topic")?,
                 camera_topics,
                 camera_inputs,

@@ -209,4 +209,24 @@ pub enum ObservationError {
         /// The position as received.
         value: f64,
     },
+
+    /// A field an I/O map selects is not in the message (an index beyond an array, a
+    /// velocity list shorter than the names).
+    #[error("`{path}` is not in the message: {detail}")]
+    MissingField {
+        /// The selected field (`data.3`, `velocity.elbow`).
+        path: String,
+        /// What the message has instead.
+        detail: String,
+    },
+
+    /// A selected value is not finite after the map's `scale` / `offset` (or too large
+    /// for `f32`).
+    #[error("`{path}` is {value} after scale and offset, a non-finite f32")]
+    NonFiniteField {
+        /// The selected field.
+        path: String,
+        /// The value after scale and offset.
+        value: f64,
+    },
 }

@@ -22,6 +22,7 @@ mod model;
 mod predictor;
 pub mod processors;
 mod refill;
+pub mod relative;
 pub mod rtc;
 mod scheduler;
 

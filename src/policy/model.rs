@@ -431,6 +431,11 @@ impl InferenceModel {
     pub fn predictor(&self) -> &Predictor {
         &self.predictor
     }
+    /// Actions relative to inputs of the observation, made absolute per chunk (see
+    /// [`Predictor::set_relative_actions`]).
+    pub fn set_relative_actions(&mut self, relative: Vec<super::relative::RelativeAction>) {
+        self.predictor.set_relative_actions(relative);
+    }
     /// Time spent creating and loading the adapter.
     pub fn load_time(&self) -> Duration {
         self.load_time

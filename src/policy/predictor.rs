@@ -7,6 +7,7 @@ use ndarray::Array2;
 
 use super::binding::{action_output, extract_chunk, fit_input, InputBinding};
 use super::processors::Pipeline;
+use super::relative::{to_absolute, RelativeAction};
 use super::{Observation, PolicyError};
 use crate::runtime::{RuntimeAdapter, TensorMap, TensorSpec};
 
@@ -40,6 +41,8 @@ pub struct Predictor {
     pipeline: Pipeline,
     /// A `two_stage` runner's second model, fed from the first one's outputs by name.
     second: Option<Box<dyn RuntimeAdapter>>,
+    /// Actions relative to an input, made absolute per chunk ([`super::relative`]).
+    relative: Vec<RelativeAction>,
     last_latency: Duration,
 }
 
@@ -61,6 +64,7 @@ impl Predictor {
             preprocess,
             pipeline: Pipeline::default(),
             second: None,
+            relative: Vec::new(),
             last_latency: Duration::ZERO,
         })
     }
@@ -193,18 +197,34 @@ impl Predictor {
     }
 
     /// Runs the model on `obs` and returns the action chunk `[chunk, A]`.
+    /// Relative actions are made absolute against `obs` as given (before any processor).
     pub fn predict_chunk(&mut self, obs: &Observation) -> Result<Array2<f32>, PolicyError> {
-        if self.preprocess.is_none() && self.pipeline.pre.is_empty() {
+        let mut chunk = if self.preprocess.is_none() && self.pipeline.pre.is_empty() {
             self.pipeline.check_observation(obs.tensors())?;
-            return self.run(obs);
+            self.run(obs)?
+        } else {
+            let mut owned = obs.clone();
+            if let Some(p) = self.preprocess.as_mut() {
+                p.preprocess(&mut owned)?;
+            }
+            self.pipeline.check_observation(owned.tensors())?;
+            self.pipeline.preprocess(&mut owned)?;
+            self.run(&owned)?
+        };
+        if !self.relative.is_empty() {
+            to_absolute(&mut chunk, obs, &self.relative)?;
         }
-        let mut owned = obs.clone();
-        if let Some(p) = self.preprocess.as_mut() {
-            p.preprocess(&mut owned)?;
-        }
-        self.pipeline.check_observation(owned.tensors())?;
-        self.pipeline.preprocess(&mut owned)?;
-        self.run(&owned)
+        Ok(chunk)
+    }
+
+    /// Actions relative to inputs of the observation (an I/O map's `relative`, a package's
+    /// absolute-actions step): made absolute on every chunk from now on.
+    pub fn set_relative_actions(&mut self, relative: Vec<RelativeAction>) {
+        self.relative = relative;
+    }
+
+    pub fn relative_actions(&self) -> &[RelativeAction] {
+        &self.relative
     }
 
     fn run(&mut self, obs: &Observation) -> Result<Array2<f32>, PolicyError> {

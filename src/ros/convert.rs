@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use r2r::builtin_interfaces::msg::{Duration as DurationMsg, Time};
 use r2r::diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue};
-use r2r::sensor_msgs::msg::{CompressedImage, Image, JointState};
-use r2r::std_msgs::msg::{Float64MultiArray, Header};
+use r2r::geometry_msgs::msg::{Point, Pose, PoseStamped, Quaternion, Twist, TwistStamped, Vector3};
+use r2r::nav_msgs::msg::Odometry;
+use r2r::sensor_msgs::msg::{CompressedImage, Image, Imu, JointState};
+use r2r::std_msgs::msg::{Float32MultiArray, Float64, Float64MultiArray, Header};
 use r2r::trajectory_msgs::msg::{JointTrajectory, JointTrajectoryPoint};
 
 use super::stats::{LatencySummary, WindowSummary};
 use crate::control::{ImageData, Status};
+use crate::iomap::InputMessage;
 use crate::observation::{time_to_ns, ObservationError};
 use crate::policy::RefillMode;
 
@@ -68,6 +71,171 @@ pub fn compressed_image(msg: CompressedImage) -> (Time, Result<ImageData, Observ
             data: msg.data,
         }),
     )
+}
+
+/// `sensor_msgs/JointState` as a map input (names, positions, velocities, efforts moved,
+/// not copied), with its stamp.
+pub fn joint_state_input(msg: JointState) -> (Option<Time>, InputMessage) {
+    (
+        Some(msg.header.stamp),
+        InputMessage::JointState {
+            name: msg.name,
+            position: msg.position,
+            velocity: msg.velocity,
+            effort: msg.effort,
+        },
+    )
+}
+
+/// `std_msgs/Float64MultiArray` as a map input (no header: stamped on receipt).
+pub fn float64_array_input(msg: Float64MultiArray) -> (Option<Time>, InputMessage) {
+    (None, InputMessage::Array(msg.data))
+}
+
+/// `std_msgs/Float32MultiArray` as a map input (no header: stamped on receipt).
+pub fn float32_array_input(msg: Float32MultiArray) -> (Option<Time>, InputMessage) {
+    (
+        None,
+        InputMessage::Array(msg.data.into_iter().map(f64::from).collect()),
+    )
+}
+
+/// `std_msgs/Float64` as a map input (no header: stamped on receipt).
+pub fn float64_input(msg: Float64) -> (Option<Time>, InputMessage) {
+    (None, InputMessage::Scalar(msg.data))
+}
+
+fn pose_fields(p: &Pose, out: &mut Vec<f64>) {
+    out.extend([
+        p.position.x,
+        p.position.y,
+        p.position.z,
+        p.orientation.x,
+        p.orientation.y,
+        p.orientation.z,
+        p.orientation.w,
+    ]);
+}
+
+fn twist_fields(t: &Twist, out: &mut Vec<f64>) {
+    out.extend([
+        t.linear.x,
+        t.linear.y,
+        t.linear.z,
+        t.angular.x,
+        t.angular.y,
+        t.angular.z,
+    ]);
+}
+
+/// `geometry_msgs/PoseStamped` as a map input: fields in `InputType::fields` order.
+pub fn pose_stamped_input(msg: PoseStamped) -> (Option<Time>, InputMessage) {
+    let mut f = Vec::with_capacity(7);
+    pose_fields(&msg.pose, &mut f);
+    (Some(msg.header.stamp), InputMessage::Fields(f))
+}
+
+/// `geometry_msgs/TwistStamped` as a map input.
+pub fn twist_stamped_input(msg: TwistStamped) -> (Option<Time>, InputMessage) {
+    let mut f = Vec::with_capacity(6);
+    twist_fields(&msg.twist, &mut f);
+    (Some(msg.header.stamp), InputMessage::Fields(f))
+}
+
+/// `nav_msgs/Odometry` as a map input (pose, then twist; no covariances).
+pub fn odometry_input(msg: Odometry) -> (Option<Time>, InputMessage) {
+    let mut f = Vec::with_capacity(13);
+    pose_fields(&msg.pose.pose, &mut f);
+    twist_fields(&msg.twist.twist, &mut f);
+    (Some(msg.header.stamp), InputMessage::Fields(f))
+}
+
+/// `sensor_msgs/Imu` as a map input (orientation, angular velocity, linear acceleration).
+pub fn imu_input(msg: Imu) -> (Option<Time>, InputMessage) {
+    let o = &msg.orientation;
+    let a = &msg.angular_velocity;
+    let l = &msg.linear_acceleration;
+    (
+        Some(msg.header.stamp),
+        InputMessage::Fields(vec![o.x, o.y, o.z, o.w, a.x, a.y, a.z, l.x, l.y, l.z]),
+    )
+}
+
+/// A channel's values as `std_msgs/Float64`.
+pub fn float64_command(values: &[f64]) -> Float64 {
+    Float64 {
+        data: values.first().copied().unwrap_or(0.0),
+    }
+}
+
+/// The values of a fixed-layout channel by field (unselected fields 0; a pose's
+/// `orientation.w` 1, the identity rotation, unless selected).
+fn by_field(n: usize, select: &[usize], values: &[f64], unit_w: Option<usize>) -> Vec<f64> {
+    let mut f = vec![0.0; n];
+    if let Some(w) = unit_w {
+        f[w] = 1.0;
+    }
+    for (k, v) in select.iter().zip(values) {
+        if let Some(slot) = f.get_mut(*k) {
+            *slot = *v;
+        }
+    }
+    f
+}
+
+fn twist_of(f: &[f64]) -> Twist {
+    Twist {
+        linear: Vector3 {
+            x: f[0],
+            y: f[1],
+            z: f[2],
+        },
+        angular: Vector3 {
+            x: f[3],
+            y: f[4],
+            z: f[5],
+        },
+    }
+}
+
+/// A channel's values as `geometry_msgs/Twist` (`select`: index into the Twist fields).
+pub fn twist_command(select: &[usize], values: &[f64]) -> Twist {
+    twist_of(&by_field(6, select, values, None))
+}
+
+/// A channel's values as `geometry_msgs/TwistStamped`, stamped `now_ns`.
+pub fn twist_stamped_command(select: &[usize], values: &[f64], now_ns: i64) -> TwistStamped {
+    TwistStamped {
+        header: Header {
+            stamp: time_msg(now_ns),
+            frame_id: String::new(),
+        },
+        twist: twist_of(&by_field(6, select, values, None)),
+    }
+}
+
+/// A channel's values as `geometry_msgs/PoseStamped`, stamped `now_ns`.
+pub fn pose_stamped_command(select: &[usize], values: &[f64], now_ns: i64) -> PoseStamped {
+    let f = by_field(7, select, values, Some(6));
+    PoseStamped {
+        header: Header {
+            stamp: time_msg(now_ns),
+            frame_id: String::new(),
+        },
+        pose: Pose {
+            position: Point {
+                x: f[0],
+                y: f[1],
+                z: f[2],
+            },
+            orientation: Quaternion {
+                x: f[3],
+                y: f[4],
+                z: f[5],
+                w: f[6],
+            },
+        },
+    }
 }
 
 /// The command as `std_msgs/Float64MultiArray` (data only, as ros2_control's forward

@@ -28,6 +28,7 @@ pub mod node;
 pub mod param_services;
 pub mod params;
 pub mod stats;
+pub mod wiring;
 
 pub use node::{run, NodeError, Summary, NODE_NAME};
 pub use params::Cli;

@@ -46,8 +46,8 @@ use r2r::lifecycle_msgs::msg::{
 use r2r::lifecycle_msgs::srv::{
     ChangeState, GetAvailableStates, GetAvailableTransitions, GetState,
 };
-use r2r::sensor_msgs::msg::{CompressedImage, Image, JointState};
-use r2r::std_msgs::msg::{Float64MultiArray, String as StringMsg};
+use r2r::sensor_msgs::msg::{CompressedImage, Image};
+use r2r::std_msgs::msg::String as StringMsg;
 use r2r::std_srvs::srv::{SetBool, Trigger};
 use r2r::trajectory_msgs::msg::JointTrajectory;
 use r2r::{Publisher, QosProfile, ServiceRequest};
@@ -59,11 +59,13 @@ use super::logging::{self, held_back, Throttle};
 use super::param_services::{ParamHost, ParamServices, TopicSets};
 use super::params::{self, Cli};
 use super::stats::{ms, RunStats, TickKind};
+use super::wiring::{self, ChannelPublisher};
 use crate::control::param_specs::{ParamStore, Phase};
 use crate::control::{
-    CommandType, ControlError, ControlLoop, ImageData, LoopOptions, NodeParams, ParamError,
-    ParamValue, Status, TickStatus,
+    ControlError, ControlLoop, ImageData, LoopOptions, NodeParams, ParamError, ParamValue, Status,
+    TickStatus,
 };
+use crate::iomap::Outputs;
 use crate::observation::ObservationError;
 
 /// The node's name (remappable with `-r __node:=NAME`).
@@ -81,6 +83,9 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// After the shutdown transition, how long the node keeps its entities so that the
 /// `~/change_state` response and the transition events reach their readers.
 const FINAL_GRACE: Duration = Duration::from_millis(300);
+/// At shutdown, how long the node keeps its publishers after the channels' `on_stop`
+/// messages, so that they reach the controllers.
+const STOP_GRACE: Duration = Duration::from_millis(200);
 /// `SCHED_FIFO` priority of the runtime (tick) and spin threads: above every normal thread,
 /// below ros2_control's controller manager (50 by default), which commands the hardware.
 pub const REALTIME_PRIORITY: i32 = 40;
@@ -165,6 +170,8 @@ struct Shared {
     stale_since_diagnostics: Mutex<Option<String>>,
     /// The parameters of the current (else the last) configuration.
     configured_params: Mutex<Option<NodeParams>>,
+    /// The command topics of the current (else the last) configuration, in words.
+    command_topics: Mutex<String>,
     /// The status of the last configuration as it was when it last stopped commanding, kept
     /// after cleanup for the summary.
     last_status: Mutex<Option<Status>>,
@@ -295,81 +302,129 @@ impl CameraSub {
     }
 }
 
-/// The command publisher for `command_type`.
+/// The output channels' publishers, with the map's split of a command.
 #[derive(Clone)]
-enum CommandPublisher {
-    Array(Publisher<Float64MultiArray>),
-    Trajectory(Publisher<JointTrajectory>),
-    State(Publisher<JointState>),
+struct Publishers {
+    outputs: Outputs,
+    channels: Vec<ChannelPublisher>,
 }
 
-impl CommandPublisher {
-    fn create(node: &mut r2r::Node, params: &NodeParams) -> Result<Self, NodeError> {
-        let topic = &params.command_topic;
-        let what = || format!("publish on `{topic}` (parameter `command_topic`)");
-        let qos = QosProfile::default();
-        Ok(match params.command_type {
-            CommandType::Float64MultiArray => {
-                CommandPublisher::Array(node.create_publisher(topic, qos).map_err(ros(what()))?)
-            }
-            CommandType::JointTrajectory => CommandPublisher::Trajectory(
-                node.create_publisher(topic, qos).map_err(ros(what()))?,
-            ),
-            CommandType::JointState => {
-                CommandPublisher::State(node.create_publisher(topic, qos).map_err(ros(what()))?)
-            }
-        })
+impl Publishers {
+    /// One publisher per channel of the loop's map; a bad topic names the map entry (or
+    /// `command_topic`).
+    fn create(node: &mut r2r::Node, control: &ControlLoop) -> Result<Self, NodeError> {
+        let outputs = control.outputs().clone();
+        let mut channels = Vec::new();
+        for c in outputs.channels() {
+            let p = ChannelPublisher::create(node, c).map_err(ros(format!(
+                "publish on `{}` ({}: {})",
+                c.topic,
+                if control.io_map().file.is_some() {
+                    "io_map"
+                } else {
+                    "parameter"
+                },
+                c.yaml_path
+            )))?;
+            channels.push(p);
+        }
+        Ok(Publishers { outputs, channels })
     }
 
-    fn is_trajectory(&self) -> bool {
-        matches!(self, CommandPublisher::Trajectory(_))
+    fn has_trajectory(&self) -> bool {
+        self.channels.iter().any(ChannelPublisher::is_trajectory)
     }
 
+    /// Publishes each channel's part of `command` (published values); `plan`: the rest of
+    /// the chunk, for trajectory channels. The first failure names its topic.
     fn publish(
         &self,
-        tick: &TickContext,
         command: &[f64],
         plan: &[Vec<f64>],
+        period: Duration,
         now_ns: i64,
-    ) -> r2r::Result<()> {
-        match self {
-            CommandPublisher::Array(p) => p.publish(&convert::float64_multi_array(command)),
-            CommandPublisher::Trajectory(p) => p.publish(&convert::joint_trajectory(
-                &tick.joint_names,
-                command,
-                plan,
-                tick.period,
-            )),
-            CommandPublisher::State(p) => p.publish(&convert::joint_state_command(
-                &tick.joint_names,
-                command,
-                now_ns,
-            )),
+    ) -> Result<(), (String, r2r::Error)> {
+        let mut first = None;
+        for (i, (c, values)) in self.outputs.split(command).enumerate() {
+            let rows: Vec<Vec<f64>> = if self.channels[i].is_trajectory() {
+                plan.iter()
+                    .map(|r| self.outputs.channel_values(i, r).to_vec())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if let Err(e) = self.channels[i].publish(c, values, &rows, period, now_ns) {
+                first.get_or_insert((c.topic.clone(), e));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The channels' `on_stop` messages (from [`ControlLoop::take_stop`]).
+    fn publish_stop(&self, stops: &[(usize, Vec<f64>)], period: Duration, now_ns: i64) {
+        for (i, values) in stops {
+            let (Some(c), Some(p)) = (self.outputs.channels().get(*i), self.channels.get(*i))
+            else {
+                continue;
+            };
+            match p.publish(c, values, &[], period, now_ns) {
+                Ok(()) => log::info!(
+                    "commands stopped: `{}` got its on_stop ({}) command",
+                    c.topic,
+                    c.on_stop.as_str()
+                ),
+                Err(e) => log::warn!("cannot publish the on_stop command on `{}`: {e}", c.topic),
+            }
         }
     }
 
-    /// Removes the publisher from the node (cleanup).
+    /// Removes the publishers from the node (cleanup).
     fn destroy(self, node: &mut r2r::Node) {
-        match self {
-            CommandPublisher::Array(p) => node.destroy_publisher(p),
-            CommandPublisher::Trajectory(p) => node.destroy_publisher(p),
-            CommandPublisher::State(p) => node.destroy_publisher(p),
+        for p in self.channels {
+            p.destroy(node);
         }
+    }
+
+    /// The channels in words (`float64_multi_array commands on joint_commands` for the
+    /// flat parameters' map).
+    fn describe(&self, params: &NodeParams) -> String {
+        if params.io_map.is_empty() {
+            return format!(
+                "{} commands on {}",
+                params.command_type.as_str(),
+                params.command_topic
+            );
+        }
+        format!(
+            "commands on {}",
+            self.outputs
+                .channels()
+                .iter()
+                .map(|c| format!(
+                    "{} ({}, action {:?}, on_stop {})",
+                    c.topic,
+                    c.msg_type,
+                    c.action,
+                    c.on_stop.as_str()
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     }
 }
 
 /// What the tick loop needs that is fixed for a configuration.
 struct TickContext {
-    joint_names: Vec<String>,
+    /// A name per published value (`joint_names` for the flat parameters' map).
+    columns: Vec<String>,
     period: Duration,
-    command_topic: String,
     /// Lost ticks are counted on wall time only (sim time may pause or jump).
     use_sim_time: bool,
 }
 
 /// What exists while the node is configured (besides the control loop in [`Shared`]).
 struct Configured {
-    publisher: CommandPublisher,
+    publishers: Publishers,
     feeds: Vec<JoinHandle<()>>,
     /// The tick loop, while active.
     tick: Option<JoinHandle<()>>,
@@ -469,7 +524,7 @@ impl Driver {
             Work::Configure => self.configure().await,
             Work::Activate => self.activate(),
             Work::Deactivate => {
-                self.deactivate();
+                let _ = self.deactivate();
                 Ok(())
             }
             Work::Cleanup => {
@@ -477,7 +532,10 @@ impl Driver {
                 Ok(())
             }
             Work::Shutdown | Work::Error => {
-                self.deactivate();
+                if self.deactivate() {
+                    // The channels' on_stop messages go out before their publishers do.
+                    tokio::time::sleep(STOP_GRACE).await;
+                }
                 self.cleanup().await;
                 Ok(())
             }
@@ -506,7 +564,7 @@ impl Driver {
         })
         .await
         .map_err(|e| NodeError::Panicked(format!("loading the policy ({e})")))??;
-        let configured = match self.create_interfaces(&control, &params) {
+        let configured = match self.create_interfaces(&control) {
             Ok(c) => c,
             Err(e) => {
                 release(control).await;
@@ -524,6 +582,13 @@ impl Driver {
             status.device,
             configured.inputs.join(", ")
         );
+        *lock(&self.shared.command_topics) = control
+            .outputs()
+            .channels()
+            .iter()
+            .map(|c| c.topic.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
         *lock(&self.shared.control) = Some(control);
         *lock(&self.shared.last_status) = None;
         *lock(&self.shared.configured_params) = Some(params);
@@ -534,27 +599,28 @@ impl Driver {
 
     /// Subscriptions (fed to the loop while active) and the command publisher; a bad topic
     /// name is an error naming its parameter.
-    fn create_interfaces(
-        &self,
-        control: &ControlLoop,
-        params: &NodeParams,
-    ) -> Result<Configured, NodeError> {
+    fn create_interfaces(&self, control: &ControlLoop) -> Result<Configured, NodeError> {
         self.node
-            .with(|node| self.create_interfaces_on(node, control, params))
+            .with(|node| self.create_interfaces_on(node, control))
     }
 
     fn create_interfaces_on(
         &self,
         node: &mut r2r::Node,
         control: &ControlLoop,
-        params: &NodeParams,
     ) -> Result<Configured, NodeError> {
-        let joint_sub = node
-            .subscribe::<JointState>(&params.joint_state_topic, QosProfile::sensor_data())
-            .map_err(ros(format!(
-                "subscribe to `{}` (parameter `joint_state_topic`)",
-                params.joint_state_topic
-            )))?;
+        let flat = control.io_map().file.is_none();
+        let mut sources = Vec::new();
+        for (topic, t, indices) in control.input_topics() {
+            let what = if flat {
+                format!("subscribe to `{topic}` (parameter `joint_state_topic`)")
+            } else {
+                format!("subscribe to `{topic}` ({t}, io_map)")
+            };
+            if let Some(stream) = wiring::subscribe(node, &topic, t).map_err(ros(what))? {
+                sources.push((topic, t, indices, stream));
+            }
+        }
         let mut cameras = Vec::new();
         for (topic, input) in control.camera_inputs() {
             let what = format!("subscribe to `{topic}` (parameter `camera_topics`)");
@@ -571,18 +637,24 @@ impl Driver {
             };
             cameras.push((topic, input, sub));
         }
-        let publisher = CommandPublisher::create(node, params)?;
+        let publishers = Publishers::create(node, control)?;
 
         let shared = &self.shared;
-        let mut feeds = vec![tokio::task::spawn_local(joint_feed(
-            shared.clone(),
-            params.joint_state_topic.clone(),
-            joint_sub,
-        ))];
-        let mut inputs = vec![format!(
-            "{} (sensor_msgs/JointState)",
-            params.joint_state_topic
-        )];
+        let mut feeds = Vec::new();
+        let mut inputs = Vec::new();
+        for (topic, t, indices, stream) in sources {
+            inputs.push(if flat {
+                format!("{topic} (sensor_msgs/JointState)")
+            } else {
+                format!("{topic} ({t})")
+            });
+            feeds.push(tokio::task::spawn_local(input_feed(
+                shared.clone(),
+                topic,
+                indices,
+                stream,
+            )));
+        }
         for (index, (topic, input, sub)) in cameras.into_iter().enumerate() {
             inputs.push(format!("{topic} ({} -> {input})", sub.type_name()));
             feeds.push(match sub {
@@ -603,7 +675,7 @@ impl Driver {
             });
         }
         Ok(Configured {
-            publisher,
+            publishers,
             feeds,
             tick: None,
             inputs,
@@ -624,9 +696,8 @@ impl Driver {
             control.activate();
             let p = control.params();
             let tick = TickContext {
-                joint_names: p.joint_names.clone(),
+                columns: control.outputs().columns(),
                 period: p.period(),
-                command_topic: p.command_topic.clone(),
                 use_sim_time: self.use_sim_time,
             };
             (tick, control.status(), p.clone())
@@ -641,18 +712,17 @@ impl Driver {
         configured.tick = Some(tokio::task::spawn_local(tick_loop(
             self.shared.clone(),
             timer,
-            configured.publisher.clone(),
+            configured.publishers.clone(),
             self.action_chunk.clone(),
             tick,
         )));
         log::info!(
-            "ready: {} on {}; inputs {}; {} commands on {} at {} Hz ({}); refill {} ({} step(s) ahead); \
+            "ready: {} on {}; inputs {}; {} at {} Hz ({}); refill {} ({} step(s) ahead); \
              output {}; services ~/reset, ~/enable; plan on ~/action_chunk{}; status on /diagnostics{}",
             status.backend,
             status.device,
             configured.inputs.join(", "),
-            params.command_type.as_str(),
-            params.command_topic,
+            configured.publishers.describe(&params),
             params.control_rate_hz,
             if self.use_sim_time { "ROS time from /clock: use_sim_time" } else { "ROS time" },
             match (status.rtc, status.mode) {
@@ -672,8 +742,8 @@ impl Driver {
     }
 
     /// Stops the tick loop: no command from now on; the queued plan and the inputs are
-    /// dropped.
-    fn deactivate(&self) {
+    /// dropped; each channel gets its `on_stop` message. Returns whether any was published.
+    fn deactivate(&self) -> bool {
         let was_active = self.shared.active.swap(false, Ordering::AcqRel);
         if let Some(c) = self.configured.borrow_mut().as_mut() {
             if let Some(tick) = c.tick.take() {
@@ -681,12 +751,19 @@ impl Driver {
             }
         }
         if was_active {
-            if let Some(control) = lock(&self.shared.control).as_mut() {
+            let stop = lock(&self.shared.control).as_mut().map(|control| {
                 // For the exit summary: the inference statistics go with the dropped plan.
                 *lock(&self.shared.last_status) = Some(control.status());
                 log::info!("deactivated: no commands; {}", control.deactivate());
+                (control.take_stop(), control.params().period())
+            });
+            if let (Some((stops, period)), Some(c)) = (stop, self.configured.borrow().as_ref()) {
+                c.publishers
+                    .publish_stop(&stops, period, self.shared.now_ns());
+                return !stops.is_empty();
             }
         }
+        false
     }
 
     /// Removes the subscriptions and the command publisher, and drops the control loop (off
@@ -700,7 +777,7 @@ impl Driver {
             if let Some(t) = c.tick {
                 t.abort();
             }
-            self.node.with(|node| c.publisher.destroy(node));
+            self.node.with(|node| c.publishers.destroy(node));
         }
         let control = lock(&self.shared.control).take();
         if let Some(control) = control {
@@ -881,6 +958,7 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         stale_input: Mutex::new(None),
         stale_since_diagnostics: Mutex::new(None),
         configured_params: Mutex::new(None),
+        command_topics: Mutex::new(String::new()),
         last_status: Mutex::new(None),
         configure_error: Mutex::new(None),
         node_name: node_name.clone(),
@@ -1189,19 +1267,23 @@ async fn camera_feed<M, S>(
     }
 }
 
-/// Joint states: reordered by `joint_names` in the control loop (while active).
-async fn joint_feed<S>(shared: Arc<Shared>, topic: String, mut stream: S)
-where
-    S: Stream<Item = JointState> + Unpin,
-{
-    while let Some(msg) = stream.next().await {
+/// A map topic: each message's selected values handed to its sources in the control loop
+/// (while active), stamped with its header (its receive time when it has none or a zero
+/// stamp).
+async fn input_feed(
+    shared: Arc<Shared>,
+    topic: String,
+    sources: Vec<usize>,
+    mut stream: wiring::InputStream,
+) {
+    while let Some((stamp, msg)) = stream.next().await {
         if !shared.active.load(Ordering::Acquire) {
             continue;
         }
         let receive_ns = shared.now_ns();
-        let stamp = convert::stamp_ns(&msg.header.stamp, receive_ns);
+        let stamp = stamp.map_or(receive_ns, |t| convert::stamp_ns(&t, receive_ns));
         let result = match lock(&shared.control).as_mut() {
-            Some(control) => control.on_joint_state(stamp, &msg.name, &msg.position),
+            Some(control) => control.on_input(&sources, stamp, &msg),
             None => Ok(()),
         };
         if let Err(e) = result {
@@ -1216,7 +1298,7 @@ where
 async fn tick_loop(
     shared: Arc<Shared>,
     mut timer: r2r::Timer,
-    publisher: CommandPublisher,
+    publishers: Publishers,
     action_chunk: Publisher<JointTrajectory>,
     ctx: TickContext,
 ) {
@@ -1224,13 +1306,14 @@ async fn tick_loop(
     while timer.tick().await.is_ok() {
         let woke = Instant::now();
         let now_ns = shared.now_ns();
-        let (status, plan, switched, kind, max_age) = {
+        let (status, plan, switched, kind, max_age, stops) = {
             let mut control = lock(&shared.control);
             let Some(control) = control.as_mut() else {
                 continue;
             };
             let status = control.tick(now_ns);
-            let plan = if publisher.is_trajectory()
+            let stops = control.take_stop();
+            let plan = if publishers.has_trajectory()
                 && control.params().trajectory_full_chunk
                 && matches!(status, TickStatus::Command(_))
             {
@@ -1250,8 +1333,12 @@ async fn tick_loop(
                 switched,
                 kind,
                 control.params().max_observation_age_ms,
+                stops,
             )
         };
+        if !stops.is_empty() {
+            publishers.publish_stop(&stops, ctx.period, now_ns);
+        }
         let (lost, previous) = {
             let mut stats = lock(&shared.stats);
             let previous = stats.last_tick();
@@ -1270,7 +1357,7 @@ async fn tick_loop(
         }
         match status {
             TickStatus::Command(command) => {
-                match publisher.publish(&ctx, &command, &plan, now_ns) {
+                match publishers.publish(&command, &plan, ctx.period, now_ns) {
                     Ok(()) => {
                         let done = Instant::now();
                         let late = lock(&shared.stats).command(done, done - woke, kind);
@@ -1290,7 +1377,7 @@ async fn tick_loop(
                         }
                         if let Some(rows) = switched {
                             let msg =
-                                convert::action_chunk(&ctx.joint_names, &rows, ctx.period, now_ns);
+                                convert::action_chunk(&ctx.columns, &rows, ctx.period, now_ns);
                             if let Err(e) = action_chunk.publish(&msg) {
                                 if let Some(n) = shared.due("action_chunk") {
                                     log::warn!(
@@ -1311,12 +1398,11 @@ async fn tick_loop(
                         }
                         *lock(&shared.stale_input) = None;
                     }
-                    Err(e) => {
+                    Err((topic, e)) => {
                         lock(&shared.stats).errors += 1;
                         if let Some(n) = shared.due("publish") {
                             log::error!(
-                                "cannot publish the command on `{}`: {e}{}",
-                                ctx.command_topic,
+                                "cannot publish the command on `{topic}`: {e}{}",
                                 held_back(n)
                             );
                         }
@@ -1570,7 +1656,7 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
          refill {} step(s) ahead{}{}",
         elapsed.as_secs_f64(),
         stats.commands,
-        params.command_topic,
+        lock(&shared.command_topics),
         stats.command_rate_hz(),
         params.control_rate_hz,
         stats.ticks,

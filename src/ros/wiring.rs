@@ -1,0 +1,145 @@
+//! The node's side of the I/O map: one subscription per map topic, typed by the map, each
+//! message converted ([`super::convert`]) into an [`InputMessage`]; one publisher per
+//! output channel, each channel's values converted into its message type. Every rule (what
+//! is selected, scaled, split) lives in [`crate::iomap`]; here only r2r.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use r2r::builtin_interfaces::msg::Time;
+use r2r::geometry_msgs::msg::{PoseStamped, Twist, TwistStamped};
+use r2r::nav_msgs::msg::Odometry;
+use r2r::sensor_msgs::msg::{Imu, JointState};
+use r2r::std_msgs::msg::{Float32MultiArray, Float64, Float64MultiArray};
+use r2r::trajectory_msgs::msg::JointTrajectory;
+use r2r::{Publisher, QosProfile};
+
+use super::convert;
+use crate::iomap::{Channel, InputMessage, InputType, OutputType};
+
+/// A map topic's messages, converted: the header stamp (none for header-less types) and
+/// the message.
+pub type InputStream = Pin<Box<dyn Stream<Item = (Option<Time>, InputMessage)>>>;
+
+/// Subscribes to a non-image map topic of type `t` (`None` for image types: those are
+/// the cameras' subscriptions).
+pub fn subscribe(
+    node: &mut r2r::Node,
+    topic: &str,
+    t: InputType,
+) -> r2r::Result<Option<InputStream>> {
+    let qos = QosProfile::sensor_data;
+    Ok(Some(match t {
+        InputType::JointState => Box::pin(
+            node.subscribe::<JointState>(topic, qos())?
+                .map(convert::joint_state_input),
+        ),
+        InputType::Float64MultiArray => Box::pin(
+            node.subscribe::<Float64MultiArray>(topic, qos())?
+                .map(convert::float64_array_input),
+        ),
+        InputType::Float32MultiArray => Box::pin(
+            node.subscribe::<Float32MultiArray>(topic, qos())?
+                .map(convert::float32_array_input),
+        ),
+        InputType::Float64 => Box::pin(
+            node.subscribe::<Float64>(topic, qos())?
+                .map(convert::float64_input),
+        ),
+        InputType::PoseStamped => Box::pin(
+            node.subscribe::<PoseStamped>(topic, qos())?
+                .map(convert::pose_stamped_input),
+        ),
+        InputType::TwistStamped => Box::pin(
+            node.subscribe::<TwistStamped>(topic, qos())?
+                .map(convert::twist_stamped_input),
+        ),
+        InputType::Odometry => Box::pin(
+            node.subscribe::<Odometry>(topic, qos())?
+                .map(convert::odometry_input),
+        ),
+        InputType::Imu => Box::pin(node.subscribe::<Imu>(topic, qos())?.map(convert::imu_input)),
+        InputType::Image | InputType::CompressedImage => return Ok(None),
+    }))
+}
+
+/// The publisher of one output channel, by its type.
+#[derive(Clone)]
+pub enum ChannelPublisher {
+    Array(Publisher<Float64MultiArray>),
+    Scalar(Publisher<Float64>),
+    Trajectory(Publisher<JointTrajectory>),
+    State(Publisher<JointState>),
+    Twist(Publisher<Twist>),
+    TwistStamped(Publisher<TwistStamped>),
+    Pose(Publisher<PoseStamped>),
+}
+
+impl ChannelPublisher {
+    pub fn create(node: &mut r2r::Node, c: &Channel) -> r2r::Result<Self> {
+        let qos = QosProfile::default;
+        let t = c.topic.as_str();
+        Ok(match c.msg_type {
+            OutputType::Float64MultiArray => {
+                ChannelPublisher::Array(node.create_publisher(t, qos())?)
+            }
+            OutputType::Float64 => ChannelPublisher::Scalar(node.create_publisher(t, qos())?),
+            OutputType::JointTrajectory => {
+                ChannelPublisher::Trajectory(node.create_publisher(t, qos())?)
+            }
+            OutputType::JointState => ChannelPublisher::State(node.create_publisher(t, qos())?),
+            OutputType::Twist => ChannelPublisher::Twist(node.create_publisher(t, qos())?),
+            OutputType::TwistStamped => {
+                ChannelPublisher::TwistStamped(node.create_publisher(t, qos())?)
+            }
+            OutputType::PoseStamped => ChannelPublisher::Pose(node.create_publisher(t, qos())?),
+        })
+    }
+
+    pub fn is_trajectory(&self) -> bool {
+        matches!(self, ChannelPublisher::Trajectory(_))
+    }
+
+    /// Publishes `values` (the channel's part of a command); a trajectory also carries
+    /// `plan` (the channel's part of the rest of the chunk), one `period` apart.
+    pub fn publish(
+        &self,
+        c: &Channel,
+        values: &[f64],
+        plan: &[Vec<f64>],
+        period: Duration,
+        now_ns: i64,
+    ) -> r2r::Result<()> {
+        match self {
+            ChannelPublisher::Array(p) => p.publish(&convert::float64_multi_array(values)),
+            ChannelPublisher::Scalar(p) => p.publish(&convert::float64_command(values)),
+            ChannelPublisher::Trajectory(p) => {
+                p.publish(&convert::joint_trajectory(&c.names, values, plan, period))
+            }
+            ChannelPublisher::State(p) => {
+                p.publish(&convert::joint_state_command(&c.names, values, now_ns))
+            }
+            ChannelPublisher::Twist(p) => p.publish(&convert::twist_command(&c.select, values)),
+            ChannelPublisher::TwistStamped(p) => {
+                p.publish(&convert::twist_stamped_command(&c.select, values, now_ns))
+            }
+            ChannelPublisher::Pose(p) => {
+                p.publish(&convert::pose_stamped_command(&c.select, values, now_ns))
+            }
+        }
+    }
+
+    /// Removes the publisher from the node (cleanup).
+    pub fn destroy(self, node: &mut r2r::Node) {
+        match self {
+            ChannelPublisher::Array(p) => node.destroy_publisher(p),
+            ChannelPublisher::Scalar(p) => node.destroy_publisher(p),
+            ChannelPublisher::Trajectory(p) => node.destroy_publisher(p),
+            ChannelPublisher::State(p) => node.destroy_publisher(p),
+            ChannelPublisher::Twist(p) => node.destroy_publisher(p),
+            ChannelPublisher::TwistStamped(p) => node.destroy_publisher(p),
+            ChannelPublisher::Pose(p) => node.destroy_publisher(p),
+        }
+    }
+}
