@@ -100,7 +100,7 @@ from lerobot.processor import (
     TransitionKey,
     create_transition,
 )
-from lerobot.utils.constants import ACTION, OBS_STATE
+from lerobot.utils.constants import OBS_STATE
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

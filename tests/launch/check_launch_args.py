@@ -57,7 +57,6 @@ def load_launch(mode):
     """Imports launch (real or stand-in); returns the name of the one in use."""
     if mode in ("auto", "real"):
         try:
-            import launch  # noqa: F401
             import launch_ros.actions  # noqa: F401
             from launch import LaunchService  # noqa: F401
 
@@ -168,8 +167,11 @@ class Checks:
 
 def one_start(checks, label, code, starts):
     """The single recorded start of a launch that must succeed, or None."""
-    checks.check(f"{label}: launch succeeds and starts the node once", code == 0 and len(starts) == 1,
-                 f"exit code {code}, {len(starts)} starts")
+    checks.check(
+        f"{label}: launch succeeds and starts the node once",
+        code == 0 and len(starts) == 1,
+        f"exit code {code}, {len(starts)} starts",
+    )
     return starts[0] if code == 0 and len(starts) == 1 else None
 
 
@@ -191,9 +193,19 @@ def run_checks(tmp, record, checks):
     start = one_start(checks, label, *launch(base, record))
     if start:
         p = parameters(start)
-        checks.check(f"{label}: autostart false from the file", p.get("autostart") == (False, user_file), p.get("autostart"))
-        checks.check(f"{label}: use_sim_time true from the file", p.get("use_sim_time") == (True, user_file), p.get("use_sim_time"))
-        checks.check(f"{label}: export_dir from the launch argument", p.get("export_dir", (None,))[0] == "/exports/act", p.get("export_dir"))
+        checks.check(
+            f"{label}: autostart false from the file", p.get("autostart") == (False, user_file), p.get("autostart")
+        )
+        checks.check(
+            f"{label}: use_sim_time true from the file",
+            p.get("use_sim_time") == (True, user_file),
+            p.get("use_sim_time"),
+        )
+        checks.check(
+            f"{label}: export_dir from the launch argument",
+            p.get("export_dir", (None,))[0] == "/exports/act",
+            p.get("export_dir"),
+        )
         checks.check(f"{label}: no io_map parameter", "io_map" not in p, p.get("io_map"))
         checks.check(f"{label}: the user's file is passed", user_file in start["params_files"], start["argv"])
 
@@ -215,7 +227,11 @@ def run_checks(tmp, record, checks):
 
     label = "autostart:=maybe"
     code, starts = launch(base + ["autostart:=maybe"], record)
-    checks.check(f"{label}: launch fails, the node is not started", code != 0 and not starts, f"exit code {code}, {len(starts)} starts")
+    checks.check(
+        f"{label}: launch fails, the node is not started",
+        code != 0 and not starts,
+        f"exit code {code}, {len(starts)} starts",
+    )
 
     # (3) io_map: passed when given, the file's value otherwise.
     label = "io_map:=/x.yaml"
@@ -233,7 +249,9 @@ def run_checks(tmp, record, checks):
         checks.check(f"{label}: io_map from the file", p.get("io_map") == want, p.get("io_map"))
 
     label = "io_map in the params file, io_map:=/x.yaml"
-    start = one_start(checks, label, *launch(["export_dir:=/exports/act", f"params_file:={user_file_io}", "io_map:=/x.yaml"], record))
+    start = one_start(
+        checks, label, *launch(["export_dir:=/exports/act", f"params_file:={user_file_io}", "io_map:=/x.yaml"], record)
+    )
     if start:
         v = values(start)
         checks.check(f"{label}: io_map /x.yaml", v.get("io_map") == "/x.yaml", v.get("io_map"))
@@ -247,10 +265,26 @@ def run_checks(tmp, record, checks):
         package_file = os.path.join(get_package_share_directory(NODE), "config", "policy_node.yaml")
         p = parameters(start)
         args = ros_args(start["argv"])
-        checks.check(f"{label}: the package's config/policy_node.yaml is passed", package_file in start["params_files"], start["argv"])
-        checks.check(f"{label}: autostart true from the package's file", p.get("autostart") == (True, package_file), p.get("autostart"))
-        checks.check(f"{label}: use_sim_time false from the package's file", p.get("use_sim_time") == (False, package_file), p.get("use_sim_time"))
-        checks.check(f"{label}: export_dir from the launch argument", p.get("export_dir", (None,))[0] == "/exports/act", p.get("export_dir"))
+        checks.check(
+            f"{label}: the package's config/policy_node.yaml is passed",
+            package_file in start["params_files"],
+            start["argv"],
+        )
+        checks.check(
+            f"{label}: autostart true from the package's file",
+            p.get("autostart") == (True, package_file),
+            p.get("autostart"),
+        )
+        checks.check(
+            f"{label}: use_sim_time false from the package's file",
+            p.get("use_sim_time") == (False, package_file),
+            p.get("use_sim_time"),
+        )
+        checks.check(
+            f"{label}: export_dir from the launch argument",
+            p.get("export_dir", (None,))[0] == "/exports/act",
+            p.get("export_dir"),
+        )
         checks.check(f"{label}: no io_map parameter", "io_map" not in p, p.get("io_map"))
         checks.check(f"{label}: --log-level info", "--log-level info" in " ".join(args), args)
         checks.check(f"{label}: node name policy_node", "__node:=policy_node" in args, args)
@@ -267,14 +301,22 @@ def run_checks(tmp, record, checks):
     start = one_start(checks, label, *launch(arguments, record))
     if start:
         args = ros_args(start["argv"])
-        for remap in ("joint_states:=/arm/joint_states", "image_raw:=/camera/color/image_raw",
-                      "joint_commands:=/forward_position_controller/commands", "__ns:=/robot1"):
+        for remap in (
+            "joint_states:=/arm/joint_states",
+            "image_raw:=/camera/color/image_raw",
+            "joint_commands:=/forward_position_controller/commands",
+            "__ns:=/robot1",
+        ):
             checks.check(f"{label}: -r {remap}", remap in args, args)
         checks.check(f"{label}: --log-level debug", "--log-level debug" in " ".join(args), args)
 
     label = "no export_dir"
     code, starts = launch([f"params_file:={user_file}"], record)
-    checks.check(f"{label}: launch fails, the node is not started", code != 0 and not starts, f"exit code {code}, {len(starts)} starts")
+    checks.check(
+        f"{label}: launch fails, the node is not started",
+        code != 0 and not starts,
+        f"exit code {code}, {len(starts)} starts",
+    )
 
 
 def main():

@@ -151,7 +151,15 @@ class Node:
             raise RuntimeError(f"executable '{self.executable}' not found in package '{self.package}'")
         namespace = "/" + perform(context, self.namespace).strip("/")
         full_name = namespace.rstrip("/") + "/" + self.name
-        cmd = [exe, "--ros-args", *perform(context, self.ros_arguments), "-r", f"__node:={self.name}", "-r", f"__ns:={namespace}"]
+        cmd = [
+            exe,
+            "--ros-args",
+            *perform(context, self.ros_arguments),
+            "-r",
+            f"__node:={self.name}",
+            "-r",
+            f"__ns:={namespace}",
+        ]
         for entry in perform(context, self.parameters):
             if isinstance(entry, dict):
                 with tempfile.NamedTemporaryFile("w", prefix="launch_params_", delete=False) as f:
@@ -187,7 +195,11 @@ class LaunchService:
 def install():
     """Registers the stand-in as `launch`, `launch.actions`, ..., `launch_ros.actions`."""
     contents = {
-        "launch": {"LaunchDescription": LaunchDescription, "LaunchService": LaunchService, "LaunchContext": LaunchContext},
+        "launch": {
+            "LaunchDescription": LaunchDescription,
+            "LaunchService": LaunchService,
+            "LaunchContext": LaunchContext,
+        },
         "launch.actions": {
             "DeclareLaunchArgument": DeclareLaunchArgument,
             "OpaqueFunction": OpaqueFunction,
