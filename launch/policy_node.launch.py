@@ -14,19 +14,72 @@ Arguments:
     joint_commands  remap of the joint_commands output topic
     namespace       node namespace (default: none)
     log_level       ROS log level (default: info)
-    use_sim_time    follow /clock (default: false)
-    autostart       configure and activate at start (default: true); false leaves the managed
-                    node unconfigured for `ros2 lifecycle set` or a lifecycle manager
+    use_sim_time    follow /clock: true or false (default: the parameters file's value, else
+                    false)
+    autostart       configure and activate at start: true or false (default: the parameters
+                    file's value, else true); false leaves the managed node unconfigured for
+                    `ros2 lifecycle set` or a lifecycle manager
+    io_map          the I/O map, a YAML file: parameter `io_map` (default: the parameters
+                    file's value, else none)
+
+use_sim_time, autostart and io_map override the parameters file only when given on the
+command line: left out, the file's values (or the node's defaults) stand.
 """
 
 import os
 
+import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
+
+# Launch arguments that set a parameter only when given (default ""), with the parameter's type.
+OPTIONAL_PARAMETERS = {"use_sim_time": bool, "autostart": bool, "io_map": str}
+
+
+def parameter_value(name, text, kind):
+    """The parameter value of launch argument `name`, given as `text`.
+
+    A bool takes what launch's typed parameters take: YAML's true / false (any case), 1 or 0.
+    """
+    if kind is str:
+        return text
+    value = yaml.safe_load({"1": "true", "0": "false"}.get(text, text))
+    if not isinstance(value, bool):
+        raise ValueError(f"launch argument {name}:={text} must be true or false")
+    return value
+
+
+def node_action(context):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    # The file first, then what the command line set: later entries win.
+    overrides = {"export_dir": arg("export_dir")}
+    for name, kind in OPTIONAL_PARAMETERS.items():
+        text = arg(name)
+        if text != "":
+            overrides[name] = parameter_value(name, text, kind)
+    node = Node(
+        package="policy_node",
+        executable="policy_node",
+        name="policy_node",
+        namespace=arg("namespace"),
+        output="screen",
+        emulate_tty=True,
+        parameters=[arg("params_file"), overrides],
+        remappings=[
+            ("joint_states", arg("joint_states")),
+            ("image_raw", arg("image_raw")),
+            ("joint_commands", arg("joint_commands")),
+        ],
+        ros_arguments=["--log-level", arg("log_level")],
+        # policy_node exits cleanly (code 0, with a summary line) on SIGINT, which launch
+        # sends first, and on SIGTERM.
+    )
+    return [node]
 
 
 def generate_launch_description():
@@ -39,34 +92,21 @@ def generate_launch_description():
         DeclareLaunchArgument("joint_commands", default_value="joint_commands", description="command output topic"),
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
         DeclareLaunchArgument("log_level", default_value="info", description="ROS log level"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock as ROS time"),
         DeclareLaunchArgument(
-            "autostart", default_value="true", description="configure and activate the managed node at start"
+            "use_sim_time",
+            default_value="",
+            description="use /clock as ROS time: true or false (default: the parameters file's value)",
+        ),
+        DeclareLaunchArgument(
+            "autostart",
+            default_value="",
+            description="configure and activate the managed node at start: true or false "
+            "(default: the parameters file's value)",
+        ),
+        DeclareLaunchArgument(
+            "io_map",
+            default_value="",
+            description="the I/O map (YAML file; default: the parameters file's value)",
         ),
     ]
-    node = Node(
-        package="policy_node",
-        executable="policy_node",
-        name="policy_node",
-        namespace=LaunchConfiguration("namespace"),
-        output="screen",
-        emulate_tty=True,
-        # Later entries win: the file first, then the explicit arguments.
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "export_dir": ParameterValue(LaunchConfiguration("export_dir"), value_type=str),
-                "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
-                "autostart": ParameterValue(LaunchConfiguration("autostart"), value_type=bool),
-            },
-        ],
-        remappings=[
-            ("joint_states", LaunchConfiguration("joint_states")),
-            ("image_raw", LaunchConfiguration("image_raw")),
-            ("joint_commands", LaunchConfiguration("joint_commands")),
-        ],
-        ros_arguments=["--log-level", LaunchConfiguration("log_level")],
-        # policy_node exits cleanly (code 0, with a summary line) on SIGINT, which launch
-        # sends first, and on SIGTERM.
-    )
-    return LaunchDescription(args + [node])
+    return LaunchDescription(args + [OpaqueFunction(function=node_action)])

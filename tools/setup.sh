@@ -8,7 +8,9 @@
 #   - the build environment (`source` it) and .cargo/config.toml (the same for plain
 #     `cargo build` / `cargo test`),
 #   - .venv-triton/ from Debian's own Python 3.11 with PyTriton (a real Triton Inference
-#     Server) for the `remote` backend's tests and benchmarks (skip: POLICY_NODE_NO_TRITON=1).
+#     Server) for the `remote` backend's tests and benchmarks (skip: POLICY_NODE_NO_TRITON=1),
+#   - only with POLICY_NODE_LEROBOT=1: .venv-lerobot/ with LeRobot 0.6.1 on Python >= 3.12,
+#     the reference for relative actions (tools/setup_lerobot.sh; about 2.9 GB to download).
 # A second run only checks stamps and takes seconds.
 #
 # POLICY_NODE_ROS_DISTRO picks the ROS 2 wheels from PyPI (ignored when a ROS 2 install is
@@ -193,6 +195,9 @@ if [ "${POLICY_NODE_NO_TRITON:-0}" != 1 ]; then
     "$tvenv/bin/pip" install -q --disable-pip-version-check -r tools/requirements-triton.txt
     echo "$tstamp" >"$tvenv/.requirements.sha256"
   fi
+fi
+if [ "${POLICY_NODE_LEROBOT:-0}" = 1 ]; then
+  "$root/tools/setup_lerobot.sh"
 fi
 if ((ros_from_venv)); then
   log "ready: ROS 2 $distro from wheels in $ros_venv, runtimes in $venv; build environment $env_file"
