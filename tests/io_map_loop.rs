@@ -503,6 +503,145 @@ outputs:
         ParamValue::String(map.display().to_string()),
     );
     m.insert("command_topic".into(), ParamValue::String("/other".into()));
-    let e = NodeParams::from_map(&m).err().expect("refused").to_string();
+    let e = NodeParams::from_map(&m).expect_err("refused").to_string();
     assert!(e.contains("command_topic") && e.contains("io_map"), "{e}");
+}
+
+/// A copy of the `act_tiny_pkg` ONNX package described as a bimanual robot: two robots in
+/// `hardware.robots`, three joints each (the second pair reversed in its own order).
+fn bimanual_package(dir: &Path) {
+    let src = fixture("act_tiny_pkg/onnx");
+    std::fs::copy(src.join("act.onnx"), dir.join("act.onnx")).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("manifest.json")).unwrap()).unwrap();
+    let robot = |name: &str, joints: &[&str]| {
+        let spec =
+            serde_json::json!({"shape": [joints.len()], "dtype": "float32", "order": joints});
+        serde_json::json!({"name": name, "type": "arm", "state": spec, "action": spec})
+    };
+    m["hardware"] = serde_json::json!({"robots": [
+        robot("left", &["l_shoulder", "l_elbow", "l_gripper"]),
+        robot("right", &["r_shoulder", "r_elbow", "r_gripper"]),
+    ]});
+    std::fs::write(dir.join("manifest.json"), m.to_string()).unwrap();
+}
+
+const BIMANUAL_MAP: &str = r"
+inputs:
+  observation.state:
+    - topic: /left/joint_states
+      type: sensor_msgs/msg/JointState
+      select: [position.l_shoulder, position.l_elbow, position.l_gripper]
+    - topic: /right/joint_states
+      type: sensor_msgs/msg/JointState
+      select: [position.r_shoulder, position.r_elbow, position.r_gripper]
+  observation.images: {topic: /top/image_raw}
+outputs:
+  - {topic: /left_arm/joint_trajectory, type: trajectory_msgs/msg/JointTrajectory, action: [0, 1], names: [l_shoulder, l_elbow]}
+  - {topic: /left_gripper/commands, type: std_msgs/msg/Float64MultiArray, action: [2]}
+  - {topic: /right_arm/joint_trajectory, type: trajectory_msgs/msg/JointTrajectory, action: [3, 4], names: [r_shoulder, r_elbow]}
+  - {topic: /right_gripper/commands, type: std_msgs/msg/Float64MultiArray, action: [5]}
+";
+
+#[test]
+fn a_bimanual_package_runs_from_two_joint_states_to_four_controllers() {
+    let dir = tempfile::tempdir().unwrap();
+    bimanual_package(dir.path());
+    let map = write(dir.path(), "map.yaml", BIMANUAL_MAP);
+    let mut c = control(map_params(&map, dir.path(), &[]));
+    let mut flat = control(params(
+        &fixture("act_tiny_pkg/onnx"),
+        &[(
+            "joint_names",
+            ParamValue::StringArray(JOINTS.iter().map(|s| s.to_string()).collect()),
+        )],
+    ));
+    let left = sources(&c, "/left/joint_states");
+    let right = sources(&c, "/right/joint_states");
+    assert_eq!(
+        c.model_state_order(),
+        [
+            "l_shoulder",
+            "l_elbow",
+            "l_gripper",
+            "r_shoulder",
+            "r_elbow",
+            "r_gripper"
+        ]
+    );
+    for t in 0..25 {
+        let now = t * PERIOD_NS;
+        let q = state_at(t);
+        c.on_input(
+            &left,
+            now,
+            &js(&["l_gripper", "l_shoulder", "l_elbow"], &[q[2], q[0], q[1]]),
+        )
+        .unwrap();
+        c.on_input(
+            &right,
+            now,
+            &js(&["r_shoulder", "r_elbow", "r_gripper"], &q[3..]),
+        )
+        .unwrap();
+        c.on_image(0, now, image_at(t)).unwrap();
+        feed_flat(&mut flat, t);
+        let got = command(c.tick(now), "bimanual");
+        let want = command(flat.tick(now), "flat");
+        let channels: Vec<Vec<f64>> = c.outputs().split(&got).map(|(_, v)| v.to_vec()).collect();
+        assert_eq!(channels.len(), 4);
+        let joined: Vec<f64> = channels.concat();
+        for (j, (a, b)) in joined.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() < 1e-6, "tick {t} value {j}: {a} vs {b}");
+        }
+    }
+    // The right arm's joints in another order than the package's: refused at configure,
+    // naming the robot, the joint and the YAML path.
+    let swapped = write(
+        dir.path(),
+        "swapped.yaml",
+        &BIMANUAL_MAP.replace(
+            "[position.r_shoulder, position.r_elbow, position.r_gripper]",
+            "[position.r_elbow, position.r_shoulder, position.r_gripper]",
+        ),
+    );
+    let e = ControlLoop::new(
+        map_params(&swapped, dir.path(), &[]),
+        LoopOptions {
+            force_sync: true,
+            auto_refill_from_warmup: false,
+        },
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        e.contains("`inputs.observation.state[1].select[0]`")
+            && e.contains("robot `right` (hardware.robots[1]")
+            && e.contains("takes `r_shoulder` at state index 3"),
+        "{e}"
+    );
+    // A channel naming a joint of the other arm: refused, naming the robot.
+    let crossed = write(
+        dir.path(),
+        "crossed.yaml",
+        &BIMANUAL_MAP.replace(
+            "names: [r_shoulder, r_elbow]",
+            "names: [l_shoulder, r_elbow]",
+        ),
+    );
+    let e = ControlLoop::new(
+        map_params(&crossed, dir.path(), &[]),
+        LoopOptions {
+            force_sync: true,
+            auto_refill_from_warmup: false,
+        },
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        e.contains("`outputs[2].names[0]`") && e.contains("robot `right`"),
+        "{e}"
+    );
 }

@@ -122,7 +122,7 @@ fn js(names: &[&str], pos: Vec<f64>) -> InputMessage {
 }
 
 /// The messages of `topic` recorded in `phase`: (time, values).
-fn in_phase<'a>(r: &'a Value, topic: &str, phase: &str) -> Vec<(f64, Vec<f64>)> {
+fn in_phase(r: &Value, topic: &str, phase: &str) -> Vec<(f64, Vec<f64>)> {
     r["channels"][topic]
         .as_array()
         .unwrap_or_else(|| panic!("no channel {topic} in {r}"))
@@ -370,4 +370,85 @@ fn mobile_base_gets_zeros_and_the_arm_holds_on_every_stop() {
         "commands did not resume after ~/reset: {reset:?}"
     );
     assert!(log.contains("no command: `/odom` is stale"), "{log}");
+}
+
+/// The environment state from a `geometry_msgs/PoseStamped` topic, and actions relative to
+/// the joint state: the policy of `tools/make_io_map_fixture.py` returns
+/// `0.01 (t + 1)(j + 1) + 0.1 sum(environment_state)` per row `t`, joint `j`, and the node
+/// adds the joints the chunk was computed from.
+#[test]
+fn environment_state_from_a_pose_and_relative_actions_over_dds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::python())
+        .arg(root().join("tools/make_io_map_fixture.py"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let map = dir.path().join("map.yaml");
+    std::fs::write(
+        &map,
+        r"
+inputs:
+  observation.state:
+    topic: /joint_states
+    type: sensor_msgs/msg/JointState
+    select: [position.joint1, position.joint2, position.joint3, position.joint4]
+  observation.environment_state:
+    topic: /cube/pose
+    type: geometry_msgs/msg/PoseStamped
+    select: [pose.position.x, pose.position.y, pose.position.z]
+outputs:
+  - topic: /arm/commands
+    type: std_msgs/msg/Float64MultiArray
+    action: [0, 1, 2, 3]
+    relative: {input: observation.state, index: [0, 1, 2, 3]}
+",
+    )
+    .unwrap();
+    let world = world();
+    let export = format!("export_dir:={}", dir.path().display());
+    let io_map = format!("io_map:={}", map.display());
+    let mut node = world.node(&["-p", &export, "-p", &io_map, "-p", "refill_mode:=sync"]);
+    node.wait_for_log("ready:", Duration::from_secs(60));
+    let cfg = json!({
+        "sources": [
+            {"topic": "/joint_states", "type": "JointState", "names": ["joint1", "joint2", "joint3", "joint4"], "index": [0, 1, 2, 3]},
+            {"topic": "/cube/pose", "type": "PoseStamped", "xyz": [3, 4, 5]},
+        ],
+        "channels": [{"topic": "/arm/commands", "type": "Float64MultiArray"}],
+        "phases": [{"name": "run", "s": 1.0}],
+    });
+    let r = world.peer("io_map_peer.py", "run", cfg).result(&node);
+    node.stop();
+    let q: Vec<f64> = r["state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let env: f32 = q[3..6].iter().map(|v| *v as f32).sum();
+    let commands: Vec<Vec<f64>> = ["start", "run"]
+        .iter()
+        .flat_map(|p| in_phase(&r, "/arm/commands", p))
+        .map(|(_, v)| v)
+        .collect();
+    assert!(commands.len() >= 10, "{commands:?}");
+    // Synchronous refill, chunks of 5: command k is row k % 5.
+    for (k, cmd) in commands.iter().take(10).enumerate() {
+        let t = (k % 5) as f32;
+        for j in 0..4 {
+            let delta = 0.01f32 * (t + 1.0) * (j as f32 + 1.0) + 0.1f32 * env;
+            let want = f64::from(q[j] as f32 + delta);
+            assert!(
+                (cmd[j] - want).abs() < 1e-5,
+                "command {k} joint {j}: {} vs {want}",
+                cmd[j]
+            );
+        }
+    }
 }

@@ -187,7 +187,9 @@ fn live_node_with_the_map_commands_what_offline_replay_computes_on_every_channel
             .joint_names
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.starts_with(topic) || (topic.contains("wrist") && c.starts_with("joint")))
+            .filter(|(_, c)| {
+                c.starts_with(topic) || (topic.contains("wrist") && c.starts_with("joint"))
+            })
             .map(|(i, _)| i)
             .collect()
     };
@@ -253,9 +255,16 @@ fn live_node_with_the_map_commands_what_offline_replay_computes_on_every_channel
         );
         for (k, (g, row)) in got.iter().zip(rows).enumerate() {
             let want: Vec<f64> = cols.iter().map(|c| row[*c]).collect();
-            let scale = if topic.contains("gripper") { 1000.0 } else { 1.0 };
+            let scale = if topic.contains("gripper") {
+                1000.0
+            } else {
+                1.0
+            };
             assert!(
-                g.len() == want.len() && g.iter().zip(&want).all(|(a, b)| (a - b).abs() < scale * TOL),
+                g.len() == want.len()
+                    && g.iter()
+                        .zip(&want)
+                        .all(|(a, b)| (a - b).abs() < scale * TOL),
                 "{topic} command {k}: {g:?} vs offline {want:?}"
             );
         }

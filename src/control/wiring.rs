@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{camera_size, package_cameras, Camera, ControlError, JointMap, NodeParams};
+use super::{Camera, ControlError, NodeParams};
 use crate::iomap::{
     relative_pairs, Inputs, IoMap, OutputType, Outputs, PolicyInput, PolicyPorts, RobotOrder,
 };
@@ -47,15 +47,16 @@ impl CommandType {
     }
 }
 
+/// An image input of the policy and its `[H, W]` where fixed.
+type ImageInput = (String, Option<(usize, usize)>);
+
 fn mismatch(name: &'static str, problem: String) -> ControlError {
     ControlError::Mismatch { name, problem }
 }
 
 /// The policy's image inputs (model ports, or the cameras a stacking package declares),
 /// with their `[H, W]` where fixed.
-fn image_candidates(
-    model: &InferenceModel,
-) -> Result<(bool, Vec<(String, Option<(usize, usize)>)>), ControlError> {
+fn image_candidates(model: &InferenceModel) -> Result<(bool, Vec<ImageInput>), ControlError> {
     let specs = model.predictor().inputs();
     let stacks = model.predictor().pipeline().stacks_cameras();
     if stacks {
@@ -310,9 +311,7 @@ fn robots(model: &InferenceModel) -> Vec<RobotOrder> {
 
 /// What the policy takes, for preflight: its image inputs, its state, and its other
 /// non-image inputs (package features, else model ports).
-fn ports(
-    model: &InferenceModel,
-) -> Result<(bool, Vec<(String, Option<(usize, usize)>)>, PolicyPorts), ControlError> {
+fn ports(model: &InferenceModel) -> Result<(bool, Vec<ImageInput>, PolicyPorts), ControlError> {
     let (stacks, candidates) = image_candidates(model)?;
     let mut inputs: Vec<PolicyInput> = candidates
         .iter()
@@ -466,6 +465,26 @@ fn from_file(params: &NodeParams, model: &mut InferenceModel) -> Result<Wiring, 
         }
     }
     if !relative.is_empty() {
+        let mut all = model.predictor().relative_actions().to_vec();
+        if let Some(r) = relative
+            .iter()
+            .find(|r| all.iter().any(|p| p.action == r.action))
+        {
+            let channel = map
+                .outputs
+                .iter()
+                .find(|c| c.action.contains(&r.action))
+                .map_or_else(String::new, |c| c.yaml_path.clone());
+            return Err(ControlError::IoMap(map.error(
+                format!("{channel}.relative"),
+                format!(
+                    "action index {} is already made relative by the package's absolute_actions_processor",
+                    r.action
+                ),
+            )));
+        }
+        all.extend(relative.iter().cloned());
+        let relative = all;
         log::info!(
             "relative actions: {} action value(s) made absolute against the observation each chunk was computed from",
             relative.len()
@@ -513,4 +532,257 @@ fn from_file(params: &NodeParams, model: &mut InferenceModel) -> Result<Wiring, 
         state_ref,
         state_feature,
     })
+}
+
+/// The cameras a package declares (visual `input_features`, else `hardware.cameras`), with
+/// the `[H, W]` frames are converted to.
+pub(super) fn package_cameras(model: &InferenceModel) -> Vec<(String, Option<(usize, usize)>)> {
+    let Some(m) = &model.export().manifest else {
+        return Vec::new();
+    };
+    let from_features: Vec<(String, Option<(usize, usize)>)> = m
+        .model
+        .input_features
+        .iter()
+        .filter(|f| f.ftype == "VISUAL" || canonical_name(&f.name).starts_with("images"))
+        .map(|f| {
+            let hw = (f.shape.len() == 3).then(|| (f.shape[1], f.shape[2]));
+            (f.name.clone(), hw)
+        })
+        .collect();
+    if !from_features.is_empty() {
+        return from_features;
+    }
+    m.hardware
+        .cameras
+        .iter()
+        .map(|c| {
+            let hw = (c.shape.len() == 3).then(|| (c.shape[1], c.shape[2]));
+            (format!("images.{}", c.name), hw)
+        })
+        .collect()
+}
+
+/// The camera resolution the node converts frames to: the model port's, unless a package
+/// preprocessor resizes images, in which case the camera's own (from the package's
+/// `input_features`, else `hardware.cameras`), so that letterboxing sees the real aspect.
+/// Checks a declared `hardware.cameras[]` shape against the port when nothing resizes.
+pub(super) fn camera_size(
+    model: &InferenceModel,
+    input: &str,
+    port: Option<(usize, usize)>,
+    n_cameras: usize,
+) -> Result<Option<(usize, usize)>, ControlError> {
+    let Some(m) = &model.export().manifest else {
+        return Ok(port);
+    };
+    let file = model
+        .export()
+        .metadata_file
+        .as_ref()
+        .map_or_else(String::new, |p| p.display().to_string());
+    let c = canonical_name(input);
+    let cam_name = c.strip_prefix("images.").unwrap_or("");
+    let hw_cam = m
+        .hardware
+        .cameras
+        .iter()
+        .find(|cam| cam.name == cam_name)
+        .or_else(|| {
+            (m.hardware.cameras.len() == 1 && n_cameras == 1).then(|| &m.hardware.cameras[0])
+        })
+        .filter(|cam| !cam.shape.is_empty());
+    let feature = m
+        .model
+        .input_features
+        .iter()
+        .find(|f| canonical_name(&f.name) == c && f.shape.len() == 3);
+    if !model.predictor().pipeline().resizes_images() {
+        if let (Some(cam), Some((h, w))) = (hw_cam, port) {
+            if cam.shape[1..] != [h, w] || cam.shape[0] != 3 {
+                return Err(ControlError::Mismatch {
+                    name: "camera_topics",
+                    problem: format!(
+                        "{file}: camera `{}` is {:?} in `hardware.cameras`, but the model's input `{input}` \
+                         takes [3, {h}, {w}] and nothing in the package resizes it",
+                        cam.name, cam.shape
+                    ),
+                });
+            }
+        }
+        return Ok(port);
+    }
+    let declared = feature
+        .map(|f| (f.shape[1], f.shape[2]))
+        .or_else(|| hw_cam.map(|cam| (cam.shape[1], cam.shape[2])));
+    match declared {
+        Some(hw) => Ok(Some(hw)),
+        None => Err(ControlError::Mismatch {
+            name: "camera_topics",
+            problem: format!(
+                "{file}: the package resizes images, but declares no size for the camera feeding \
+                 `{input}`; give its [C, H, W] in `hardware.cameras` or `model.input_features`"
+            ),
+        }),
+    }
+}
+
+/// The package's joint orders against `joint_names` (see [`super::ControlLoop::new`]): the model
+/// takes its state in `hardware.robots[].state.order` and returns actions in
+/// `action.order`; commands go out in `joint_names` order. Each order must name the same
+/// joints as `joint_names`.
+#[derive(Debug, Clone)]
+pub(super) struct JointMap {
+    pub(super) state_order: Vec<String>,
+    /// `state_perm[j]`: index in `joint_names` of the model's state entry `j`.
+    state_perm: Option<Vec<usize>>,
+    /// `action_perm[i]`: index in the model's action vector of `joint_names[i]`.
+    action_perm: Option<Vec<usize>>,
+}
+
+impl JointMap {
+    /// No reordering: the state in `order`, actions as the model returns them.
+    pub(super) fn identity(order: &[String]) -> Self {
+        JointMap {
+            state_order: order.to_vec(),
+            state_perm: None,
+            action_perm: None,
+        }
+    }
+
+    /// With several robots (a bimanual package), their orders concatenated in
+    /// `hardware.robots` order.
+    pub(super) fn new(
+        joint_names: &[String],
+        model: &InferenceModel,
+    ) -> Result<Self, ControlError> {
+        let identity = JointMap {
+            state_order: joint_names.to_vec(),
+            state_perm: None,
+            action_perm: None,
+        };
+        let Some(m) = &model.export().manifest else {
+            return Ok(identity);
+        };
+        if m.robot_with_order().is_none() {
+            return Ok(identity);
+        }
+        let with_order: Vec<(usize, &crate::export::manifest::Robot)> = m
+            .hardware
+            .robots
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.state.as_ref().is_some_and(|s| !s.order.is_empty())
+                    || r.action.as_ref().is_some_and(|a| !a.order.is_empty())
+            })
+            .collect();
+        let index = with_order
+            .iter()
+            .map(|(i, _)| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let concat = |state: bool| -> Option<Vec<String>> {
+            let mut out = Vec::new();
+            for (_, r) in &with_order {
+                let o = if state {
+                    r.state.as_ref()
+                } else {
+                    r.action.as_ref()
+                };
+                out.extend(o.map(|o| o.order.clone()).unwrap_or_default());
+            }
+            (!out.is_empty()).then_some(out)
+        };
+        let file = model
+            .export()
+            .metadata_file
+            .as_ref()
+            .map_or_else(String::new, |p| p.display().to_string());
+        let check = |what: &str, order: &[String]| -> Result<(), ControlError> {
+            let missing: Vec<&str> = order
+                .iter()
+                .filter(|j| !joint_names.contains(j))
+                .map(String::as_str)
+                .collect();
+            let extra: Vec<&str> = joint_names
+                .iter()
+                .filter(|j| !order.contains(j))
+                .map(String::as_str)
+                .collect();
+            if missing.is_empty() && extra.is_empty() {
+                return Ok(());
+            }
+            let mut parts = Vec::new();
+            if !missing.is_empty() {
+                parts.push(format!("missing from joint_names: {}", missing.join(", ")));
+            }
+            if !extra.is_empty() {
+                parts.push(format!("not in the package: {}", extra.join(", ")));
+            }
+            Err(ControlError::Mismatch {
+                name: "joint_names",
+                problem: format!(
+                    "must name the joints of `hardware.robots[{index}].{what}.order` in {file} \
+                     ([{}]): {}",
+                    order.join(", "),
+                    parts.join("; ")
+                ),
+            })
+        };
+        let mut map = identity;
+        if let Some(order) = concat(true) {
+            check("state", &order)?;
+            if order != joint_names {
+                map.state_perm = Some(
+                    order
+                        .iter()
+                        .map(|j| joint_names.iter().position(|n| n == j).unwrap_or(0))
+                        .collect(),
+                );
+                log::info!(
+                    "state vector in the package's joint order [{}] (joint_names order [{}])",
+                    order.join(", "),
+                    joint_names.join(", ")
+                );
+            }
+            map.state_order = order;
+        }
+        if let Some(order) = concat(false) {
+            check("action", &order)?;
+            if order != joint_names {
+                map.action_perm = Some(
+                    joint_names
+                        .iter()
+                        .map(|j| order.iter().position(|n| n == j).unwrap_or(0))
+                        .collect(),
+                );
+                log::info!(
+                    "the policy's actions are in the package's order [{}]; commands go out in joint_names order",
+                    order.join(", ")
+                );
+            }
+        }
+        Ok(map)
+    }
+
+    pub(super) fn to_model_state(&self, state: &[f32]) -> Vec<f32> {
+        match &self.state_perm {
+            Some(p) => p
+                .iter()
+                .map(|&i| state.get(i).copied().unwrap_or(f32::NAN))
+                .collect(),
+            None => state.to_vec(),
+        }
+    }
+
+    /// The action (model order) as a command (joint_names order).
+    pub(super) fn to_command(&self, action: &ndarray::Array1<f32>) -> Vec<f64> {
+        let values: Vec<f64> = action.iter().map(|v| f64::from(*v)).collect();
+        match &self.action_perm {
+            // A width mismatch is reported by `limit`, which sees the unpermuted length.
+            Some(p) if values.len() == p.len() => p.iter().map(|&i| values[i]).collect(),
+            _ => values,
+        }
+    }
 }

@@ -149,8 +149,23 @@ impl InferenceModelBuilder {
         let load_time = start.elapsed();
         let pipeline = Pipeline::from_export(&export, &self.tokenizers)?;
         let order = export.metadata.input_shapes.keys().cloned().collect();
-        let predictor =
+        let mut predictor =
             Predictor::new(adapter, order, self.preprocess)?.with_pipeline(pipeline, second)?;
+        let action_width = predictor
+            .outputs()
+            .iter()
+            .find(|o| o.name == predictor.action_output())
+            .and_then(|o| o.shape.last().copied().flatten());
+        if let Some(width) = action_width {
+            let relative = predictor.pipeline().relative_actions(width)?;
+            if !relative.is_empty() {
+                log::info!(
+                    "relative actions (absolute_actions_processor): {} of {width} action value(s) get the state of the observation each chunk was computed from",
+                    relative.len()
+                );
+                predictor.set_relative_actions(relative);
+            }
+        }
         let config = resolve_config(
             &export,
             &predictor,

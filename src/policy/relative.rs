@@ -27,12 +27,19 @@ pub fn to_absolute(
     relative: &[RelativeAction],
 ) -> Result<(), PolicyError> {
     for r in relative {
-        let t = obs.get(&r.input).ok_or_else(|| {
-            PolicyError::Preprocess(format!(
-                "relative actions: the observation has no `{}`",
-                r.input
-            ))
-        })?;
+        let t = obs
+            .get(&r.input)
+            .or_else(|| {
+                let c = super::canonical_name(&r.input);
+                let key = obs.names().find(|k| super::canonical_name(k) == c)?;
+                obs.get(key)
+            })
+            .ok_or_else(|| {
+                PolicyError::Preprocess(format!(
+                    "relative actions: the observation has no `{}`",
+                    r.input
+                ))
+            })?;
         let anchor = t.iter().nth(r.index).copied().ok_or_else(|| {
             PolicyError::Preprocess(format!(
                 "relative actions: `{}` has {} value(s), index {} is beyond it",

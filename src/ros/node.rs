@@ -59,13 +59,12 @@ use super::logging::{self, held_back, Throttle};
 use super::param_services::{ParamHost, ParamServices, TopicSets};
 use super::params::{self, Cli};
 use super::stats::{ms, RunStats, TickKind};
-use super::wiring::{self, ChannelPublisher};
+use super::wiring::{self, Publishers};
 use crate::control::param_specs::{ParamStore, Phase};
 use crate::control::{
     ControlError, ControlLoop, ImageData, LoopOptions, NodeParams, ParamError, ParamValue, Status,
     TickStatus,
 };
-use crate::iomap::Outputs;
 use crate::observation::ObservationError;
 
 /// The node's name (remappable with `-r __node:=NAME`).
@@ -302,117 +301,6 @@ impl CameraSub {
     }
 }
 
-/// The output channels' publishers, with the map's split of a command.
-#[derive(Clone)]
-struct Publishers {
-    outputs: Outputs,
-    channels: Vec<ChannelPublisher>,
-}
-
-impl Publishers {
-    /// One publisher per channel of the loop's map; a bad topic names the map entry (or
-    /// `command_topic`).
-    fn create(node: &mut r2r::Node, control: &ControlLoop) -> Result<Self, NodeError> {
-        let outputs = control.outputs().clone();
-        let mut channels = Vec::new();
-        for c in outputs.channels() {
-            let p = ChannelPublisher::create(node, c).map_err(ros(format!(
-                "publish on `{}` ({}: {})",
-                c.topic,
-                if control.io_map().file.is_some() {
-                    "io_map"
-                } else {
-                    "parameter"
-                },
-                c.yaml_path
-            )))?;
-            channels.push(p);
-        }
-        Ok(Publishers { outputs, channels })
-    }
-
-    fn has_trajectory(&self) -> bool {
-        self.channels.iter().any(ChannelPublisher::is_trajectory)
-    }
-
-    /// Publishes each channel's part of `command` (published values); `plan`: the rest of
-    /// the chunk, for trajectory channels. The first failure names its topic.
-    fn publish(
-        &self,
-        command: &[f64],
-        plan: &[Vec<f64>],
-        period: Duration,
-        now_ns: i64,
-    ) -> Result<(), (String, r2r::Error)> {
-        let mut first = None;
-        for (i, (c, values)) in self.outputs.split(command).enumerate() {
-            let rows: Vec<Vec<f64>> = if self.channels[i].is_trajectory() {
-                plan.iter()
-                    .map(|r| self.outputs.channel_values(i, r).to_vec())
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            if let Err(e) = self.channels[i].publish(c, values, &rows, period, now_ns) {
-                first.get_or_insert((c.topic.clone(), e));
-            }
-        }
-        first.map_or(Ok(()), Err)
-    }
-
-    /// The channels' `on_stop` messages (from [`ControlLoop::take_stop`]).
-    fn publish_stop(&self, stops: &[(usize, Vec<f64>)], period: Duration, now_ns: i64) {
-        for (i, values) in stops {
-            let (Some(c), Some(p)) = (self.outputs.channels().get(*i), self.channels.get(*i))
-            else {
-                continue;
-            };
-            match p.publish(c, values, &[], period, now_ns) {
-                Ok(()) => log::info!(
-                    "commands stopped: `{}` got its on_stop ({}) command",
-                    c.topic,
-                    c.on_stop.as_str()
-                ),
-                Err(e) => log::warn!("cannot publish the on_stop command on `{}`: {e}", c.topic),
-            }
-        }
-    }
-
-    /// Removes the publishers from the node (cleanup).
-    fn destroy(self, node: &mut r2r::Node) {
-        for p in self.channels {
-            p.destroy(node);
-        }
-    }
-
-    /// The channels in words (`float64_multi_array commands on joint_commands` for the
-    /// flat parameters' map).
-    fn describe(&self, params: &NodeParams) -> String {
-        if params.io_map.is_empty() {
-            return format!(
-                "{} commands on {}",
-                params.command_type.as_str(),
-                params.command_topic
-            );
-        }
-        format!(
-            "commands on {}",
-            self.outputs
-                .channels()
-                .iter()
-                .map(|c| format!(
-                    "{} ({}, action {:?}, on_stop {})",
-                    c.topic,
-                    c.msg_type,
-                    c.action,
-                    c.on_stop.as_str()
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    }
-}
-
 /// What the tick loop needs that is fixed for a configuration.
 struct TickContext {
     /// A name per published value (`joint_names` for the flat parameters' map).
@@ -637,7 +525,8 @@ impl Driver {
             };
             cameras.push((topic, input, sub));
         }
-        let publishers = Publishers::create(node, control)?;
+        let publishers = Publishers::create(node, control)
+            .map_err(|(what, source)| NodeError::Ros { what, source })?;
 
         let shared = &self.shared;
         let mut feeds = Vec::new();

@@ -16,7 +16,8 @@ use r2r::trajectory_msgs::msg::JointTrajectory;
 use r2r::{Publisher, QosProfile};
 
 use super::convert;
-use crate::iomap::{Channel, InputMessage, InputType, OutputType};
+use crate::control::{ControlLoop, NodeParams};
+use crate::iomap::{Channel, InputMessage, InputType, OutputType, Outputs};
 
 /// A map topic's messages, converted: the header stamp (none for header-less types) and
 /// the message.
@@ -141,5 +142,120 @@ impl ChannelPublisher {
             ChannelPublisher::TwistStamped(p) => node.destroy_publisher(p),
             ChannelPublisher::Pose(p) => node.destroy_publisher(p),
         }
+    }
+}
+
+/// The output channels' publishers, with the map's split of a command.
+#[derive(Clone)]
+pub struct Publishers {
+    outputs: Outputs,
+    channels: Vec<ChannelPublisher>,
+}
+
+impl Publishers {
+    /// One publisher per channel of the loop's map. A bad topic is an error with what it
+    /// was for: `publish on `/x` (io_map: outputs[1])`, or the flat `command_topic`.
+    pub fn create(
+        node: &mut r2r::Node,
+        control: &ControlLoop,
+    ) -> Result<Self, (String, r2r::Error)> {
+        let outputs = control.outputs().clone();
+        let mut channels = Vec::new();
+        let origin = if control.io_map().file.is_some() {
+            "io_map"
+        } else {
+            "parameter"
+        };
+        for c in outputs.channels() {
+            let p = ChannelPublisher::create(node, c).map_err(|e| {
+                (
+                    format!("publish on `{}` ({origin}: {})", c.topic, c.yaml_path),
+                    e,
+                )
+            })?;
+            channels.push(p);
+        }
+        Ok(Publishers { outputs, channels })
+    }
+
+    pub fn has_trajectory(&self) -> bool {
+        self.channels.iter().any(ChannelPublisher::is_trajectory)
+    }
+
+    /// Publishes each channel's part of `command` (published values); `plan`: the rest of
+    /// the chunk, for trajectory channels. The first failure names its topic.
+    pub fn publish(
+        &self,
+        command: &[f64],
+        plan: &[Vec<f64>],
+        period: Duration,
+        now_ns: i64,
+    ) -> Result<(), (String, r2r::Error)> {
+        let mut first = None;
+        for (i, (c, values)) in self.outputs.split(command).enumerate() {
+            let rows: Vec<Vec<f64>> = if self.channels[i].is_trajectory() {
+                plan.iter()
+                    .map(|r| self.outputs.channel_values(i, r).to_vec())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if let Err(e) = self.channels[i].publish(c, values, &rows, period, now_ns) {
+                first.get_or_insert((c.topic.clone(), e));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The channels' `on_stop` messages (from [`ControlLoop::take_stop`]).
+    pub fn publish_stop(&self, stops: &[(usize, Vec<f64>)], period: Duration, now_ns: i64) {
+        for (i, values) in stops {
+            let (Some(c), Some(p)) = (self.outputs.channels().get(*i), self.channels.get(*i))
+            else {
+                continue;
+            };
+            match p.publish(c, values, &[], period, now_ns) {
+                Ok(()) => log::info!(
+                    "commands stopped: `{}` got its on_stop ({}) command",
+                    c.topic,
+                    c.on_stop.as_str()
+                ),
+                Err(e) => log::warn!("cannot publish the on_stop command on `{}`: {e}", c.topic),
+            }
+        }
+    }
+
+    /// Removes the publishers from the node (cleanup).
+    pub fn destroy(self, node: &mut r2r::Node) {
+        for p in self.channels {
+            p.destroy(node);
+        }
+    }
+
+    /// The channels in words (`float64_multi_array commands on joint_commands` for the
+    /// flat parameters' map).
+    pub fn describe(&self, params: &NodeParams) -> String {
+        if params.io_map.is_empty() {
+            return format!(
+                "{} commands on {}",
+                params.command_type.as_str(),
+                params.command_topic
+            );
+        }
+        format!(
+            "commands on {}",
+            self.outputs
+                .channels()
+                .iter()
+                .map(|c| format!(
+                    "{} ({}, action {:?}, on_stop {})",
+                    c.topic,
+                    c.msg_type,
+                    c.action,
+                    c.on_stop.as_str()
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     }
 }

@@ -24,6 +24,7 @@
 //!
 //! An unknown processor is an error naming it and listing the supported ones.
 
+pub mod lerobot_relative;
 pub mod normalize;
 pub mod resize;
 pub mod tokenizer;
@@ -55,9 +56,14 @@ pub const PREPROCESSORS: &[&str] = &[
     "new_line",
     "hf_tokenizer",
     "ov_tokenizer",
+    "relative_actions_processor",
 ];
 /// Postprocessor types this build runs.
-pub const POSTPROCESSORS: &[&str] = &["denormalize", "action_chunk_trimmer"];
+pub const POSTPROCESSORS: &[&str] = &[
+    "denormalize",
+    "action_chunk_trimmer",
+    "absolute_actions_processor",
+];
 /// Runners this build runs.
 pub const RUNNERS: &[&str] = &["single_pass", "two_stage", "action_chunking"];
 /// Callbacks that only measure (our own diagnostics cover them): accepted and not run.
@@ -75,6 +81,11 @@ pub enum Step {
     NewLine,
     HfTokenizer(Box<tokenizer::HfTokenizer>),
     OvTokenizer(tokenizer::OvTokenizerStep),
+    /// LeRobot's `relative_actions_processor` (remembers the state; the mask).
+    RelativeActions(lerobot_relative::RelativeStep),
+    /// LeRobot's `absolute_actions_processor`, `enabled` or not: applied by the predictor
+    /// ([`Pipeline::relative_actions`]).
+    AbsoluteActions(bool),
 }
 
 impl Step {
@@ -113,6 +124,11 @@ impl Step {
             ),
             Step::NewLine => "new_line".into(),
             Step::OvTokenizer(t) => format!("ov_tokenizer {}", t.file.display()),
+            Step::RelativeActions(r) => format!(
+                "relative_actions_processor (enabled {}, exclude_joints {:?})",
+                r.enabled, r.exclude_joints
+            ),
+            Step::AbsoluteActions(on) => format!("absolute_actions_processor (enabled {on})"),
             Step::HfTokenizer(t) => format!(
                 "hf_tokenizer {} (max {} tokens)",
                 t.file.display(),
@@ -177,6 +193,9 @@ impl Pipeline {
                     file,
                     &export.dir,
                 )?),
+                "relative_actions_processor" => {
+                    Step::RelativeActions(lerobot_relative::RelativeStep::from_component(c, file)?)
+                }
                 _ => return Err(unknown(file, c, "preprocessor", PREPROCESSORS)),
             });
         }
@@ -191,6 +210,9 @@ impl Pipeline {
                         .and_then(|v| v.as_u64())
                         .unwrap_or(1) as usize,
                 ),
+                "absolute_actions_processor" => {
+                    Step::AbsoluteActions(lerobot_relative::absolute_enabled(c, file)?)
+                }
                 _ => return Err(unknown(file, c, "postprocessor", POSTPROCESSORS)),
             });
         }
@@ -218,6 +240,46 @@ impl Pipeline {
             output_features: m.model.output_features.clone(),
             manifest_file: Some(file.clone()),
         })
+    }
+
+    /// An enabled `absolute_actions_processor`: the actions it makes absolute, against the
+    /// state input (LeRobot's rules: [`lerobot_relative`]), for an action of `action_width`
+    /// values. Empty without one. Errors name the manifest key.
+    pub fn relative_actions(
+        &self,
+        action_width: usize,
+    ) -> Result<Vec<super::relative::RelativeAction>, PolicyError> {
+        let file = self.manifest_file.clone().unwrap_or_default();
+        let Some(i) = self
+            .post
+            .iter()
+            .position(|s| matches!(s, Step::AbsoluteActions(true)))
+        else {
+            return Ok(Vec::new());
+        };
+        let key = format!("model.postprocessors[{i}]");
+        let Some(relative) = self.pre.iter().find_map(|s| match s {
+            Step::RelativeActions(r) => Some(r),
+            _ => None,
+        }) else {
+            return Err(PolicyError::Package {
+                file,
+                key,
+                problem: "absolute_actions_processor is enabled but no relative_actions_processor \
+                          in model.preprocessors gives its mask"
+                    .into(),
+            });
+        };
+        let state = self
+            .input_features
+            .iter()
+            .find(|f| f.ftype == "STATE" || canonical_name(&f.name) == "state");
+        let (name, width) = match state {
+            Some(f) => (f.name.clone(), f.shape.last().copied()),
+            None => ("observation.state".to_string(), None),
+        };
+        lerobot_relative::anchors(&relative.mask(action_width), &name, width)
+            .map_err(|problem| PolicyError::Package { file, key, problem })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -358,7 +420,7 @@ impl Pipeline {
                 Step::NewLine => vla::new_line(obs),
                 Step::HfTokenizer(t) => t.apply(obs)?,
                 Step::OvTokenizer(t) => t.apply(obs)?,
-                Step::Trim(_) => {}
+                Step::Trim(_) | Step::RelativeActions(_) | Step::AbsoluteActions(_) => {}
             }
         }
         Ok(())
