@@ -212,8 +212,8 @@ impl OutputType {
         }
     }
 
-    /// The fields `select` names for the types with a fixed layout (the order of
-    /// [`ChannelValues::fields`](super::ChannelCommand)).
+    /// The fields `select` names for the types with a fixed layout (a channel's `select`
+    /// holds indices into this list).
     pub fn fields(self) -> Option<&'static [&'static str]> {
         match self {
             OutputType::Twist => Some(TWIST),
