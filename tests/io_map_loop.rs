@@ -54,17 +54,29 @@ fn map_params(map: &Path, export: &Path, extra: &[(&str, ParamValue)]) -> NodePa
     params(export, &all)
 }
 
-fn control(p: NodeParams) -> ControlLoop {
-    let mut c = ControlLoop::new(
+fn configure(p: NodeParams) -> Result<ControlLoop, String> {
+    ControlLoop::new(
         p,
         LoopOptions {
             force_sync: true,
             auto_refill_from_warmup: false,
         },
     )
-    .unwrap_or_else(|e| panic!("configure: {e}"));
+    .map_err(|e| e.to_string())
+}
+
+fn control(p: NodeParams) -> ControlLoop {
+    let mut c = configure(p).unwrap_or_else(|e| panic!("configure: {e}"));
     c.activate();
     c
+}
+
+/// The error of a configuration that must be refused.
+fn refused(p: NodeParams) -> String {
+    match configure(p) {
+        Ok(_) => panic!("the configuration was accepted"),
+        Err(e) => e,
+    }
 }
 
 fn state_at(t: i64) -> Vec<f64> {
@@ -443,23 +455,15 @@ outputs:
         assert!((got[3] - raw[2].min(0.02)).abs() < 1e-9, "{got:?}");
     }
     // Limits of the wrong width are refused at configure, naming the parameter.
-    let e = ControlLoop::new(
-        map_params(
-            &map,
-            policy.path(),
-            &[
-                ("joint_lower_limits", ParamValue::DoubleArray(vec![-1.0; 3])),
-                ("joint_upper_limits", ParamValue::DoubleArray(vec![1.0; 3])),
-            ],
-        ),
-        LoopOptions {
-            force_sync: true,
-            auto_refill_from_warmup: false,
-        },
-    )
-    .err()
-    .expect("refused");
-    assert!(e.to_string().contains("joint_lower_limits"), "{e}");
+    let e = refused(map_params(
+        &map,
+        policy.path(),
+        &[
+            ("joint_lower_limits", ParamValue::DoubleArray(vec![-1.0; 3])),
+            ("joint_upper_limits", ParamValue::DoubleArray(vec![1.0; 3])),
+        ],
+    ));
+    assert!(e.contains("joint_lower_limits"), "{e}");
 }
 
 #[test]
@@ -479,15 +483,7 @@ outputs:
   - {topic: /cmd, type: std_msgs/msg/Float64MultiArray, action: [0, 1, 2, 3, 4, 5]}
 ",
     );
-    let e = ControlLoop::new(
-        map_params(&map, &fixture("act_tiny/onnx"), &[]),
-        LoopOptions {
-            force_sync: true,
-            auto_refill_from_warmup: false,
-        },
-    )
-    .err()
-    .expect("refused");
+    let e = refused(map_params(&map, &fixture("act_tiny/onnx"), &[]));
     let s = e.to_string();
     assert!(
         s.contains("`inputs.observation.state`")
@@ -605,16 +601,7 @@ fn a_bimanual_package_runs_from_two_joint_states_to_four_controllers() {
             "[position.r_elbow, position.r_shoulder, position.r_gripper]",
         ),
     );
-    let e = ControlLoop::new(
-        map_params(&swapped, dir.path(), &[]),
-        LoopOptions {
-            force_sync: true,
-            auto_refill_from_warmup: false,
-        },
-    )
-    .err()
-    .expect("refused")
-    .to_string();
+    let e = refused(map_params(&swapped, dir.path(), &[]));
     assert!(
         e.contains("`inputs.observation.state[1].select[0]`")
             && e.contains("robot `right` (hardware.robots[1]")
@@ -630,16 +617,7 @@ fn a_bimanual_package_runs_from_two_joint_states_to_four_controllers() {
             "names: [l_shoulder, r_elbow]",
         ),
     );
-    let e = ControlLoop::new(
-        map_params(&crossed, dir.path(), &[]),
-        LoopOptions {
-            force_sync: true,
-            auto_refill_from_warmup: false,
-        },
-    )
-    .err()
-    .expect("refused")
-    .to_string();
+    let e = refused(map_params(&crossed, dir.path(), &[]));
     assert!(
         e.contains("`outputs[2].names[0]`") && e.contains("robot `right`"),
         "{e}"

@@ -11,7 +11,7 @@
 # Usage: tools/bench_node.sh [--duration S] [--rate HZ] [--threads N] [--export DIR]
 #                            [--modes "async sync"] [--bin PATH] [--build] [--no-rt]
 #                            [--baseline PATH] [--live-every S] [--lifecycle [--rounds N]]
-#                            [-p NAME:=VALUE]...
+#                            [--bimanual-map] [-p NAME:=VALUE]...
 #   --duration S   seconds measured after the first command, per mode (default 20)
 #   --rate HZ      control_rate_hz (default 50)
 #   --threads N    runtime CPU threads for inference (default 1: leaves a core for the tick)
@@ -28,6 +28,11 @@
 #   --baseline PATH  also run every mode with this policy_node binary (e.g. built from an
 #                  earlier commit), before the one under test, and print the ratio of their
 #                  tick latency percentiles (same machine, same run)
+#   --bimanual-map also run every mode wired through an I/O map, right after the flat run:
+#                  the joints from two JointState topics (/left, /right: half each), the
+#                  action on four channels (each half's arm and its last joint as a gripper
+#                  in other units), and print the ratio of their tick latency percentiles
+#                  (the map's cost, same binary, same run)
 #   --live-every S the robot peer sets a live parameter (max_observation_age_ms, alternating
 #                  500 / 501) through rcl_interfaces every S seconds while measuring
 #   --lifecycle    instead: the managed-node cycle on the export, with autostart false:
@@ -55,6 +60,7 @@ baseline=""
 live_every=0
 lifecycle=0
 rounds=3
+bimanual=0
 while (($#)); do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
@@ -69,8 +75,9 @@ while (($#)); do
     --baseline) baseline="$2"; shift 2 ;;
     --live-every) live_every="$2"; shift 2 ;;
     --lifecycle) lifecycle=1; shift ;;
+    --bimanual-map) bimanual=1; shift ;;
     --rounds) rounds="$2"; shift 2 ;;
-    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
     *) echo "bench_node.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -97,15 +104,15 @@ fi
 source "$root/.venv/policy_node.env"
 
 # The model's state length and image size, and the joint names (metadata, else joint1..N).
-read -r n_joints img_h img_w joint_list < <("$py" - "$export_dir/metadata.yaml" <<'EOF'
+read -r n_joints img_h img_w image_key joint_list < <("$py" - "$export_dir/metadata.yaml" <<'EOF'
 import sys, yaml
 m = yaml.safe_load(open(sys.argv[1]))
 shapes = m.get("input_shapes") or {}
 state = next((v for k, v in shapes.items() if k.split(".")[-1] == "state"), [14])
-image = next((v for k, v in shapes.items() if "image" in k), [3, 224, 224])
+image_key, image = next(((k, v) for k, v in shapes.items() if "image" in k), ("images", [3, 224, 224]))
 n = int(state[-1])
 names = m.get("joint_names") or [f"joint{i + 1}" for i in range(n)]
-print(n, image[-2], image[-1], "[" + ", ".join(names) + "]")
+print(n, image[-2], image[-1], image_key, "[" + ", ".join(names) + "]")
 EOF
 )
 
@@ -174,6 +181,31 @@ EOF
 fi
 
 peer_cfg="{\"duration_s\": $duration, \"joints\": $n_joints, \"live_param_every_s\": $live_every, \"cameras\": [{\"topic\": \"image_raw\", \"camera\": \"top\", \"h\": 480, \"w\": 640}]}"
+if ((bimanual)); then
+  # The same joints (joint1..N, as the peer names them) split in two halves, each half's
+  # last joint a gripper commanded in thousandths.
+  map_file="$run_dir/io_map_bimanual.yaml"
+  "$py" - "$n_joints" "$image_key" >"$map_file" <<'EOF'
+import sys
+n, image = int(sys.argv[1]), sys.argv[2]
+h = n // 2
+left, right = list(range(h)), list(range(h, n))
+sel = lambda idx: "[" + ", ".join(f"position.joint{i + 1}" for i in idx) + "]"
+ids = lambda idx: "[" + ", ".join(str(i) for i in idx) + "]"
+print(f"""inputs:
+  state:
+    - {{topic: /left/joint_states, type: sensor_msgs/msg/JointState, select: {sel(left)}}}
+    - {{topic: /right/joint_states, type: sensor_msgs/msg/JointState, select: {sel(right)}}}
+  {image}: {{topic: image_raw}}
+outputs:
+  - {{topic: /left_arm/commands, type: std_msgs/msg/Float64MultiArray, action: {ids(left[:-1])}}}
+  - {{topic: /left_gripper/commands, type: std_msgs/msg/Float64MultiArray, action: [{left[-1]}], scale: 1000.0}}
+  - {{topic: /right_arm/commands, type: std_msgs/msg/Float64MultiArray, action: {ids(right[:-1])}}}
+  - {{topic: /right_gripper/commands, type: std_msgs/msg/Float64MultiArray, action: [{right[-1]}], scale: 1000.0}}""")
+EOF
+  half=$((n_joints / 2))
+  map_peer_cfg="{\"duration_s\": $duration, \"joints\": $n_joints, \"live_param_every_s\": $live_every, \"command_topic\": \"/left_arm/commands\", \"joint_topics\": [{\"topic\": \"/left/joint_states\", \"count\": $half}, {\"topic\": \"/right/joint_states\", \"count\": $((n_joints - half))}], \"cameras\": [{\"topic\": \"image_raw\", \"camera\": \"top\", \"h\": 480, \"w\": 640}]}"
+fi
 launcher=()
 ((rt)) || launcher=(setpriv --bounding-set=-sys_nice --inh-caps=-sys_nice)
 results=()
@@ -181,18 +213,26 @@ runs=()
 for mode in $modes; do
   [ -n "$baseline" ] && runs+=("$mode|$baseline|$mode (baseline)")
   runs+=("$mode|$node_bin|$mode")
+  ((bimanual)) && runs+=("$mode|$node_bin|$mode (io_map)")
 done
 for run in "${runs[@]}"; do
   IFS='|' read -r mode bin label <<<"$run"
   tag="${label// /_}"; tag="${tag//[()]/}"
   params="$run_dir/params_$tag.yaml"
+  if [[ "$label" == *"(io_map)" ]]; then
+    wiring="io_map: \"$map_file\""
+    cfg_for_run="$map_peer_cfg"
+  else
+    wiring="joint_names: $joint_list
+    camera_topics: [image_raw]"
+    cfg_for_run="$peer_cfg"
+  fi
   cat >"$params" <<EOF
 policy_node:
   ros__parameters:
     export_dir: "$export_dir"
     control_rate_hz: $rate
-    joint_names: $joint_list
-    camera_topics: [image_raw]
+    $wiring
     threads: $threads
     refill_mode: $mode
     refill_ahead_steps: -1
@@ -211,7 +251,7 @@ EOF
   grep -E "warm-up inference|priority|ready:" "$log" | sed 's/^.*\]: /  /' >&2
   say "[$mode] robot peer: ${duration} s after the first command"
   peer_out="$run_dir/peer_$tag.json"
-  "$py" tests/peers/node_peer.py bench --config "$peer_cfg" | sed -n 's/^RESULT //p' >"$peer_out" || true
+  "$py" tests/peers/node_peer.py bench --config "$cfg_for_run" | sed -n 's/^RESULT //p' >"$peer_out" || true
   kill -INT "$node_pid"
   wait "$node_pid" && rc=0 || rc=$?
   node_pid=
@@ -242,7 +282,7 @@ for i in range(0, len(args), 4):
         if m:
             for n, v in zip(names, m.groups()):
                 r[n] = float(v) if "." in v else int(v)
-    grab(r"(\d+) command\(s\) published on \S+ \(" + num + r" Hz achieved", ["commands", "cmd_rate"])
+    grab(r"(\d+) command\(s\) published on .+? \(" + num + r" Hz achieved", ["commands", "cmd_rate"])
     grab(r"(\d+) tick\(s\) \(" + num + r" Hz\): (\d+) stale, (\d+) overrun", ["ticks", "tick_rate", "stale", "overruns"])
     grab(r"inference \((\d+) chunk\(s\)[^)]*\) latency last/mean/max " + num + "/" + num + "/" + num, ["chunks", "inf_last", "inf_mean", "inf_max"])
     grab(r"p50/p90/p99/max " + quad + r" ms; of which (\d+) served from the queue " + quad
@@ -320,6 +360,14 @@ for r in runs:
     if r["rc"] != 0:
         print(f"{r['mode']}: node exit status {r['rc']}")
 by_mode = {r["mode"]: r for r in runs}
+for r in runs:
+    mapped = by_mode.get(f"{r['mode']} (io_map)")
+    if mapped is None:
+        continue
+    for key, what in (("q_p99", "queue-served p99"), ("q_p50", "queue-served p50"), ("all_p99", "all command ticks p99")):
+        if key in r and key in mapped and r[key] > 0:
+            print(f"{r['mode']} (io_map, 2 joint topics, 4 channels): {what} {mapped[key]:.3f} ms vs flat "
+                  f"{r[key]:.3f} ms: ratio {mapped[key] / r[key]:.2f}")
 for r in runs:
     base = by_mode.get(f"{r['mode']} (baseline)")
     if base is None:

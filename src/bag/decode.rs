@@ -70,97 +70,40 @@ pub fn joint_state(cdr: &[u8]) -> Result<JointStateMsg, r2r::Error> {
 /// deserialization), with its `header.stamp` in nanoseconds (0 when unset or when the type
 /// has no header).
 pub fn input_message(t: InputType, cdr: &[u8]) -> Result<(i64, InputMessage), r2r::Error> {
+    use crate::ros::convert;
     use r2r::geometry_msgs::msg::{PoseStamped, TwistStamped};
     use r2r::nav_msgs::msg::Odometry;
     use r2r::sensor_msgs::msg::Imu;
     use r2r::std_msgs::msg::{Float32MultiArray, Float64, Float64MultiArray};
-    let stamp = |s: &r2r::builtin_interfaces::msg::Time| time_to_ns(s.sec, s.nanosec);
-    let pose = |p: &r2r::geometry_msgs::msg::Pose, f: &mut Vec<f64>| {
-        f.extend([
-            p.position.x,
-            p.position.y,
-            p.position.z,
-            p.orientation.x,
-            p.orientation.y,
-            p.orientation.z,
-            p.orientation.w,
-        ])
-    };
-    let twist = |t: &r2r::geometry_msgs::msg::Twist, f: &mut Vec<f64>| {
-        f.extend([
-            t.linear.x,
-            t.linear.y,
-            t.linear.z,
-            t.angular.x,
-            t.angular.y,
-            t.angular.z,
-        ])
-    };
     let cdr = rmw_safe(cdr)?;
-    Ok(match t {
-        InputType::JointState => {
-            let m = match cdr::joint_state(cdr) {
-                Some(m) => m,
-                None => r2r::sensor_msgs::msg::JointState::from_serialized_bytes(cdr)?,
-            };
-            (
-                stamp(&m.header.stamp),
-                InputMessage::JointState {
-                    name: m.name,
-                    position: m.position,
-                    velocity: m.velocity,
-                    effort: m.effort,
-                },
-            )
-        }
+    // The node's own conversions (`ros::convert`), after the same deserialization.
+    let (stamp, msg) = match t {
+        InputType::JointState => convert::joint_state_input(match cdr::joint_state(cdr) {
+            Some(m) => m,
+            None => r2r::sensor_msgs::msg::JointState::from_serialized_bytes(cdr)?,
+        }),
         InputType::Float64MultiArray => {
-            let m = Float64MultiArray::from_serialized_bytes(cdr)?;
-            (0, InputMessage::Array(m.data))
+            convert::float64_array_input(Float64MultiArray::from_serialized_bytes(cdr)?)
         }
         InputType::Float32MultiArray => {
-            let m = Float32MultiArray::from_serialized_bytes(cdr)?;
-            (
-                0,
-                InputMessage::Array(m.data.into_iter().map(f64::from).collect()),
-            )
+            convert::float32_array_input(Float32MultiArray::from_serialized_bytes(cdr)?)
         }
-        InputType::Float64 => (
-            0,
-            InputMessage::Scalar(Float64::from_serialized_bytes(cdr)?.data),
-        ),
+        InputType::Float64 => convert::float64_input(Float64::from_serialized_bytes(cdr)?),
         InputType::PoseStamped => {
-            let m = PoseStamped::from_serialized_bytes(cdr)?;
-            let mut f = Vec::with_capacity(7);
-            pose(&m.pose, &mut f);
-            (stamp(&m.header.stamp), InputMessage::Fields(f))
+            convert::pose_stamped_input(PoseStamped::from_serialized_bytes(cdr)?)
         }
         InputType::TwistStamped => {
-            let m = TwistStamped::from_serialized_bytes(cdr)?;
-            let mut f = Vec::with_capacity(6);
-            twist(&m.twist, &mut f);
-            (stamp(&m.header.stamp), InputMessage::Fields(f))
+            convert::twist_stamped_input(TwistStamped::from_serialized_bytes(cdr)?)
         }
-        InputType::Odometry => {
-            let m = Odometry::from_serialized_bytes(cdr)?;
-            let mut f = Vec::with_capacity(13);
-            pose(&m.pose.pose, &mut f);
-            twist(&m.twist.twist, &mut f);
-            (stamp(&m.header.stamp), InputMessage::Fields(f))
-        }
-        InputType::Imu => {
-            let m = Imu::from_serialized_bytes(cdr)?;
-            let (o, a, l) = (&m.orientation, &m.angular_velocity, &m.linear_acceleration);
-            (
-                stamp(&m.header.stamp),
-                InputMessage::Fields(vec![o.x, o.y, o.z, o.w, a.x, a.y, a.z, l.x, l.y, l.z]),
-            )
-        }
+        InputType::Odometry => convert::odometry_input(Odometry::from_serialized_bytes(cdr)?),
+        InputType::Imu => convert::imu_input(Imu::from_serialized_bytes(cdr)?),
         InputType::Image | InputType::CompressedImage => {
             return Err(r2r::Error::SerdeError {
                 err: format!("{t} is a camera topic, not decoded as a map input"),
             })
         }
-    })
+    };
+    Ok((stamp.map_or(0, |s| time_to_ns(s.sec, s.nanosec)), msg))
 }
 
 /// A decoded camera message: its stamp and the validated image, or why it cannot be used.

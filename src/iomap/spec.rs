@@ -490,29 +490,44 @@ fn parse_inputs(cx: &Ctx<'_>, v: Option<&Value>) -> Result<Vec<InputFeature>, Io
     Ok(out)
 }
 
-fn parse_source(cx: &Ctx<'_>, path: &str, v: &Value) -> Result<Source, IoMapError> {
-    let e = entries(cx, path, v, &["topic", "type", "select", "scale", "offset"])?;
+/// The entry's `topic`: required, a valid name.
+fn topic_of(cx: &Ctx<'_>, path: &str, e: &BTreeMap<String, &Value>) -> Result<String, IoMapError> {
     let topic = match e.get("topic") {
         Some(t) => string(cx, &format!("{path}.topic"), t)?,
         None => return Err(cx.err(path, "`topic` is required")),
     };
     check_topic(cx, &format!("{path}.topic"), &topic)?;
+    Ok(topic)
+}
+
+/// The entry's `type` `v` through `parse`; `what` and `names` for the error.
+fn type_of<T>(
+    cx: &Ctx<'_>,
+    path: &str,
+    v: &Value,
+    parse: fn(&str) -> Option<T>,
+    what: &str,
+    names: &[&str],
+) -> Result<T, IoMapError> {
+    let t = string(cx, &format!("{path}.type"), v)?;
+    parse(&t).ok_or_else(|| {
+        cx.err(
+            format!("{path}.type"),
+            format!(
+                "`{t}` is not an {what} type (supported: {})",
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+fn parse_source(cx: &Ctx<'_>, path: &str, v: &Value) -> Result<Source, IoMapError> {
+    let e = entries(cx, path, v, &["topic", "type", "select", "scale", "offset"])?;
+    let topic = topic_of(cx, path, &e)?;
     let msg_type = match e.get("type") {
         Some(t) => {
-            let t = string(cx, &format!("{path}.type"), t)?;
-            InputType::parse(&t).ok_or_else(|| {
-                cx.err(
-                    format!("{path}.type"),
-                    format!(
-                        "`{t}` is not an input type (supported: {})",
-                        InputType::ALL
-                            .iter()
-                            .map(|t| t.type_name())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
-            })?
+            let names: Vec<&str> = InputType::ALL.iter().map(|t| t.type_name()).collect();
+            type_of(cx, path, t, InputType::parse, "input", &names)?
         }
         None if e.contains_key("select") => return Err(cx.err(
             path,
@@ -668,27 +683,11 @@ fn parse_channel(
             "topic", "type", "action", "select", "names", "scale", "offset", "relative", "on_stop",
         ],
     )?;
-    let topic = match e.get("topic") {
-        Some(t) => string(cx, &format!("{path}.topic"), t)?,
-        None => return Err(cx.err(path, "`topic` is required")),
-    };
-    check_topic(cx, &format!("{path}.topic"), &topic)?;
+    let topic = topic_of(cx, path, &e)?;
     let msg_type = match e.get("type") {
         Some(t) => {
-            let t = string(cx, &format!("{path}.type"), t)?;
-            OutputType::parse(&t).ok_or_else(|| {
-                cx.err(
-                    format!("{path}.type"),
-                    format!(
-                        "`{t}` is not an output type (supported: {})",
-                        OutputType::ALL
-                            .iter()
-                            .map(|t| t.type_name())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
-            })?
+            let names: Vec<&str> = OutputType::ALL.iter().map(|t| t.type_name()).collect();
+            type_of(cx, path, t, OutputType::parse, "output", &names)?
         }
         None => return Err(cx.err(path, "`type` is required")),
     };

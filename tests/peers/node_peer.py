@@ -113,6 +113,11 @@ class Peer(Node):
         # cameras: [{topic, camera (demo view), h, w, compressed}]
         self.cameras = cfg.get("cameras") or [{"topic": "image_raw", "camera": "top", "h": 64, "w": 64}]
         self.joint_pub = self.create_publisher(JointState, cfg.get("joint_topic", "joint_states"), 10)
+        # `joint_topics` [{topic, count}]: the joints split across several topics instead (in
+        # order), as a robot with one driver per arm publishes them.
+        self.joint_splits = [
+            (self.create_publisher(JointState, j["topic"], 10), int(j["count"])) for j in cfg.get("joint_topics", [])
+        ]
         self.image_pubs = []
         for cam in self.cameras:
             cam["compressed"] = cam["topic"].endswith("/compressed")
@@ -255,7 +260,17 @@ class Peer(Node):
             elif self.joints_mode == "duplicate_name":
                 js.name.append(js.name[0])
                 js.position.append(0.0)
-            self.joint_pub.publish(js)
+            if self.joint_splits:
+                start = 0
+                for pub, k in self.joint_splits:
+                    part = JointState()
+                    part.header.stamp = stamp
+                    part.name = js.name[start : start + k]
+                    part.position = js.position[start : start + k]
+                    pub.publish(part)
+                    start += k
+            else:
+                self.joint_pub.publish(js)
             self.sent_joint_msgs += 1
         if self.images_mode is not None:
             for cam, pub, rgb in zip(self.cameras, self.image_pubs, images):
