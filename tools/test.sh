@@ -31,7 +31,7 @@ cargo clippy --all-targets --no-default-features --features onnx -- -D warnings
 step "docs (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 step "tests without ros"
-cargo test --no-default-features --features onnx --lib --test export_cases --test inference_model --test param_cases --test policyctl --test manifest_cases --test package_loop --test chunk_blend --test control_loop --test io_map_cases --test io_map_loop --test lerobot_relative
+cargo test --no-default-features --features onnx --lib --test export_cases --test inference_model --test param_cases --test policyctl --test manifest_cases --test package_loop --test chunk_blend --test control_loop --test io_map
 step "tests, all features (ROS 2 Kilted)"
 cargo test --all-features
 
@@ -47,7 +47,7 @@ if ((jazzy)); then
     started=$SECONDS
     "$POLICY_NODE_VENV/bin/python" -c \
       'import importlib.metadata as m; print("test peers: rclpy", m.version("ros-jazzy-rclpy"), "(Jazzy)")'
-    cargo test --no-default-features --features ros,onnx --test node_integration --test replay_live --test io_map_node --test io_map_replay
+    cargo test --no-default-features --features ros,onnx --test node_integration --test replay_live --test io_map_ros
     echo "ROS 2 Jazzy part: $((SECONDS - started)) s"
   )
 fi

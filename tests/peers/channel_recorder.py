@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Record what policy_node publishes on several command channels (rclpy): the receiving
-half of the I/O map replay test (tests/io_map_replay.rs).
+half of the I/O map replay test (tests/io_map_ros/replay.rs).
 
 Each ``--channel TOPIC:TYPE`` (TYPE ``Float64MultiArray``, ``Float64``, ``JointTrajectory``
 (its first point) or ``Twist``) is subscribed; one JSON line per message is printed as it

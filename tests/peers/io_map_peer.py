@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""rclpy peer for the I/O map node tests (tests/io_map_node.rs): the robot's drivers and
+"""rclpy peer for the I/O map node tests (tests/io_map_ros/node.rs): the robot's drivers and
 controllers.
 
 Publishes one constant observation (the synthetic demo at t = 0.7 s) split across the

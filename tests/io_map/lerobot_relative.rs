@@ -5,13 +5,10 @@
 //! give the same masks, the same chunks (f32 cases, within 1e-6) and the same refusals.
 //! Then a package with the two steps in its manifest: its chunks equal the plain package's
 //! plus the state on the unmasked joints.
-#![cfg(feature = "onnx")]
-
-mod common;
 
 use std::path::Path;
 
-use common::{fixture, root};
+use crate::common::{fixture, root};
 use ndarray::{Array2, ArrayD};
 use policy_node::policy::processors::lerobot_relative::{anchors, mask};
 use policy_node::policy::relative::to_absolute;

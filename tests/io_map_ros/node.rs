@@ -10,14 +10,11 @@
 //! a silent secondary source is named on `/diagnostics` and in the log.
 //!
 //! Private `ROS_DOMAIN_ID`s 142..=149 (`tests/node_integration.rs` uses 10..=141).
-#![cfg(all(feature = "ros", feature = "onnx"))]
-
-mod common;
 
 use std::time::Duration;
 
-use common::ros::{NodeProc, World};
-use common::{fixture, root};
+use crate::common::ros::{NodeProc, World};
+use crate::common::{fixture, root};
 use policy_node::control::{
     ControlLoop, ImageData, LoopOptions, NodeParams, ParamMap, ParamValue, TickStatus,
 };
@@ -47,7 +44,7 @@ fn start(world: &World, map: &str, extra: &[&str]) -> NodeProc {
 
 /// The synthetic demo's constant observation, as the peer publishes it: state and image.
 fn observation() -> (Vec<f64>, ImageData) {
-    let out = std::process::Command::new(common::python())
+    let out = std::process::Command::new(crate::common::python())
         .arg("-c")
         .arg(format!(
             "import sys, json; sys.path.insert(0, 'tools'); import synthetic_demo as d; \
@@ -193,6 +190,7 @@ fn assert_stopped(r: &Value, topic: &str, phase: &str, before: &str, zeros: bool
 
 #[test]
 fn arm_and_gripper_with_unit_conversion_and_a_silent_gripper_source() {
+    let _live = crate::live();
     let world = world();
     let node = start(
         &world,
@@ -305,6 +303,7 @@ fn arm_and_gripper_with_unit_conversion_and_a_silent_gripper_source() {
 
 #[test]
 fn mobile_base_gets_zeros_and_the_arm_holds_on_every_stop() {
+    let _live = crate::live();
     let world = world();
     let mut node = start(&world, "io_map_mobile.yaml", &[]);
     let cfg = json!({
@@ -378,8 +377,9 @@ fn mobile_base_gets_zeros_and_the_arm_holds_on_every_stop() {
 /// adds the joints the chunk was computed from.
 #[test]
 fn environment_state_from_a_pose_and_relative_actions_over_dds() {
+    let _live = crate::live();
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(common::python())
+    let out = std::process::Command::new(crate::common::python())
         .arg(root().join("tools/make_io_map_fixture.py"))
         .arg(dir.path())
         .output()

@@ -5,13 +5,10 @@
 //! broken secondary source stops commands naming its topic; the environment state reaches
 //! the policy; relative actions are anchored to the observation each chunk was computed from;
 //! limits apply by action index.
-#![cfg(feature = "onnx")]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fixture, python, root};
+use crate::common::{fixture, python, root};
 use policy_node::control::{
     ControlLoop, ImageData, LoopOptions, NodeParams, ParamMap, ParamValue, TickStatus,
 };
