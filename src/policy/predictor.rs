@@ -199,6 +199,15 @@ impl Predictor {
     /// Runs the model on `obs` and returns the action chunk `[chunk, A]`.
     /// Relative actions are made absolute against `obs` as given (before any processor).
     pub fn predict_chunk(&mut self, obs: &Observation) -> Result<Array2<f32>, PolicyError> {
+        if !self.relative.is_empty() && obs.text(super::relative::LEFT_OVER_ROWS).is_some() {
+            let mut owned = obs.clone();
+            super::relative::reanchor_left_over(&mut owned, &self.relative)?;
+            return self.predict_chunk_anchored(&owned);
+        }
+        self.predict_chunk_anchored(obs)
+    }
+
+    fn predict_chunk_anchored(&mut self, obs: &Observation) -> Result<Array2<f32>, PolicyError> {
         let mut chunk = if self.preprocess.is_none() && self.pipeline.pre.is_empty() {
             self.pipeline.check_observation(obs.tensors())?;
             self.run(obs)?

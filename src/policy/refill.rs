@@ -306,9 +306,11 @@ impl ControlPolicy {
         if self.scheduler.needs_refill() {
             let tick = self.scheduler.tick();
             // RTC inputs describe the plan as it is now (before this tick's action).
+            let left_over = self.scheduler.left_over();
+            let rows = left_over.as_ref().map_or(0, |a| a.nrows());
             let rtc_inputs = self.rtc.as_ref().map(|r| {
                 r.inputs(
-                    self.scheduler.left_over().as_ref().map(|a| a.view()),
+                    left_over.as_ref().map(|a| a.view()),
                     self.scheduler.refill_ahead(),
                     self.scheduler.requests(),
                 )
@@ -320,6 +322,9 @@ impl ControlPolicy {
                     for (name, t) in extra {
                         obs.insert(name, t);
                     }
+                    // How many rows of `prev_chunk_left_over` are the plan (the rest is
+                    // padding): relative actions re-anchor those rows.
+                    obs.set_text(super::relative::LEFT_OVER_ROWS, rows.to_string());
                     Ok(obs)
                 }),
             };
