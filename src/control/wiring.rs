@@ -266,7 +266,7 @@ fn flat(params: &NodeParams, model: &InferenceModel) -> Result<Wiring, ControlEr
         &params.command_topic,
         params.command_type.output_type(),
     );
-    let inputs = Inputs::new(&map.inputs);
+    let inputs = Inputs::new(&map.inputs).keep_last_good_on_refusal(true);
     let outputs = Outputs::new(&map);
     Ok(Wiring {
         state_order: joint_map.state_order.clone(),

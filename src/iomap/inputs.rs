@@ -221,6 +221,8 @@ struct SourceSlot {
     latest: Option<(Vec<f32>, i64)>,
     /// Why the newest message could not be used (the source is stale until a good one).
     bad: Option<String>,
+    /// The buffer the next message is read into.
+    spare: Vec<f32>,
 }
 
 /// One non-image policy input: the observation key and its sources.
@@ -237,6 +239,9 @@ struct FeatureSlot {
 pub struct Inputs {
     features: Vec<FeatureSlot>,
     sources: Vec<SourceSlot>,
+    /// A refused message leaves the source's last good values in place (they age out
+    /// under the freshness rule) instead of making it stale at once.
+    keep_last_good: bool,
 }
 
 impl Inputs {
@@ -252,6 +257,7 @@ impl Inputs {
                     reader: SourceReader::new(s),
                     latest: None,
                     bad: None,
+                    spare: Vec::new(),
                 });
             }
             slots.push(FeatureSlot {
@@ -263,7 +269,17 @@ impl Inputs {
         Inputs {
             features: slots,
             sources,
+            keep_last_good: false,
         }
+    }
+
+    /// A refused message keeps the source's last good values (which age out as usual)
+    /// instead of making it stale at once: the flat parameters' wiring, which has always
+    /// worked that way (a driver that sends some messages without every joint keeps
+    /// working there). A map file follows the map's rule: stale at once.
+    pub fn keep_last_good_on_refusal(mut self, keep: bool) -> Self {
+        self.keep_last_good = keep;
+        self
     }
 
     /// Number of sources (the index space of [`on_message`](Self::on_message)).
@@ -308,19 +324,24 @@ impl Inputs {
         let Some(slot) = self.sources.get_mut(i) else {
             return Ok(());
         };
-        let mut values = match slot.latest.take() {
-            Some((v, _)) => v,
-            None => vec![0.0; slot.reader.width()],
-        };
+        // Read into the spare buffer: a message refused half-way never touches the last
+        // good values.
+        let mut values = std::mem::take(&mut slot.spare);
+        values.resize(slot.reader.width(), 0.0);
         match slot.reader.read(msg, &mut values) {
             Ok(()) => {
-                slot.latest = Some((values, stamp_ns));
+                if let Some((old, _)) = slot.latest.replace((values, stamp_ns)) {
+                    slot.spare = old;
+                }
                 slot.bad = None;
                 Ok(())
             }
             Err(e) => {
-                slot.latest = None;
-                slot.bad = Some(e.to_string());
+                slot.spare = values;
+                if !self.keep_last_good {
+                    slot.latest = None;
+                    slot.bad = Some(e.to_string());
+                }
                 Err(e)
             }
         }
@@ -507,6 +528,31 @@ outputs:
             .on_message(1, 3, &InputMessage::Array(vec![0.0, 1.0]))
             .unwrap();
         assert_eq!(inputs.stale(3, &fresh), None);
+    }
+
+    #[test]
+    fn the_flat_wiring_keeps_the_last_good_values_of_a_refused_message() {
+        let map = IoMap::parse(MAP).unwrap();
+        let mut inputs = Inputs::new(&map.inputs).keep_last_good_on_refusal(true);
+        let fresh = Freshness::new(Duration::from_secs(1));
+        inputs
+            .on_message(0, 1, &js(&["a", "b"], &[1.0, 2.0]))
+            .unwrap();
+        inputs
+            .on_message(1, 1, &InputMessage::Array(vec![0.0, 1.0]))
+            .unwrap();
+        inputs
+            .on_message(2, 1, &InputMessage::Fields(vec![0.0; 7]))
+            .unwrap();
+        // A message without `a`: refused, nothing of it kept.
+        assert!(inputs.on_message(0, 2, &js(&["b"], &[5.0])).is_err());
+        assert_eq!(inputs.stale(2, &fresh), None);
+        assert_eq!(inputs.feature_values(0).unwrap(), vec![2.0, 1.0, 0.51]);
+        // A non-finite gripper after scale: refused, the last good value kept.
+        assert!(inputs
+            .on_message(1, 3, &InputMessage::Array(vec![0.0, f64::NAN]))
+            .is_err());
+        assert_eq!(inputs.feature_values(0).unwrap(), vec![2.0, 1.0, 0.51]);
     }
 
     #[test]
