@@ -34,6 +34,17 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// The runtimes' Python (`.venv`: onnx, onnxruntime, torch), for the fixture scripts; the
+/// peers' [`python`] may be a ROS-only venv (the Jazzy leg's `.venv-jazzy`).
+pub fn runtime_python() -> PathBuf {
+    let p = root().join(".venv/bin/python");
+    if p.exists() {
+        p
+    } else {
+        python()
+    }
+}
+
 pub fn fixture(rel: &str) -> PathBuf {
     root().join("tests/fixtures").join(rel)
 }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{fixture, python, root};
+use crate::common::{fixture, root};
 use policy_node::control::{
     ControlLoop, ImageData, LoopOptions, NodeParams, ParamMap, ParamValue, TickStatus,
 };
@@ -325,7 +325,7 @@ fn a_secondary_source_going_silent_or_missing_its_field_stops_commands_naming_it
 /// directory.
 fn env_policy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(python())
+    let out = std::process::Command::new(crate::common::runtime_python())
         .arg(root().join("tools/make_io_map_fixture.py"))
         .arg(dir.path())
         .output()

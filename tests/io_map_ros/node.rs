@@ -379,7 +379,7 @@ fn mobile_base_gets_zeros_and_the_arm_holds_on_every_stop() {
 fn environment_state_from_a_pose_and_relative_actions_over_dds() {
     let _live = crate::live();
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(crate::common::python())
+    let out = std::process::Command::new(crate::common::runtime_python())
         .arg(root().join("tools/make_io_map_fixture.py"))
         .arg(dir.path())
         .output()
