@@ -280,8 +280,9 @@ fn f16_and_i64_ports_are_converted() {
         ("above the i32 range", 3e9),
         ("far below the i32 range", -1e12),
     ];
-    // (leg, case) -> the outputs (y, n), or the error.
-    let mut first: Vec<(String, Result<(Vec<f32>, Vec<f32>), String>)> = Vec::new();
+    // Per case: the outputs (y, n), or the error.
+    type Outcome = Result<(Vec<f32>, Vec<f32>), String>;
+    let mut first: Vec<(String, Outcome)> = Vec::new();
     let legs = legs();
     assert!(!legs.is_empty(), "no backend compiled");
     for backend in &legs {
