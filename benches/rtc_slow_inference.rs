@@ -9,9 +9,17 @@
 //! overruns after the first chunk and the command's step at the chunk switches against inside
 //! chunks: guidance should make the step at the switches close to the step inside chunks.
 //!
-//! Figures (a debug build, `cargo test --features onnx --bench rtc_slow_inference`, on the
+//! Figures (a debug build, `cargo test --all-features --bench rtc_slow_inference`, on the
 //! 2-core development machine, 2026-12-07):
-//! FIGURES
+//!
+//! ```text
+//! rtc (guided): 294 commands, 0 overrun(s) after the first chunk, 48 switches; step at
+//!   switches median 0.3050 max 0.4886 rad, inside chunks median 0.1574 rad
+//! replace (guidance 0): 294 commands, 0 overrun(s) after the first chunk, 48 switches; step
+//!   at switches median 0.6027 max 0.9816 rad, inside chunks median 0.1409 rad
+//! ```
+//!
+//! Guidance halves the step at the switches (median 0.61 -> 0.31 rad).
 
 use std::path::PathBuf;
 
