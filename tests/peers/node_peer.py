@@ -453,10 +453,12 @@ def scenario_reset_enable(peer: Peer, cfg: dict) -> dict:
     wait_until(lambda: peer.n_commands() >= reset["answered_at_index"] + 12, 5, "commands after the reset")
 
     off = peer.call(peer.enable_client, SetBool.Request(data=False))
+    off_answered_ns = time.time_ns()
     sleep(0.3)  # commands already on the wire
     mark_off = peer.n_commands()
-    sleep(1.0)
+    sleep(2.3)  # at least two /diagnostics (1 Hz) while disabled
     after_off = peer.n_commands()
+    enable_sent_ns = time.time_ns()
     on = peer.call(peer.enable_client, SetBool.Request(data=True))
     resumed_at = on["answered_at_index"]
     wait_until(lambda: peer.n_commands() >= max(resumed_at, after_off) + 10, 5, "commands after enable=true")
@@ -467,6 +469,10 @@ def scenario_reset_enable(peer: Peer, cfg: dict) -> dict:
         "reset": reset,
         "disable": off,
         "disabled_window": [mark_off, after_off],
+        # The node's /diagnostics stamped (its clock: system time here) after the disable was
+        # answered and before the enable was sent.
+        "diagnostics_disabled": [d for d in peer.diagnostics
+                                 if "commands_total" in d["values"] and off_answered_ns < d["stamp_ns"] < enable_sent_ns],
         "enable": on,
         "enabled_from_index": after_off,
         **observation_json(peer),
