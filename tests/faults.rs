@@ -233,8 +233,8 @@ fn joint_state_and_camera_dropout_stop_commands_and_resume_fresh() {
         ("camera_off", "camera_back", "image_raw"),
     ] {
         let (p_off, p_back) = (run.phase(off), run.phase(back));
-        // No tick later than the newest data's stamp plus the maximum age commands: every
-        // message of the topic was stamped before the phase began.
+        // No command from a tick more than the maximum age after the topic's last message:
+        // every message of the topic was stamped before the phase began.
         let during: Vec<&Cmd> = run
             .commands
             .iter()
