@@ -159,6 +159,16 @@ fn linear_lerp_queue_and_low_pass_match_physicalai() {
         "low_pass": {"alpha": alpha, "actions": lp_actions},
     });
     let reply = reference(&request);
+    assert_eq!(
+        reply["merges"].as_array().unwrap().len(),
+        merges.len(),
+        "one physicalai merge per case"
+    );
+    assert_eq!(
+        rows_of(&reply["low_pass"]).len(),
+        lp_actions.len(),
+        "one physicalai low-pass output per action"
+    );
 
     for (k, ((r, i, steps), want)) in merges
         .iter()

@@ -142,6 +142,13 @@ fn diag_value<'a>(diag: &'a Value, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("/diagnostics has no `{key}`: {diag}"))
 }
 
+/// A counter of a `/diagnostics` status: a whole number.
+fn diag_count(diag: &Value, key: &str) -> u64 {
+    diag_value(diag, key)
+        .parse()
+        .unwrap_or_else(|_| panic!("`{key}` is not a count: {diag}"))
+}
+
 // ---- tests -------------------------------------------------------------------------------
 
 /// Commands come at the control rate and are exactly what `InferenceModel` computes offline
@@ -161,12 +168,33 @@ fn commands_at_the_control_rate_equal_offline_inference() {
     let r = world.peer("rate_offline", json!({})).result(&node);
     let log = node.stop();
 
+    // The rate, on the node's own clock: between two /diagnostics, every period of the
+    // header stamps (node time) is a tick the node ran (a command, or a stale, overrun,
+    // waiting or failed tick) or one it reports lost (starved of CPU). A loaded machine loses
+    // ticks; it cannot make them disappear unreported.
+    let diags = r["all_diagnostics"].as_array().expect("all_diagnostics");
+    let (a, b) = (&diags[0], &diags[diags.len() - 1]);
+    let accounted = |d: &Value| diag_count(d, "ticks") + diag_count(d, "lost_ticks");
+    let span_s = (b["stamp_ns"].as_i64().unwrap() - a["stamp_ns"].as_i64().unwrap()) as f64 / 1e9;
+    assert!(
+        span_s >= 2.0,
+        "/diagnostics span only {span_s:.2} s: {diags:?}"
+    );
+    let periods = 30.0 * span_s;
+    let ticks = (accounted(b) - accounted(a)) as f64;
+    // The counters and the stamp are read a moment apart: a tick either way at each end.
+    assert!(
+        (ticks - periods).abs() <= 2.0 + 0.01 * periods,
+        "{ticks} ticks accounted for in {span_s:.3} s of node time ({periods:.1} periods at 30 Hz)"
+    );
+    // And never faster than the rate where the robot receives them (a loaded machine only
+    // delays commands; a 2 s burst of backlog cannot exceed 10 %).
     let window = r["window_s"].as_f64().unwrap();
     let count = r["window_count"].as_f64().unwrap();
     let expected = 30.0 * window;
     assert!(
-        (count - expected).abs() <= 0.1 * expected,
-        "{count} commands in {window:.2} s, expected {expected:.0} +- 10 %"
+        count > 0.0 && count <= 1.1 * expected + 2.0,
+        "{count} commands in {window:.2} s, expected at most {expected:.0} + 10 %"
     );
 
     let chunk = offline_chunk(&export, &r, &["images"]);
@@ -190,23 +218,26 @@ fn commands_at_the_control_rate_equal_offline_inference() {
     assert_eq!(diag_value(diag, "backend"), "onnx");
     assert_eq!(diag_value(diag, "device"), "cpu");
     assert_eq!(diag_value(diag, "refill_mode"), "sync");
-    for key in [
-        "latency_last_ms",
-        "latency_mean_ms",
-        "latency_max_ms",
-        "queue_depth",
-        "stale_ticks",
-        "overruns",
-        "waiting_ticks",
-    ] {
-        let v: f64 = diag_value(diag, key)
-            .parse()
-            .unwrap_or_else(|_| panic!("{key} is not a number: {diag}"));
-        assert!(v >= 0.0);
+    // Counters are whole numbers; the latencies are consistent with each other; the queue
+    // never holds more than a chunk (10).
+    for key in ["queue_depth", "stale_ticks", "overruns", "waiting_ticks"] {
+        diag_count(diag, key);
     }
+    assert!(diag_count(diag, "queue_depth") <= 10, "{diag}");
+    assert!(diag_count(diag, "commands_total") >= 20, "{diag}");
+    let ms = |key: &str| -> f64 {
+        diag_value(diag, key)
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is not a number: {diag}"))
+    };
+    let (last, mean, max) = (
+        ms("latency_last_ms"),
+        ms("latency_mean_ms"),
+        ms("latency_max_ms"),
+    );
     assert!(
-        diag_value(diag, "latency_max_ms").parse::<f64>().unwrap() > 0.0,
-        "{diag}"
+        max > 0.0 && last <= max && mean <= max && mean > 0.0,
+        "latency last {last} mean {mean} max {max}: {diag}"
     );
     assert!(log.contains("stopped on SIGINT"), "{log}");
 
@@ -285,18 +316,35 @@ fn reset_restarts_the_chunk_and_enable_gates_output() {
     for (i, row) in rows[..sent].iter().enumerate() {
         assert_eq!(*row, i % 10, "before the reset: {rows:?}");
     }
-    // After it: back to row 0 in the middle of a chunk, then in order again.
-    let restart = (sent..rows.len())
-        .find(|&i| rows[i] == 0)
-        .expect("row 0 after the reset");
+    // After it: back to row 0 in the middle of a chunk (a row 0 not after row 9), then in
+    // order again.
+    let restart = (sent.max(1)..rows.len())
+        .find(|&i| rows[i] == 0 && rows[i - 1] != 9)
+        .unwrap_or_else(|| panic!("no chunk cut short after the reset: {rows:?}"));
+    // Where the reset took effect, by the node's own account rather than by how many
+    // commands the robot saw meanwhile (a loaded machine delays the call): it cleared the
+    // rest of the chunk, so the last command before row 0 is the row before those cleared.
+    let cleared: usize = msg
+        .split("cleared ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of cleared actions: {msg}"));
     assert!(
-        rows[restart - 1] < 9,
-        "the reset did not cut the chunk short: {rows:?} (reset sent at {sent})"
+        (1..=9).contains(&cleared),
+        "the reset did not cut the chunk short: {msg}; {rows:?} (reset sent at {sent})"
     );
+    assert_eq!(
+        rows[restart - 1],
+        9 - cleared,
+        "the reset cleared {cleared} action(s), but the chunk was cut after row {}: {rows:?}",
+        rows[restart - 1]
+    );
+    let answered = reset["answered_at_index"].as_u64().unwrap() as usize;
     assert!(
-        restart - sent <= 3,
-        "the reset took effect {} commands late: {rows:?}",
-        restart - sent
+        restart <= answered + 30,
+        "row 0 came {} commands after the reset was answered: {rows:?}",
+        restart - answered
     );
     for k in 0..10 {
         assert_eq!(rows[restart + k], k, "after the reset: {rows:?}");
@@ -304,11 +352,28 @@ fn reset_restarts_the_chunk_and_enable_gates_output() {
 
     let off = &r["disable"];
     assert_eq!(off["success"], json!(true), "{off}");
-    let window = r["disabled_window"].as_array().unwrap();
-    assert_eq!(
-        window[0], window[1],
-        "commands were published while disabled: {window:?}"
+    // While disabled, by the node's own count: /diagnostics stamped after the disable was
+    // answered show the same number of commands published, and the ticks went on.
+    let disabled = r["diagnostics_disabled"].as_array().unwrap();
+    assert!(
+        disabled.len() >= 2,
+        "{} /diagnostics while disabled",
+        disabled.len()
     );
+    let (d0, d1) = (&disabled[0], &disabled[disabled.len() - 1]);
+    assert_eq!(
+        diag_count(d0, "commands_total"),
+        diag_count(d1, "commands_total"),
+        "commands were published while disabled: {disabled:?}"
+    );
+    assert!(
+        diag_count(d1, "ticks") + diag_count(d1, "lost_ticks")
+            > diag_count(d0, "ticks") + diag_count(d0, "lost_ticks"),
+        "the timer stopped while disabled: {disabled:?}"
+    );
+    // (What the robot received meanwhile, reported: those already on the wire may arrive
+    // late on a loaded machine.)
+    eprintln!("robot: {} disabled_window", r["disabled_window"]);
     let on = &r["enable"];
     assert_eq!(on["success"], json!(true), "{on}");
     assert!(on["message"].as_str().unwrap().contains("enabled"), "{on}");
@@ -741,7 +806,7 @@ fn exits_cleanly_on(sig: &str) {
     peer.wait_line("STREAMING", Duration::from_secs(60), &node);
     node.signal(sig);
     let (status, took) = node
-        .wait_exit(Duration::from_secs(10))
+        .wait_exit(Duration::from_secs(60))
         .unwrap_or_else(|| panic!("no exit on SIG{sig}:\n{}", node.log()));
     let log = node.log();
     assert_eq!(
@@ -749,8 +814,11 @@ fn exits_cleanly_on(sig: &str) {
         Some(0),
         "exit status {status} on SIG{sig}:\n{log}"
     );
+    // An orderly exit takes the final grace (300 ms) and little else; the bound leaves room
+    // for a loaded machine and still fails a shutdown that waits on one of the node's
+    // timeouts (a transition's settle timeout is 60 s) or hangs.
     assert!(
-        took < Duration::from_secs(2),
+        took < Duration::from_secs(10),
         "SIG{sig}: took {took:?} to exit"
     );
     let summary = log
@@ -772,7 +840,7 @@ fn exits_cleanly_on(sig: &str) {
     );
 }
 
-/// SIGINT while commanding: exit code 0 within 2 s, with the summary line.
+/// SIGINT while commanding: exit code 0 within 10 s (an orderly exit takes ~0.3 s), with the summary line.
 #[test]
 fn sigint_exits_cleanly_with_a_summary() {
     exits_cleanly_on("INT");
@@ -883,29 +951,34 @@ fn lerobot_package_commands_equal_policyctl_chunk() {
 #[test]
 fn package_joint_order_mismatch_is_refused_at_start() {
     let world = World::new();
+    // A robot sending good data all along: a node that started anyway would command it.
+    let mut peer = world.peer("quiet", json!({"duration_s": 8.0}));
     let mut node = world.node(&[
         "-p",
         &format!("export_dir:={}", fixture("act_tiny_lerobot")),
         "-p",
         "joint_names:=[joint1, joint2, joint3, joint4, joint5, gripper]",
     ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let needle = "not in the package: gripper";
-    while !node.log().contains(needle) && Instant::now() < deadline {
-        if let Ok(Some(_)) = node.child.try_wait() {
-            std::thread::sleep(Duration::from_millis(200));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    peer.wait_line("PUBLISHING", Duration::from_secs(60), &node);
+    let (status, _) = node
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the node kept running:\n{}", node.log()));
     let log = node.log();
+    assert_eq!(status.code(), Some(2), "exit status {status}:\n{log}");
     for n in [
-        needle,
+        "not in the package: gripper",
         "missing from joint_names: joint6",
         "hardware.robots[0]",
     ] {
         assert!(log.contains(n), "`{n}` not in the log:\n{log}");
     }
+    assert!(!log.contains("ready:"), "the node got ready:\n{log}");
+    let r = peer.result(&node);
+    assert_eq!(
+        r["commands"],
+        json!(0),
+        "commands reached the robot:\n{log}"
+    );
 }
 
 // ---- backend remote ----------------------------------------------------------------------
@@ -1426,15 +1499,36 @@ fn parameters_through_rcl_interfaces() {
 
     assert_eq!(r["set_delta"][0]["successful"], json!(true), "{r}");
     assert_eq!(r["get_delta"]["max_joint_delta"], json!([0.002]));
+    // The policy's own commands (the offline chunk of the constant observation, executed
+    // row after row and again) step by far more than 0.002 and reach beyond +-0.2: both
+    // limits below have something to clamp.
+    let chunk = offline_chunk(&fixture("act_tiny"), &r, &["images"]);
+    let raw_step = (0..chunk.nrows())
+        .flat_map(|k| {
+            let next = chunk.row((k + 1) % chunk.nrows());
+            let row = chunk.row(k);
+            (0..6).map(move |j| f64::from((next[j] - row[j]).abs()))
+        })
+        .fold(0.0, f64::max);
+    assert!(
+        raw_step > 0.01,
+        "the raw commands step by at most {raw_step}"
+    );
     let after = rows_of(&r, "after_delta");
+    assert!(after.len() >= 30, "{} commands", after.len());
+    let mut limited_step = 0.0f64;
     for w in after.windows(2) {
         for j in 0..6 {
-            assert!(
-                (w[1][j] - w[0][j]).abs() <= 0.002 + 1e-9,
-                "rate limit: {w:?}"
-            );
+            let step = (w[1][j] - w[0][j]).abs();
+            limited_step = limited_step.max(step);
+            assert!(step <= 0.002 + 1e-9, "rate limit: {w:?}");
         }
     }
+    // The limit took effect: commands move at exactly the limit while they chase the plan.
+    assert!(
+        (limited_step - 0.002).abs() <= 1e-9,
+        "largest step {limited_step} under max_joint_delta 0.002 (raw steps up to {raw_step})"
+    );
     for (case, needle) in [
         ("range", "`max_observation_age_ms`: -5 is outside [0, inf]"),
         (
@@ -1470,8 +1564,11 @@ fn parameters_through_rcl_interfaces() {
         "{ro}"
     );
     assert_eq!(r["rate_after_read_only"]["control_rate_hz"], json!(30.0));
+    // The refused 50 Hz did not take effect. Measured where the robot receives commands, a
+    // loaded machine only lowers the rate (a short backlog raises a 2 s count by a few), so
+    // the bound is one-sided: clearly below 50 Hz.
     let rate = r["rate_hz"].as_f64().unwrap();
-    assert!((rate - 30.0).abs() < 3.0, "{rate} Hz");
+    assert!(rate > 0.0 && rate < 40.0, "{rate} Hz after refusing 50 Hz");
 
     assert!(
         r["set_steps"]
@@ -1496,9 +1593,43 @@ fn parameters_through_rcl_interfaces() {
             .contains("one value per joint (6)"),
         "{alone}"
     );
-    for c in r["after_limits"].as_array().unwrap().iter().map(f64s) {
+    // The position limits: each command is a row of the plan (chunks of 4 now, no rate
+    // limit) clamped to [-0.2, 0.2], and the plan breaks them, so the clamp shows.
+    let raw_beyond = chunk
+        .rows()
+        .into_iter()
+        .take(4)
+        .flat_map(|row| row.to_vec())
+        .filter(|v| v.abs() > 0.2 + 1e-3)
+        .count();
+    assert!(
+        raw_beyond > 0,
+        "the plan's first 4 rows stay within +-0.2: {chunk}"
+    );
+    let after_limits: Vec<Vec<f64>> = r["after_limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f64s)
+        .collect();
+    assert!(after_limits.len() >= 10, "{} commands", after_limits.len());
+    let mut clamped = 0;
+    for c in &after_limits {
         assert!(c.iter().all(|v| (-0.2..=0.2).contains(v)), "{c:?}");
+        let row = (0..4)
+            .find(|&k| {
+                c.iter()
+                    .zip(chunk.row(k))
+                    .all(|(v, raw)| (v - f64::from(*raw).clamp(-0.2, 0.2)).abs() < TOL)
+            })
+            .unwrap_or_else(|| panic!("{c:?} is no clamped row 0..4 of the plan\n{chunk}"));
+        clamped += chunk
+            .row(row)
+            .iter()
+            .filter(|raw| raw.abs() > 0.2 + 1e-3)
+            .count();
     }
+    assert!(clamped > 0, "no command was clamped: {after_limits:?}");
     let changed: Vec<String> = r["parameter_events"]
         .as_array()
         .unwrap()

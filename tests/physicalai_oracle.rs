@@ -123,6 +123,10 @@ fn policyctl_chunk_equals_physicalai_on_every_package_fixture() {
         }
     }
     let results = physicalai_oracle(&jobs);
+    assert_eq!(results.len(), ours.len(), "one oracle answer per case");
+    let samples = reference("act_tiny_pkg", "state").shape()[0]
+        + reference("act_tiny_lerobot", "observation.state").shape()[0];
+    assert_eq!(ours.len(), 2 * samples, "every sample on both backends");
     let mut worst = 0.0f32;
     for ((what, got, out), r) in ours.iter().zip(&results) {
         assert_eq!(r["ok"], json!(true), "{what}: physicalai failed: {r}");
@@ -324,6 +328,7 @@ fn resize_equals_physicalai() {
         ));
     }
     let r = physicalai_oracle(&jobs);
+    assert_eq!(r.len(), ours.len(), "one oracle answer per case");
     for ((what, got, out), r) in ours.iter().zip(&r) {
         assert_eq!(r["ok"], json!(true), "{what}: {r}");
         let want = read_npy(out).unwrap();

@@ -2,9 +2,13 @@
 //! loop: golden actions per backend and storage format, determinism, the output formats,
 //! the plot, and bad inputs.
 //!
-//! Regenerate the golden file after an intended change with
-//! `POLICY_NODE_UPDATE_GOLDEN=1 tools/cargo test --no-default-features --features onnx,ros --test replay golden_onnx`.
+//! The golden file is replay's own output, so it guards against change, not error: the tick
+//! and refill rules are checked against an independent reference too
+//! (`sync_refill_equals_physicalai_select_action`). Regenerate the golden file after an
+//! intended change with `tools/update_golden.sh`, a separate step: a test run never writes it.
 #![cfg(feature = "ros")]
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Cursor};
@@ -50,7 +54,9 @@ fn assert_close(actual: &Actions, expected: &Actions, tol: f64, what: &str) {
     );
     assert_eq!(actual.stamp_ns, expected.stamp_ns, "{what}: command ticks");
     let mut worst = 0.0f64;
+    assert_eq!(actual.values.len(), expected.values.len(), "{what}: rows");
     for (i, (a, e)) in actual.values.iter().zip(&expected.values).enumerate() {
+        assert_eq!(a.len(), e.len(), "{what}: row {i} length");
         for (j, (x, y)) in a.iter().zip(e).enumerate() {
             let d = (x - y).abs();
             worst = worst.max(d);
@@ -61,14 +67,13 @@ fn assert_close(actual: &Actions, expected: &Actions, tol: f64, what: &str) {
         }
     }
     eprintln!(
-        "{what}: {} rows, max |diff| vs golden {worst:.3e}",
+        "{what}: {} rows, max |diff| {worst:.3e}",
         actual.values.len()
     );
 }
 
 fn golden() -> Actions {
-    replay::read_csv(&golden_path())
-        .expect("golden file (POLICY_NODE_UPDATE_GOLDEN=1 regenerates it)")
+    replay::read_csv(&golden_path()).expect("golden file (tools/update_golden.sh writes it)")
 }
 
 /// Every storage layout of the demo recording.
@@ -99,13 +104,98 @@ fn check_backend(backend: &str) {
 #[cfg(feature = "onnx")]
 #[test]
 fn golden_onnx() {
-    if std::env::var_os("POLICY_NODE_UPDATE_GOLDEN").is_some() {
-        let mut opts = options(demo().join("mcap"), "onnx");
-        opts.output = Some(golden_path());
-        let s = run(&opts);
-        eprintln!("wrote {} ({} rows)\n{s}", golden_path().display(), s.rows());
-    }
+    // The variable once made this test rewrite the file it then compared with (a run that
+    // could not fail); regenerating is tools/update_golden.sh now, and a test run that asks
+    // for it fails instead of passing.
+    assert!(
+        std::env::var_os("POLICY_NODE_UPDATE_GOLDEN").is_none(),
+        "POLICY_NODE_UPDATE_GOLDEN is set: a test run never writes the golden file; run \
+         tools/update_golden.sh to regenerate it"
+    );
     check_backend("onnx");
+}
+
+/// |replay - physicalai|: the same ONNX graph in the same ONNX Runtime release, fed the same
+/// observation bytes; only thread scheduling inside the runtime may differ.
+const REFERENCE_TOLERANCE: f64 = 1e-5;
+
+/// An independent reference for the tick and refill rules: with `refill_mode: sync` and
+/// `refill_ahead_steps: 0`, replay of the demo bag equals physicalai 0.3.0's own synchronous
+/// loop (`InferenceModel.select_action`: a chunk from the tick's observation when the queue
+/// is empty, then one action per tick) driven by a short Python model of the documented tick
+/// rules (`tests/peers/sync_replay_reference.py`, written apart from the Rust code, reading
+/// the bag with rosbags): the same ticks, the same stale tick, the same number of chunks and
+/// the same actions.
+#[cfg(feature = "onnx")]
+#[test]
+fn sync_refill_equals_physicalai_select_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = dir.path().join("params.yaml");
+    let demo_params = std::fs::read_to_string(demo().join("params.yaml")).unwrap();
+    let edited: String = demo_params
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("refill_ahead_steps:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        demo_params.contains("refill_ahead_steps: 5"),
+        "the demo refills 5 ticks ahead: {demo_params}"
+    );
+    std::fs::write(
+        &params,
+        format!("{edited}    refill_mode: sync\n    refill_ahead_steps: 0\n"),
+    )
+    .unwrap();
+    let bag = demo().join("mcap");
+    let mut opts = options(&bag, "onnx");
+    opts.params = Some(params.clone());
+    let ours = run(&opts);
+    let want = common::run_peer(
+        "sync_replay_reference.py",
+        &[
+            bag.as_os_str(),
+            export("onnx").as_os_str(),
+            params.as_os_str(),
+        ],
+    );
+    let num = |k: &str| want[k].as_u64().unwrap_or_else(|| panic!("`{k}`: {want}"));
+    assert_eq!(ours.ticks, num("ticks"), "ticks");
+    assert_eq!(ours.stale, num("stale"), "stale ticks");
+    assert_eq!(ours.inferences, num("inferences"), "chunks computed");
+    let stamps: Vec<i64> = want["stamps_ns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let values: Vec<Vec<f64>> = want["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(stamps.len(), values.len());
+    // Chunks of 10 executed whole: a chunk every 10 commands, so the refill rule differs
+    // visibly from the demo's refill 5 ahead.
+    assert_eq!(num("inferences") as usize, values.len().div_ceil(10));
+    let reference = Actions {
+        joint_names: ours.actions.joint_names.clone(),
+        stamp_ns: stamps,
+        values,
+    };
+    assert_close(
+        &ours.actions,
+        &reference,
+        REFERENCE_TOLERANCE,
+        "replay (sync, refill 0) vs physicalai select_action",
+    );
+    assert!(ours.actions.values.iter().all(|r| r.len() == 6));
 }
 
 #[cfg(feature = "openvino")]

@@ -10,15 +10,21 @@
 //! below ~16 ms; and with `refill_ahead_steps: 5` each chunk is requested 5 ticks (~167 ms)
 //! before it is needed, from the same tick's observation as in the synchronous replay. The
 //! one expected difference: the node computes its first chunk asynchronously, so its first
-//! tick with data is an overrun and its first command is the replay's second (row 1 of the
-//! first chunk); the sequences are compared after aligning the first command.
+//! tick with data waits for it and its first command is the replay's second (row 1 of the
+//! first chunk; a later row when that chunk takes longer than a tick); the sequences are
+//! compared after aligning the first command.
 //!
 //! Asserted: every recorded command equals the aligned offline action within
 //! [`VALUE_TOLERANCE`], in order, none missing or extra (the node's commands are the
-//! replay's rows 1 to the end); each arrives at the recorder within [`LATENCY_BOUND`] of the
-//! moment the player published its tick's `/clock` (median within [`MEDIAN_LATENCY_BOUND`]),
-//! and while the recorder's `/clock` reads within a period of the tick's time. A run in which the node missed a timer tick (starved of
-//! CPU for more than a period) is repeated, up to 3 attempts.
+//! replay's rows from the first command's to the end), and none arrives before the
+//! recorder's `/clock` reached the
+//! period before its tick. The bag is played at [`SPEED`] times real time: a node ticking on
+//! its own (wall) clock instead of `/clock` would command more often than the bag's tick grid
+//! and fail the count at once. Nothing is asserted on wall-clock latency (a loaded machine
+//! delays every process); the latency from a tick's `/clock` to the command's arrival is
+//! reported. A run the machine disturbed (the node missed a timer tick, or the player fell
+//! behind so that a sample could reach the node after its tick's `/clock`) is repeated, up
+//! to 3 attempts; a difference in a run the player kept in time fails at once.
 //!
 //! Runs on a private `ROS_DOMAIN_ID`, localhost-only discovery and a private `HOME`.
 #![cfg(all(feature = "ros", feature = "onnx"))]
@@ -37,11 +43,9 @@ use serde_json::Value;
 const NODE: &str = env!("CARGO_BIN_EXE_policy_node");
 /// The node and the replay run the same ONNX model (possibly with different thread counts).
 const VALUE_TOLERANCE: f64 = 1e-5;
-/// From the publication of a tick's `/clock` to the command's arrival at the recorder: every
-/// command, and the median (a node ticking on its own clock instead of `/clock` would show a
-/// median near half a period, ~17 ms).
-const LATENCY_BOUND: Duration = Duration::from_millis(100);
-const MEDIAN_LATENCY_BOUND: Duration = Duration::from_millis(8);
+/// Sim seconds per real second of the playback: half speed, so that a node on its own clock
+/// ticks twice per sim period, and a loaded machine has twice the time per tick.
+const SPEED: f64 = 0.5;
 
 /// A running process whose stdout lines arrive on a channel and whose stderr is collected.
 struct Proc {
@@ -208,7 +212,8 @@ fn live_run(bag: &std::path::Path, params: &std::path::Path, export: &std::path:
     player
         .arg(root().join("tests/peers/bag_player.py"))
         .arg(bag)
-        .args(["--rate", "30", "--clock-subscribers", "2"]);
+        .args(["--rate", "30", "--clock-subscribers", "2"])
+        .args(["--speed", &SPEED.to_string()]);
     let mut player = Proc::spawn("bag_player", player);
     player.wait_line("READY", Duration::from_secs(60), &[&node, &recorder]);
     let done = player.wait_line("DONE", Duration::from_secs(60), &[&node, &recorder]);
@@ -318,8 +323,8 @@ fn live_equals_offline_on(
     let expected = &offline.actions;
     assert!(expected.values.len() > 100);
     let period_ns = expected.stamp_ns[1] - expected.stamp_ns[0];
-    // Expected: the node's first command is row 1 of the first chunk (async first refill).
-    let offset = 1;
+    // The node's first command is row 1 of the first chunk (async first refill), or a later
+    // row when that chunk took longer than a tick.
 
     let values = |c: &Value| -> Vec<f64> {
         c["data"]
@@ -336,45 +341,96 @@ fn live_equals_offline_on(
                 .all(|(x, y)| (x - y).abs() <= VALUE_TOLERANCE)
     };
 
-    // A node starved of CPU for more than a period (other test binaries, a loaded CI
-    // machine) misses a timer tick, and from then on its tick-indexed queue is one tick off
-    // the replay: such a run says nothing about replay, so it is repeated (up to
-    // ATTEMPTS). Every other difference fails at once.
+    // A starved machine (other test binaries, a loaded CI machine) can make a run say
+    // nothing about replay: a timer tick is missed (from then on the tick-indexed queue is a
+    // tick off), or the player itself falls behind and a sample reaches the node after the
+    // /clock of the tick that should see it. (A first chunk a tick late only moves the first
+    // command to row 2: the rest is compared from there.) Such runs are
+    // repeated (up to ATTEMPTS). A difference on a run the player kept in time, or more
+    // commands than ticks (a node not ticking on /clock), fails at once.
     const ATTEMPTS: usize = 3;
+    // The player's own lateness above which deliveries may have been reordered (a sample
+    // lies half a period, 33 ms of wall time at SPEED, from the ticks around it).
+    const PLAYER_LATE_MS: f64 = 10.0;
     let mut run = None;
     for attempt in 1..=ATTEMPTS {
         let r = live_run(&bag, &params, &export);
         assert!(!r.commands.is_empty(), "no command recorded\n{}", r.context);
+        let player_late_ms = r.done["max_late_ms"].as_f64().unwrap_or(f64::NAN);
         let first = values(&r.commands[0]);
-        let found = (0..expected.values.len().min(5)).find(|&i| close(&first, &expected.values[i]));
-        assert_eq!(
-            found,
-            Some(offset),
-            "the first live command {first:?} should be offline row {offset}\n{}",
-            r.context
-        );
-        if r.commands.len() == expected.values.len() - offset {
-            run = Some(r);
-            break;
+        let found = (1..expected.values.len().min(6)).find(|&i| close(&first, &expected.values[i]));
+        let problem = match found {
+            None => Some(format!(
+                "the first live command {first:?} is none of offline rows 1..5"
+            )),
+            Some(k) => {
+                let rows = expected.values.len() - k;
+                // More commands than ticks: not a starved node but one that does not tick
+                // on /clock.
+                assert!(
+                    r.commands.len() <= rows,
+                    "{} commands for {rows} ticks of the bag from the first: the node does not tick on /clock\n{}",
+                    r.commands.len(),
+                    r.context
+                );
+                let differs = r
+                    .commands
+                    .iter()
+                    .enumerate()
+                    .find(|(i, c)| !close(&values(c), &expected.values[k + i]))
+                    .map(|(i, _)| i);
+                if r.commands.len() < rows {
+                    Some(format!(
+                        "{} commands recorded for {rows} offline rows from the first: the node missed a tick; /clock at each command (ms from the start): {:?}",
+                        r.commands.len(),
+                        r.commands.iter().map(|c| (c["clock_ns"].as_i64().unwrap_or(0) - expected.stamp_ns[0]) / 1_000_000).collect::<Vec<_>>()
+                    ))
+                } else if let Some(i) = differs {
+                    let msg = format!(
+                        "command {i}: {:?} vs offline row {} {:?}",
+                        values(&r.commands[i]),
+                        k + i,
+                        expected.values[k + i]
+                    );
+                    // Only a player that fell behind excuses a different value.
+                    assert!(
+                        player_late_ms > PLAYER_LATE_MS,
+                        "{msg} (the player kept in time: {player_late_ms:.1} ms late at most)\n{}",
+                        r.context
+                    );
+                    Some(msg)
+                } else {
+                    None
+                }
+            }
+        };
+        match problem {
+            None => {
+                // Row 1 on time; a later row when the first chunk took longer than a tick
+                // (the node skips the rows already past, as a tick-indexed plan does).
+                run = Some((r, found.expect("matched")));
+                break;
+            }
+            Some(p) => {
+                eprintln!(
+                    "attempt {attempt}: {p} (starved of CPU; the player was {player_late_ms:.1} ms late at most)"
+                );
+                assert!(
+                    attempt < ATTEMPTS,
+                    "no undisturbed run in {ATTEMPTS} attempts; the last: {p}\n{}",
+                    r.context
+                );
+            }
         }
-        eprintln!(
-            "attempt {attempt}: {} commands recorded for {} offline rows after the first: the node missed a tick \
-             (starved of CPU); /clock at each command (ms from the start): {:?}",
-            r.commands.len(),
-            expected.values.len() - offset,
-            r.commands.iter().map(|c| (c["clock_ns"].as_i64().unwrap_or(0) - expected.stamp_ns[0]) / 1_000_000).collect::<Vec<_>>()
-        );
-        assert!(
-            attempt < ATTEMPTS,
-            "the node missed ticks in all {ATTEMPTS} attempts\n{}",
-            r.context
-        );
     }
-    let LiveRun {
-        commands,
-        done,
-        context,
-    } = run.expect("a complete run");
+    let (
+        LiveRun {
+            commands,
+            done,
+            context,
+        },
+        offset,
+    ) = run.expect("a complete run");
 
     let tick_walls: std::collections::HashMap<i64, f64> = done["tick_walls"]
         .as_array()
@@ -402,31 +458,21 @@ fn live_equals_offline_on(
             .get(&tick_ns)
             .copied()
             .unwrap_or_else(|| panic!("tick {tick_ns} was not played\n{context}"));
-        let latency = c["recv_unix"].as_f64().unwrap() - due;
-        latencies.push(latency);
-        assert!(
-            latency > -0.001 && latency < LATENCY_BOUND.as_secs_f64(),
-            "command {i} (tick {tick_ns}) arrived {:.1} ms after its tick's /clock was published (bound {LATENCY_BOUND:?})\n{context}",
-            latency * 1e3
-        );
+        // Reported, not asserted: how long a (possibly loaded) machine took.
+        latencies.push(c["recv_unix"].as_f64().unwrap() - due);
         // Sim time: the recorder's newest /clock when the command arrived. It sees /clock
-        // and the command on separate paths, so one may overtake the other: within a period
-        // of the tick (exactly the tick's time for most commands: reported).
+        // and the command on separate paths, so the command may overtake its tick's /clock
+        // by a little; it can never come a period earlier (how much later depends on load).
         let clock = c["clock_ns"].as_i64().unwrap_or(0);
         assert!(
-            (clock - tick_ns).abs() <= period_ns,
-            "command {i} (tick {tick_ns}) arrived at /clock {clock} ({:+.1} ms): not on its tick\n{context}",
+            clock >= tick_ns - period_ns,
+            "command {i} (tick {tick_ns}) arrived at /clock {clock} ({:+.1} ms): before its tick\n{context}",
             (clock - tick_ns) as f64 / 1e6
         );
         on_tick_clock += usize::from(clock == tick_ns);
     }
     latencies.sort_by(f64::total_cmp);
     let median = latencies[latencies.len() / 2];
-    assert!(
-        median < MEDIAN_LATENCY_BOUND.as_secs_f64(),
-        "median latency {:.1} ms (bound {MEDIAN_LATENCY_BOUND:?}): the node does not tick on /clock\n{context}",
-        median * 1e3
-    );
     eprintln!(
         "live replay: {} commands equal to offline rows {offset}..{} in order (max |diff| {worst_value:.2e}); \
          latency tick /clock -> recorder median {:.1} ms, max {:.1} ms; {on_tick_clock} received at their tick's \

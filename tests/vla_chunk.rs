@@ -225,6 +225,11 @@ fn ov_tokenizer_equals_openvino_tokenizers() {
     let want: Vec<(Vec<i64>, Vec<i64>)> =
         serde_json::from_value(common::run_peer("ov_tokenizer_peer.py", &args)).unwrap();
     let mut tok = OvTokenizer::load(&tmp.path().join("tokenizer.xml")).unwrap();
+    assert_eq!(
+        want.len(),
+        texts.len(),
+        "one openvino_tokenizers answer per text"
+    );
     for (text, (ids, mask)) in texts.iter().zip(&want) {
         let (got_ids, got_mask) = tok.tokenize(text).unwrap();
         assert_eq!(&got_ids, ids, "{text}");

@@ -111,6 +111,7 @@ fn vla_image_and_prompt_steps_equal_physicalai() {
         );
     }
     let results = physicalai_oracle(&jobs);
+    assert_eq!(results.len(), cases.len(), "one oracle answer per case");
     for (k, (c, r)) in cases.iter().zip(&results).enumerate() {
         assert_eq!(r["ok"], json!(true), "{}: physicalai failed: {r}", c.what);
         let mut obs = Observation::new();
@@ -180,6 +181,7 @@ fn new_line_equals_physicalai() {
         json!({"what": "processor", "type": "new_line", "inputs": {}, "task": "stack it", "out": "/dev/null"}),
         json!({"what": "processor", "type": "new_line", "inputs": {}, "task": "stack it\n", "out": "/dev/null"}),
     ]);
+    assert_eq!(r.len(), 2, "one oracle answer per task");
     for (task, r) in ["stack it", "stack it\n"].iter().zip(&r) {
         let mut obs = Observation::new();
         obs.set_text(TASK, *task);

@@ -85,6 +85,7 @@ fn rtc_equals_physicalai_rtc_execution() {
                 actions.into_iter().flatten().collect(),
             )
             .unwrap();
+            assert_eq!(got.shape(), want.shape(), "{backend}: executed actions");
             let d = got
                 .iter()
                 .zip(want.iter())
@@ -95,101 +96,5 @@ fn rtc_equals_physicalai_rtc_execution() {
             );
             assert!(d <= TOL, "{backend} guidance {weight}: {d}");
         }
-    }
-}
-
-/// Figures, run by hand (`tools/cargo test --release --test vla_rtc -- --ignored
-/// --nocapture`): the RTC fixture (chunk 16) with its inference slowed to 5 ticks (165 ms at
-/// 30 Hz; a chunk of 16 cannot hide much more: each switch leaves 16 - delay rows),
-/// on the real clock with the asynchronous worker, delay 6 and horizon 8 (the guidance must
-/// reach past the delay), guided (rtc) against the same run with
-/// guidance 0 (replace). Reports overruns after the first chunk and the command's step at the
-/// chunk switches against inside chunks.
-#[test]
-#[ignore = "timing figures, run by hand"]
-fn slow_inference_figures() {
-    use std::time::{Duration, Instant};
-    let period = Duration::from_secs_f64(1.0 / 30.0);
-    let slow = Duration::from_millis(165);
-    let state = reference("vla_pi05_rtc", "state");
-    let top = reference("vla_pi05_rtc", "images.top");
-    let wrist = reference("vla_pi05_rtc", "images.wrist");
-    for (label, weight) in [("rtc (guided)", 5.0), ("replace (guidance 0)", 0.0)] {
-        let dir = fixture("vla_pi05_rtc/onnx");
-        let model = InferenceModel::builder(&dir)
-            .threads(1)
-            .tokenizer_dir(fixture("vla_hf_home/hub"))
-            .build()
-            .unwrap();
-        let rtc = RtcSettings::from_ports(model.predictor().inputs(), 8, weight, 0).unwrap();
-        // Delay 6 ticks: the 165 ms inference plus a tick of margin.
-        let mut policy = ControlPolicy::new(model, RefillMode::Asynchronous, 6).with_rtc(rtc);
-        let (mut actions, mut switches, mut overruns, mut first) =
-            (Vec::new(), Vec::new(), 0, None);
-        let start = Instant::now();
-        let mut last_switch = None;
-        for t in 0..300usize {
-            let due = start + period * t as u32;
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let mut obs = Observation::new();
-            obs.insert("state", state.index_axis(Axis(0), t % 64).to_owned());
-            obs.insert("images.top", top.clone());
-            obs.insert("images.wrist", wrist.clone());
-            obs.set_text("task", "pick up the red cube");
-            let outcome = policy
-                .tick(move || {
-                    std::thread::sleep(slow);
-                    Ok(obs)
-                })
-                .unwrap();
-            match outcome {
-                TickOutcome::Action(a) => {
-                    first.get_or_insert(t);
-                    actions.push((t, a.to_vec()));
-                }
-                TickOutcome::Overrun if first.is_some() => overruns += 1,
-                TickOutcome::Overrun => {}
-            }
-            let s = policy.scheduler().last_switch();
-            if s != last_switch {
-                switches.push(t);
-                last_switch = s;
-            }
-        }
-        let step = |i: usize| -> f64 {
-            actions[i]
-                .1
-                .iter()
-                .zip(&actions[i - 1].1)
-                .map(|(a, b)| f64::from((a - b).abs()))
-                .fold(0.0, f64::max)
-        };
-        let (mut at, mut inside) = (Vec::new(), Vec::new());
-        for i in 1..actions.len() {
-            if actions[i].0 != actions[i - 1].0 + 1 {
-                continue;
-            }
-            if switches.contains(&actions[i].0) {
-                at.push(step(i));
-            } else {
-                inside.push(step(i));
-            }
-        }
-        let med = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(0.0)
-        };
-        let max_at = at.iter().copied().fold(0.0, f64::max);
-        println!(
-            "{label}: {} commands, {overruns} overrun(s) after the first chunk, {} switches; \
-             step at switches median {:.4} max {:.4} rad, inside chunks median {:.4} rad",
-            actions.len(),
-            at.len(),
-            med(&mut at),
-            max_at,
-            med(&mut inside)
-        );
     }
 }

@@ -13,7 +13,11 @@ tools/setup.sh
 # shellcheck disable=SC1091
 source .venv/policy_node.env
 jazzy=0
-if [ "$POLICY_NODE_ROS_FROM_VENV" = 1 ] && [ "${POLICY_NODE_TEST_JAZZY:-1}" = 1 ]; then
+if [ "$POLICY_NODE_ROS_FROM_VENV" != 1 ]; then
+  echo "[test] the ROS 2 Jazzy leg is left out: a sourced ROS 2 install (ROS_DISTRO=${ROS_DISTRO:-?}) is the one distro tested"
+elif [ "${POLICY_NODE_TEST_JAZZY:-1}" != 1 ]; then
+  echo "[test] the ROS 2 Jazzy leg is left out: POLICY_NODE_TEST_JAZZY=${POLICY_NODE_TEST_JAZZY}"
+else
   jazzy=1
   # The Jazzy wheels in .venv-jazzy; then the default (Kilted) again for .cargo/config.toml.
   POLICY_NODE_ROS_DISTRO=jazzy tools/setup.sh

@@ -9,8 +9,17 @@
 //! - `f64`: exact;
 //! - integers (`i64`, `i32`, `u8`): truncated toward zero (as NumPy's `astype` and torch's `.to`
 //!   do); a value that is not finite or whose truncation does not fit the type is an error
-//!   naming the tensor, the element and the type, never a silent wrap-around;
+//!   naming the tensor, the element and the type, never a silent wrap-around. `i64` ports take
+//!   the `i32` range, `[-2^31, 2^31)`: OpenVINO's CPU plugin computes `i64` in `i32` and would
+//!   wrap anything beyond it (1e12 + 1 came back as -727384060), so the range every backend
+//!   computes exactly is the rule for all of them (an `f32` holds integers exactly only up to
+//!   2^24 anyway);
 //! - `bool`: `v != 0`; NaN is an error.
+//!
+//! Every adapter converts integer and boolean inputs here (ONNX Runtime, OpenVINO, TorchScript,
+//! and the remote wire format below), so a value gives the same result, or the same error,
+//! whichever backend runs the model; `tests/conformance.rs` feeds each backend non-whole,
+//! huge and negative values to hold them to it.
 //!
 //! The wire form of the remote backend (the KServe v2 protocol's raw, little-endian, row-major
 //! bytes) is encoded and decoded here too ([`encode_le`], [`decode_le`]), so a value converts the
@@ -95,8 +104,8 @@ impl PortElement for i64 {
     const DTYPE: DType = DType::I64;
     #[inline]
     fn from_f32(v: f32) -> Option<Self> {
-        // [-2^63, 2^63)
-        truncated(v, -9.223_372e18, 9.223_372e18).map(|t| t as i64)
+        // [-2^31, 2^31): see the module docs.
+        truncated(v, -2_147_483_648.0, 2_147_483_648.0).map(|t| t as i64)
     }
     #[inline]
     fn to_f32(self) -> f32 {
@@ -374,7 +383,15 @@ mod tests {
         let mut d = [0i64; 4];
         convert_into(&mut d, &arr(&[2.7, -2.7, 0.0, -0.5]).view(), "idx").unwrap();
         assert_eq!(d, [2, -2, 0, 0]);
-        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e19, -1e19] {
+        for bad in [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e19,
+            -1e19,
+            3e9,
+            -1e12,
+        ] {
             let e = convert_into(&mut d, &arr(&[0.0, 1.0, bad, 0.0]).view(), "idx").unwrap_err();
             assert_eq!((e.index, e.dtype.clone()), (2, DType::I64), "{bad}");
             let msg = e.to_string();
@@ -383,9 +400,11 @@ mod tests {
                 "{msg}"
             );
         }
-        // The exact bounds: -2^63 fits, 2^63 does not.
-        assert_eq!(i64::from_f32(-9.223_372e18), Some(i64::MIN));
-        assert_eq!(i64::from_f32(9.223_372e18), None);
+        // The exact bounds: -2^31 fits, 2^31 does not (for i64 ports too, see the module docs).
+        assert_eq!(i64::from_f32(-2_147_483_648.0), Some(-2_147_483_648));
+        assert_eq!(i64::from_f32(-2_147_483_648.9), Some(-2_147_483_648));
+        assert_eq!(i64::from_f32(2_147_483_520.0), Some(2_147_483_520));
+        assert_eq!(i64::from_f32(2_147_483_648.0), None);
         assert_eq!(i32::from_f32(2_147_483_520.0), Some(2_147_483_520));
         assert_eq!(i32::from_f32(2_147_483_648.0), None);
         assert_eq!(u8::from_f32(255.9), Some(255));

@@ -16,8 +16,9 @@
 //!   `output_shapes`, without the batch dimension; batch 1 is prepended). An input without a
 //!   metadata shape has unknown rank (empty `shape`) and accepts any shape.
 //! - **Input element types** from the optional metadata key `input_dtypes`
-//!   (`{x: float16, idx: int64}`); default f32. Inputs are converted from f32 with torch's cast
-//!   (integers truncate toward zero).
+//!   (`{x: float16, idx: int64}`); default f32. Float inputs are converted from f32 with
+//!   torch's cast; integer and boolean inputs by the rule every backend shares
+//!   ([`super::ports`]: integers truncate toward zero, what does not fit is an error).
 //! - **Output names**: a single tensor is named by the metadata's single `output_shapes` key,
 //!   else `action`; a tuple or list by the `output_shapes` keys (file order) when the count
 //!   matches, else `output_0, output_1, ...`; a dict by its keys. Outputs whose names or
@@ -45,6 +46,7 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use serde_yaml::Value;
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
+use super::ports::{self, PortElement};
 use super::{
     check_inputs, fmt_shape, join_names, select_device, DType, ExportBackend, RuntimeAdapter,
     RuntimeError, RuntimeOptions, TensorMap, TensorSpec,
@@ -330,17 +332,22 @@ impl RuntimeAdapter for TorchScriptAdapter {
                     given: join_names(inputs.iter().map(|(n, _)| *n)),
                 });
             };
-            check_integer_range(&spec.name, view, *kind)?;
-            let tensor =
-                to_tensor(view, *kind, loaded.device).map_err(|e| RuntimeError::Inference {
-                    backend: BACKEND,
-                    detail: format!(
-                        "cannot build input `{}` ({} {:?}): {e}",
-                        spec.name,
-                        spec.dtype,
-                        view.shape()
-                    ),
-                })?;
+            let built = match kind {
+                Kind::Int64 => port_tensor::<i64>(view, &spec.name, *kind, loaded.device)?,
+                Kind::Int => port_tensor::<i32>(view, &spec.name, *kind, loaded.device)?,
+                Kind::Uint8 => port_tensor::<u8>(view, &spec.name, *kind, loaded.device)?,
+                Kind::Bool => port_tensor::<bool>(view, &spec.name, *kind, loaded.device)?,
+                _ => to_tensor(view, *kind, loaded.device),
+            };
+            let tensor = built.map_err(|e| RuntimeError::Inference {
+                backend: BACKEND,
+                detail: format!(
+                    "cannot build input `{}` ({} {:?}): {e}",
+                    spec.name,
+                    spec.dtype,
+                    view.shape()
+                ),
+            })?;
             args.push(IValue::Tensor(tensor));
         }
         let result = loaded.module.forward_is(&args);
@@ -414,30 +421,37 @@ impl RuntimeAdapter for TorchScriptAdapter {
     }
 }
 
-/// Integer ports take f32 values that are finite and within the type's range; libtorch
-/// would otherwise convert NaN or 1e30 to an arbitrary integer without a word.
-fn check_integer_range(
-    name: &str,
+/// An integer or boolean input converted by the rule every backend shares ([`super::ports`]:
+/// truncation toward zero; a non-finite value or one that does not fit is an error naming the
+/// tensor), not by libtorch's cast, which would turn NaN or 1e30 into an arbitrary integer
+/// without a word. The outer error is the conversion's; the inner one libtorch's.
+fn port_tensor<T: PortElement + Default + tch::kind::Element>(
     view: &ArrayViewD<'_, f32>,
+    name: &str,
     kind: Kind,
-) -> Result<(), RuntimeError> {
-    let (lo, hi) = match kind {
-        Kind::Int64 => (i64::MIN as f64, i64::MAX as f64),
-        Kind::Int => (f64::from(i32::MIN), f64::from(i32::MAX)),
-        Kind::Int16 => (f64::from(i16::MIN), f64::from(i16::MAX)),
-        Kind::Int8 => (f64::from(i8::MIN), f64::from(i8::MAX)),
-        Kind::Uint8 => (0.0, 255.0),
-        _ => return Ok(()),
-    };
-    match view.iter().position(|v| !(v.is_finite() && f64::from(*v) >= lo && f64::from(*v) <= hi)) {
-        None => Ok(()),
-        Some(index) => Err(RuntimeError::Inference {
-            backend: BACKEND,
-            detail: format!(
-                "input `{name}` holds {} at flat index {index}, which does not fit its integer type {kind:?}",
-                view.iter().nth(index).copied().unwrap_or(f32::NAN)
-            ),
-        }),
+    device: Device,
+) -> Result<Result<Tensor, tch::TchError>, RuntimeError> {
+    let mut data = vec![T::default(); view.len()];
+    ports::convert_into(&mut data, view, name).map_err(|e| RuntimeError::Inference {
+        backend: BACKEND,
+        detail: e.to_string(),
+    })?;
+    Ok(slice_tensor(&data, view.shape(), kind, device))
+}
+
+/// `data` as a tensor of shape `shape` on `device`.
+fn slice_tensor<T: tch::kind::Element>(
+    data: &[T],
+    shape: &[usize],
+    kind: Kind,
+    device: Device,
+) -> Result<Tensor, tch::TchError> {
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    let t = Tensor::f_from_slice(data)?.f_view_(dims.as_slice())?;
+    if device == Device::Cpu {
+        Ok(t)
+    } else {
+        t.f_to_device_(device, kind, false, false)
     }
 }
 

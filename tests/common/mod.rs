@@ -165,7 +165,17 @@ pub fn physicalai_oracle(jobs: &[serde_json::Value]) -> Vec<serde_json::Value> {
     let file = dir.path().join("jobs.json");
     std::fs::write(&file, serde_json::to_string(jobs).unwrap()).unwrap();
     match run_peer("physicalai_oracle.py", &[&file]) {
-        serde_json::Value::Array(results) => results,
+        serde_json::Value::Array(results) => {
+            // Callers zip the answers with their own cases: a short answer would pass unseen.
+            assert_eq!(
+                results.len(),
+                jobs.len(),
+                "the oracle answered {} result(s) for {} job(s)",
+                results.len(),
+                jobs.len()
+            );
+            results
+        }
         other => panic!("the oracle answered {other}, not one result per job"),
     }
 }

@@ -9,8 +9,11 @@ period between the first and the last message, so a ROS timer on sim time (rcl k
 phases on multiples of the period) fires exactly on the replay's tick grid, and the node's
 clock reads the tick's time while it ticks.
 
-Usage: bag_player.py BAG [--rate HZ] [--clock-subscribers N] [--settle S] [--discovery-timeout S]
-                      [--duration S [--loop-gap S]]
+Usage: bag_player.py BAG [--rate HZ] [--speed X] [--clock-subscribers N] [--settle S]
+                      [--discovery-timeout S] [--duration S [--loop-gap S]]
+
+``--speed X``: sim time runs at X times real time (default 1). Below 1, a subscriber that
+ticks on its own clock instead of ``/clock`` ticks more often than the bag's tick grid.
 
 Looping (``--duration S``, tools/run_demo.sh): the bag is played again and again, each
 repetition shifted forward in time by the bag's span plus ``--loop-gap`` (default 0.5 s,
@@ -106,7 +109,10 @@ def main() -> int:
     parser.add_argument(
         "--loop-gap", type=float, default=0.5, help="seconds of /clock without messages between repetitions"
     )
+    parser.add_argument("--speed", type=float, default=1.0, help="sim seconds per real second")
     args = parser.parse_args()
+    if not args.speed > 0:
+        parser.error("--speed must be > 0")
     # The node's period: Duration::from_secs_f64(1 / rate) in whole nanoseconds.
     if not args.rate > 0:
         parser.error("--rate must be > 0")
@@ -154,7 +160,7 @@ def main() -> int:
     max_late = 0.0
     tick_walls = []
     for t in times:
-        target = wall0_mono + slip + (t - first) / 1e9
+        target = wall0_mono + slip + (t - first) / 1e9 / args.speed
         now = time.monotonic()
         if target > now:
             time.sleep(target - now)

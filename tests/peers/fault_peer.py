@@ -3,8 +3,12 @@
 
 Publishes ``sensor_msgs/JointState`` (joint1..N) and ``sensor_msgs/Image`` (rgb8) at their own
 rates, optionally ``/clock`` (then every stamp is on that simulated time), records what
-policy_node commands (``std_msgs/Float64MultiArray``) and reports on ``/diagnostics``, and
-prints ``RESULT {json}`` at the end (``MINUTE {json}`` lines during a soak).
+policy_node commands (``std_msgs/Float64MultiArray``; ``sensor_msgs/JointState`` with
+``--config '{"command_type": "joint_state"}'``, then with the node's stamp of each command's
+tick) and reports on ``/diagnostics``, and prints ``RESULT {json}`` at the end (``MINUTE
+{json}`` lines during a soak). Each phase is marked with its start and end on this process's
+monotonic clock (``t0``, ``t1``) and on the ROS clock the messages are stamped with
+(``stamp0_ns``, ``stamp1_ns``).
 
 The joint state is ``[c, s1, s2, s3, 0, 0, ...]``: ``c`` counts the joint messages sent
 (``0.01`` per message), so a command from the fault fixture (``tools/make_fault_fixture.py``:
@@ -77,9 +81,14 @@ class Robot(Node):
         self.h, self.w = h, w
         self.joint_pub = self.create_publisher(JointState, cfg.get("joint_topic", "joint_states"), 10)
         self.image_pub = self.create_publisher(Image, cfg.get("image_topic", "image_raw"), qos_profile_sensor_data)
-        self.commands = []  # [(monotonic s, counter when received, [values])]
-        self.create_subscription(Float64MultiArray, cfg.get("command_topic", "joint_commands"), self.on_command,
-                                 QoSProfile(depth=500))
+        # [(monotonic s, counter when received, [values], the node's stamp in ns or None)]
+        self.commands = []
+        if cfg.get("command_type") == "joint_state":
+            self.create_subscription(JointState, cfg.get("command_topic", "joint_commands"), self.on_joint_command,
+                                     QoSProfile(depth=500))
+        else:
+            self.create_subscription(Float64MultiArray, cfg.get("command_topic", "joint_commands"), self.on_command,
+                                     QoSProfile(depth=500))
         self.diagnostics = []
         self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 50)
         if self.sim:
@@ -145,7 +154,13 @@ class Robot(Node):
     def on_command(self, msg):
         values = [v if math.isfinite(v) else str(v) for v in msg.data]
         with self.lock:
-            self.commands.append((time.monotonic(), self.counter(), values))
+            self.commands.append((time.monotonic(), self.counter(), values, None))
+
+    def on_joint_command(self, msg):
+        values = [v if math.isfinite(v) else str(v) for v in msg.position]
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self.lock:
+            self.commands.append((time.monotonic(), self.counter(), values, stamp))
 
     def on_diagnostics(self, msg):
         for st in msg.status:
@@ -184,9 +199,10 @@ def run_phases(robot: Robot, phases: list) -> list:
         robot.camera_on = bool(change.get("camera", True))
         if "jump_s" in change:
             robot.jump_clock(float(change["jump_s"]))
-        marks.append({"name": name, "t0": time.monotonic(), "counter0": robot.counter()})
+        marks.append({"name": name, "t0": time.monotonic(), "stamp0_ns": robot.now_ns(), "counter0": robot.counter()})
         time.sleep(float(seconds))
         marks[-1]["t1"] = time.monotonic()
+        marks[-1]["stamp1_ns"] = robot.now_ns()
     return marks
 
 

@@ -10,7 +10,9 @@ Usage: node_peer.py SCENARIO [--config JSON]
 
 Scenarios:
   rate_offline        constant observation; command count over 3 s, first 20 commands,
-                      the observation sent (for the offline comparison), /diagnostics
+                      the observation sent (for the offline comparison), /diagnostics (the
+                      last, and every one with counters from 1.5 s before the window on,
+                      with its header stamp)
   reset_enable        constant observation; ~/reset mid-chunk, ~/enable false / true
   silent_camera       demo playback; the camera goes silent for 1.6 s, then returns
   bad_messages        wrong encoding, truncated image, unknown joint names, wrong state
@@ -18,6 +20,8 @@ Scenarios:
   multicam            constant observation on two cameras (one raw, one PNG compressed),
                       first 12 commands (any command type)
   stream              demo playback until killed; prints STREAMING at the first command
+  quiet               constant observation for --config duration_s seconds, no command
+                      awaited (a node that must refuse to start); the command count
   outage              constant observation until --config stop_file exists (the test takes
                       the inference server away and brings it back meanwhile); prints
                       STREAMING at the first command; reports every command with its time,
@@ -217,6 +221,8 @@ class Peer(Node):
             if st.name.endswith(": policy"):
                 entry = {
                     "t": time.monotonic(),
+                    # The node's clock when it published (its own time base).
+                    "stamp_ns": msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
                     "level": int.from_bytes(st.level, "little") if isinstance(st.level, bytes) else int(st.level),
                     "message": st.message,
                     "values": {kv.key: kv.value for kv in st.values},
@@ -432,12 +438,15 @@ def scenario_rate_offline(peer: Peer, cfg: dict) -> dict:
     with peer.lock:
         in_window = sum(1 for at, _ in peer.commands if t0 <= at < t1)
         first = [c for _, c in peer.commands[:20]]
-    wait_until(lambda: len(peer.diagnostics) > 0, 5, "a /diagnostics message")
+    wait_until(lambda: len(peer.diagnostics) > 0 and peer.diagnostics[-1]["t"] > t1, 5, "a /diagnostics message")
     with peer.lock:
         diag = peer.diagnostics[-1]
+        # The node's counters over the window and a little around it, with the node's stamps.
+        counted = [d for d in peer.diagnostics if "commands_total" in d["values"] and d["t"] >= t0 - 1.5]
     params = parameter_services(peer, cfg.get("node_name", "policy_node"))
     return {
         "parameters": params,
+        "all_diagnostics": counted,
         "window_s": t1 - t0,
         "window_count": in_window,
         "first_commands": first,
@@ -459,10 +468,12 @@ def scenario_reset_enable(peer: Peer, cfg: dict) -> dict:
     wait_until(lambda: peer.n_commands() >= reset["answered_at_index"] + 12, 5, "commands after the reset")
 
     off = peer.call(peer.enable_client, SetBool.Request(data=False))
+    off_answered_ns = time.time_ns()
     sleep(0.3)  # commands already on the wire
     mark_off = peer.n_commands()
-    sleep(1.0)
+    sleep(2.3)  # at least two /diagnostics (1 Hz) while disabled
     after_off = peer.n_commands()
+    enable_sent_ns = time.time_ns()
     on = peer.call(peer.enable_client, SetBool.Request(data=True))
     resumed_at = on["answered_at_index"]
     wait_until(lambda: peer.n_commands() >= max(resumed_at, after_off) + 10, 5, "commands after enable=true")
@@ -473,6 +484,10 @@ def scenario_reset_enable(peer: Peer, cfg: dict) -> dict:
         "reset": reset,
         "disable": off,
         "disabled_window": [mark_off, after_off],
+        # The node's /diagnostics stamped (its clock: system time here) after the disable was
+        # answered and before the enable was sent.
+        "diagnostics_disabled": [d for d in peer.diagnostics
+                                 if "commands_total" in d["values"] and off_answered_ns < d["stamp_ns"] < enable_sent_ns],
         "enable": on,
         "enabled_from_index": after_off,
         **observation_json(peer),
@@ -577,6 +592,15 @@ def scenario_stream(peer: Peer, cfg: dict) -> dict:
     deadline = time.monotonic() + float(cfg.get("duration_s", 60.0))
     while time.monotonic() < deadline:
         sleep(0.05)
+    return {"commands": peer.n_commands()}
+
+
+def scenario_quiet(peer: Peer, cfg: dict) -> dict:
+    """Good data for --config duration_s seconds without waiting for a command (a node that
+    should refuse to start); the number of commands received."""
+    peer.joints_mode, peer.images_mode = "good", "good"
+    print("PUBLISHING", flush=True)
+    sleep(float(cfg.get("duration_s", 5.0)))
     return {"commands": peer.n_commands()}
 
 
@@ -895,6 +919,7 @@ def scenario_live_params(peer: Peer, cfg: dict) -> dict:
     with peer.lock:
         r["after_limits"] = [c for _, c in peer.commands[mark + 2 : mark + 20]]
         r["parameter_events"] = list(peer.parameter_events)
+    r.update(observation_json(peer))
     return r
 
 
@@ -1021,6 +1046,7 @@ SCENARIOS = {
     "bad_messages": scenario_bad_messages,
     "multicam": scenario_multicam,
     "stream": scenario_stream,
+    "quiet": scenario_quiet,
     "outage": scenario_outage,
     "demo": scenario_demo,
     "bench": scenario_bench,
