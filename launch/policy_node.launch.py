@@ -23,10 +23,15 @@ Arguments:
                     file's value, else none)
 
 use_sim_time, autostart and io_map override the parameters file only when given on the
-command line: left out, the file's values (or the node's defaults) stand.
+command line: left out, the file's values (or the node's defaults) stand. With io_map:= and
+the package's own parameters file, the node gets that file without its flat wiring
+(joint_names, joint_state_topic, camera_topics, camera_inputs, command_topic, command_type),
+which the map replaces: `ros2 launch policy_node policy_node.launch.py export_dir:=...
+io_map:=robot.yaml` works as it is.
 """
 
 import os
+import tempfile
 
 import yaml
 from ament_index_python.packages import get_package_share_directory
@@ -37,6 +42,26 @@ from launch_ros.actions import Node
 
 # Launch arguments that set a parameter only when given (default ""), with the parameter's type.
 OPTIONAL_PARAMETERS = {"use_sim_time": bool, "autostart": bool, "io_map": str}
+# The parameters an I/O map replaces (the node refuses a map next to any of them set).
+FLAT_WIRING = ("joint_names", "joint_state_topic", "camera_topics", "camera_inputs", "command_topic", "command_type")
+
+
+def default_params_file():
+    return os.path.join(get_package_share_directory("policy_node"), "config", "policy_node.yaml")
+
+
+def without_flat_wiring(path):
+    """A copy of parameters file `path` without the flat wiring parameters (a temporary file)."""
+    with open(path) as f:
+        content = yaml.safe_load(f) or {}
+    for entry in content.values():
+        params = (entry or {}).get("ros__parameters", {})
+        for name in FLAT_WIRING:
+            params.pop(name, None)
+    out = tempfile.NamedTemporaryFile("w", prefix="policy_node_params_", suffix=".yaml", delete=False)
+    with out:
+        yaml.safe_dump(content, out)
+    return out.name
 
 
 def parameter_value(name, text, kind):
@@ -62,6 +87,9 @@ def node_action(context):
         text = arg(name)
         if text != "":
             overrides[name] = parameter_value(name, text, kind)
+    params_file = arg("params_file")
+    if "io_map" in overrides and os.path.realpath(params_file) == os.path.realpath(default_params_file()):
+        params_file = without_flat_wiring(params_file)
     node = Node(
         package="policy_node",
         executable="policy_node",
@@ -69,7 +97,7 @@ def node_action(context):
         namespace=arg("namespace"),
         output="screen",
         emulate_tty=True,
-        parameters=[arg("params_file"), overrides],
+        parameters=[params_file, overrides],
         remappings=[
             ("joint_states", arg("joint_states")),
             ("image_raw", arg("image_raw")),
@@ -83,7 +111,7 @@ def node_action(context):
 
 
 def generate_launch_description():
-    default_params = os.path.join(get_package_share_directory("policy_node"), "config", "policy_node.yaml")
+    default_params = default_params_file()
     args = [
         DeclareLaunchArgument("export_dir", description="export directory of the policy (model + metadata.yaml)"),
         DeclareLaunchArgument("params_file", default_value=default_params, description="ROS parameters file"),

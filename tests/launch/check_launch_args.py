@@ -206,7 +206,7 @@ def run_checks(tmp, record, checks):
             p.get("export_dir", (None,))[0] == "/exports/act",
             p.get("export_dir"),
         )
-        checks.check(f"{label}: no io_map parameter", "io_map" not in p, p.get("io_map"))
+        checks.check(f"{label}: no io_map (or the empty one)", p.get("io_map", ("",))[0] == "", p.get("io_map"))
         checks.check(f"{label}: the user's file is passed", user_file in start["params_files"], start["argv"])
 
     # (2) Given on the command line, they override the file.
@@ -240,6 +240,16 @@ def run_checks(tmp, record, checks):
         v = values(start)
         checks.check(f"{label}: io_map /x.yaml", v.get("io_map") == "/x.yaml", v.get("io_map"))
         checks.check(f"{label}: autostart still the file's", v.get("autostart") is False, v.get("autostart"))
+
+    # With the package's own parameters file, io_map:= drops the flat wiring the map replaces.
+    label = "io_map:=/x.yaml, the package's parameters file"
+    start = one_start(checks, label, *launch(["export_dir:=/exports/act", "io_map:=/x.yaml"], record))
+    if start:
+        p = parameters(start)
+        checks.check(f"{label}: io_map /x.yaml", p.get("io_map", (None,))[0] == "/x.yaml", p.get("io_map"))
+        flat = [n for n in ("joint_names", "joint_state_topic", "camera_topics", "camera_inputs", "command_topic", "command_type") if n in p]
+        checks.check(f"{label}: no flat wiring parameter reaches the node", not flat, flat)
+        checks.check(f"{label}: the file's other parameters do", "control_rate_hz" in p, sorted(p))
 
     label = "io_map in the params file"
     start = one_start(checks, label, *launch(["export_dir:=/exports/act", f"params_file:={user_file_io}"], record))
@@ -285,7 +295,7 @@ def run_checks(tmp, record, checks):
             p.get("export_dir", (None,))[0] == "/exports/act",
             p.get("export_dir"),
         )
-        checks.check(f"{label}: no io_map parameter", "io_map" not in p, p.get("io_map"))
+        checks.check(f"{label}: no io_map (or the empty one)", p.get("io_map", ("",))[0] == "", p.get("io_map"))
         checks.check(f"{label}: --log-level info", "--log-level info" in " ".join(args), args)
         checks.check(f"{label}: node name policy_node", "__node:=policy_node" in args, args)
 
