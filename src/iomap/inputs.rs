@@ -484,11 +484,8 @@ outputs:
         assert!((age.unwrap() - 199.99999).abs() < 1e-3, "{age:?}");
     }
 
-    #[test]
-    fn a_message_missing_a_selected_field_makes_its_source_stale() {
-        let map = IoMap::parse(MAP).unwrap();
-        let mut inputs = Inputs::new(&map.inputs);
-        let fresh = Freshness::new(Duration::from_secs(1));
+    /// One good message on each source of `MAP` at time 1.
+    fn feed_all(inputs: &mut Inputs) {
         inputs
             .on_message(0, 1, &js(&["a", "b"], &[1.0, 2.0]))
             .unwrap();
@@ -498,6 +495,14 @@ outputs:
         inputs
             .on_message(2, 1, &InputMessage::Fields(vec![0.0; 7]))
             .unwrap();
+    }
+
+    #[test]
+    fn a_message_missing_a_selected_field_makes_its_source_stale() {
+        let map = IoMap::parse(MAP).unwrap();
+        let mut inputs = Inputs::new(&map.inputs);
+        let fresh = Freshness::new(Duration::from_secs(1));
+        feed_all(&mut inputs);
         assert_eq!(inputs.stale(1, &fresh), None);
         let e = inputs
             .on_message(1, 2, &InputMessage::Array(vec![0.0]))
@@ -535,15 +540,7 @@ outputs:
         let map = IoMap::parse(MAP).unwrap();
         let mut inputs = Inputs::new(&map.inputs).keep_last_good_on_refusal(true);
         let fresh = Freshness::new(Duration::from_secs(1));
-        inputs
-            .on_message(0, 1, &js(&["a", "b"], &[1.0, 2.0]))
-            .unwrap();
-        inputs
-            .on_message(1, 1, &InputMessage::Array(vec![0.0, 1.0]))
-            .unwrap();
-        inputs
-            .on_message(2, 1, &InputMessage::Fields(vec![0.0; 7]))
-            .unwrap();
+        feed_all(&mut inputs);
         // A message without `a`: refused, nothing of it kept.
         assert!(inputs.on_message(0, 2, &js(&["b"], &[5.0])).is_err());
         assert_eq!(inputs.stale(2, &fresh), None);

@@ -224,15 +224,26 @@ fn string(cx: &Ctx<'_>, path: &str, v: &Value) -> Result<String, IoMapError> {
     }
 }
 
-fn strings(cx: &Ctx<'_>, path: &str, v: &Value) -> Result<Vec<String>, IoMapError> {
+/// A list whose items `item` reads (each error at `path[i]`); `what` names the items.
+fn list<T>(
+    cx: &Ctx<'_>,
+    path: &str,
+    v: &Value,
+    what: &str,
+    item: fn(&Ctx<'_>, &str, &Value) -> Result<T, IoMapError>,
+) -> Result<Vec<T>, IoMapError> {
     let Value::Sequence(items) = v else {
-        return Err(cx.err(path, format!("must be a list of strings, got {}", kind(v))));
+        return Err(cx.err(path, format!("must be a list of {what}, got {}", kind(v))));
     };
     items
         .iter()
         .enumerate()
-        .map(|(i, x)| string(cx, &format!("{path}[{i}]"), x))
+        .map(|(i, x)| item(cx, &format!("{path}[{i}]"), x))
         .collect()
+}
+
+fn strings(cx: &Ctx<'_>, path: &str, v: &Value) -> Result<Vec<String>, IoMapError> {
+    list(cx, path, v, "strings", string)
 }
 
 fn index(cx: &Ctx<'_>, path: &str, v: &Value) -> Result<usize, IoMapError> {
@@ -253,14 +264,7 @@ fn index(cx: &Ctx<'_>, path: &str, v: &Value) -> Result<usize, IoMapError> {
 }
 
 fn indices(cx: &Ctx<'_>, path: &str, v: &Value) -> Result<Vec<usize>, IoMapError> {
-    let Value::Sequence(items) = v else {
-        return Err(cx.err(path, format!("must be a list of indices, got {}", kind(v))));
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, x)| index(cx, &format!("{path}[{i}]"), x))
-        .collect()
+    list(cx, path, v, "indices", index)
 }
 
 fn number(cx: &Ctx<'_>, path: &str, v: &Value) -> Result<f64, IoMapError> {
