@@ -25,7 +25,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-ALL_TARGETS=(metadata manifest params npy image_raw image_compressed cdr)
+ALL_TARGETS=(metadata manifest params io_map npy image_raw image_compressed cdr)
 runs=""
 time_s=""
 jobs=1
@@ -97,6 +97,7 @@ corpus_dirs() {
     metadata) echo "tests/cases/metadata" ;;
     manifest) echo "tests/cases/manifest" ;;
     params) echo "tests/cases/params config" ;;
+    io_map) echo "tests/cases/io_map" ;;
   esac
 }
 
