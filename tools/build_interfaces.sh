@@ -105,6 +105,9 @@ else
     || { tail -n 40 "$build.build.log" >&2; exit 1; }
   cmake --install "$build" >"$build.install.log" 2>&1 \
     || { tail -n 40 "$build.install.log" >&2; exit 1; }
+  # colcon's marker: a colcon-made setup.bash over install/ then finds this prefix too.
+  mkdir -p "$prefix/share/colcon-core/packages"
+  printf 'action_msgs:rosidl_default_runtime' >"$prefix/share/colcon-core/packages/$pkg"
   echo "$istamp" >"$prefix/.build-stamp"
   log "built and installed into $prefix in $((SECONDS - start)) s"
 fi

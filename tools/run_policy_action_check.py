@@ -50,7 +50,7 @@ def main() -> int:
     rclpy.init()
     server_node = Node("run_policy_server")
     client_node = Node("run_policy_client")
-    ActionServer(server_node, RunPolicy, "/policy_node/run_policy", execute)
+    server = ActionServer(server_node, RunPolicy, "/policy_node/run_policy", execute)
     client = ActionClient(client_node, RunPolicy, "/policy_node/run_policy")
     executor = MultiThreadedExecutor()
     executor.add_node(server_node)
@@ -98,7 +98,11 @@ def main() -> int:
         print("OK: RunPolicy round trip" if ok else "FAIL: unexpected values")
         return 0 if ok else 1
     finally:
+        # Stop and join the spin thread before destroying anything it may still touch.
         executor.shutdown()
+        spin.join(timeout=5.0)
+        client.destroy()
+        server.destroy()
         server_node.destroy_node()
         client_node.destroy_node()
         rclpy.try_shutdown()
