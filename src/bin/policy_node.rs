@@ -24,23 +24,8 @@ fn main() -> ExitCode {
         Ok(_summary) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit_code();
-            eprintln!("policy_node: {}", with_causes(&e));
+            eprintln!("policy_node: {}", ros::error_line(&e));
             ExitCode::from(code)
         }
     }
-}
-
-/// The error and each cause in its chain not already part of the message (most of our errors
-/// already quote their cause: it is said once).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !message.contains(&text) {
-            message = format!("{message}: {text}");
-        }
-        cause = c.source();
-    }
-    message
 }

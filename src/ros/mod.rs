@@ -30,5 +30,5 @@ pub mod params;
 pub mod stats;
 pub mod wiring;
 
-pub use node::{run, NodeError, Summary, NODE_NAME};
+pub use node::{error_line, run, NodeError, Summary, NODE_NAME};
 pub use params::Cli;

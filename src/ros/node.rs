@@ -976,6 +976,16 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         }
         Ok::<_, NodeError>(reason)
     });
+    if let Err(e) = &signal {
+        // The start failed (a configuration error at autostart, a refused transition):
+        // nothing was commanded and nothing needs an orderly end. Say why and exit at once,
+        // without tearing down DDS and the runtimes' threads, so that no teardown of theirs
+        // can turn the exit status into a crash.
+        eprintln!("policy_node: {}", error_line(e));
+        std::io::Write::flush(&mut std::io::stderr()).ok();
+        // SAFETY: `_exit` ends the process; nothing runs after it.
+        unsafe { libc::_exit(i32::from(e.exit_code())) }
+    }
     // Stop the tasks (they hold the publishers and services), then the spin thread.
     drop(local);
     drop(runtime);
@@ -990,6 +1000,21 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
     drop(shared);
     drop(node);
     Ok(Summary { signal, line })
+}
+
+/// The error and each cause in its chain not already part of the message (most of our errors
+/// already quote their cause: it is said once).
+pub fn error_line(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = c.source();
+    }
+    message
 }
 
 /// `~/change_state`: each request resolved as rclcpp does and started at once (so a second
