@@ -27,8 +27,10 @@ pub mod logging;
 pub mod node;
 pub mod param_services;
 pub mod params;
+pub mod process;
 pub mod stats;
 pub mod wiring;
 
-pub use node::{error_line, run, NodeError, Summary, NODE_NAME};
+pub use node::{run, NodeError, Summary, NODE_NAME};
 pub use params::Cli;
+pub use process::error_line;

@@ -58,6 +58,7 @@ use super::lifecycle::{Machine, Outcome, Refusal, State, Transition, Work, TRANS
 use super::logging::{self, held_back, Throttle};
 use super::param_services::{ParamHost, ParamServices, TopicSets};
 use super::params::{self, Cli};
+use super::process::{error_line, set_realtime_priority};
 use super::stats::{ms, RunStats, TickKind};
 use super::wiring::{self, Publishers};
 use crate::control::param_specs::{ParamStore, Phase};
@@ -1002,21 +1003,6 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
     Ok(Summary { signal, line })
 }
 
-/// The error and each cause in its chain not already part of the message (most of our errors
-/// already quote their cause: it is said once).
-pub fn error_line(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !message.contains(&text) {
-            message = format!("{message}: {text}");
-        }
-        cause = c.source();
-    }
-    message
-}
-
 /// `~/change_state`: each request resolved as rclcpp does and started at once (so a second
 /// request during a long configure is refused as busy, not queued); the response is sent
 /// when the transition has ended.
@@ -1114,34 +1100,6 @@ async fn lifecycle_queries<A, B, C, D>(
             }
             else => break,
         }
-    }
-}
-
-/// Puts the calling thread under `SCHED_FIFO` at `priority`, reset on fork (threads it starts
-/// later get normal priority). Fails without `CAP_SYS_NICE` or a high enough `rtprio` limit.
-fn set_realtime_priority(priority: i32) -> std::io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param {
-            sched_priority: priority,
-        };
-        // SAFETY: plain system call on the calling thread (pid 0) with a valid parameter.
-        let rc = unsafe {
-            libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = priority;
-        Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "real-time priority is only set on Linux",
-        ))
     }
 }
 
