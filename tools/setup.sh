@@ -91,6 +91,12 @@ install() {
   for f in "${todo[@]}"; do sha256sum <"$f" | cut -d' ' -f1 >"$v/.stamps/$(basename "$f").sha256"; done
 }
 install "$venv" tools/requirements.txt
+# openpi's client library, the reference the openpi tests talk to the same server with: pure
+# Python, installed without its pins (numpy<2 would downgrade the runtimes' numpy).
+if ! "$venv/bin/python" -c 'import importlib.metadata as m; assert m.version("openpi-client") == "0.1.2"' 2>/dev/null; then
+  log "installing openpi-client 0.1.2 into $venv (--no-deps)"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps openpi-client==0.1.2
+fi
 if ((ros_from_venv)); then
   case "$distro" in
     kilted) install "$venv" tools/requirements-ros.txt ;;

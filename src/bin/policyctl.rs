@@ -14,7 +14,7 @@ use policy_node::npy::{read_npy, write_npz, NpyData};
 use policy_node::policy::{InferenceModel, Observation};
 use policy_node::runtime::{
     check_port_shapes, fmt_shape, get_adapter, DeviceRequest, GraphOptimization, RemoteOptions,
-    RuntimeOptions, TensorSpec,
+    RemoteProtocol, RuntimeOptions, TensorSpec,
 };
 
 #[derive(Parser)]
@@ -48,9 +48,13 @@ struct RuntimeArgs {
     /// OpenVINO compiled-model cache directory.
     #[arg(long)]
     openvino_cache_dir: Option<PathBuf>,
-    /// Backend remote: the server, http://host:port (gRPC) or https://host:port (TLS).
+    /// Backend remote: the server, http://host:port (KServe v2 gRPC), https://host:port (TLS)
+    /// or ws://host:port (an openpi policy server).
     #[arg(long, value_name = "URL")]
     remote_url: Option<String>,
+    /// Backend remote: kserve or openpi (default: implied by --remote-url, ws:// is openpi).
+    #[arg(long, value_name = "PROTOCOL")]
+    remote_protocol: Option<String>,
     /// Backend remote: the model's name on the server (default: the policy's name).
     #[arg(long, value_name = "NAME")]
     remote_model: Option<String>,
@@ -81,6 +85,12 @@ impl RuntimeArgs {
             ca_file: self.remote_ca_file.clone(),
             ..Default::default()
         };
+        if let Some(p) = &self.remote_protocol {
+            remote.protocol = Some(
+                RemoteProtocol::resolve(p, &remote.url)
+                    .map_err(|e| anyhow::anyhow!("--remote-protocol: {e}"))?,
+            );
+        }
         if let Some(ms) = self.remote_timeout_ms {
             if !(ms.is_finite() && ms > 0.0 && ms <= 3_600_000.0) {
                 bail!("--remote-timeout-ms must be a number of milliseconds in (0, 3600000], got {ms}");
@@ -107,6 +117,7 @@ impl RuntimeArgs {
             }
         };
         s("remote_url", &self.remote_url);
+        s("remote_protocol", &self.remote_protocol);
         s("remote_model", &self.remote_model);
         s("remote_model_version", &self.remote_model_version);
         s(

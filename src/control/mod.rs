@@ -340,6 +340,11 @@ impl ControlLoop {
             timeout: Duration::from_secs_f64(params.remote_timeout_ms / 1e3),
             ca_file: (!params.remote_ca_file.is_empty())
                 .then(|| PathBuf::from(&params.remote_ca_file)),
+            protocol: crate::runtime::RemoteProtocol::resolve(
+                &params.remote_protocol,
+                &params.remote_url,
+            )
+            .ok(),
             ..Default::default()
         });
         if params.threads > 0 {

@@ -134,8 +134,11 @@ pub struct NodeParams {
     /// A directory holding `tokenizer.json` (or a Hugging Face cache root); empty: the
     /// package and the Hugging Face cache only.
     pub tokenizer_dir: String,
-    /// Backend `remote`: the inference server, `http://host:port` or `https://host:port`.
+    /// Backend `remote`: the inference server, `http://host:port` or `https://host:port`
+    /// (KServe v2), `ws://host:port` (openpi).
     pub remote_url: String,
+    /// Backend `remote`: `kserve` or `openpi`; empty = implied by `remote_url`.
+    pub remote_protocol: String,
     /// Backend `remote`: the model's name on the server; empty = the policy's name.
     pub remote_model: String,
     /// Backend `remote`: the model version; empty = the server's choice.
@@ -193,6 +196,7 @@ pub const PARAM_NAMES: &[&str] = &[
     "rtc_execution_horizon",
     "rtc_max_guidance_weight",
     "remote_url",
+    "remote_protocol",
     "remote_model",
     "remote_model_version",
     "remote_timeout_ms",
@@ -256,6 +260,7 @@ pub fn defaults() -> ParamMap {
     );
     m.insert("tokenizer_dir".into(), s(""));
     m.insert("remote_url".into(), s(""));
+    m.insert("remote_protocol".into(), s(""));
     m.insert("remote_model".into(), s(""));
     m.insert("remote_model_version".into(), s(""));
     m.insert(
@@ -615,14 +620,36 @@ impl NodeParams {
                 "is required with backend remote: the inference server, e.g. http://gpu-host:8001",
             ));
         }
-        let has_scheme = remote_url.starts_with("http://") || remote_url.starts_with("https://");
-        if !remote_url.is_empty() && !has_scheme {
-            return Err(invalid(
-                "remote_url",
-                format!(
-                    "must start with http:// (plain gRPC) or https:// (TLS), got `{remote_url}`"
-                ),
-            ));
+        let remote_protocol = r.string("remote_protocol")?.trim().to_ascii_lowercase();
+        let protocol = crate::runtime::RemoteProtocol::resolve(&remote_protocol, &remote_url)
+            .map_err(|_| {
+                invalid(
+                    "remote_protocol",
+                    format!("must be kserve or openpi (empty: implied by remote_url), got `{remote_protocol}`"),
+                )
+            })?;
+        if !remote_url.is_empty() {
+            use crate::runtime::RemoteProtocol;
+            let lower = remote_url.to_ascii_lowercase();
+            let ws = lower.starts_with("ws://") || lower.starts_with("wss://");
+            let http = lower.starts_with("http://") || lower.starts_with("https://");
+            match protocol {
+                RemoteProtocol::Kserve if !http => {
+                    return Err(invalid(
+                        "remote_url",
+                        format!(
+                            "must start with http:// (plain gRPC) or https:// (TLS) for remote_protocol kserve, or ws:// for openpi, got `{remote_url}`"
+                        ),
+                    ))
+                }
+                RemoteProtocol::Openpi if !ws => {
+                    return Err(invalid(
+                        "remote_url",
+                        format!("must start with ws:// for remote_protocol openpi, got `{remote_url}`"),
+                    ))
+                }
+                _ => {}
+            }
         }
         let remote_timeout_ms = r.double("remote_timeout_ms")?;
         if !(remote_timeout_ms.is_finite()
@@ -718,6 +745,7 @@ impl NodeParams {
                 rtc_execution_horizon: rtc_execution_horizon as usize,
                 rtc_max_guidance_weight,
                 remote_url,
+                remote_protocol,
                 remote_model: r.string("remote_model")?.trim().to_string(),
                 remote_model_version,
                 remote_timeout_ms,

@@ -30,6 +30,8 @@ use std::collections::BTreeMap;
 
 use ndarray::ArrayD;
 
+#[cfg(feature = "remote")]
+pub(crate) use binding::action_output as action_output_name;
 pub use binding::{canonical_name, InputBinding, ACTION_OUTPUT_NAMES};
 pub use blend::{ChunkBlend, LowPass};
 pub use ensemble::TemporalEnsembler;

@@ -250,6 +250,7 @@ impl Predictor {
             }
             inputs.push((spec.name.as_str(), fit_input(spec, key, t)?));
         }
+        self.adapter.set_task(obs.text("task"));
         let start = Instant::now();
         let mut outputs = self.adapter.predict(&inputs)?;
         if let Some(second) = self.second.as_mut() {

@@ -456,6 +456,9 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
                 r.last_error.clone().unwrap_or_default(),
             ),
         ]);
+        if let Some(infer) = r.server_infer_ms {
+            values.push(kv("remote_server_infer_ms", format!("{infer:.3}")));
+        }
     }
     if let Some(w) = &extras.window {
         values.extend([

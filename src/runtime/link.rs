@@ -77,6 +77,9 @@ pub struct LinkStatus {
     pub reconnects: u64,
     /// The last failure, with the URL, model and tensor where they apply.
     pub last_error: Option<String>,
+    /// The server's own inference time of the last answered call, where the protocol
+    /// reports it (openpi's `server_timing.infer_ms`).
+    pub server_infer_ms: Option<f64>,
 }
 
 impl LinkStatus {
@@ -173,6 +176,11 @@ impl ServerLink {
             CallFault::Server => g.status.server_errors += 1,
         }
         g.status.last_error = Some(error.to_string());
+    }
+
+    /// The server's own timing of the last answered call.
+    pub fn set_server_infer_ms(&self, ms: Option<f64>) {
+        self.lock().status.server_infer_ms = ms;
     }
 
     /// A new connection after the link was lost.

@@ -13,6 +13,8 @@ mod device;
 pub mod link;
 #[cfg(feature = "onnx")]
 pub mod onnx;
+#[cfg(feature = "remote")]
+pub mod openpi;
 #[cfg(feature = "openvino")]
 pub mod openvino;
 #[cfg(feature = "openvino")]
@@ -137,6 +139,51 @@ pub struct PortExpectation {
     pub dtype: Option<DType>,
 }
 
+/// The protocol the `remote` backend speaks (`remote_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RemoteProtocol {
+    /// KServe v2 / Open Inference Protocol over gRPC (`http://`, `https://`).
+    #[default]
+    Kserve,
+    /// openpi's WebSocket policy server (`ws://`): msgpack-encoded numpy.
+    Openpi,
+}
+
+impl fmt::Display for RemoteProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RemoteProtocol::Kserve => "kserve",
+            RemoteProtocol::Openpi => "openpi",
+        })
+    }
+}
+
+impl RemoteProtocol {
+    /// `kserve`, `openpi`, or empty / `auto`: implied by the URL (`ws://`, `wss://` -> openpi).
+    pub fn resolve(name: &str, url: &str) -> Result<Self, RuntimeError> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "kserve" | "kserve_v2" | "grpc" => Ok(Self::Kserve),
+            "openpi" => Ok(Self::Openpi),
+            "" | "auto" => Ok(Self::implied_by(url)),
+            _ => Err(RuntimeError::InvalidOption {
+                option: "remote_protocol",
+                value: name.to_string(),
+                expected: "kserve or openpi (ws:// URLs imply openpi)",
+            }),
+        }
+    }
+
+    /// The protocol a URL implies: `ws://` and `wss://` are openpi's, anything else KServe's.
+    pub fn implied_by(url: &str) -> Self {
+        let u = url.trim().to_ascii_lowercase();
+        if u.starts_with("ws://") || u.starts_with("wss://") {
+            Self::Openpi
+        } else {
+            Self::Kserve
+        }
+    }
+}
+
 /// Where and how the `remote` backend reaches its inference server.
 #[derive(Debug, Clone)]
 pub struct RemoteOptions {
@@ -154,6 +201,8 @@ pub struct RemoteOptions {
     pub expected_inputs: Vec<PortExpectation>,
     /// Outputs the export declares; empty: unchecked.
     pub expected_outputs: Vec<PortExpectation>,
+    /// The protocol; `None`: implied by the URL ([`RemoteProtocol::implied_by`]).
+    pub protocol: Option<RemoteProtocol>,
 }
 
 impl Default for RemoteOptions {
@@ -166,11 +215,18 @@ impl Default for RemoteOptions {
             ca_file: None,
             expected_inputs: Vec::new(),
             expected_outputs: Vec::new(),
+            protocol: None,
         }
     }
 }
 
 impl RemoteOptions {
+    /// The protocol in use: the one set, else the one the URL implies.
+    pub fn protocol(&self) -> RemoteProtocol {
+        self.protocol
+            .unwrap_or_else(|| RemoteProtocol::implied_by(&self.url))
+    }
+
     /// Completes the options from the export directory: the model name defaults to the
     /// policy's name ([`ExportDir::policy_name`](crate::export::ExportDir::policy_name)), and
     /// the ports the export declares (`input_shapes` / `output_shapes`, batch dimension 1
@@ -376,6 +432,11 @@ pub trait RuntimeAdapter: Send {
         None
     }
 
+    /// The task (language instruction) of the observation about to be predicted, for adapters
+    /// that send it themselves (openpi's `prompt`). In-process models get it through their
+    /// tokenizer processors instead; the default ignores it.
+    fn set_task(&mut self, _task: Option<&str>) {}
+
     /// Names of the model inputs, in order.
     fn input_names(&self) -> Vec<String> {
         self.inputs().iter().map(|s| s.name.clone()).collect()
@@ -401,7 +462,10 @@ pub fn get_adapter(
             options.clone(),
         ))),
         #[cfg(feature = "remote")]
-        ExportBackend::Remote => Ok(Box::new(remote::RemoteAdapter::new(options.clone()))),
+        ExportBackend::Remote => match options.remote.protocol() {
+            RemoteProtocol::Kserve => Ok(Box::new(remote::RemoteAdapter::new(options.clone()))),
+            RemoteProtocol::Openpi => Ok(Box::new(openpi::OpenpiAdapter::new(options.clone()))),
+        },
         #[allow(unreachable_patterns)]
         other => Err(RuntimeError::NotCompiled {
             backend: other,

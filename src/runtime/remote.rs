@@ -93,7 +93,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Exponential backoff after lost connections.
 #[derive(Debug, Default)]
-struct Backoff {
+pub(super) struct Backoff {
     failures: u32,
     retry_at: Option<Instant>,
 }
@@ -103,18 +103,18 @@ impl Backoff {
         let shift = failures.saturating_sub(1).min(16);
         (BACKOFF_FIRST * (1u32 << shift)).min(BACKOFF_MAX)
     }
-    fn failed(&mut self, now: Instant) -> Duration {
+    pub(super) fn failed(&mut self, now: Instant) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let d = Self::delay(self.failures);
         self.retry_at = Some(now + d);
         d
     }
-    fn succeeded(&mut self) {
+    pub(super) fn succeeded(&mut self) {
         self.failures = 0;
         self.retry_at = None;
     }
     /// Time left before the next attempt may be made.
-    fn wait(&self, now: Instant) -> Option<Duration> {
+    pub(super) fn wait(&self, now: Instant) -> Option<Duration> {
         self.retry_at
             .map(|t| t.saturating_duration_since(now))
             .filter(|d| !d.is_zero())

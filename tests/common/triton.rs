@@ -38,11 +38,24 @@ pub struct Server {
     pub log: Arc<Mutex<String>>,
     args: Vec<String>,
     script: &'static str,
+    python: PathBuf,
+    scheme: String,
 }
 
 impl Server {
     fn spawn(script: &'static str, args: Vec<String>) -> Self {
-        let mut child = Command::new(triton_python())
+        Self::spawn_with(triton_python(), "http", script, args)
+    }
+
+    /// `script` run by `python`; the server prints `READY {"grpc_port": N}` (or `"port"`) once
+    /// it listens, and is reached at `scheme://127.0.0.1:N`.
+    pub fn spawn_with(
+        python: PathBuf,
+        scheme: &str,
+        script: &'static str,
+        args: Vec<String>,
+    ) -> Self {
+        let mut child = Command::new(&python)
             .arg(root().join("tests/peers").join(script))
             .args(&args)
             .current_dir(root())
@@ -67,8 +80,12 @@ impl Server {
                     serde_json::Deserializer::from_str(&line[at + 6..])
                         .into_iter::<serde_json::Value>()
                         .next()?
-                        .ok()?["grpc_port"]
-                        .as_u64()
+                        .ok()
+                        .and_then(|v| {
+                            v.get("grpc_port")
+                                .or(v.get("port"))
+                                .and_then(|p| p.as_u64())
+                        })
                 });
                 if let Some(port) = port.and_then(|p| u16::try_from(p).ok()) {
                     let _ = tx.send(port);
@@ -96,10 +113,12 @@ impl Server {
         Self {
             child: Some(child),
             port,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             log,
             args,
             script,
+            python,
+            scheme: scheme.to_string(),
         }
     }
 
@@ -171,7 +190,7 @@ impl Server {
         {
             args[i + 1] = self.port.to_string();
         }
-        let fresh = Self::spawn(self.script, args);
+        let fresh = Self::spawn_with(self.python.clone(), &self.scheme.clone(), self.script, args);
         assert_eq!(fresh.port, self.port);
         let mut fresh = fresh;
         self.child = fresh.child.take();
