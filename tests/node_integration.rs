@@ -992,6 +992,39 @@ fn package_joint_order_mismatch_is_refused_at_start() {
 fn remote_backend_commands_equal_local_onnx() {
     use common::triton::{model, Server};
     let server = Server::triton(&[model("act", "act_tiny/onnx/model.onnx", "")]);
+    remote_commands_equal_local_onnx(&server, "act", "triton");
+}
+
+/// The same with an openpi policy server (`ws://`, tests/peers/openpi_server.py): the node
+/// sends the export's model inputs, the server answers `actions`.
+#[cfg(feature = "remote")]
+#[test]
+fn openpi_backend_commands_equal_local_onnx() {
+    let server = openpi_server();
+    remote_commands_equal_local_onnx(&server, "openpi", "openpi");
+}
+
+#[cfg(feature = "remote")]
+fn openpi_server() -> common::triton::Server {
+    common::triton::Server::spawn_with(
+        common::runtime_python(),
+        "ws",
+        "openpi_server.py",
+        vec![
+            "--model".into(),
+            format!("{}/model.onnx", fixture("act_tiny")),
+            "--port".into(),
+            "0".into(),
+        ],
+    )
+}
+
+#[cfg(feature = "remote")]
+fn remote_commands_equal_local_onnx(
+    server: &common::triton::Server,
+    remote_model: &str,
+    server_prefix: &str,
+) {
     let world = World::new();
     let export = fixture("act_tiny");
     let node = world.node(&[
@@ -1030,11 +1063,11 @@ fn remote_backend_commands_equal_local_onnx() {
     let diag = &r["diagnostics"];
     assert_eq!(diag_value(diag, "backend"), "remote");
     assert_eq!(diag_value(diag, "remote_url"), server.url);
-    assert_eq!(diag_value(diag, "remote_model"), "act");
+    assert_eq!(diag_value(diag, "remote_model"), remote_model);
     assert_eq!(diag_value(diag, "remote_state"), "ready");
     assert_eq!(diag_value(diag, "remote_errors"), "0");
     assert!(
-        diag_value(diag, "remote_server").starts_with("triton"),
+        diag_value(diag, "remote_server").starts_with(server_prefix),
         "{diag}"
     );
     let calls: u64 = diag_value(diag, "remote_calls").parse().unwrap();
@@ -1051,7 +1084,19 @@ fn remote_backend_commands_equal_local_onnx() {
 #[test]
 fn remote_server_killed_mid_run_then_restarted() {
     use common::triton::{model, Server};
-    let mut server = Server::triton(&[model("act", "act_tiny/onnx/model.onnx", "")]);
+    let server = Server::triton(&[model("act", "act_tiny/onnx/model.onnx", "")]);
+    remote_outage(server);
+}
+
+/// The same outage with an openpi policy server.
+#[cfg(feature = "remote")]
+#[test]
+fn openpi_server_killed_mid_run_then_restarted() {
+    remote_outage(openpi_server());
+}
+
+#[cfg(feature = "remote")]
+fn remote_outage(mut server: common::triton::Server) {
     let world = World::new();
     let export = fixture("act_tiny");
     let mut node = world.node(&[

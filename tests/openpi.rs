@@ -328,3 +328,53 @@ fn an_unreachable_server_is_an_error_naming_the_url() {
     assert_eq!(fault(&err), Some(RemoteFault::Unreachable), "{err}");
     assert!(err.to_string().contains(&url), "{err}");
 }
+
+/// `policyctl replay` of the demo recording through the openpi server gives, command for
+/// command, what local ONNX Runtime gives (the server runs the same model).
+#[cfg(feature = "ros")]
+#[test]
+fn policyctl_replay_through_openpi_equals_local_onnx() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&[], &dir.path().join("requests.jsonl"));
+    let bin = env!("CARGO_BIN_EXE_policyctl");
+    let demo = fixture("demo_bag");
+    let run = |extra: &[&str], out: &Path| {
+        let o = Command::new(bin)
+            .arg("replay")
+            .arg(demo.join("mcap"))
+            .arg(fixture("act_tiny/onnx"))
+            .arg("--params")
+            .arg(demo.join("params.yaml"))
+            .arg("--threads")
+            .arg("1")
+            .arg("--output")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "policyctl replay {extra:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let (local, remote) = (dir.path().join("onnx.csv"), dir.path().join("openpi.csv"));
+    run(&["--backend", "onnx"], &local);
+    run(
+        &[
+            "--backend",
+            "remote",
+            "--remote-url",
+            &srv.url,
+            "--remote-timeout-ms",
+            "5000",
+        ],
+        &remote,
+    );
+    let (a, b) = (
+        std::fs::read_to_string(&local).unwrap(),
+        std::fs::read_to_string(&remote).unwrap(),
+    );
+    assert!(a.lines().count() > 50, "{a}");
+    assert_eq!(a, b, "replay commands differ between local ONNX and openpi");
+}
