@@ -8,6 +8,7 @@ pub mod observation;
 pub mod policy;
 pub mod runtime;
 pub mod shape;
+pub mod tune;
 
 #[cfg(feature = "ros")]
 pub mod bag;

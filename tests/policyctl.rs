@@ -7,6 +7,7 @@ use std::process::Command;
 
 use common::*;
 use ndarray::Axis;
+use policy_node::export::ExportBackend;
 use policy_node::npy::{encode_npy, read_npz, NpyData};
 
 fn policyctl() -> Command {
@@ -436,4 +437,170 @@ onnx.save(m, sys.argv[1])
             "{cmd}: {err}"
         );
     }
+}
+
+// ---- tune ---------------------------------------------------------------------------------
+
+fn tune_json(args: &[&str]) -> (bool, serde_json::Value, String) {
+    let o = policyctl()
+        .arg("tune")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    let v = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
+    (o.status.success(), v, stderr)
+}
+
+#[test]
+fn tune_ranks_every_candidate_checks_it_and_writes_the_winners_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = dir.path().join("tuned.yaml");
+    let export = act_tiny(ExportBackend::Onnx);
+    let (ok, v, err) = tune_json(&[
+        export.to_str().unwrap(),
+        "--iterations",
+        "3",
+        "--warmup",
+        "1",
+        "--threads",
+        "1,2",
+        "--write-params",
+        params.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let cands = v["candidates"].as_array().unwrap();
+    let backends: std::collections::BTreeSet<&str> = cands
+        .iter()
+        .map(|c| c["backend"].as_str().unwrap())
+        .collect();
+    // ONNX Runtime's four optimisation levels at two thread counts at least; OpenVINO reads
+    // the ONNX model too when it is compiled in.
+    assert!(cands.len() >= 8, "{v}");
+    assert!(backends.contains("onnx"), "{v}");
+    if cfg!(feature = "openvino") {
+        assert!(backends.contains("openvino"), "{v}");
+    }
+    for c in cands {
+        let accepted = c["accepted"].as_bool().unwrap();
+        if accepted {
+            assert!(c["max_error"].as_f64().unwrap() <= 1e-4, "{c}");
+            assert!(c["median_us"].as_f64().unwrap() > 0.0, "{c}");
+            assert!(c["p99_us"].as_f64().unwrap() >= c["median_us"].as_f64().unwrap());
+        } else {
+            assert!(c["error"].as_str().is_some_and(|e| !e.is_empty()), "{c}");
+        }
+        assert!(
+            [1, 2].contains(&c["settings"]["threads"].as_u64().unwrap()),
+            "{c}"
+        );
+    }
+    // The winner is the fastest accepted candidate.
+    let w = v["winner"].as_u64().unwrap() as usize;
+    let winner = &cands[w];
+    assert!(winner["accepted"].as_bool().unwrap());
+    let fastest = cands
+        .iter()
+        .filter(|c| c["accepted"].as_bool().unwrap())
+        .map(|c| c["median_us"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(winner["median_us"].as_f64().unwrap(), fastest);
+    // The parameter file names the winner, and the node's parameter reader takes it.
+    let map = policy_node::control::read_params_file(&params, "policy_node").unwrap();
+    let get = |k: &str| {
+        format!(
+            "{:?}",
+            map.get(k).unwrap_or_else(|| panic!("{k} in {map:?}"))
+        )
+    };
+    assert!(get("backend").contains(winner["backend"].as_str().unwrap()));
+    assert!(get("threads").contains(&winner["settings"]["threads"].to_string()));
+}
+
+#[test]
+fn tune_rejects_candidates_outside_the_tolerance_and_says_why() {
+    // Tolerance 0: every candidate that computes differently from the reference (another
+    // optimisation level reorders float operations; another backend; bf16) is rejected, with
+    // its error; the reference's own settings match it exactly.
+    let export = act_tiny(ExportBackend::Onnx);
+    let (ok, v, err) = tune_json(&[
+        export.to_str().unwrap(),
+        "--iterations",
+        "2",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--tolerance",
+        "0",
+    ]);
+    let cands = v["candidates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{err}"));
+    for c in cands {
+        let e = c["max_error"].as_f64();
+        if c["accepted"].as_bool().unwrap() {
+            assert_eq!(e, Some(0.0), "{c}");
+        } else if let Some(e) = e {
+            assert!(e > 0.0, "{c}");
+            assert!(
+                c["error"].as_str().unwrap().contains("above the tolerance"),
+                "{c}"
+            );
+        }
+    }
+    assert_eq!(ok, v["winner"].is_u64(), "{err}");
+}
+
+#[test]
+fn tune_bad_input_is_a_clear_error() {
+    // A parameter file that cannot be written: an error before any timing.
+    let export = act_tiny(ExportBackend::Onnx);
+    let t = std::time::Instant::now();
+    let o = policyctl()
+        .args([
+            "tune",
+            export.to_str().unwrap(),
+            "--write-params",
+            "/nonexistent/dir/p.yaml",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("/nonexistent/dir/p.yaml"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(20));
+
+    // Outputs that are NaN (the fault fixture: s1 > 5): every candidate says so, no winner.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.npy");
+    let images = dir.path().join("images.npy");
+    save_npy(
+        &state,
+        &ndarray::ArrayD::from_shape_vec(vec![6], vec![0.0, 9.0, 0.0, 0.0, 0.0, 0.0]).unwrap(),
+    );
+    save_npy(&images, &ndarray::ArrayD::zeros(vec![3, 32, 32]));
+    let (ok, v, err) = tune_json(&[
+        fixture("faults/onnx").to_str().unwrap(),
+        "--input",
+        &format!("state={}", state.display()),
+        "--input",
+        &format!("images={}", images.display()),
+        "--iterations",
+        "1",
+        "--threads",
+        "1",
+    ]);
+    assert!(!ok, "{v}");
+    assert!(err.contains("no candidate"), "{err}");
+    let cands = v["candidates"].as_array().unwrap();
+    assert!(!cands.is_empty());
+    for c in cands {
+        assert!(!c["accepted"].as_bool().unwrap());
+        let e = c["error"].as_str().unwrap();
+        assert!(e.contains("non-finite") || e.contains("NaN"), "{c}");
+    }
+    assert!(v["winner"].is_null());
 }

@@ -13,8 +13,8 @@ use policy_node::export::{ExportBackend, ExportDir};
 use policy_node::npy::{read_npy, write_npz, NpyData};
 use policy_node::policy::{InferenceModel, Observation};
 use policy_node::runtime::{
-    check_port_shapes, fmt_shape, get_adapter, DeviceRequest, GraphOptimization, RemoteOptions,
-    RemoteProtocol, RuntimeOptions, TensorSpec,
+    check_port_shapes, fmt_shape, get_adapter, DeviceRequest, GraphOptimization, Precision,
+    RemoteOptions, RemoteProtocol, RuntimeOptions, TensorSpec,
 };
 
 #[derive(Parser)]
@@ -45,6 +45,9 @@ struct RuntimeArgs {
     /// ONNX Runtime graph optimisation: disable, basic, extended, all.
     #[arg(long, default_value = "all")]
     onnx_optimization: String,
+    /// The precision OpenVINO computes in: f32, bf16, f16 (other backends: f32 only).
+    #[arg(long, default_value = "f32")]
+    inference_precision: String,
     /// OpenVINO compiled-model cache directory.
     #[arg(long)]
     openvino_cache_dir: Option<PathBuf>,
@@ -102,6 +105,7 @@ impl RuntimeArgs {
             threads: self.threads,
             openvino_cache_dir: self.openvino_cache_dir.clone(),
             onnx_optimization: self.onnx_optimization.parse::<GraphOptimization>()?,
+            precision: self.inference_precision.parse::<Precision>()?,
             remote,
         })
     }
@@ -210,6 +214,42 @@ enum Command {
         #[command(flatten)]
         rt: RuntimeArgs,
     },
+    /// The fastest accurate way to run the export on this machine: times every backend,
+    /// thread count and setting this build can run it with, checks each against the f32
+    /// reference, ranks them, and names the winner's parameters.
+    Tune {
+        dir: PathBuf,
+        /// NAME=FILE.npy: the observation to time and check on (default: generated values).
+        #[arg(long = "input", value_name = "NAME=FILE.npy")]
+        inputs: Vec<String>,
+        /// Timed refills per candidate.
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+        /// Untimed refills per candidate first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Largest accepted absolute difference from the f32 reference chunk.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f32,
+        /// Thread counts to try (default: 1, 2, 4, ... up to the CPU count).
+        #[arg(long, value_delimiter = ',')]
+        threads: Vec<usize>,
+        /// Only f32 candidates (no bf16 / f16).
+        #[arg(long)]
+        f32_only: bool,
+        /// The task of a VLA policy.
+        #[arg(long)]
+        task: Option<String>,
+        /// A directory holding the tokenizer, or a Hugging Face cache root.
+        #[arg(long)]
+        tokenizer_dir: Option<PathBuf>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Write the winner's parameters to this ROS 2 parameter file.
+        #[arg(long, value_name = "FILE")]
+        write_params: Option<PathBuf>,
+    },
     /// Deterministic replay of a rosbag2 recording (MCAP or sqlite3) through the node's
     /// control loop, on bag time.
     Replay {
@@ -296,6 +336,33 @@ fn run(cmd: Command) -> Result<()> {
             task,
             rt,
         } => replay(bag, dir, params, output, plot, task, &rt),
+        Command::Tune {
+            dir,
+            inputs,
+            iterations,
+            warmup,
+            tolerance,
+            threads,
+            f32_only,
+            task,
+            tokenizer_dir,
+            json,
+            write_params,
+        } => {
+            let options = policy_node::tune::TuneOptions {
+                iterations,
+                warmup,
+                tolerance,
+                threads: if threads.is_empty() {
+                    policy_node::tune::default_threads()
+                } else {
+                    threads
+                },
+                f32_only,
+                tokenizer_dir,
+            };
+            tune(dir, &inputs, task, &options, json, write_params)
+        }
     }
 }
 
@@ -912,6 +979,199 @@ fn bench_pipeline(
             "pop      median {:.2} us  p99 {:.2} us  (select_action from the queue)",
             p["median"].as_f64().unwrap_or(0.0),
             p["p99"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+fn tune(
+    dir: PathBuf,
+    given: &[String],
+    task: Option<String>,
+    options: &policy_node::tune::TuneOptions,
+    json: bool,
+    write_params: Option<PathBuf>,
+) -> Result<()> {
+    if options.threads.contains(&0) {
+        bail!("--threads: a thread count must be at least 1");
+    }
+    // The target is checked before any timing: a run of minutes must not end in an error.
+    let params_file = write_params
+        .as_ref()
+        .map(|p| {
+            std::fs::File::create(p)
+                .with_context(|| format!("--write-params {}: cannot write it", p.display()))
+        })
+        .transpose()?;
+    let given = read_inputs(given)?;
+    let export = ExportDir::open(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let mut obs: Observation = if given.is_empty() {
+        // Generated values for the model's ports, as `bench` makes them.
+        // The model's ports; the metadata's when the export does not load (each candidate
+        // then says why).
+        let specs = match InferenceModel::builder(&dir).build() {
+            Ok(model) => model.predictor().inputs().to_vec(),
+            Err(_) => export
+                .metadata
+                .input_shapes
+                .iter()
+                .map(|(name, dims)| TensorSpec {
+                    name: name.clone(),
+                    shape: std::iter::once(Some(1))
+                        .chain(dims.iter().map(|d| Some(*d)))
+                        .collect(),
+                    dtype: policy_node::runtime::DType::F32,
+                })
+                .collect(),
+        };
+        bench_inputs(&export, &specs, Vec::new())?
+            .into_iter()
+            .collect()
+    } else {
+        given.into_iter().collect()
+    };
+    if let Some(t) = task {
+        obs.set_text("task", t);
+    }
+    let report = policy_node::tune::run(&dir, &obs, options, |o| {
+        if !json {
+            eprintln!(
+                "  {:<10} {:<45} {}",
+                o.candidate.backend.as_str(),
+                o.candidate.settings(),
+                if o.accepted {
+                    format!("{:.0} us", o.median_us)
+                } else {
+                    o.error.clone().unwrap_or_default()
+                }
+            );
+        }
+    })
+    .map_err(anyhow::Error::msg)?;
+    let fmt_err = |e: Option<f32>| e.map_or("-".to_string(), |e| format!("{e:.2e}"));
+    if json {
+        let candidates: Vec<serde_json::Value> = report
+            .outcomes
+            .iter()
+            .map(|o| {
+                let settings: serde_json::Map<String, serde_json::Value> = o
+                    .candidate
+                    .params()
+                    .into_iter()
+                    .skip(1)
+                    .map(|(k, v)| {
+                        let v = if k == "threads" {
+                            v.parse::<u64>().map_or(v.clone().into(), Into::into)
+                        } else {
+                            v.into()
+                        };
+                        (k.to_string(), v)
+                    })
+                    .collect();
+                let num = |x: f64| {
+                    if x.is_finite() {
+                        x.into()
+                    } else {
+                        serde_json::Value::Null
+                    }
+                };
+                serde_json::json!({
+                    "backend": o.candidate.backend.as_str(),
+                    "settings": settings,
+                    "median_us": num(o.median_us),
+                    "p99_us": num(o.p99_us),
+                    "load_ms": num(o.load_ms),
+                    "max_error": o.max_error.filter(|e| e.is_finite()).map(f64::from),
+                    "accepted": o.accepted,
+                    "error": o.error,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "export": dir.display().to_string(),
+                "reference": report.reference,
+                "tolerance": options.tolerance,
+                "iterations": options.iterations,
+                "candidates": candidates,
+                "winner": report.winner,
+                "skipped": report.skipped,
+            })
+        );
+    } else {
+        println!(
+            "policyctl tune {}: {} candidates, {} refills each; reference {}, tolerance {:.0e}",
+            dir.display(),
+            report.outcomes.len(),
+            options.iterations,
+            report.reference,
+            options.tolerance
+        );
+        println!(
+            "{:>4}  {:<10} {:<45} {:>11} {:>11} {:>9} {:>10}  ",
+            "rank", "backend", "settings", "median us", "p99 us", "load ms", "max error"
+        );
+        for (i, o) in report.outcomes.iter().enumerate() {
+            let rank = if o.accepted {
+                (i + 1).to_string()
+            } else {
+                "-".into()
+            };
+            println!(
+                "{:>4}  {:<10} {:<45} {:>11.0} {:>11.0} {:>9.1} {:>10}  {}",
+                rank,
+                o.candidate.backend.as_str(),
+                o.candidate.settings(),
+                o.median_us,
+                o.p99_us,
+                o.load_ms,
+                fmt_err(o.max_error),
+                if o.accepted {
+                    String::new()
+                } else {
+                    format!("rejected: {}", o.error.clone().unwrap_or_default())
+                }
+            );
+        }
+        for s in &report.skipped {
+            println!("skipped: {s}");
+        }
+        match report.winner {
+            Some(w) => {
+                let o = &report.outcomes[w];
+                println!(
+                    "winner: {} {} ({:.0} us median refill); parameters: {}",
+                    o.candidate.backend.as_str(),
+                    o.candidate.settings(),
+                    o.median_us,
+                    o.candidate
+                        .params()
+                        .iter()
+                        .map(|(k, v)| format!("{k}:={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+            None => println!("winner: none (no candidate within the tolerance)"),
+        }
+    }
+    if let (Some(mut file), Some(path)) = (params_file, write_params) {
+        use std::io::Write;
+        let Some(text) = policy_node::tune::params_yaml(&report, &dir) else {
+            bail!(
+                "--write-params {}: no candidate within the tolerance, nothing written",
+                path.display()
+            );
+        };
+        file.write_all(text.as_bytes())
+            .with_context(|| format!("--write-params {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if report.winner.is_none() {
+        bail!(
+            "no candidate is within the tolerance {:.1e}",
+            options.tolerance
         );
     }
     Ok(())

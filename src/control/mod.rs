@@ -25,7 +25,9 @@ use crate::policy::{
     RefillMode, TickOutcome,
 };
 use crate::runtime::{DeviceRequest, GraphOptimization, LinkStatus, RemoteOptions, ServerLink};
-pub use params::{CommandType, NodeParams, ParamError, ParamMap, ParamValue, RefillSetting};
+pub use params::{
+    read_params_file, CommandType, NodeParams, ParamError, ParamMap, ParamValue, RefillSetting,
+};
 
 /// Errors that stop the loop from starting; each names the parameter or input at fault.
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +322,12 @@ impl ControlLoop {
                 params
                     .onnx_optimization
                     .parse::<GraphOptimization>()
+                    .unwrap_or_default(),
+            )
+            .precision(
+                params
+                    .inference_precision
+                    .parse::<crate::runtime::Precision>()
                     .unwrap_or_default(),
             )
             .n_action_steps(params.n_action_steps);

@@ -123,6 +123,8 @@ pub struct NodeParams {
     pub threads: usize,
     pub openvino_cache_dir: String,
     pub onnx_optimization: String,
+    /// `f32` (default), `bf16` or `f16`: the precision OpenVINO computes in.
+    pub inference_precision: String,
     /// Run one inference at start-up (first-call latency; sets the automatic refill).
     pub warmup: bool,
     /// `refill_mode: rtc`: actions of each chunk guided towards the previous plan.
@@ -190,6 +192,7 @@ pub const PARAM_NAMES: &[&str] = &[
     "threads",
     "openvino_cache_dir",
     "onnx_optimization",
+    "inference_precision",
     "warmup",
     "task",
     "tokenizer_dir",
@@ -248,6 +251,7 @@ pub fn defaults() -> ParamMap {
     m.insert("threads".into(), ParamValue::Int(0));
     m.insert("openvino_cache_dir".into(), s(""));
     m.insert("onnx_optimization".into(), s("all"));
+    m.insert("inference_precision".into(), s("f32"));
     m.insert("warmup".into(), ParamValue::Bool(true));
     m.insert("task".into(), s(""));
     m.insert(
@@ -700,6 +704,16 @@ impl NodeParams {
                 format!("must be disable, basic, extended or all, got `{onnx_optimization}`"),
             ));
         }
+        let inference_precision = r.string("inference_precision")?.trim().to_ascii_lowercase();
+        if inference_precision
+            .parse::<crate::runtime::Precision>()
+            .is_err()
+        {
+            return Err(invalid(
+                "inference_precision",
+                format!("must be f32, bf16 or f16, got `{inference_precision}`"),
+            ));
+        }
         Ok((
             Self {
                 export_dir: PathBuf::from(export_dir),
@@ -726,6 +740,7 @@ impl NodeParams {
                 threads: threads as usize,
                 openvino_cache_dir: r.string("openvino_cache_dir")?,
                 onnx_optimization,
+                inference_precision,
                 warmup: r.boolean("warmup")?,
                 task: {
                     let t = r.string("task")?;

@@ -251,6 +251,14 @@ fn companion_files(
     model_file: &Path,
 ) -> Result<Option<PathBuf>, ExportError> {
     Ok(match backend {
+        // OpenVINO reading an ONNX model: no weights file.
+        ExportBackend::OpenVino
+            if model_file
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("onnx")) =>
+        {
+            None
+        }
         ExportBackend::OpenVino => {
             let bin = model_file.with_extension("bin");
             if !bin.is_file() {
@@ -428,19 +436,34 @@ fn locate_model(
             }
         }
     };
-    let candidates = candidates_for(backend);
+    let mut candidates = candidates_for(backend);
+    if candidates.is_empty() && backend == ExportBackend::OpenVino {
+        // OpenVINO reads ONNX directly: an OpenVINO override on an ONNX export runs the
+        // `.onnx` file on OpenVINO.
+        candidates = candidates_for(ExportBackend::Onnx);
+        if !candidates.is_empty() {
+            log::info!(
+                "{}: no OpenVINO IR; OpenVINO reads the ONNX model directly",
+                dir.display()
+            );
+        }
+    }
     let pick = match candidates.as_slice() {
         [one] => one.clone(),
         [] => {
             return Err(ExportError::NoModelFile {
                 dir: dir.to_path_buf(),
                 backend: backend.to_string(),
-                looked_for: backend
-                    .extensions()
-                    .iter()
-                    .map(|e| format!("*.{e}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                looked_for: if backend == ExportBackend::OpenVino {
+                    "*.xml, *.onnx".to_string()
+                } else {
+                    backend
+                        .extensions()
+                        .iter()
+                        .map(|e| format!("*.{e}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
             })
         }
         many => match many

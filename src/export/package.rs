@@ -197,6 +197,24 @@ fn locate_artifact(
         .iter()
         .map(|(k, f)| (k, f, artifact_kind(k, f)))
         .collect();
+    // OpenVINO reads ONNX directly: an OpenVINO override on a package with an ONNX artifact
+    // and no OpenVINO one runs that artifact on OpenVINO.
+    if backend_override == Some(ExportBackend::OpenVino)
+        && !entries
+            .iter()
+            .any(|(_, _, k)| *k == ArtifactKind::Runnable(ExportBackend::OpenVino))
+        && entries
+            .iter()
+            .any(|(_, _, k)| *k == ArtifactKind::Runnable(ExportBackend::Onnx))
+    {
+        let (_, path) = locate_artifact(dir, manifest_file, manifest, Some(ExportBackend::Onnx))?;
+        log::info!(
+            "{}: no openvino artifact; OpenVINO reads the ONNX artifact {} directly",
+            manifest_file.display(),
+            path.display()
+        );
+        return Ok((ExportBackend::OpenVino, path));
+    }
     let (key, file, kind) =
         match backend_override {
             Some(b) => *entries

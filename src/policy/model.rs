@@ -85,6 +85,11 @@ impl InferenceModelBuilder {
         self.options.onnx_optimization = level;
         self
     }
+    /// The precision the runtime computes in (OpenVINO; the others accept only `f32`).
+    pub fn precision(mut self, precision: crate::runtime::Precision) -> Self {
+        self.options.precision = precision;
+        self
+    }
     /// The inference server of backend `remote` (URL, model, version, deadline, TLS).
     pub fn remote(mut self, remote: RemoteOptions) -> Self {
         self.options.remote = remote;

@@ -126,6 +126,43 @@ impl std::str::FromStr for GraphOptimization {
     }
 }
 
+/// The precision a runtime may compute in (`inference_precision`). Only OpenVINO offers a
+/// choice: on CPU it runs `f32` unless told otherwise (bf16 on CPUs with AVX512-BF16 / AMX,
+/// f16 on CPUs with AVX512-FP16 / AMX-FP16); GPU and NPU keep their own default unless set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = RuntimeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "f32" | "fp32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            "f16" | "fp16" => Ok(Self::F16),
+            _ => Err(RuntimeError::InvalidOption {
+                option: "inference_precision",
+                value: s.to_string(),
+                expected: "f32, bf16 or f16",
+            }),
+        }
+    }
+}
+
 /// The per-call deadline of the `remote` backend when none is given (`remote_timeout_ms`).
 pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -270,6 +307,9 @@ pub struct RuntimeOptions {
     pub openvino_cache_dir: Option<PathBuf>,
     /// ONNX Runtime graph optimisation level.
     pub onnx_optimization: GraphOptimization,
+    /// The precision the runtime computes in (OpenVINO only; the others compute in the
+    /// model's own types and refuse anything but `f32` here).
+    pub precision: Precision,
     /// The inference server of the `remote` backend.
     pub remote: RemoteOptions,
 }

@@ -765,6 +765,13 @@ impl RuntimeAdapter for OnnxAdapter {
         self.inputs.clear();
         self.outputs.clear();
         self.device.clear();
+        if self.options.precision != super::Precision::F32 {
+            return Err(RuntimeError::InvalidOption {
+                option: "inference_precision",
+                value: self.options.precision.to_string(),
+                expected: "f32 with the onnx backend (bf16 and f16 are OpenVINO's: backend openvino reads .onnx too)",
+            });
+        }
 
         let available = available_devices()?;
         if !model_path.is_file() {

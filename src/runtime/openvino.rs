@@ -152,6 +152,17 @@ fn core_devices(core: &Core) -> Result<Vec<String>, RuntimeError> {
     Ok(devices.iter().map(|d| d.as_ref().to_string()).collect())
 }
 
+/// What OpenVINO's CPU plugin can compute in on this machine (`OPTIMIZATION_CAPABILITIES`:
+/// `FP32`, `BF16`, `FP16`, `INT8`, ...); empty when it cannot say.
+pub fn cpu_capabilities() -> Vec<String> {
+    let Ok(core) = new_core() else {
+        return Vec::new();
+    };
+    core.get_property(&DeviceType::CPU, &openvino::PropertyKey::DeviceCapabilities)
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 /// The devices OpenVINO reports as available (`CPU`, `GPU.0`, `NPU`, ...), as the runtime
 /// names them.
 pub fn available_devices() -> Result<Vec<String>, RuntimeError> {
@@ -706,8 +717,11 @@ fn compile_properties(
 ) -> Result<Vec<(RwPropertyKey, String)>, RuntimeError> {
     let cpu = device.eq_ignore_ascii_case("CPU") || device.to_ascii_uppercase().starts_with("CPU.");
     let mut props = vec![(RwPropertyKey::HintPerformanceMode, "LATENCY".to_string())];
-    if cpu {
-        props.push((RwPropertyKey::HintInferencePrecision, "f32".to_string()));
+    if cpu || options.precision != super::Precision::F32 {
+        props.push((
+            RwPropertyKey::HintInferencePrecision,
+            options.precision.to_string(),
+        ));
     }
     match options.threads {
         Some(n) if n > 0 && cpu => props.push((RwPropertyKey::InferenceNumThreads, n.to_string())),

@@ -130,6 +130,13 @@ impl RuntimeAdapter for TorchScriptAdapter {
     /// Reads the signature and the sibling metadata, selects the device, sets the thread
     /// counts and loads the module in eval mode. A failed load leaves the adapter as it was.
     fn load(&mut self, model_path: &Path) -> Result<(), RuntimeError> {
+        if self.options.precision != super::Precision::F32 {
+            return Err(RuntimeError::InvalidOption {
+                option: "inference_precision",
+                value: self.options.precision.to_string(),
+                expected: "f32 with the torchscript backend (bf16 and f16 are OpenVINO's)",
+            });
+        }
         let threads = self.threads()?;
         let load_err = |detail: String| RuntimeError::Load {
             backend: BACKEND,
