@@ -2029,11 +2029,18 @@ fn rtc_on_the_node_commands_what_the_offline_loop_computes() {
         let commands = rows_of(&r, "commands");
         let offline = offline_commands(&args, &r, TASK_A, commands.len() + 8);
         let offset = (0..4).find(|&i| close_to(&commands[0], &offline[i]));
-        assert_eq!(
-            offset,
-            Some(1),
-            "the first live command should be offline row 1\n{log}"
-        );
+        if offset != Some(1) {
+            // A starved CPU delays the first chunk past its tick (or the inputs went stale
+            // before it): the alignment is off, which is the same late-chunk case as below.
+            eprintln!(
+                "attempt {attempt}: the first live command is offline row {offset:?}, not 1 (a late first chunk?)"
+            );
+            assert!(
+                attempt < ATTEMPTS,
+                "the first live command should be offline row 1 (all {ATTEMPTS} attempts)\n{log}"
+            );
+            continue;
+        }
         let mismatch = commands
             .iter()
             .enumerate()
