@@ -17,6 +17,14 @@ precision hint on both (our adapter's setting). Usage::
 Ours is ``policyctl bench DIR --pipeline --json`` (release build: ``target/release/policyctl``
 unless ``--policyctl`` says otherwise). Inputs are the package's ``reference/*.npy`` sample 0
 when it has them, else zeros shaped like the model inputs.
+
+``--ours-params FILE`` (what ``policyctl tune --write-params FILE`` writes) runs our side with
+the tuned settings (backend, threads, ONNX optimisation, OpenVINO precision) on the package's
+ONNX directory, against physicalai's default (ONNX Runtime, default settings, ``--threads``
+intra-op threads) on the same directory::
+
+    policyctl tune PKG/onnx --threads 2 --write-params /tmp/tuned.yaml
+    .venv/bin/python tools/compare_select_action.py PKG --threads 2 --ours-params /tmp/tuned.yaml
 """
 
 from __future__ import annotations
@@ -70,9 +78,23 @@ def physicalai_side(export: Path, backend: str, threads: int, iterations: int, i
     return {"refill": statistics.median(refill), "pop": statistics.median(pop)}
 
 
-def our_side(policyctl: Path, export: Path, threads: int, iterations: int, inputs, tmp: Path) -> dict:
-    args = [str(policyctl), "bench", str(export), "--pipeline", "--json", "--threads", str(threads),
+def tuned_flags(path: Path) -> list[str]:
+    """policyctl flags for the parameters `policyctl tune --write-params` wrote."""
+    import yaml
+
+    params = yaml.safe_load(path.read_text())["policy_node"]["ros__parameters"]
+    flags = []
+    for key in ("backend", "threads", "onnx_optimization", "inference_precision"):
+        if key in params:
+            flags += ["--" + key.replace("_", "-"), str(params[key])]
+    return flags
+
+
+def our_side(policyctl: Path, export: Path, threads: int, iterations: int, inputs, tmp: Path,
+             tuned: list[str] | None = None) -> dict:
+    args = [str(policyctl), "bench", str(export), "--pipeline", "--json",
             "--iterations", str(iterations), "--warmup", "3"]
+    args += tuned if tuned else ["--threads", str(threads)]
     for name, arr in inputs.items():
         p = tmp / f"{name}.npy"
         np.save(p, arr.astype(np.float32))
@@ -89,7 +111,9 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=50, help="refills per round (default %(default)s)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--policyctl", type=Path, default=REPO_ROOT / "target" / "release" / "policyctl")
+    ap.add_argument("--ours-params", type=Path, help="tuned parameters (policyctl tune --write-params) for our side")
     args = ap.parse_args()
+    tuned = tuned_flags(args.ours_params) if args.ours_params else None
     if not args.policyctl.exists():
         sys.exit(f"{args.policyctl} is missing: build it with `tools/cargo build --release --bin policyctl`")
     packages = args.packages or [REPO_ROOT / p for p in DEFAULT_PACKAGES]
@@ -97,18 +121,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for pkg in packages:
             inputs = reference_inputs(pkg)
-            for backend in ("onnx", "openvino"):
+            for backend in (("onnx",) if tuned else ("onnx", "openvino")):
                 export = pkg / backend
                 if not (export / "manifest.json").exists():
                     continue
                 ours, theirs = [], []
                 for _ in range(args.rounds):
                     theirs.append(physicalai_side(export, backend, args.threads, args.iterations, inputs))
-                    ours.append(our_side(args.policyctl, export, args.threads, args.iterations, inputs, Path(tmp)))
+                    ours.append(our_side(args.policyctl, export, args.threads, args.iterations, inputs, Path(tmp),
+                                         tuned))
                 med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
                 rows.append((pkg.name, backend, med(ours, "refill"), med(theirs, "refill"),
                              med(ours, "pop"), med(theirs, "pop")))
-    print(f"select_action, median of {args.rounds} interleaved rounds, {args.threads} thread(s)")
+    print(f"select_action, median of {args.rounds} interleaved rounds, {args.threads} thread(s)"
+          + (f"; ours tuned: {' '.join(tuned)}" if tuned else ""))
     print(f"{'package':<20} {'backend':<9} {'refill ours':>12} {'physicalai':>11} {'ratio':>6}"
           f" {'pop ours':>10} {'physicalai':>11} {'ratio':>7}")
     for name, backend, ro, rt, po, pt in rows:

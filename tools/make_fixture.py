@@ -25,7 +25,8 @@ writes
 
 ``--large OUT_DIR`` instead writes an ACT-size model (ResNet18-style backbone,
 d_model 512, 4 encoder + 1 decoder layers, chunk 100, 14 joints, 224x224),
-randomly initialised with a fixed seed, to the three formats under ``OUT_DIR``
+randomly initialised with a fixed seed, to the three formats and as a physicalai
+package (``pkg/``) under ``OUT_DIR``
 (default ``fixtures-large/act_full``, git-ignored) for benchmarks.
 
 Everything is seeded and runs on one CPU thread, so a rerun reproduces the
@@ -984,7 +985,21 @@ def make_large(out_dir: Path, seed: int) -> None:
                           ("torchscript", "torchscript/model.pt")):
         d = check_backend(backend, root / path, ref, action)
         print(f"    {backend:11s} max |runtime - torch| = {d:.2e} (max |action| {scale:.2f})")
-    print(f"    total size {dir_size(root) / 1e6:.1f} MB")
+    # The same model as a physicalai policy package (first-party ACT layout), for the
+    # comparisons with physicalai's own runtime (tools/compare_select_action.py, tune).
+    pkg = root / "pkg"
+    (pkg / "reference").mkdir(parents=True)
+    for name, arr in ref.items():
+        np.save(pkg / "reference" / f"{name}.npy", arr)
+    for backend, ext in (("onnx", ".onnx"), ("openvino", ".xml")):
+        d = pkg / backend
+        d.mkdir()
+        src = root / backend / f"model{ext}"
+        shutil.copyfile(src, d / f"act{ext}")
+        if backend == "openvino":
+            shutil.copyfile(src.with_suffix(".bin"), d / "act.bin")
+        write_json(d / "manifest.json", pas_manifest(backend, cfg))
+    print(f"    total size {dir_size(root) / 1e6:.1f} MB (package under {pkg})")
 
 
 # =========================================================================== #

@@ -51,11 +51,15 @@ done
 say() { printf '[run_demo] %s\n' "$*" >&2; }
 
 if ((build)); then
-  say "setting up (tools/setup.sh; idempotent)"
-  tools/setup.sh
-  say "building the release binaries (tools/cargo build --release --bins)"
+  # Only what the demo needs: the ROS 2 wheels, ONNX Runtime, rosbags (no PyTorch, OpenVINO,
+  # physicalai, PyTriton: tools/test.sh installs those), and the binaries with the node and
+  # the ONNX backend only.
+  say "setting up what the demo needs (POLICY_NODE_SETUP=demo tools/setup.sh; idempotent)"
   start=$(date +%s)
-  tools/cargo build --release --bins
+  POLICY_NODE_SETUP=demo tools/setup.sh
+  say "set up in $(( $(date +%s) - start )) s; building the release binaries (features ros,onnx)"
+  start=$(date +%s)
+  tools/cargo build --release --no-default-features --features ros,onnx --bins
   say "built in $(( $(date +%s) - start )) s"
 fi
 # shellcheck disable=SC1091

@@ -13,6 +13,10 @@
 #     the reference for relative actions (tools/setup_lerobot.sh; about 2.9 GB to download).
 # A second run only checks stamps and takes seconds.
 #
+# POLICY_NODE_SETUP=demo installs only what tools/run_demo.sh needs (ONNX Runtime, rosbags,
+# PyYAML and the ROS 2 wheels: tools/requirements-demo.txt; no PyTorch, OpenVINO, physicalai,
+# PyTriton): the first run of the demo on a fresh machine. A later full setup adds the rest.
+#
 # POLICY_NODE_ROS_DISTRO picks the ROS 2 wheels from PyPI (ignored when a ROS 2 install is
 # sourced: that install wins):
 #   kilted (default)  the Kilted wheels, in .venv next to the runtimes;
@@ -28,6 +32,12 @@ venv="$root/.venv"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 distro="${POLICY_NODE_ROS_DISTRO:-kilted}"
+mode="${POLICY_NODE_SETUP:-full}"
+case "$mode" in
+  full) ;;
+  demo) POLICY_NODE_NO_TRITON=1 ;;
+  *) log "POLICY_NODE_SETUP must be full or demo, got \`$mode\`"; exit 2 ;;
+esac
 case "$distro" in
   kilted) ros_venv="$venv" ;;
   jazzy) ros_venv="$root/.venv-jazzy" ;;
@@ -90,12 +100,16 @@ install() {
   mkdir -p "$v/.stamps"
   for f in "${todo[@]}"; do sha256sum <"$f" | cut -d' ' -f1 >"$v/.stamps/$(basename "$f").sha256"; done
 }
-install "$venv" tools/requirements.txt
-# openpi's client library, the reference the openpi tests talk to the same server with: pure
-# Python, installed without its pins (numpy<2 would downgrade the runtimes' numpy).
-if ! "$venv/bin/python" -c 'import importlib.metadata as m; assert m.version("openpi-client") == "0.1.2"' 2>/dev/null; then
-  log "installing openpi-client 0.1.2 into $venv (--no-deps)"
-  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps openpi-client==0.1.2
+if [ "$mode" = demo ]; then
+  install "$venv" tools/requirements-demo.txt
+else
+  install "$venv" tools/requirements.txt
+  # openpi's client library, the reference the openpi tests talk to the same server with:
+  # pure Python, installed without its pins (numpy<2 would downgrade the runtimes' numpy).
+  if ! "$venv/bin/python" -c 'import importlib.metadata as m; assert m.version("openpi-client") == "0.1.2"' 2>/dev/null; then
+    log "installing openpi-client 0.1.2 into $venv (--no-deps)"
+    "$venv/bin/pip" install -q --disable-pip-version-check --no-deps openpi-client==0.1.2
+  fi
 fi
 if ((ros_from_venv)); then
   case "$distro" in
@@ -202,7 +216,7 @@ if [ "${POLICY_NODE_NO_TRITON:-0}" != 1 ]; then
     echo "$tstamp" >"$tvenv/.requirements.sha256"
   fi
 fi
-if [ "${POLICY_NODE_LEROBOT:-0}" = 1 ]; then
+if [ "${POLICY_NODE_LEROBOT:-0}" = 1 ] && [ "$mode" = full ]; then
   "$root/tools/setup_lerobot.sh"
 fi
 if ((ros_from_venv)); then
