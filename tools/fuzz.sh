@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (libFuzzer) of the parsers that read files and messages: export
 # metadata, policy package manifests, node parameter files, .npy, raw and compressed images,
-# and CDR payloads from bags. Runs by hand, on the stable toolchain: the instrumentation
+# openpi server messages (msgpack), and CDR payloads from bags. Runs by hand, on the stable toolchain: the instrumentation
 # cargo-fuzz adds is plain rustc flags (SanitizerCoverage through LLVM), so neither nightly
 # nor cargo-fuzz is needed; fuzz/ keeps cargo-fuzz's layout, so `cargo fuzz run TARGET`
 # works too where it is installed.
@@ -25,7 +25,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-ALL_TARGETS=(metadata manifest params io_map npy image_raw image_compressed cdr)
+ALL_TARGETS=(metadata manifest params io_map npy image_raw image_compressed openpi cdr)
 runs=""
 time_s=""
 jobs=1
@@ -72,8 +72,8 @@ for t in "${targets[@]}"; do
 done
 
 triple="$(rustc -vV | sed -n 's/^host: //p')"
-features=()
-[ "$ros" = 1 ] && features=(--features ros)
+features=(--features remote)
+[ "$ros" = 1 ] && features=(--features remote,ros)
 bin_dir="$root/fuzz/target/$triple/release"
 
 build() {
@@ -103,7 +103,7 @@ corpus_dirs() {
 
 max_len() {
   case "$1" in
-    image_compressed|cdr) echo 16384 ;;
+    image_compressed|cdr|openpi) echo 16384 ;;
     *) echo 4096 ;;
   esac
 }

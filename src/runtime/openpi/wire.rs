@@ -593,6 +593,33 @@ mod tests {
     }
 
     #[test]
+    fn decodes_what_openpi_client_packs() {
+        // Written by openpi_client.msgpack_numpy.packb (fuzz/seeds/openpi, generated with it).
+        let a = decode_answer(
+            include_bytes!("../../../fuzz/seeds/openpi/answer.msgpack"),
+            &[Some(3), Some(4)],
+        )
+        .unwrap();
+        let want: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        assert_eq!(a.actions.as_slice().unwrap(), want.as_slice());
+        assert_eq!(a.timing.infer_ms, Some(1.5));
+        assert_eq!(a.timing.prev_total_ms, Some(2.0));
+        let a = decode_answer(
+            include_bytes!("../../../fuzz/seeds/openpi/answer_f64.msgpack"),
+            &[Some(2), Some(2)],
+        )
+        .unwrap();
+        assert_eq!(a.actions.as_slice().unwrap(), &[1.0; 4]);
+        let m = decode_metadata(include_bytes!(
+            "../../../fuzz/seeds/openpi/metadata.msgpack"
+        ))
+        .unwrap();
+        assert_eq!(m["policy"], "pi05");
+        assert_eq!(m["action_horizon"], 50);
+        assert_eq!(m["reset_pose"], "ndarray <f4 [14]");
+    }
+
+    #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let mut b = vec![0x91u8; 100_000];
         b.push(0xc0);
