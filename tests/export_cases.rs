@@ -156,12 +156,30 @@ fn metadata_backend_and_override_win_over_extension() {
         dir.path().join("model.onnx"),
     )
     .unwrap();
+    fs::write(dir.path().join("metadata.yaml"), "backend: onnx\n").unwrap();
+    let ok = ExportDir::open(dir.path()).unwrap();
+    assert_eq!(ok.backend, ExportBackend::Onnx);
+    // OpenVINO reads ONNX directly: backend openvino (metadata or override) on an ONNX
+    // export runs the .onnx file, with no weights file.
+    let ov = ExportDir::open_with_backend(dir.path(), Some(ExportBackend::OpenVino)).unwrap();
+    assert_eq!(ov.backend, ExportBackend::OpenVino);
+    assert_eq!(ov.model_file, dir.path().join("model.onnx"));
+    assert!(ov.weights_file.is_none());
     fs::write(dir.path().join("metadata.yaml"), "backend: openvino\n").unwrap();
+    let ov = ExportDir::open(dir.path()).unwrap();
+    assert_eq!(ov.backend, ExportBackend::OpenVino);
+    // Neither an IR nor an ONNX model: the error says what OpenVINO looked for.
+    fs::remove_file(dir.path().join("model.onnx")).unwrap();
+    fs::copy(
+        fixture("act_tiny/torchscript/model.pt"),
+        dir.path().join("model.pt"),
+    )
+    .unwrap();
     let err = ExportDir::open(dir.path()).unwrap_err();
     assert!(matches!(err, ExportError::NoModelFile { .. }), "{err}");
-    assert!(err.to_string().contains("*.xml"), "{err}");
-    let ok = ExportDir::open_with_backend(dir.path(), Some(ExportBackend::Onnx)).unwrap();
-    assert_eq!(ok.backend, ExportBackend::Onnx);
+    assert!(err.to_string().contains("*.xml, *.onnx"), "{err}");
+    let ok = ExportDir::open_with_backend(dir.path(), Some(ExportBackend::TorchScript)).unwrap();
+    assert_eq!(ok.backend, ExportBackend::TorchScript);
 }
 
 #[test]
