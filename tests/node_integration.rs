@@ -1121,8 +1121,9 @@ fn remote_outage(mut server: common::triton::Server) {
     let down = Instant::now();
     server.kill();
     node.wait_for_log("server unreachable", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(500)); // the queue is spent: nothing published
-    // An outage of at least 1.5 s, however fast the server restarts (the queue holds 0.33 s).
+    // The queue is spent: nothing published. An outage of at least 1.5 s, however fast the
+    // server restarts (the queue holds 0.33 s).
+    std::thread::sleep(Duration::from_millis(500));
     let least = Duration::from_millis(1500);
     if let Some(rest) = least.checked_sub(down.elapsed()) {
         std::thread::sleep(rest);
