@@ -378,3 +378,28 @@ fn policyctl_replay_through_openpi_equals_local_onnx() {
     assert!(a.lines().count() > 50, "{a}");
     assert_eq!(a, b, "replay commands differ between local ONNX and openpi");
 }
+
+/// A server expecting another observation schema (DROID's flat keys) raises on the missing
+/// key: the error carries its traceback, naming the key, and nothing is commanded.
+#[test]
+fn a_server_with_another_schema_fails_the_call_naming_the_missing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(
+        &[
+            "--schema",
+            "droid",
+            "--schema-map",
+            r#"{"state": "observation/joint_position", "images": "observation/exterior_image_1_left"}"#,
+        ],
+        &dir.path().join("droid.jsonl"),
+    );
+    let mut a = adapter(&srv.url, 5000).unwrap();
+    let err = predict(a.as_mut(), 0).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(fault(&err), Some(RemoteFault::Server), "{text}");
+    assert!(
+        text.contains("KeyError") && text.contains("observation/joint_position"),
+        "{text}"
+    );
+    assert!(text.contains(&srv.url), "{text}");
+}

@@ -46,9 +46,15 @@ def describe(value):
 
 
 def lookup(obs, path):
+    """`path` as a flat key (DROID's `observation/joint_position`), else nested (`images/cam_high`);
+    a missing key raises KeyError naming it, as openpi's input transforms do."""
+    if path in obs:
+        return obs[path]
     node = obs
-    for part in path.split("/") if path not in obs else [path]:
-        node = node[part]  # a missing key raises, as openpi's transforms do
+    for part in path.split("/"):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(path)
+        node = node[part]
     return node
 
 
