@@ -2,7 +2,8 @@
 //!
 //! Every way this build can run the export is a candidate: each backend compiled in that can
 //! load it (an ONNX model also runs on OpenVINO, which reads ONNX directly), each CPU thread
-//! count, ONNX Runtime's graph optimisation levels, OpenVINO's inference precision (bf16 / f16
+//! count, ONNX Runtime's graph optimisation levels and intra-op spinning (with more than one
+//! thread), OpenVINO's inference precision (bf16 / f16
 //! where the CPU has them; OpenVINO always compiles with the `LATENCY` hint). Each candidate is
 //! loaded, checked against the f32 reference (the export's own backend with default settings)
 //! on the same observation, and timed over whole `select_action` refills (processors, model,
@@ -66,6 +67,8 @@ pub struct Candidate {
     pub threads: usize,
     /// ONNX Runtime only.
     pub onnx_optimization: Option<GraphOptimization>,
+    /// ONNX Runtime with more than one thread: idle threads spin.
+    pub onnx_spinning: Option<bool>,
     /// OpenVINO only.
     pub precision: Option<Precision>,
 }
@@ -79,6 +82,9 @@ impl Candidate {
         ];
         if let Some(o) = self.onnx_optimization {
             p.push(("onnx_optimization", optimization_name(o).into()));
+        }
+        if let Some(spin) = self.onnx_spinning {
+            p.push(("onnx_spinning", spin.to_string()));
         }
         if let Some(x) = self.precision {
             p.push(("inference_precision", x.to_string()));
@@ -100,6 +106,7 @@ impl Candidate {
         RuntimeOptions {
             threads: Some(self.threads),
             onnx_optimization: self.onnx_optimization.unwrap_or_default(),
+            onnx_spinning: self.onnx_spinning,
             precision: self.precision.unwrap_or_default(),
             ..Default::default()
         }
@@ -186,12 +193,21 @@ pub fn candidates(dir: &Path, options: &TuneOptions) -> (Vec<Candidate>, Vec<Str
                         GraphOptimization::Basic,
                         GraphOptimization::Disable,
                     ] {
-                        out.push(Candidate {
-                            backend,
-                            threads,
-                            onnx_optimization: Some(o),
-                            precision: None,
-                        });
+                        // Spinning matters only when there are threads to wake.
+                        let spins: &[Option<bool>] = if threads > 1 {
+                            &[Some(true), Some(false)]
+                        } else {
+                            &[None]
+                        };
+                        for &spin in spins {
+                            out.push(Candidate {
+                                backend,
+                                threads,
+                                onnx_optimization: Some(o),
+                                onnx_spinning: spin,
+                                precision: None,
+                            });
+                        }
                     }
                 }
                 ExportBackend::OpenVino => {
@@ -200,6 +216,7 @@ pub fn candidates(dir: &Path, options: &TuneOptions) -> (Vec<Candidate>, Vec<Str
                             backend,
                             threads,
                             onnx_optimization: None,
+                            onnx_spinning: None,
                             precision: Some(p),
                         });
                     }
@@ -208,6 +225,7 @@ pub fn candidates(dir: &Path, options: &TuneOptions) -> (Vec<Candidate>, Vec<Str
                     backend,
                     threads,
                     onnx_optimization: None,
+                    onnx_spinning: None,
                     precision: None,
                 }),
             }
@@ -461,6 +479,7 @@ mod tests {
             backend: ExportBackend::OpenVino,
             threads: 2,
             onnx_optimization: None,
+            onnx_spinning: None,
             precision: Some(Precision::Bf16),
         };
         assert_eq!(c.settings(), "threads=2 inference_precision=bf16");
@@ -468,6 +487,7 @@ mod tests {
             backend: ExportBackend::Onnx,
             threads: 1,
             onnx_optimization: Some(GraphOptimization::Basic),
+            onnx_spinning: Some(false),
             precision: None,
         };
         assert_eq!(
@@ -475,7 +495,8 @@ mod tests {
             vec![
                 ("backend", "onnx".to_string()),
                 ("threads", "1".to_string()),
-                ("onnx_optimization", "basic".to_string())
+                ("onnx_optimization", "basic".to_string()),
+                ("onnx_spinning", "false".to_string())
             ]
         );
     }

@@ -603,4 +603,32 @@ fn tune_bad_input_is_a_clear_error() {
         assert!(e.contains("non-finite") || e.contains("NaN"), "{c}");
     }
     assert!(v["winner"].is_null());
+
+    // A model file no backend can read: every candidate says it does not load.
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        export.join("metadata.yaml"),
+        broken.path().join("metadata.yaml"),
+    )
+    .unwrap();
+    std::fs::write(broken.path().join("model.onnx"), b"not an onnx model").unwrap();
+    let (ok, v, err) = tune_json(&[
+        broken.path().to_str().unwrap(),
+        "--iterations",
+        "1",
+        "--threads",
+        "1",
+    ]);
+    assert!(!ok, "{v}");
+    let cands = v["candidates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(!cands.is_empty());
+    for c in cands {
+        assert!(!c["accepted"].as_bool().unwrap());
+        assert!(
+            c["error"].as_str().unwrap().contains("does not load"),
+            "{c}"
+        );
+    }
 }

@@ -84,9 +84,10 @@ def tuned_flags(path: Path) -> list[str]:
 
     params = yaml.safe_load(path.read_text())["policy_node"]["ros__parameters"]
     flags = []
-    for key in ("backend", "threads", "onnx_optimization", "inference_precision"):
+    for key in ("backend", "threads", "onnx_optimization", "onnx_spinning", "inference_precision"):
         if key in params:
-            flags += ["--" + key.replace("_", "-"), str(params[key])]
+            value = params[key]
+            flags += ["--" + key.replace("_", "-"), str(value).lower() if isinstance(value, bool) else str(value)]
     return flags
 
 

@@ -45,6 +45,9 @@ struct RuntimeArgs {
     /// ONNX Runtime graph optimisation: disable, basic, extended, all.
     #[arg(long, default_value = "all")]
     onnx_optimization: String,
+    /// ONNX Runtime: idle intra-op threads spin (true, its default) or sleep (false).
+    #[arg(long, value_name = "BOOL")]
+    onnx_spinning: Option<bool>,
     /// The precision OpenVINO computes in: f32, bf16, f16 (other backends: f32 only).
     #[arg(long, default_value = "f32")]
     inference_precision: String,
@@ -106,6 +109,7 @@ impl RuntimeArgs {
             openvino_cache_dir: self.openvino_cache_dir.clone(),
             onnx_optimization: self.onnx_optimization.parse::<GraphOptimization>()?,
             precision: self.inference_precision.parse::<Precision>()?,
+            onnx_spinning: self.onnx_spinning,
             remote,
         })
     }
@@ -1036,7 +1040,7 @@ fn tune(
     let report = policy_node::tune::run(&dir, &obs, options, |o| {
         if !json {
             eprintln!(
-                "  {:<10} {:<45} {}",
+                "  {:<10} {:<55} {}",
                 o.candidate.backend.as_str(),
                 o.candidate.settings(),
                 if o.accepted {
@@ -1060,10 +1064,12 @@ fn tune(
                     .into_iter()
                     .skip(1)
                     .map(|(k, v)| {
-                        let v = if k == "threads" {
-                            v.parse::<u64>().map_or(v.clone().into(), Into::into)
-                        } else {
-                            v.into()
+                        let v = match k {
+                            "threads" => v.parse::<u64>().map_or(v.clone().into(), Into::into),
+                            "onnx_spinning" => {
+                                v.parse::<bool>().map_or(v.clone().into(), Into::into)
+                            }
+                            _ => v.into(),
                         };
                         (k.to_string(), v)
                     })
@@ -1109,7 +1115,7 @@ fn tune(
             options.tolerance
         );
         println!(
-            "{:>4}  {:<10} {:<45} {:>11} {:>11} {:>9} {:>10}  ",
+            "{:>4}  {:<10} {:<55} {:>11} {:>11} {:>9} {:>10}  ",
             "rank", "backend", "settings", "median us", "p99 us", "load ms", "max error"
         );
         for (i, o) in report.outcomes.iter().enumerate() {
@@ -1119,7 +1125,7 @@ fn tune(
                 "-".into()
             };
             println!(
-                "{:>4}  {:<10} {:<45} {:>11.0} {:>11.0} {:>9.1} {:>10}  {}",
+                "{:>4}  {:<10} {:<55} {:>11.0} {:>11.0} {:>9.1} {:>10}  {}",
                 rank,
                 o.candidate.backend.as_str(),
                 o.candidate.settings(),

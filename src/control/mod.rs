@@ -324,6 +324,7 @@ impl ControlLoop {
                     .parse::<GraphOptimization>()
                     .unwrap_or_default(),
             )
+            .onnx_spinning(params.onnx_spinning)
             .precision(
                 params
                     .inference_precision

@@ -146,6 +146,7 @@ pub const PARAM_SPECS: &[ParamSpec] = &[
     row("threads", Int, Configure, i(0, 1024), "CPU threads for the runtime; 0 = the runtime's default"),
     row("openvino_cache_dir", Str, Configure, ANY, "OpenVINO compiled-model cache directory; empty = none"),
     row("onnx_optimization", Str, Configure, ANY, "ONNX Runtime graph optimisation: disable, basic, extended or all"),
+    row("onnx_spinning", Bool, Configure, ANY, "ONNX Runtime: idle intra-op threads spin (true, lower latency) or sleep (false, less CPU)"),
     row("inference_precision", Str, Configure, ANY, "f32 (default), bf16 or f16: the precision OpenVINO computes in (CPU: bf16 / f16 where the CPU has them); other backends f32 only"),
     row("warmup", Bool, Configure, ANY, "run inference at configure (first-call latency; sets refill_ahead_steps -1)"),
     row("autostart", Bool, Configure, ANY, "configure and activate at start; false: start unconfigured, wait for ~/change_state"),

@@ -125,6 +125,8 @@ pub struct NodeParams {
     pub onnx_optimization: String,
     /// `f32` (default), `bf16` or `f16`: the precision OpenVINO computes in.
     pub inference_precision: String,
+    /// ONNX Runtime: idle intra-op threads spin (default) or sleep.
+    pub onnx_spinning: bool,
     /// Run one inference at start-up (first-call latency; sets the automatic refill).
     pub warmup: bool,
     /// `refill_mode: rtc`: actions of each chunk guided towards the previous plan.
@@ -193,6 +195,7 @@ pub const PARAM_NAMES: &[&str] = &[
     "openvino_cache_dir",
     "onnx_optimization",
     "inference_precision",
+    "onnx_spinning",
     "warmup",
     "task",
     "tokenizer_dir",
@@ -252,6 +255,7 @@ pub fn defaults() -> ParamMap {
     m.insert("openvino_cache_dir".into(), s(""));
     m.insert("onnx_optimization".into(), s("all"));
     m.insert("inference_precision".into(), s("f32"));
+    m.insert("onnx_spinning".into(), ParamValue::Bool(true));
     m.insert("warmup".into(), ParamValue::Bool(true));
     m.insert("task".into(), s(""));
     m.insert(
@@ -741,6 +745,7 @@ impl NodeParams {
                 openvino_cache_dir: r.string("openvino_cache_dir")?,
                 onnx_optimization,
                 inference_precision,
+                onnx_spinning: r.boolean("onnx_spinning")?,
                 warmup: r.boolean("warmup")?,
                 task: {
                     let t = r.string("task")?;

@@ -85,6 +85,11 @@ impl InferenceModelBuilder {
         self.options.onnx_optimization = level;
         self
     }
+    /// ONNX Runtime: whether idle intra-op threads spin.
+    pub fn onnx_spinning(mut self, spin: bool) -> Self {
+        self.options.onnx_spinning = Some(spin);
+        self
+    }
     /// The precision the runtime computes in (OpenVINO; the others accept only `f32`).
     pub fn precision(mut self, precision: crate::runtime::Precision) -> Self {
         self.options.precision = precision;

@@ -307,6 +307,9 @@ pub struct RuntimeOptions {
     pub openvino_cache_dir: Option<PathBuf>,
     /// ONNX Runtime graph optimisation level.
     pub onnx_optimization: GraphOptimization,
+    /// ONNX Runtime: whether idle intra-op threads spin (`None`: ONNX Runtime's default, on).
+    /// Spinning answers sooner and burns CPU between calls; off, they sleep.
+    pub onnx_spinning: Option<bool>,
     /// The precision the runtime computes in (OpenVINO only; the others compute in the
     /// model's own types and refuse anything but `f32` here).
     pub precision: Precision,

@@ -718,6 +718,11 @@ impl OnnxAdapter {
                 .with_intra_threads(n)
                 .map_err(|e| load_err(format!("cannot set {n} intra-op threads: {e}")))?;
         }
+        if let Some(spin) = self.options.onnx_spinning {
+            builder = builder
+                .with_intra_op_spinning(spin)
+                .map_err(|e| load_err(format!("cannot set intra-op spinning to {spin}: {e}")))?;
+        }
         let class = device.split([':', '.']).next().unwrap_or_default();
         let id = device_id(device).map_err(load_err)?;
         match class {
