@@ -16,6 +16,7 @@ use common::*;
 use ndarray::{ArrayD, Axis};
 use policy_node::export::{ExportBackend, ExportDir};
 use policy_node::npy::read_npy;
+use policy_node::policy::{ControlPolicy, InferenceModel, Observation, RefillMode, TickOutcome};
 use policy_node::runtime::{
     get_adapter, RemoteFault, RemoteOptions, RuntimeAdapter, RuntimeError, RuntimeOptions,
     ServerState,
@@ -402,4 +403,89 @@ fn a_server_with_another_schema_fails_the_call_naming_the_missing_key() {
         "{text}"
     );
     assert!(text.contains(&srv.url), "{text}");
+}
+
+/// A constant observation for the policy-level tests.
+fn observation(state: f32) -> Observation {
+    let mut obs = Observation::new();
+    obs.insert("state", ArrayD::from_elem(vec![6], state));
+    obs.insert("images", ArrayD::from_elem(vec![3, 64, 64], 0.5));
+    obs
+}
+
+/// A request in flight when `reset` comes is answered later; its chunk is dropped, as with
+/// every backend: the actions after the reset come from the request made after it.
+#[test]
+fn a_late_answer_to_a_request_that_reset_discarded_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("slow.jsonl");
+    let srv = server(&["--delay-ms", "400"], &log);
+    let local_chunk = |state: f32| {
+        let mut m = InferenceModel::builder(fixture("act_tiny/onnx"))
+            .backend(ExportBackend::Onnx)
+            .build()
+            .unwrap();
+        m.predict_chunk(&observation(state)).unwrap()
+    };
+    let (chunk_a, chunk_b) = (local_chunk(1.0), local_chunk(2.0));
+    let model = InferenceModel::builder(fixture("act_tiny/onnx"))
+        .backend(ExportBackend::Remote)
+        .remote(RemoteOptions {
+            url: srv.url.clone(),
+            timeout: Duration::from_millis(3000),
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let link = model.adapter().server_link().unwrap();
+    let ok_before = link.snapshot().ok;
+    let mut policy = ControlPolicy::new(model, RefillMode::Asynchronous, 0);
+    // Request A, in flight on the server when `reset` comes.
+    assert_eq!(
+        policy.tick(|| Ok(observation(1.0))).unwrap(),
+        TickOutcome::Overrun
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log_lines(&log).len() < ok_before as usize + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "request A never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (_, in_flight) = policy.reset();
+    assert!(in_flight);
+    // Request B after the reset.
+    assert_eq!(
+        policy.tick(|| Ok(observation(2.0))).unwrap(),
+        TickOutcome::Overrun
+    );
+    assert!(policy.wait_for_refill(Duration::from_secs(10)).unwrap());
+    assert_eq!(link.snapshot().ok - ok_before, 2);
+    let row_of = |a: &ndarray::Array1<f32>, chunk: &ndarray::Array2<f32>| {
+        (0..chunk.nrows()).find(|&k| {
+            a.iter()
+                .zip(chunk.row(k).iter())
+                .all(|(x, y)| (x - y).abs() <= 1e-5)
+        })
+    };
+    // Consecutive rows of B's chunk (from row 1: the tick that requested it was an overrun,
+    // the asynchronous first-chunk rule), none of A's.
+    let mut first = None;
+    for i in 0..5 {
+        match policy.tick(|| Ok(observation(2.0))).unwrap() {
+            TickOutcome::Action(a) => {
+                let row = row_of(&a, &chunk_b);
+                let start = *first.get_or_insert(row.unwrap_or(usize::MAX));
+                assert!(start <= 1, "action {i} is row {row:?} of B's chunk: {a}");
+                assert_eq!(row, Some(start + i), "action {i}: {a}");
+                assert_eq!(
+                    row_of(&a, &chunk_a),
+                    None,
+                    "an action from the discarded request: {a}"
+                );
+            }
+            TickOutcome::Overrun => panic!("no action after the refill arrived"),
+        }
+    }
 }

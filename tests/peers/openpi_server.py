@@ -96,6 +96,7 @@ async def main():
     ap.add_argument("--schema-map", default="{}")
     ap.add_argument("--fault", default="none", choices=FAULTS)
     ap.add_argument("--fault-after", type=int, default=0)
+    ap.add_argument("--delay-ms", type=float, default=0.0, help="wait this long before each answer")
     ap.add_argument("--log")
     ap.add_argument("--metadata", default='{"policy": "openpi_server fixture"}')
     args = ap.parse_args()
@@ -135,6 +136,8 @@ async def main():
                     actions[1, 2] = np.nan
                 elif fault == "dtype":
                     actions = actions.astype(np.int64)
+                if args.delay_ms > 0:
+                    await asyncio.sleep(args.delay_ms / 1e3)
                 timing = {"infer_ms": infer_ms}
                 if prev_total_ms is not None:
                     timing["prev_total_ms"] = prev_total_ms
