@@ -337,31 +337,9 @@ fn an_unreachable_server_is_an_error_naming_the_url() {
 fn policyctl_replay_through_openpi_equals_local_onnx() {
     let dir = tempfile::tempdir().unwrap();
     let srv = server(&[], &dir.path().join("requests.jsonl"));
-    let bin = env!("CARGO_BIN_EXE_policyctl");
-    let demo = fixture("demo_bag");
-    let run = |extra: &[&str], out: &Path| {
-        let o = Command::new(bin)
-            .arg("replay")
-            .arg(demo.join("mcap"))
-            .arg(fixture("act_tiny/onnx"))
-            .arg("--params")
-            .arg(demo.join("params.yaml"))
-            .arg("--threads")
-            .arg("1")
-            .arg("--output")
-            .arg(out)
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "policyctl replay {extra:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
     let (local, remote) = (dir.path().join("onnx.csv"), dir.path().join("openpi.csv"));
-    run(&["--backend", "onnx"], &local);
-    run(
+    replay_demo(&["--backend", "onnx"], &local);
+    replay_demo(
         &[
             "--backend",
             "remote",

@@ -429,35 +429,11 @@ fn tls_with_a_ca_file() {
 #[test]
 fn policyctl_replay_with_backend_remote_equals_local_onnx() {
     let server = triton::shared();
-    let bin = env!("CARGO_BIN_EXE_policyctl");
     let dir = tempfile::tempdir().unwrap();
-    let demo = fixture("demo_bag");
-    let run = |extra: &[&str], out: &Path| {
-        let o = Command::new(bin)
-            .arg("replay")
-            .arg(demo.join("mcap"))
-            .arg(fixture("act_tiny/onnx"))
-            .arg("--params")
-            .arg(demo.join("params.yaml"))
-            .arg("--threads")
-            .arg("1")
-            .arg("--output")
-            .arg(out)
-            .args(extra)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(o.status.success(), "policyctl replay {extra:?}:\n{text}");
-        text
-    };
     let local = dir.path().join("onnx.csv");
     let remote = dir.path().join("remote.csv");
-    run(&["--backend", "onnx"], &local);
-    let text = run(
+    replay_demo(&["--backend", "onnx"], &local);
+    let text = replay_demo(
         &[
             "--backend",
             "remote",

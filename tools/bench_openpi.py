@@ -39,6 +39,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from interleaved import interleaved_rounds  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CAMERAS = ("cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist")
 
@@ -131,31 +134,17 @@ def main() -> int:
         print(f"openpi server at {url}: state [{joints}] + 4 cameras [3, {args.size}, {args.size}] float32 "
               f"({mb:.2f} MB per observation), actions [{chunk}, {joints}]; "
               f"{args.rounds} rounds x {args.iterations} calls (+{args.warmup} warm-up) per side")
-        rows = []
         try:
-            for r in range(args.rounds):
-                order = ("python", "rust") if r % 2 == 0 else ("rust", "python")
-                med = {}
-                for side in order:
-                    if side == "python":
-                        med["python"] = statistics.median(
-                            python_round(url, args.size, joints, args.iterations, args.warmup))
-                    else:
-                        med["rust"] = rust_round(policyctl, export, url, args.iterations,
-                                                 args.warmup)["latency_us"]["median"]
-                ratio = med["rust"] / med["python"]
-                rows.append((med["rust"], med["python"], ratio))
-                print(f"round {r + 1}: rust {med['rust']:8.0f} us   python {med['python']:8.0f} us   "
-                      f"ratio {ratio:.3f}")
+            interleaved_rounds(
+                args.rounds,
+                rust=lambda: rust_round(policyctl, export, url, args.iterations,
+                                        args.warmup)["latency_us"]["median"],
+                python=lambda: statistics.median(
+                    python_round(url, args.size, joints, args.iterations, args.warmup)),
+                python_label="openpi_client.WebsocketClientPolicy", rust_label="policy_node openpi client")
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    rust = statistics.median(x[0] for x in rows)
-    py = statistics.median(x[1] for x in rows)
-    ratio = statistics.median(x[2] for x in rows)
-    print(f"median round trip: rust (policy_node openpi client) {rust:.0f} us, python "
-          f"(openpi_client.WebsocketClientPolicy) {py:.0f} us; ratio rust/python = {ratio:.3f} "
-          f"(median of per-round ratios)")
     return 0
 
 

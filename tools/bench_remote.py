@@ -38,6 +38,9 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from interleaved import interleaved_rounds  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -123,31 +126,16 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     print(f"Triton (PyTriton) at {url} serving {model_files[0]} as `{args.model}`; "
           f"{args.rounds} rounds x {args.iterations} calls (+{args.warmup} warm-up) per side")
-    rows = []
     try:
-        for r in range(args.rounds):
-            order = ("python", "rust") if r % 2 == 0 else ("rust", "python")
-            med = {}
-            for side in order:
-                if side == "python":
-                    med["python"] = statistics.median(
-                        python_round(url, args.model, args.iterations, args.warmup))
-                else:
-                    med["rust"] = rust_round(policyctl, args.export, url, args.model,
-                                             args.iterations, args.warmup)["latency_us"]["median"]
-            ratio = med["rust"] / med["python"]
-            rows.append((med["rust"], med["python"], ratio))
-            print(f"round {r + 1}: rust {med['rust']:8.0f} us   python {med['python']:8.0f} us   "
-                  f"ratio {ratio:.3f}")
+        interleaved_rounds(
+            args.rounds,
+            rust=lambda: rust_round(policyctl, args.export, url, args.model, args.iterations,
+                                    args.warmup)["latency_us"]["median"],
+            python=lambda: statistics.median(python_round(url, args.model, args.iterations, args.warmup)),
+            python_label="tritonclient.grpc", rust_label="policy_node remote adapter")
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    rust = statistics.median(x[0] for x in rows)
-    py = statistics.median(x[1] for x in rows)
-    ratio = statistics.median(x[2] for x in rows)
-    print(f"median round trip: rust (policy_node remote adapter) {rust:.0f} us, "
-          f"python (tritonclient.grpc) {py:.0f} us; ratio rust/python = {ratio:.3f} "
-          f"(median of per-round ratios)")
     return 0
 
 

@@ -490,6 +490,33 @@ pub trait RuntimeAdapter: Send {
     }
 }
 
+/// Runs `fut` to completion on `rt` from synchronous code (the remote adapters own a small
+/// runtime and block on it, so any thread can call them). Inside another tokio runtime (a
+/// synchronous tick in the node) it runs on a scoped helper thread named `thread`, since a
+/// runtime cannot block inside another. `Err` when that thread cannot start or panics.
+#[cfg(feature = "remote")]
+pub(crate) fn block_on_runtime<F>(
+    rt: &tokio::runtime::Runtime,
+    thread: &str,
+    fut: F,
+) -> Result<F::Output, String>
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Ok(rt.block_on(fut));
+    }
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name(thread.into())
+            .spawn_scoped(s, || rt.block_on(fut))
+            .map_err(|e| format!("cannot start a thread: {e}"))?
+            .join()
+            .map_err(|_| "the call thread panicked".to_string())
+    })
+}
+
 /// The factory: an unloaded adapter for `backend` configured with `options`.
 pub fn get_adapter(
     backend: ExportBackend,

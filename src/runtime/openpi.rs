@@ -170,19 +170,8 @@ impl OpenpiAdapter {
         let Some(rt) = &self.runtime else {
             return Err(RuntimeError::NotLoaded { backend: BACKEND });
         };
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Ok(rt.block_on(fut));
-        }
-        std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .name("openpi-call".into())
-                .spawn_scoped(s, || rt.block_on(fut))
-                .map_err(|e| {
-                    self.error(RemoteFault::Config, format!("cannot start a thread: {e}"))
-                })?
-                .join()
-                .map_err(|_| self.error(RemoteFault::Server, "the call thread panicked"))
-        })
+        super::block_on_runtime(rt, "openpi-call", fut)
+            .map_err(|e| self.error(RemoteFault::Server, e))
     }
 
     /// Connects and reads the server's metadata.

@@ -284,19 +284,8 @@ impl RemoteAdapter {
         let Some(rt) = &self.runtime else {
             return Err(RuntimeError::NotLoaded { backend: BACKEND });
         };
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Ok(rt.block_on(fut));
-        }
-        std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .name("remote-call".into())
-                .spawn_scoped(s, || rt.block_on(fut))
-                .map_err(|e| {
-                    self.error(RemoteFault::Config, format!("cannot start a thread: {e}"))
-                })?
-                .join()
-                .map_err(|_| self.error(RemoteFault::Server, "the call thread panicked"))
-        })
+        super::block_on_runtime(rt, "remote-call", fut)
+            .map_err(|e| self.error(RemoteFault::Server, e))
     }
 
     /// One unary RPC with a deadline, sent to the server as `grpc-timeout` too.

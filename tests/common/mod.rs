@@ -179,3 +179,30 @@ pub fn physicalai_oracle(jobs: &[serde_json::Value]) -> Vec<serde_json::Value> {
         other => panic!("the oracle answered {other}, not one result per job"),
     }
 }
+
+/// `policyctl replay` of the demo recording (tests/fixtures/demo_bag) with the act_tiny ONNX
+/// export, its parameter file, one thread and `extra` flags, commands written to `out`.
+/// Returns what it printed; panics (with it) when it fails.
+pub fn replay_demo(extra: &[&str], out: &std::path::Path) -> String {
+    let demo = fixture("demo_bag");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_policyctl"))
+        .arg("replay")
+        .arg(demo.join("mcap"))
+        .arg(fixture("act_tiny/onnx"))
+        .arg("--params")
+        .arg(demo.join("params.yaml"))
+        .arg("--threads")
+        .arg("1")
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "policyctl replay {extra:?}:\n{text}");
+    text
+}
