@@ -1053,6 +1053,14 @@ fn tune(
     })
     .map_err(anyhow::Error::msg)?;
     let fmt_err = |e: Option<f32>| e.map_or("-".to_string(), |e| format!("{e:.2e}"));
+    // Not timed (a candidate that did not load or run): `-`.
+    let fmt_num = |x: f64, decimals: usize| {
+        if x.is_finite() && (x > 0.0 || decimals == 0) {
+            format!("{x:.decimals$}")
+        } else {
+            "-".to_string()
+        }
+    };
     if json {
         let candidates: Vec<serde_json::Value> = report
             .outcomes
@@ -1125,13 +1133,13 @@ fn tune(
                 "-".into()
             };
             println!(
-                "{:>4}  {:<10} {:<55} {:>11.0} {:>11.0} {:>9.1} {:>10}  {}",
+                "{:>4}  {:<10} {:<55} {:>11} {:>11} {:>9} {:>10}  {}",
                 rank,
                 o.candidate.backend.as_str(),
                 o.candidate.settings(),
-                o.median_us,
-                o.p99_us,
-                o.load_ms,
+                fmt_num(o.median_us, 0),
+                fmt_num(o.p99_us, 0),
+                fmt_num(o.load_ms, 1),
                 fmt_err(o.max_error),
                 if o.accepted {
                     String::new()
