@@ -398,26 +398,19 @@ impl RuntimeAdapter for OpenpiAdapter {
             model_path.display(),
             self.options.url
         );
-        self.inputs = self
-            .options
-            .expected_inputs
-            .iter()
-            .map(|p| TensorSpec {
-                name: p.name.clone(),
-                shape: p.shape.clone(),
-                dtype: DType::F32,
-            })
-            .collect();
-        let outputs: Vec<TensorSpec> = self
-            .options
-            .expected_outputs
-            .iter()
-            .map(|p| TensorSpec {
-                name: p.name.clone(),
-                shape: p.shape.clone(),
-                dtype: DType::F32,
-            })
-            .collect();
+        // The export's ports, as float32 (the protocol sends and returns float arrays).
+        let f32_specs = |ports: &[super::PortExpectation]| -> Vec<TensorSpec> {
+            ports
+                .iter()
+                .map(|p| TensorSpec {
+                    name: p.name.clone(),
+                    shape: p.shape.clone(),
+                    dtype: DType::F32,
+                })
+                .collect()
+        };
+        self.inputs = f32_specs(&self.options.expected_inputs);
+        let outputs = f32_specs(&self.options.expected_outputs);
         let action = crate::policy::action_output_name(&outputs)
             .map_err(|e| self.error(RemoteFault::Config, e.to_string()))?;
         let spec = outputs
@@ -498,8 +491,6 @@ impl RuntimeAdapter for OpenpiAdapter {
             return Err(RuntimeError::NotLoaded { backend: BACKEND });
         }
         check_inputs(BACKEND, &self.inputs, inputs)?;
-        let request = wire::encode_observation(inputs, self.task.as_deref(), true)
-            .map_err(|e| self.error(RemoteFault::Config, e))?;
         if let Some(wait) = self.backoff.wait(Instant::now()) {
             let last = self.link.snapshot().last_error.unwrap_or_default();
             let err = self.error(
@@ -512,6 +503,9 @@ impl RuntimeAdapter for OpenpiAdapter {
             self.link.record_fault(CallFault::Skipped, &err.to_string());
             return Err(err);
         }
+        // Encoded only when it will be sent (not during a backoff).
+        let request = wire::encode_observation(inputs, self.task.as_deref(), true)
+            .map_err(|e| self.error(RemoteFault::Config, e))?;
         let start = Instant::now();
         if self.socket.is_none() {
             if let Err((fault, detail)) = self.connect(self.options.timeout) {
