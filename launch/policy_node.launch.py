@@ -4,10 +4,13 @@
     ros2 launch policy_node policy_node.launch.py export_dir:=/path/to/export \
         params_file:=/path/to/my_robot.yaml joint_states:=/my_robot/joint_states \
         image_raw:=/camera/color/image_raw joint_commands:=/forward_position_controller/commands
+    ros2 launch policy_node policy_node.launch.py remote_url:=ws://gpu-box:8000 \
+        io_map:=config/io_map_openpi_aloha.yaml task:="fold the towel"   # openpi, no export
     ros2 service call /policy_node/reset std_srvs/srv/Trigger     # between episodes
 
 Arguments:
-    export_dir      export directory of the policy (required; overrides the parameters file)
+    export_dir      export directory of the policy (overrides the parameters file; required
+                    unless an openpi server and an io_map with an `openpi:` section stand in)
     params_file     ROS parameters file (default: the package's config/policy_node.yaml)
     joint_states    remap of the joint_states input topic
     image_raw       remap of the image_raw camera topic (the default camera_topics entry)
@@ -21,9 +24,11 @@ Arguments:
                     `ros2 lifecycle set` or a lifecycle manager
     io_map          the I/O map, a YAML file: parameter `io_map` (default: the parameters
                     file's value, else none)
+    remote_url      backend remote's server: http(s):// (KServe v2) or ws(s):// (openpi)
+    task            the task (language instruction), an openpi server's `prompt`
 
-use_sim_time, autostart and io_map override the parameters file only when given on the
-command line: left out, the file's values (or the node's defaults) stand. With io_map:= and
+export_dir, use_sim_time, autostart, io_map, remote_url and task override the parameters file
+only when given on the command line: left out, the file's values (or the node's defaults) stand. With io_map:= and
 the package's own parameters file, the node gets that file without its flat wiring
 (joint_names, joint_state_topic, camera_topics, camera_inputs, command_topic, command_type),
 which the map replaces: `ros2 launch policy_node policy_node.launch.py export_dir:=...
@@ -41,7 +46,14 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 # Launch arguments that set a parameter only when given (default ""), with the parameter's type.
-OPTIONAL_PARAMETERS = {"use_sim_time": bool, "autostart": bool, "io_map": str}
+OPTIONAL_PARAMETERS = {
+    "export_dir": str,
+    "use_sim_time": bool,
+    "autostart": bool,
+    "io_map": str,
+    "remote_url": str,
+    "task": str,
+}
 # The parameters an I/O map replaces (the node refuses a map next to any of them set).
 FLAT_WIRING = ("joint_names", "joint_state_topic", "camera_topics", "camera_inputs", "command_topic", "command_type")
 
@@ -82,7 +94,7 @@ def node_action(context):
         return LaunchConfiguration(name).perform(context)
 
     # The file first, then what the command line set: later entries win.
-    overrides = {"export_dir": arg("export_dir")}
+    overrides = {}
     for name, kind in OPTIONAL_PARAMETERS.items():
         text = arg(name)
         if text != "":
@@ -113,7 +125,12 @@ def node_action(context):
 def generate_launch_description():
     default_params = default_params_file()
     args = [
-        DeclareLaunchArgument("export_dir", description="export directory of the policy (model + metadata.yaml)"),
+        DeclareLaunchArgument(
+            "export_dir",
+            default_value="",
+            description="export directory of the policy (model + metadata.yaml; default: the parameters "
+            "file's; none with an openpi server and an io_map with an `openpi:` section)",
+        ),
         DeclareLaunchArgument("params_file", default_value=default_params, description="ROS parameters file"),
         DeclareLaunchArgument("joint_states", default_value="joint_states", description="joint state input topic"),
         DeclareLaunchArgument("image_raw", default_value="image_raw", description="camera input topic"),
@@ -135,6 +152,18 @@ def generate_launch_description():
             "io_map",
             default_value="",
             description="the I/O map (YAML file; default: the parameters file's value)",
+        ),
+        DeclareLaunchArgument(
+            "remote_url",
+            default_value="",
+            description="backend remote: the inference server (http://, https://, or ws:// / wss:// for an "
+            "openpi policy server; default: the parameters file's value)",
+        ),
+        DeclareLaunchArgument(
+            "task",
+            default_value="",
+            description="the task (language instruction; an openpi server's prompt; default: the parameters "
+            "file's value)",
         ),
     ]
     return LaunchDescription(args + [OpaqueFunction(function=node_action)])

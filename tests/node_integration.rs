@@ -1004,6 +1004,80 @@ fn openpi_backend_commands_equal_local_onnx() {
     remote_commands_equal_local_onnx(&server, "openpi", "openpi");
 }
 
+/// No export on the robot: the I/O map's `openpi:` section describes the observation, for
+/// each of openpi's three schemas (tests/fixtures/openpi_maps/, served by
+/// tests/peers/openpi_server.py under that schema). The node's commands over DDS equal the
+/// chunk local ONNX computes from the observation the peer sent (within 1e-5).
+#[cfg(feature = "remote")]
+#[test]
+fn openpi_without_export_commands_equal_local_onnx_in_each_schema() {
+    let schemas = [
+        (
+            "aloha",
+            r#"{"state": "state", "images": "images/cam_high"}"#,
+        ),
+        (
+            "droid",
+            r#"{"state": ["observation/joint_position", "observation/gripper_position"], "images": "observation/exterior_image_1_left"}"#,
+        ),
+        (
+            "libero",
+            r#"{"state": "observation/state", "images": "observation/image"}"#,
+        ),
+    ];
+    let export = fixture("act_tiny");
+    for (schema, schema_map) in schemas {
+        let server = common::triton::Server::spawn_with(
+            common::runtime_python(),
+            "ws",
+            "openpi_server.py",
+            vec![
+                "--model".into(),
+                format!("{export}/model.onnx"),
+                "--port".into(),
+                "0".into(),
+                "--schema".into(),
+                schema.into(),
+                "--schema-map".into(),
+                schema_map.into(),
+            ],
+        );
+        let map = root().join(format!("tests/fixtures/openpi_maps/{schema}.yaml"));
+        let world = World::new();
+        let node = world.node(&[
+            "-p",
+            &format!("io_map:={}", map.display()),
+            "-p",
+            "refill_mode:=sync",
+            "-p",
+            &format!("remote_url:={}", server.url),
+            "-p",
+            "task:=stack the cubes",
+        ]);
+        let r = world.peer("rate_offline", json!({})).result(&node);
+        let log = node.stop();
+        let chunk = offline_chunk(&export, &r, &["images"]);
+        let commands = rows_of(&r, "first_commands");
+        assert!(commands.len() >= 10, "{schema}: {log}");
+        for (k, c) in commands.iter().take(10).enumerate() {
+            let d = max_diff(c, chunk.row(k));
+            assert!(
+                d < TOL,
+                "{schema}: command {k} differs from local ONNX row {k} by {d}"
+            );
+        }
+        let diag = &r["diagnostics"];
+        assert_eq!(diag_value(diag, "backend"), "remote", "{schema}");
+        assert_eq!(
+            diag_value(diag, "remote_state"),
+            "ready",
+            "{schema}: {diag}"
+        );
+        assert_eq!(diag_value(diag, "remote_errors"), "0", "{schema}: {diag}");
+        assert!(log.contains("learnt from a probe"), "{schema}: {log}");
+    }
+}
+
 #[cfg(feature = "remote")]
 fn openpi_server() -> common::triton::Server {
     common::triton::Server::spawn_with(

@@ -467,3 +467,482 @@ fn a_late_answer_to_a_request_that_reset_discarded_is_dropped() {
         }
     }
 }
+
+/// openpi's three robot schemas, each an I/O map of `tests/fixtures/openpi_maps/` for the
+/// act_tiny fixture robot (no export on the robot) and the `--schema` / `--schema-map` that
+/// serve act_tiny under it: (schema, server's map, the state inputs and how many values each
+/// takes, the image input, the image's wire shape).
+/// (schema, `--schema-map`, state inputs and their widths, image input, wire shape).
+type Schema = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, usize)],
+    &'static str,
+    [usize; 3],
+);
+
+const SCHEMAS: [Schema; 3] = [
+    (
+        "aloha",
+        r#"{"state": "state", "images": "images/cam_high"}"#,
+        &[("state", 6)],
+        "images/cam_high",
+        [3, 64, 64],
+    ),
+    (
+        "droid",
+        r#"{"state": ["observation/joint_position", "observation/gripper_position"],
+            "images": "observation/exterior_image_1_left"}"#,
+        &[
+            ("observation/joint_position", 5),
+            ("observation/gripper_position", 1),
+        ],
+        "observation/exterior_image_1_left",
+        [64, 64, 3],
+    ),
+    (
+        "libero",
+        r#"{"state": "observation/state", "images": "observation/image"}"#,
+        &[("observation/state", 6)],
+        "observation/image",
+        [64, 64, 3],
+    ),
+];
+
+fn openpi_map(schema: &str) -> PathBuf {
+    fixture(&format!("openpi_maps/{schema}.yaml"))
+}
+
+/// The value at `path` of a logged observation: nested at `/` or a flat key.
+fn logged<'a>(
+    obs: &'a serde_json::Value,
+    path: &str,
+    nested: bool,
+) -> Option<&'a serde_json::Value> {
+    if !nested {
+        return obs.get(path);
+    }
+    path.split('/').try_fold(obs, |node, part| node.get(part))
+}
+
+/// Without an export: `policyctl chunk MAP --remote-url ws://...` for each of the three
+/// schemas equals local ONNX on the export (within 1e-5), and the server received exactly
+/// the schema (nested or flat keys, `uint8` images in the map's layout, float32 state, the
+/// prompt).
+#[test]
+fn policyctl_chunk_without_export_equals_local_onnx_in_each_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_policyctl");
+    let (s, im) = inputs(3);
+    let s = s.index_axis(Axis(0), 0).to_owned();
+    // The image as a camera gives it: whole steps of 1/255 (the wire carries uint8).
+    let im = im
+        .index_axis(Axis(0), 0)
+        .mapv(|v| (v * 255.0).round() / 255.0);
+    let (ip, sp) = (dir.path().join("image.npy"), dir.path().join("state.npy"));
+    save_npy(&ip, &im);
+    save_npy(&sp, &s);
+    let run = |target: &Path, extra: &[String], out: &Path| {
+        let o = Command::new(bin)
+            .arg("chunk")
+            .arg(target)
+            .args(extra)
+            .arg("--output")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "policyctl chunk {} {extra:?}: {}",
+            target.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let npz = policy_node::npy::read_npz(out).unwrap();
+        npz.into_iter().find(|(k, _)| k == "action").unwrap().1
+    };
+    let local = run(
+        &fixture("act_tiny/onnx"),
+        &[
+            "--backend".into(),
+            "onnx".into(),
+            "--input".into(),
+            format!("state={}", sp.display()),
+            "--input".into(),
+            format!("images={}", ip.display()),
+        ],
+        &dir.path().join("local.npz"),
+    );
+    for (schema, schema_map, states, image, wire_shape) in SCHEMAS {
+        let log = dir.path().join(format!("{schema}.jsonl"));
+        let srv = server(&["--schema", schema, "--schema-map", schema_map], &log);
+        let mut args = vec![
+            "--remote-url".to_string(),
+            srv.url.clone(),
+            "--task".into(),
+            "stack the cubes".into(),
+            "--input".into(),
+            format!("{image}={}", ip.display()),
+        ];
+        let mut at = 0;
+        for (i, (name, n)) in states.iter().enumerate() {
+            let part = s.slice(ndarray::s![at..at + n]).to_owned().into_dyn();
+            let p = dir.path().join(format!("{schema}_state{i}.npy"));
+            save_npy(&p, &part);
+            args.extend(["--input".into(), format!("{name}={}", p.display())]);
+            at += n;
+        }
+        let remote = run(&openpi_map(schema), &args, &dir.path().join("remote.npz"));
+        assert_eq!(remote.shape(), local.shape(), "{schema}");
+        let d = max_abs_diff(&local, &remote);
+        assert!(d <= 1e-5, "{schema}: differs from local ONNX by {d}");
+        // What went over the wire: the probe (zeros) and the call, both in the schema.
+        let requests = log_lines(&log);
+        assert!(requests.len() >= 2, "{schema}: {requests:?}");
+        let nested = schema == "aloha";
+        for r in &requests {
+            let obs = &r["obs"];
+            let img = logged(obs, image, nested)
+                .unwrap_or_else(|| panic!("{schema}: no `{image}` in {obs}"));
+            assert_eq!(img["dtype"], "|u1", "{schema}: {obs}");
+            assert_eq!(
+                img["shape"],
+                serde_json::json!(wire_shape),
+                "{schema}: {obs}"
+            );
+            for (name, n) in states.iter() {
+                let v = logged(obs, name, nested)
+                    .unwrap_or_else(|| panic!("{schema}: no `{name}` in {obs}"));
+                assert_eq!(v["dtype"], "<f4", "{schema}: {obs}");
+                assert_eq!(v["shape"], serde_json::json!([n]), "{schema}: {obs}");
+            }
+            assert_eq!(obs["prompt"]["value"], "stack the cubes", "{schema}: {obs}");
+            if nested {
+                assert!(obs.get(image).is_none(), "{schema}: a flat key in {obs}");
+            }
+        }
+    }
+}
+
+/// Without an export: `policyctl replay` of the demo recording through the server, for each
+/// of the three schemas, commands what local ONNX commands (within 1e-5, every tick).
+#[test]
+fn policyctl_replay_without_export_equals_local_onnx_in_each_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("onnx.csv");
+    replay_demo(&["--backend", "onnx"], &local);
+    let rows = |p: &Path| -> Vec<Vec<f64>> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(|x| x.parse().unwrap()).collect())
+            .collect()
+    };
+    let expected = rows(&local);
+    assert!(expected.len() > 100);
+    // The demo's timing without its flat wiring (the map names the topics).
+    let params = dir.path().join("params.yaml");
+    std::fs::write(
+        &params,
+        "policy_node:\n  ros__parameters:\n    control_rate_hz: 30.0\n    max_observation_age_ms: 200.0\n    \
+         refill_ahead_steps: 5\n    enable_on_start: true\n    threads: 1\n",
+    )
+    .unwrap();
+    for (schema, schema_map, ..) in SCHEMAS {
+        let srv = server(
+            &["--schema", schema, "--schema-map", schema_map],
+            &dir.path().join(format!("{schema}.jsonl")),
+        );
+        let out = dir.path().join(format!("{schema}.csv"));
+        let o = Command::new(env!("CARGO_BIN_EXE_policyctl"))
+            .arg("replay")
+            .arg(fixture("demo_bag/mcap"))
+            .arg(openpi_map(schema))
+            .arg("--params")
+            .arg(&params)
+            .args(["--remote-url", &srv.url, "--remote-timeout-ms", "5000"])
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{schema}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let got = rows(&out);
+        assert_eq!(got.len(), expected.len(), "{schema}");
+        for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(a[0], b[0], "{schema}: tick {i} stamp");
+            let d = a[1..]
+                .iter()
+                .zip(&b[1..])
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            assert!(d <= 1e-5, "{schema}: command {i} differs by {d}");
+        }
+    }
+}
+
+/// Without an export, the map and the server must agree: a map without `openpi:` (or with a
+/// KServe URL) is refused naming what is missing; an answer whose width is not the map's
+/// action width fails the probe naming the shape; a server that raises on the schema fails
+/// with its traceback. Nothing runs in any of them.
+#[test]
+fn a_map_and_a_server_that_disagree_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_policyctl");
+    let info = |target: &Path, url: &str| {
+        let o = Command::new(bin)
+            .arg("info")
+            .arg(target)
+            .args(["--remote-url", url, "--remote-timeout-ms", "3000"])
+            .output()
+            .unwrap();
+        assert!(
+            !o.status.success(),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // A KServe URL: the map stands for an export only with an openpi server.
+    let e = info(&openpi_map("aloha"), "http://127.0.0.1:1");
+    assert!(e.contains("openpi server") && e.contains("ws://"), "{e}");
+    // A map without the section.
+    let e = info(
+        &fixture("../../config/io_map_aloha.yaml"),
+        "ws://127.0.0.1:1",
+    );
+    assert!(e.contains("openpi:"), "{e}");
+    // A bad section: an image input without its size, a key that is no input.
+    let bad = dir.path().join("bad.yaml");
+    let base = std::fs::read_to_string(openpi_map("libero")).unwrap();
+    std::fs::write(&bad, base.replace("size: [64, 64], ", "")).unwrap();
+    let e = info(&bad, "ws://127.0.0.1:1");
+    assert!(
+        e.contains("openpi.images.observation/image.size") && e.contains("required"),
+        "{e}"
+    );
+    std::fs::write(
+        &bad,
+        base.replace("    observation/image: {", "    observation/wrist: {"),
+    )
+    .unwrap();
+    let e = info(&bad, "ws://127.0.0.1:1");
+    assert!(e.contains("openpi.images.observation/wrist"), "{e}");
+    // One action column short: the probe's answer does not fit the map's 6 values.
+    let (schema, schema_map, ..) = SCHEMAS[2];
+    let srv = server(
+        &[
+            "--schema",
+            schema,
+            "--schema-map",
+            schema_map,
+            "--fault",
+            "width",
+        ],
+        &dir.path().join("width.jsonl"),
+    );
+    let e = info(&openpi_map(schema), &srv.url);
+    assert!(
+        e.contains(&srv.url) && e.contains("probe") && e.contains("[10, 5]"),
+        "{e}"
+    );
+    // The server wants ALOHA's nested keys; the LIBERO map sends flat ones: its traceback.
+    let (schema, schema_map, ..) = SCHEMAS[0];
+    let srv = server(
+        &["--schema", schema, "--schema-map", schema_map],
+        &dir.path().join("schema.jsonl"),
+    );
+    let e = info(&openpi_map("libero"), &srv.url);
+    assert!(e.contains("KeyError") && e.contains("state"), "{e}");
+}
+
+/// The `pad` resize against openpi's own (`openpi_client.image_tools.resize_with_pad`, PIL
+/// bilinear): the same geometry (resized size, black borders, placement) in every case, and the
+/// same pixels within one level of 255 (PIL computes in fixed point), enlarging and shrinking
+/// (both antialias when shrinking).
+#[test]
+fn the_pad_resize_matches_openpis_resize_with_pad() {
+    use policy_node::observation::{ImageEncoding, ImageFit, ImagePreprocessor, RawImage};
+    let dir = tempfile::tempdir().unwrap();
+    // (input height, width, output height, width, largest difference allowed in levels)
+    let cases = [
+        (24usize, 40usize, 64usize, 64usize, 1u8), // wider: black bands above and below
+        (40, 24, 64, 64, 1),                       // taller: bands left and right
+        (30, 30, 64, 48, 1),                       // square into a portrait box
+        (64, 64, 64, 64, 0),                       // the size already: untouched
+        (120, 200, 64, 64, 1),                     // shrunk ~3x: both antialias
+        (480, 640, 224, 224, 1),                   // a VGA camera into openpi's 224
+    ];
+    for (k, (ih, iw, oh, ow, tol)) in cases.into_iter().enumerate() {
+        // A smooth image with some texture, the same bytes on both sides.
+        let pixels: Vec<u8> = (0..ih * iw * 3)
+            .map(|i| {
+                let (y, x, c) = (i / (iw * 3), (i / 3) % iw, i % 3);
+                ((x * 255 / iw + y * 97 / ih + c * 40 + (x * y) % 13) % 256) as u8
+            })
+            .collect();
+        let input = dir.path().join(format!("in{k}.npy"));
+        let img =
+            ArrayD::from_shape_vec(vec![ih, iw, 3], pixels.iter().map(|v| *v as f32).collect())
+                .unwrap();
+        save_npy(&input, &img);
+        let out = dir.path().join(format!("out{k}.npy"));
+        let script = format!(
+            "import numpy as np\nfrom openpi_client import image_tools\n\
+             a = np.load('{}').astype(np.uint8)\n\
+             np.save('{}', image_tools.resize_with_pad(a, {oh}, {ow}).astype(np.float32))\n",
+            input.display(),
+            out.display()
+        );
+        let o = Command::new(runtime_python())
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let theirs = read_npy(&out).unwrap();
+        assert_eq!(theirs.shape(), &[oh, ow, 3]);
+        let mut pre = ImagePreprocessor::new(oh, ow)
+            .with_fit(ImageFit::Pad)
+            .with_antialias(true);
+        let ours = pre
+            .raw(&RawImage {
+                width: iw as u32,
+                height: ih as u32,
+                step: (iw * 3) as u32,
+                encoding: ImageEncoding::Rgb8,
+                data: &pixels,
+            })
+            .unwrap();
+        // openpi's geometry, written out: ratio, resized size, padding before.
+        let ratio = (iw as f64 / ow as f64).max(ih as f64 / oh as f64);
+        let (rw, rh) = ((iw as f64 / ratio) as usize, (ih as f64 / ratio) as usize);
+        let (left, top) = ((ow - rw) / 2, (oh - rh) / 2);
+        let mut worst = 0u8;
+        for y in 0..oh {
+            for x in 0..ow {
+                let inside = (top..top + rh).contains(&y) && (left..left + rw).contains(&x);
+                for c in 0..3 {
+                    let a = (ours[[c, y, x]] * 255.0).round() as u8;
+                    let b = theirs[[y, x, c]] as u8;
+                    if inside {
+                        worst = worst.max(a.abs_diff(b));
+                    } else {
+                        assert_eq!(
+                            (a, b),
+                            (0, 0),
+                            "{ih}x{iw} -> {oh}x{ow}: padding at ({y}, {x})"
+                        );
+                    }
+                }
+            }
+        }
+        println!("{ih}x{iw} -> {oh}x{ow}: largest difference {worst} levels");
+        assert!(
+            worst <= tol,
+            "{ih}x{iw} -> {oh}x{ow}: {worst} levels apart (allowed {tol})"
+        );
+    }
+}
+
+/// `wss://`: the same server behind TLS (a certificate made here with the `openssl` tool).
+/// With the certificate as `--remote-ca-file`, `policyctl chunk` equals local ONNX; without it
+/// (the system's roots do not know it) the connection is refused naming the URL and the
+/// certificate problem, and nothing is computed.
+#[test]
+fn wss_with_the_servers_ca_works_and_an_unknown_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl tool (Debian's `openssl` package, which ca-certificates needs)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = dir.path().join("requests.jsonl");
+    let mut a: Vec<String> = vec![
+        "--model".into(),
+        model().to_string_lossy().into_owned(),
+        "--log".into(),
+        log.to_string_lossy().into_owned(),
+        "--port".into(),
+        "0".into(),
+        "--tls-cert".into(),
+        cert.to_string_lossy().into_owned(),
+        "--tls-key".into(),
+        key.to_string_lossy().into_owned(),
+    ];
+    a.extend(["--schema".to_string(), "export".to_string()]);
+    let srv = Server::spawn_with(runtime_python(), "wss", "openpi_server.py", a);
+    assert!(srv.url.starts_with("wss://"), "{}", srv.url);
+    let (s, im) = inputs(2);
+    let (sp, ip) = (dir.path().join("s.npy"), dir.path().join("i.npy"));
+    save_npy(&sp, &s.index_axis(Axis(0), 0).to_owned());
+    save_npy(&ip, &im.index_axis(Axis(0), 0).to_owned());
+    let run = |extra: &[&str], out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_policyctl"))
+            .arg("chunk")
+            .arg(fixture("act_tiny/onnx"))
+            .arg("--input")
+            .arg(format!("state={}", sp.display()))
+            .arg("--input")
+            .arg(format!("images={}", ip.display()))
+            .arg("--output")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let npz = |p: &Path| {
+        policy_node::npy::read_npz(p)
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k == "action")
+            .unwrap()
+            .1
+    };
+    let local = dir.path().join("local.npz");
+    assert!(run(&["--backend", "onnx"], &local).status.success());
+    let remote = dir.path().join("remote.npz");
+    let ca = cert.to_string_lossy().into_owned();
+    let o = run(
+        &[
+            "--backend",
+            "remote",
+            "--remote-url",
+            &srv.url,
+            "--remote-ca-file",
+            &ca,
+        ],
+        &remote,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d = max_abs_diff(&npz(&local), &npz(&remote));
+    assert!(d <= 1e-5, "wss:// differs from local ONNX by {d}");
+    assert!(!log_lines(&log).is_empty());
+    // The system's roots do not know this certificate.
+    let refused = dir.path().join("refused.npz");
+    let o = run(&["--backend", "remote", "--remote-url", &srv.url], &refused);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !refused.exists(), "{e}");
+    assert!(
+        e.contains(&srv.url) && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
+}

@@ -12,7 +12,13 @@ ONNX Runtime) and times, against that same server and observation, in interleave
           ``RuntimeAdapter::predict`` per iteration (observation encoded, sent, the answer
           received, decoded and checked);
 - python: ``openpi_client.websocket_client_policy.WebsocketClientPolicy.infer`` with the same
-          observation (the same keys, float32 arrays without the batch dimension).
+          observation.
+
+``--schema aloha`` (the default) is openpi's ALOHA schema with no export on the robot: an I/O
+map whose ``openpi:`` section sends ``{"state": [14], "images": {"cam_high": uint8 [3, 224,
+224], ...}}`` (our client converts the node's float images to uint8 on every call; the Python
+client is handed uint8 arrays ready made). ``--schema export`` sends the export's own inputs
+(float32, ``images.cam_high`` [3, 224, 224], ...), as ``policyctl bench EXPORT`` does.
 
 Prints per round the median of each side and their ratio, then the median of the per-round
 ratios (rust / python; below 1.0 means our client's round trip is shorter)::
@@ -73,8 +79,27 @@ def write_export(out: Path, size: int, chunk: int, joints: int) -> None:
         "output_shapes:\n  action: [%d, %d]\n" % (chunk, joints, shapes, chunk, joints))
 
 
-def start_server(model: Path) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests/peers/openpi_server.py"), "--model", str(model)],
+def write_map(out: Path, size: int, joints: int) -> None:
+    """The I/O map of the ALOHA schema: 14 joints, four cameras, no export."""
+    select = ", ".join(f"position.j{i}" for i in range(joints))
+    cams = "".join(f"  images/{c}:\n    topic: /{c}/image_raw\n" for c in CAMERAS)
+    images = "".join(f"    images/{c}: {{size: [{size}, {size}], layout: chw, dtype: uint8, resize: pad}}\n"
+                     for c in CAMERAS)
+    out.write_text(
+        f"inputs:\n  state:\n    topic: /joint_states\n    type: sensor_msgs/msg/JointState\n"
+        f"    select: [{select}]\n{cams}"
+        f"outputs:\n  - topic: /commands\n    type: std_msgs/msg/Float64MultiArray\n"
+        f"    action: [{', '.join(str(i) for i in range(joints))}]\n"
+        f"openpi:\n  keys: nested\n  images:\n{images}")
+
+
+def start_server(model: Path, schema: str) -> tuple[subprocess.Popen, int]:
+    extra = []
+    if schema == "aloha":
+        mapping = {"state": "state", **{f"images.{c}": f"images/{c}" for c in CAMERAS}}
+        extra = ["--schema", "aloha", "--schema-map", json.dumps(mapping)]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests/peers/openpi_server.py"), "--model", str(model),
+                             *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:
         if line.startswith("READY "):
@@ -83,13 +108,16 @@ def start_server(model: Path) -> tuple[subprocess.Popen, int]:
     raise SystemExit(f"the openpi server exited ({proc.wait()}) before it was ready")
 
 
-def python_round(url: str, size: int, joints: int, iterations: int, warmup: int) -> list[float]:
+def python_round(url: str, schema: str, size: int, joints: int, iterations: int, warmup: int) -> list[float]:
     from openpi_client import websocket_client_policy
 
     rng = np.random.default_rng(0)
     obs = {"state": rng.random(joints).astype(np.float32)}
-    for cam in CAMERAS:
-        obs[f"images.{cam}"] = rng.random((3, size, size)).astype(np.float32)
+    if schema == "aloha":
+        obs["images"] = {c: rng.integers(0, 256, (3, size, size), dtype=np.uint8) for c in CAMERAS}
+    else:
+        for cam in CAMERAS:
+            obs[f"images.{cam}"] = rng.random((3, size, size)).astype(np.float32)
     client = websocket_client_policy.WebsocketClientPolicy(url)
     for _ in range(warmup):
         client.infer(obs)
@@ -103,7 +131,8 @@ def python_round(url: str, size: int, joints: int, iterations: int, warmup: int)
 
 
 def rust_round(policyctl: Path, export: Path, url: str, iterations: int, warmup: int) -> dict:
-    out = subprocess.run([str(policyctl), "bench", str(export), "--backend", "remote", "--remote-url", url,
+    backend = [] if export.is_file() else ["--backend", "remote"]
+    out = subprocess.run([str(policyctl), "bench", str(export), *backend, "--remote-url", url,
                           "--iterations", str(iterations), "--warmup", str(warmup), "--json"],
                          capture_output=True, text=True)
     if out.returncode != 0:
@@ -117,6 +146,7 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--size", type=int, default=224, help="camera height and width")
+    ap.add_argument("--schema", choices=("aloha", "export"), default="aloha")
     ap.add_argument("--policyctl", type=Path)
     args = ap.parse_args()
     policyctl = args.policyctl or next(
@@ -128,19 +158,25 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         export = Path(tmp) / "aloha_shaped"
         write_export(export, args.size, chunk, joints)
-        proc, port = start_server(export / "model.onnx")
+        target = export
+        if args.schema == "aloha":
+            target = Path(tmp) / "aloha_map.yaml"
+            write_map(target, args.size, joints)
+        proc, port = start_server(export / "model.onnx", args.schema)
         url = f"ws://127.0.0.1:{port}"
-        mb = (joints + 4 * 3 * args.size * args.size) * 4 / 1e6
-        print(f"openpi server at {url}: state [{joints}] + 4 cameras [3, {args.size}, {args.size}] float32 "
+        pixel = 1 if args.schema == "aloha" else 4
+        mb = (joints * 4 + 4 * 3 * args.size * args.size * pixel) / 1e6
+        kind = "uint8 (ALOHA schema, no export)" if args.schema == "aloha" else "float32 (the export's inputs)"
+        print(f"openpi server at {url}: state [{joints}] + 4 cameras [3, {args.size}, {args.size}] {kind} "
               f"({mb:.2f} MB per observation), actions [{chunk}, {joints}]; "
               f"{args.rounds} rounds x {args.iterations} calls (+{args.warmup} warm-up) per side")
         try:
             interleaved_rounds(
                 args.rounds,
-                rust=lambda: rust_round(policyctl, export, url, args.iterations,
+                rust=lambda: rust_round(policyctl, target, url, args.iterations,
                                         args.warmup)["latency_us"]["median"],
                 python=lambda: statistics.median(
-                    python_round(url, args.size, joints, args.iterations, args.warmup)),
+                    python_round(url, args.schema, args.size, joints, args.iterations, args.warmup)),
                 python_label="openpi_client.WebsocketClientPolicy", rust_label="policy_node openpi client")
         finally:
             proc.terminate()

@@ -2,7 +2,7 @@
 //! `replay`.
 //! Thin: argument parsing and printing; the work is in the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -149,6 +149,8 @@ impl RuntimeArgs {
 enum Command {
     /// Backend, model file, inputs and outputs, chunk size, queue and chosen device.
     Info {
+        /// The export directory; or, with an openpi server (--remote-url ws://...), an I/O map
+        /// file whose `openpi:` section describes the server's observation (no export).
         dir: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -158,6 +160,8 @@ enum Command {
     },
     /// One raw model call on .npy inputs; outputs to an .npz named by the model's outputs.
     Predict {
+        /// The export directory; or, with an openpi server (--remote-url ws://...), an I/O map
+        /// file whose `openpi:` section describes the server's observation (no export).
         dir: PathBuf,
         /// NAME=FILE.npy, once per model input.
         #[arg(long = "input", value_name = "NAME=FILE.npy", required = true)]
@@ -171,6 +175,8 @@ enum Command {
     /// The whole policy pipeline once (preprocessors, model, postprocessors) on .npy
     /// observations; writes `action` [n_action_steps, A] (denormalized, trimmed) to an .npz.
     Chunk {
+        /// The export directory; or, with an openpi server (--remote-url ws://...), an I/O map
+        /// file whose `openpi:` section describes the server's observation (no export).
         dir: PathBuf,
         /// NAME=FILE.npy per observation (`state` or `observation.state`, `images.top` or
         /// `observation.images.top`, ...), with or without the batch dimension.
@@ -192,6 +198,8 @@ enum Command {
     /// come from the model, the package's features or the metadata; `--input` gives them
     /// (and the values) where none does.
     Bench {
+        /// The export directory; or, with an openpi server (--remote-url ws://...), an I/O map
+        /// file whose `openpi:` section describes the server's observation (no export).
         dir: PathBuf,
         /// NAME=FILE.npy: feed this input instead of generated values.
         #[arg(long = "input", value_name = "NAME=FILE.npy")]
@@ -261,6 +269,8 @@ enum Command {
     /// control loop, on bag time.
     Replay {
         bag: PathBuf,
+        /// The export directory; or, with an openpi server (--remote-url ws://...), an I/O map
+        /// file whose `openpi:` section describes the server's observation (no export).
         dir: PathBuf,
         /// The node's ROS parameter file.
         #[arg(long)]
@@ -382,10 +392,7 @@ fn spec_json(s: &TensorSpec) -> serde_json::Value {
 }
 
 fn info(dir: PathBuf, json: bool, rt: &RuntimeArgs) -> Result<()> {
-    let mut b = InferenceModel::builder(&dir).runtime_options(rt.options()?);
-    if let Some(backend) = rt.backend()? {
-        b = b.backend(backend);
-    }
+    let b = model_builder(&dir, rt, None)?;
     let model = b
         .build()
         .with_context(|| format!("loading {}", dir.display()))?;
@@ -561,6 +568,34 @@ fn print_package(m: &policy_node::export::Manifest, model: &InferenceModel) {
     }
 }
 
+/// The builder for `dir`: an export directory, or an I/O map file whose `openpi:` section
+/// describes the policy of the openpi server at `--remote-url` (no export).
+fn model_builder(
+    dir: &Path,
+    rt: &RuntimeArgs,
+    task: Option<&str>,
+) -> Result<policy_node::policy::InferenceModelBuilder> {
+    let mut b = InferenceModel::builder(dir).runtime_options(rt.options()?);
+    if dir.is_file() {
+        let map = policy_node::iomap::IoMap::load(dir)?;
+        let options = rt.options()?;
+        if options.remote.protocol() != policy_node::runtime::RemoteProtocol::Openpi
+            || options.remote.url.trim().is_empty()
+        {
+            bail!(
+                "{} is a file: an I/O map with an `openpi:` section stands for an export only with an \
+                 openpi server (--remote-url ws://host:port)",
+                dir.display()
+            );
+        }
+        return Ok(b.openpi_map(&map, task)?);
+    }
+    if let Some(backend) = rt.backend()? {
+        b = b.backend(backend);
+    }
+    Ok(b)
+}
+
 fn load_adapter(
     dir: &PathBuf,
     rt: &RuntimeArgs,
@@ -569,9 +604,16 @@ fn load_adapter(
     Box<dyn policy_node::runtime::RuntimeAdapter>,
     f64,
 )> {
-    let export = ExportDir::open_with_backend(dir, rt.backend()?)?;
-    let start = Instant::now();
     let mut options = rt.options()?;
+    let export = if dir.is_file() {
+        // An I/O map with an `openpi:` section: the openpi server's policy it describes.
+        model_builder(dir, rt, None)?;
+        let map = policy_node::iomap::IoMap::load(dir)?;
+        policy_node::policy::openpi_export(&map, None, &mut options.remote)?
+    } else {
+        ExportDir::open_with_backend(dir, rt.backend()?)?
+    };
+    let start = Instant::now();
     if export.backend == ExportBackend::Remote {
         options.remote = options.remote.for_export(&export);
     }
@@ -617,10 +659,7 @@ fn chunk(
     tokenizer_dir: Option<PathBuf>,
     rt: &RuntimeArgs,
 ) -> Result<()> {
-    let mut b = InferenceModel::builder(&dir).runtime_options(rt.options()?);
-    if let Some(backend) = rt.backend()? {
-        b = b.backend(backend);
-    }
+    let mut b = model_builder(&dir, rt, task.as_deref())?;
     if let Some(t) = tokenizer_dir {
         b = b.tokenizer_dir(t);
     }
@@ -882,10 +921,7 @@ fn bench_pipeline(
     }
     let given = read_inputs(given)?;
     let start = Instant::now();
-    let mut b = InferenceModel::builder(&dir).runtime_options(rt.options()?);
-    if let Some(backend) = rt.backend()? {
-        b = b.backend(backend);
-    }
+    let mut b = model_builder(&dir, rt, run.task.as_deref())?;
     if let Some(t) = &run.tokenizer_dir {
         b = b.tokenizer_dir(t);
     }
@@ -1002,6 +1038,13 @@ fn replay(
     rt: &RuntimeArgs,
 ) -> Result<()> {
     use std::io::IsTerminal;
+    // An I/O map file in place of the export: the openpi server's policy it describes.
+    let (dir, map_override) = if dir.is_file() {
+        let map = policy_node::control::ParamValue::String(dir.to_string_lossy().into_owned());
+        (PathBuf::new(), Some(("io_map".to_string(), map)))
+    } else {
+        (dir, None)
+    };
     let opts = policy_node::bag::replay::ReplayOptions {
         bag,
         export_dir: dir,
@@ -1015,6 +1058,7 @@ fn replay(
         param_overrides: rt
             .remote_params()
             .into_iter()
+            .chain(map_override)
             .chain(task.map(|t| {
                 (
                     "task".to_string(),

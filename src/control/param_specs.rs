@@ -122,7 +122,7 @@ use Kind::{Bool, Double, DoubleArray, Int, String as Str, StringArray as StrArra
 /// name, type, when it may change, range, description.
 #[rustfmt::skip]
 pub const PARAM_SPECS: &[ParamSpec] = &[
-    row("export_dir", Str, Configure, ANY, "export directory of the policy (model + metadata.yaml); required"),
+    row("export_dir", Str, Configure, ANY, "export directory of the policy (model + metadata.yaml); required unless io_map has an `openpi:` section (an openpi server, no export)"),
     row("backend", Str, Configure, ANY, "auto (metadata, else file extension), openvino, onnx, torchscript, or remote (a KServe v2 inference server: remote_url)"),
     row("device", Str, Configure, ANY, "auto (first available in priority order) or an explicit device (cpu, cuda, GPU, ...)"),
     row("control_rate_hz", Double, Configure, f(0.0, 10_000.0), "control timer rate in Hz, > 0 (ROS time: follows /clock with use_sim_time)"),
@@ -152,12 +152,12 @@ pub const PARAM_SPECS: &[ParamSpec] = &[
     row("autostart", Bool, Configure, ANY, "configure and activate at start; false: start unconfigured, wait for ~/change_state"),
     row("publish_action_chunk", Bool, Live, ANY, "publish each chunk switched in on ~/action_chunk (trajectory_msgs/JointTrajectory)"),
     row("use_sim_time", Bool, Startup, ANY, "use /clock (rosgraph_msgs/Clock) as ROS time"),
-    row("remote_url", Str, Configure, ANY, "backend remote: the inference server, http://host:port (KServe v2 gRPC), https://host:port (TLS) or ws://host:port (openpi)"),
-    row("remote_protocol", Str, Configure, ANY, "backend remote: kserve or openpi; empty = implied by remote_url (ws:// is openpi)"),
+    row("remote_url", Str, Configure, ANY, "backend remote: the inference server, http://host:port (KServe v2 gRPC), https://host:port (TLS), or ws://host:port / wss://host:port (openpi)"),
+    row("remote_protocol", Str, Configure, ANY, "backend remote: kserve or openpi; empty = implied by remote_url (ws://, wss:// are openpi)"),
     row("remote_model", Str, Configure, ANY, "backend remote: the model's name on the server; empty = the policy's name"),
     row("remote_model_version", Str, Configure, ANY, "backend remote: the model version; empty = the server's choice"),
     row("remote_timeout_ms", Double, Configure, f(0.0, 3_600_000.0), "backend remote: deadline of each inference call in milliseconds"),
-    row("remote_ca_file", Str, Configure, ANY, "backend remote with https://: PEM file of the certificate authority; empty = system roots"),
+    row("remote_ca_file", Str, Configure, ANY, "backend remote with https:// or wss://: PEM file of the certificate authority; empty = system roots"),
     row("chunk_blend", Str, Configure, ANY, "chunk hand-over: none, linear, ensemble, weighted_average, latest_only or average"),
     row("chunk_blend_steps", Int, Configure, i(1, 100_000), "ticks of the linear crossfade (chunk_blend linear)"),
     row("low_pass_alpha", Double, Configure, f(0.0, 1.0), "output low-pass filter y = a x + (1 - a) y_prev, a in (0, 1]; 1 = off"),

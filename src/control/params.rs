@@ -382,11 +382,17 @@ impl NodeParams {
             .filter(|k| !PARAM_NAMES.contains(&k.as_str()) && k.as_str() != "use_sim_time")
             .cloned()
             .collect();
-        let export_dir = r.string("export_dir")?;
-        if export_dir.trim().is_empty() {
+        let export_dir = match r.get("export_dir") {
+            None => String::new(),
+            Some(_) => r.string("export_dir")?,
+        };
+        // Without an export, the I/O map's `openpi:` section describes an openpi server's
+        // policy (checked when the policy loads).
+        if export_dir.trim().is_empty() && r.string("io_map")?.trim().is_empty() {
             return Err(invalid(
                 "export_dir",
-                "is required: the export directory of the policy",
+                "is required: the export directory of the policy (or, for an openpi server \
+                 without an export, an `io_map` with an `openpi:` section)",
             ));
         }
         let control_rate_hz = r.double("control_rate_hz")?;

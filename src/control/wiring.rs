@@ -71,13 +71,14 @@ fn image_candidates(model: &InferenceModel) -> Result<(bool, Vec<ImageInput>), C
         }
         return Ok((true, declared));
     }
+    let declared = declared_images(model);
     Ok((
         false,
         specs
             .iter()
             .filter(|s| {
                 let c = canonical_name(&s.name);
-                c == "images" || c.starts_with("images.")
+                c == "images" || c.starts_with("images.") || declared.contains(&s.name)
             })
             .map(|s| {
                 let port = match s.shape.as_slice() {
@@ -88,6 +89,23 @@ fn image_candidates(model: &InferenceModel) -> Result<(bool, Vec<ImageInput>), C
             })
             .collect(),
     ))
+}
+
+/// Inputs the export declares as cameras whatever their names (metadata `image_inputs`: an
+/// openpi map's images, `images/cam_high` or `observation/image`).
+fn declared_images(model: &InferenceModel) -> Vec<String> {
+    model
+        .export()
+        .metadata
+        .extra
+        .get("image_inputs")
+        .and_then(|v| v.as_sequence())
+        .map(|s| {
+            s.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The state input: the model's `state` port, else the package's STATE feature, else
@@ -323,10 +341,14 @@ fn ports(model: &InferenceModel) -> Result<(bool, Vec<ImageInput>, PolicyPorts),
         })
         .collect();
     let (state_name, state_dim) = state_input(model, &candidates);
+    let declared = declared_images(model);
     let is_image = |c: &str| c == "images" || c.starts_with("images.");
     let mut push = |name: &str, width: Option<usize>| {
         let c = canonical_name(name);
-        if is_image(&c) || inputs.iter().any(|p| canonical_name(&p.name) == c) {
+        if is_image(&c)
+            || declared.iter().any(|d| d == name)
+            || inputs.iter().any(|p| canonical_name(&p.name) == c)
+        {
             return;
         }
         inputs.push(PolicyInput {
@@ -403,14 +425,22 @@ fn from_file(params: &NodeParams, model: &mut InferenceModel) -> Result<Wiring, 
             .find(|(n, _)| n == want)
             .cloned()
             .unwrap_or((want.to_string(), None));
-        cameras.push(camera(
+        let mut cam = camera(
             model,
             stacks,
             name,
             port,
             f.sources[0].topic.clone(),
             n_images,
-        )?);
+        )?;
+        if let Some(image) = map.openpi.as_ref().and_then(|o| o.image(&f.name)) {
+            // As openpi's client resizes: PIL's antialiased bilinear, fitted as the map says.
+            let fitted = ImagePreprocessor::new(image.height, image.width)
+                .with_fit(image.fit)
+                .with_antialias(true);
+            cam.preprocessor = Arc::new(Mutex::new(fitted));
+        }
+        cameras.push(cam);
     }
     let inputs = Inputs::new(&map.inputs);
     let keys: Vec<String> = map

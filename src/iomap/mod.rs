@@ -39,6 +39,7 @@
 //! ```
 
 mod inputs;
+pub mod openpi;
 mod outputs;
 mod preflight;
 mod spec;
@@ -47,6 +48,7 @@ mod types;
 use std::path::PathBuf;
 
 pub use inputs::{InputMessage, Inputs, SourceReader};
+pub use openpi::{ImageFit, OpenpiSection};
 pub use outputs::Outputs;
 pub use preflight::{relative_pairs, PolicyInput, PolicyPorts, RobotOrder};
 pub use spec::{Channel, InputFeature, IoMap, JointField, Relative, Select, Source, MAX_INDEX};

@@ -329,6 +329,7 @@ impl IoMap {
                 on_stop: OnStop::None,
             }],
             ignore: vec![],
+            openpi: None,
         }
     }
 

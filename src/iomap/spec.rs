@@ -161,6 +161,9 @@ pub struct IoMap {
     pub inputs: Vec<InputFeature>,
     pub outputs: Vec<Channel>,
     pub ignore: Vec<usize>,
+    /// The `openpi:` section: the observation an openpi server wants, when no export
+    /// describes it ([`super::openpi`]).
+    pub openpi: Option<super::openpi::OpenpiSection>,
 }
 
 struct Ctx<'a> {
@@ -350,7 +353,7 @@ impl IoMap {
         let cx = Ctx { file };
         let root: Value =
             serde_yaml::from_str(text).map_err(|e| cx.err("", format!("not valid YAML: {e}")))?;
-        let top = entries(&cx, "", &root, &["inputs", "outputs", "ignore"])?;
+        let top = entries(&cx, "", &root, &["inputs", "outputs", "ignore", "openpi"])?;
         let inputs = parse_inputs(&cx, top.get("inputs").copied())?;
         let outputs = parse_outputs(&cx, top.get("outputs").copied(), &inputs)?;
         let ignore = match top.get("ignore") {
@@ -363,11 +366,16 @@ impl IoMap {
                 format!("action index {} is listed twice", ignore[j]),
             ));
         }
+        let openpi = match top.get("openpi") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(super::openpi::parse(file, v, &inputs)?),
+        };
         let map = IoMap {
             file: file.map(Path::to_path_buf),
             inputs,
             outputs,
             ignore,
+            openpi,
         };
         map.check_coverage_once(&cx)?;
         Ok(map)

@@ -28,6 +28,7 @@
 //! # Ok::<(), policy_node::observation::ObservationError>(())
 //! ```
 
+mod antialias;
 mod compressed;
 mod encoding;
 mod error;
@@ -42,5 +43,5 @@ pub use encoding::{ImageEncoding, RawImage};
 pub use error::ObservationError;
 pub use freshness::{time_to_ns, Freshness, Staleness};
 pub use joints::JointReorder;
-pub use preprocess::{ImagePreprocessor, DEFAULT_MAX_DECODED_DIM};
+pub use preprocess::{ImageFit, ImagePreprocessor, DEFAULT_MAX_DECODED_DIM};
 pub use slot::{LatestSlot, Stamped};

@@ -2,7 +2,9 @@
 
 use ndarray::Array3;
 
+use super::antialias::AntialiasPlan;
 use super::compressed::{decode_into, CompressedFormat};
+use super::encoding::Layout;
 use super::resize::{self, ResizePlan, RowCache};
 use super::{ImageEncoding, ObservationError, RawImage};
 
@@ -29,6 +31,23 @@ pub struct ImagePreprocessor {
     plan: ResizePlan,
     rows: RowCache,
     decoded: Vec<u8>,
+    fit: ImageFit,
+    /// The resized image before padding ([`ImageFit::Pad`]).
+    letterbox: Vec<f32>,
+    /// PIL's antialiased bilinear filter instead of PyTorch's two-tap one.
+    antialias: Option<AntialiasPlan>,
+}
+
+/// How an image of another aspect ratio is brought to the output size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageFit {
+    /// Scaled to fill the output exactly (the aspect ratio may change): what getiaction's
+    /// and LeRobot's image steps do, and the default.
+    #[default]
+    Stretch,
+    /// Scaled to fit inside, keeping the aspect ratio, centred on black: openpi's
+    /// `resize_with_pad` geometry.
+    Pad,
 }
 
 impl ImagePreprocessor {
@@ -45,7 +64,27 @@ impl ImagePreprocessor {
             plan: ResizePlan::default(),
             rows: RowCache::default(),
             decoded: Vec::new(),
+            fit: ImageFit::Stretch,
+            letterbox: Vec::new(),
+            antialias: None,
         }
+    }
+
+    /// Resizes with PIL's antialiased bilinear filter (what openpi's client does, and what
+    /// pi0 / pi0.5 were trained on) instead of PyTorch's `F.interpolate(bilinear,
+    /// antialias=False)` (getiaction's and LeRobot's). The two agree when enlarging; when
+    /// shrinking, the antialiased filter averages every source pixel under an output pixel.
+    #[must_use]
+    pub fn with_antialias(mut self, on: bool) -> Self {
+        self.antialias = on.then(AntialiasPlan::default);
+        self
+    }
+
+    /// Sets how an image of another aspect ratio is fitted (default [`ImageFit::Stretch`]).
+    #[must_use]
+    pub fn with_fit(mut self, fit: ImageFit) -> Self {
+        self.fit = fit;
+        self
     }
 
     /// Sets the largest compressed-image dimensions accepted (checked from the header, before
@@ -102,9 +141,60 @@ impl ImagePreprocessor {
             });
         }
         let layout = img.layout()?;
-        self.plan
-            .prepare(layout.width, layout.height, self.out_w, self.out_h);
-        let (plan, rows, data, step) = (&self.plan, &mut self.rows, img.data, layout.step);
+        let (rw, rh, pad_w, pad_h) = self.fit_rect(layout.width, layout.height);
+        if (rw, rh) == (self.out_w, self.out_h) {
+            self.resize_to(img, &layout, rw, rh, out);
+            return Ok(());
+        }
+        // Letterbox: resize into the scratch, then centre it on black.
+        let mut scratch = std::mem::take(&mut self.letterbox);
+        scratch.clear();
+        scratch.resize(3 * rw * rh, 0.0);
+        self.resize_to(img, &layout, rw, rh, &mut scratch);
+        out.fill(0.0);
+        let plane = self.out_w * self.out_h;
+        for c in 0..3 {
+            for y in 0..rh {
+                let src = &scratch[c * rw * rh + y * rw..][..rw];
+                out[c * plane + (y + pad_h) * self.out_w + pad_w..][..rw].copy_from_slice(src);
+            }
+        }
+        self.letterbox = scratch;
+        Ok(())
+    }
+
+    /// The rectangle the image is resized into: `(width, height, left, top)`. With
+    /// [`ImageFit::Pad`] the geometry is openpi's `resize_with_pad`: `ratio = max(in_w / out_w,
+    /// in_h / out_h)`, the resized size `int(in / ratio)` (at least 1), centred with
+    /// `int((out - resized) / 2)` of padding before it.
+    fn fit_rect(&self, in_w: usize, in_h: usize) -> (usize, usize, usize, usize) {
+        if self.fit == ImageFit::Stretch || (in_w == self.out_w && in_h == self.out_h) {
+            return (self.out_w, self.out_h, 0, 0);
+        }
+        let ratio = (in_w as f64 / self.out_w as f64).max(in_h as f64 / self.out_h as f64);
+        let rw = ((in_w as f64 / ratio) as usize).clamp(1, self.out_w);
+        let rh = ((in_h as f64 / ratio) as usize).clamp(1, self.out_h);
+        (rw, rh, (self.out_w - rw) / 2, (self.out_h - rh) / 2)
+    }
+
+    /// Resizes into `out` (`3 x h x w`) with the chosen filter.
+    fn resize_to(&mut self, img: &RawImage, layout: &Layout, w: usize, h: usize, out: &mut [f32]) {
+        if let Some(aa) = self.antialias.as_mut() {
+            aa.resize_into(img, layout, w, h, out);
+        } else {
+            self.plan.prepare(layout.width, layout.height, w, h);
+            Self::resize(&self.plan, &mut self.rows, img, layout.step, out);
+        }
+    }
+
+    fn resize(
+        plan: &ResizePlan,
+        rows: &mut RowCache,
+        img: &RawImage,
+        step: usize,
+        out: &mut [f32],
+    ) {
+        let data = img.data;
         match img.encoding {
             ImageEncoding::Rgb8 => resize::resize_into::<resize::Rgb>(plan, rows, data, step, out),
             ImageEncoding::Bgr8 => resize::resize_into::<resize::Bgr>(plan, rows, data, step, out),
@@ -118,7 +208,6 @@ impl ImagePreprocessor {
                 resize::resize_into::<resize::Mono>(plan, rows, data, step, out)
             }
         }
-        Ok(())
     }
 
     /// [`raw_into`](Self::raw_into) into a new `[3, out_h, out_w]` array.

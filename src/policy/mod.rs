@@ -35,7 +35,7 @@ pub(crate) use binding::action_output as action_output_name;
 pub use binding::{canonical_name, InputBinding, ACTION_OUTPUT_NAMES};
 pub use blend::{ChunkBlend, LowPass};
 pub use ensemble::TemporalEnsembler;
-pub use model::{InferenceModel, InferenceModelBuilder, PolicyConfig};
+pub use model::{openpi_export, InferenceModel, InferenceModelBuilder, PolicyConfig};
 pub use predictor::{Predictor, Preprocess};
 pub use refill::{
     AutoRefill, ControlPolicy, LatencyStats, ObservationFn, RefillMode, TickOutcome,

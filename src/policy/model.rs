@@ -51,9 +51,27 @@ pub struct InferenceModelBuilder {
     low_pass_alpha: f64,
     preprocess: Option<Box<dyn Preprocess>>,
     tokenizers: TokenizerSearch,
+    /// An export described by something other than a directory (an I/O map's `openpi:`
+    /// section); used instead of opening `dir`.
+    export: Option<ExportDir>,
 }
 
 impl InferenceModelBuilder {
+    /// The policy of an openpi server described by an I/O map's `openpi:` section, with no
+    /// export on the robot: the map's inputs are the observation (their shapes from the
+    /// section and the sources' widths), its action extent the width of `actions`; the chunk
+    /// size comes from the section or from the server's answer to a probe at load. Sets
+    /// backend `remote` with protocol openpi.
+    pub fn openpi_map(
+        mut self,
+        map: &crate::iomap::IoMap,
+        probe_prompt: Option<&str>,
+    ) -> Result<Self, PolicyError> {
+        self.export = Some(openpi_export(map, probe_prompt, &mut self.options.remote)?);
+        self.backend = Some(ExportBackend::Remote);
+        Ok(self)
+    }
+
     /// A directory holding `tokenizer.json` (or a Hugging Face cache root) for packages that
     /// tokenize a task; searched before the package and the cache.
     pub fn tokenizer_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -95,9 +113,17 @@ impl InferenceModelBuilder {
         self.options.precision = precision;
         self
     }
-    /// The inference server of backend `remote` (URL, model, version, deadline, TLS).
+    /// The inference server of backend `remote` (URL, model, version, deadline, TLS). What
+    /// [`openpi_map`](Self::openpi_map) set (schema, ports) is kept.
     pub fn remote(mut self, remote: RemoteOptions) -> Self {
-        self.options.remote = remote;
+        let old = std::mem::replace(&mut self.options.remote, remote);
+        if old.openpi_schema.is_some() {
+            let r = &mut self.options.remote;
+            r.openpi_schema = old.openpi_schema;
+            r.expected_inputs = old.expected_inputs;
+            r.expected_outputs = old.expected_outputs;
+            r.protocol = old.protocol;
+        }
         self
     }
     /// All runtime options at once.
@@ -144,7 +170,10 @@ impl InferenceModelBuilder {
 
     /// Reads the export, creates and loads the adapter, and resolves the queue configuration.
     pub fn build(self) -> Result<InferenceModel, PolicyError> {
-        let export = ExportDir::open_with_backend(&self.dir, self.backend)?;
+        let export = match self.export {
+            Some(e) => e,
+            None => ExportDir::open_with_backend(&self.dir, self.backend)?,
+        };
         let start = Instant::now();
         let mut options = self.options;
         if export.backend == ExportBackend::Remote {
@@ -209,6 +238,93 @@ impl InferenceModelBuilder {
             load_time,
         })
     }
+}
+
+/// The export an I/O map's `openpi:` section stands for (no files: the map's inputs with the
+/// section's shapes, `actions` `[H, D]` with `D` the map's action extent and `H` from the
+/// section or a probe), and the openpi settings it implies on `remote` (protocol, schema,
+/// the ports the server's answers are checked against).
+pub fn openpi_export(
+    map: &crate::iomap::IoMap,
+    probe_prompt: Option<&str>,
+    remote: &mut RemoteOptions,
+) -> Result<ExportDir, PolicyError> {
+    use crate::runtime::{PortExpectation, RemoteProtocol};
+    let (Some(section), Some(inputs)) = (map.openpi.as_ref(), map.openpi_inputs()) else {
+        return Err(PolicyError::Config {
+            key: "io_map",
+            problem: format!(
+                "{}: has no `openpi:` section, which describes the server's observation when no export does",
+                map.file.as_ref().map_or("the map".into(), |f| f.display().to_string())
+            ),
+        });
+    };
+    let width = map.action_extent();
+    if width == 0 {
+        return Err(PolicyError::Config {
+            key: "io_map",
+            problem: "publishes no action index: the width of the server's `actions` is the map's"
+                .into(),
+        });
+    }
+    let chunk = section.chunk_size;
+    let mut metadata = crate::export::ExportMetadata {
+        backend: Some(ExportBackend::Remote),
+        policy_class: Some("openpi".into()),
+        use_action_queue: true,
+        ..Default::default()
+    };
+    for (name, shape) in &inputs {
+        metadata.input_shapes.insert(name.clone(), shape.clone());
+    }
+    metadata
+        .output_shapes
+        .insert("actions".into(), vec![chunk.unwrap_or(1), width]);
+    // The cameras, whatever their names say (`images/cam_high`, `observation/image`).
+    metadata.extra.insert(
+        "image_inputs".into(),
+        serde_yaml::Value::Sequence(
+            section
+                .images
+                .iter()
+                .map(|i| serde_yaml::Value::String(i.input.clone()))
+                .collect(),
+        ),
+    );
+    let source = map.file.clone().unwrap_or_else(|| PathBuf::from("io_map"));
+    let export = ExportDir {
+        dir: source.clone(),
+        metadata,
+        metadata_file: None,
+        manifest: None,
+        backend: ExportBackend::Remote,
+        model_file: source,
+        weights_file: None,
+    };
+    remote.protocol = Some(RemoteProtocol::Openpi);
+    let mut schema = section.schema();
+    schema.probe_prompt = probe_prompt.map(str::to_string);
+    remote.openpi_schema = Some(schema);
+    remote.expected_inputs = inputs
+        .iter()
+        .map(|(name, shape)| PortExpectation {
+            name: name.clone(),
+            shape: std::iter::once(1)
+                .chain(shape.iter().copied())
+                .map(Some)
+                .collect(),
+            dtype: None,
+        })
+        .collect();
+    remote.expected_outputs = vec![PortExpectation {
+        name: "actions".into(),
+        shape: vec![Some(1), chunk, Some(width)],
+        dtype: None,
+    }];
+    if remote.model.trim().is_empty() {
+        remote.model = "openpi".into();
+    }
+    Ok(export)
 }
 
 /// The second model of a `two_stage` runner (`backend`, `artifact`, `device`), loaded now so
@@ -389,6 +505,7 @@ impl InferenceModel {
             low_pass_alpha: 1.0,
             preprocess: None,
             tokenizers: TokenizerSearch::default(),
+            export: None,
         }
     }
 

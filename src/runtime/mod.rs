@@ -240,6 +240,39 @@ pub struct RemoteOptions {
     pub expected_outputs: Vec<PortExpectation>,
     /// The protocol; `None`: implied by the URL ([`RemoteProtocol::implied_by`]).
     pub protocol: Option<RemoteProtocol>,
+    /// openpi without an export: the observation's keys and image formats, from the I/O map's
+    /// `openpi:` section. `None`: the export's inputs, float32, by name.
+    pub openpi_schema: Option<OpenpiSchema>,
+}
+
+/// How an openpi observation is laid out when an I/O map, not an export, describes it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OpenpiSchema {
+    /// A `/` in an input name nests maps (`images/cam_high` travels as
+    /// `{"images": {"cam_high": ...}}`, openpi's ALOHA schema); `false`: the name is the key
+    /// as written (`observation/joint_position`, DROID and LIBERO).
+    pub nested: bool,
+    /// The key the task travels under; `None`: never sent.
+    pub prompt_key: Option<String>,
+    /// The image inputs (by input name) and their format on the wire; every other input is a
+    /// float32 vector.
+    pub images: Vec<(String, OpenpiImage)>,
+    /// The chunk the server answers (`H` of `actions` `[H, D]`); `None`: learnt from the
+    /// answer to a probe when the connection is made.
+    pub chunk_size: Option<usize>,
+    /// The node's `task`: the prompt of the probe and of the warm-up calls, until an
+    /// observation brings its own.
+    pub probe_prompt: Option<String>,
+}
+
+/// One image of an openpi observation on the wire. The node prepares it as a `3 x H x W`
+/// float tensor in `[0, 1]` (resized to the size the server wants); this says how it travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenpiImage {
+    /// `H x W x 3` (DROID, LIBERO); `false`: `3 x H x W` (ALOHA).
+    pub hwc: bool,
+    /// `uint8` `0..=255` (rounded); `false`: float32 in `[0, 1]`.
+    pub uint8: bool,
 }
 
 impl Default for RemoteOptions {
@@ -253,6 +286,7 @@ impl Default for RemoteOptions {
             expected_inputs: Vec::new(),
             expected_outputs: Vec::new(),
             protocol: None,
+            openpi_schema: None,
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct OpenpiAdapter {
     timing: ServerTiming,
     /// The connection was lost (or dropped) after load: the next success is a reconnection.
     reconnecting: bool,
+    /// TLS settings for `wss://` (made at load: roots from `remote_ca_file` or the system's).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl OpenpiAdapter {
@@ -108,7 +110,61 @@ impl OpenpiAdapter {
             metadata: serde_json::Value::Null,
             timing: ServerTiming::default(),
             reconnecting: false,
+            tls: None,
         }
+    }
+
+    /// The TLS client settings for `wss://`: the certificate authority of `remote_ca_file`
+    /// (PEM), else the system's roots; rustls with the ring provider, as the KServe client.
+    fn tls_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, RuntimeError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::CertificateDer;
+        let config = |d: String| self.error(RemoteFault::Config, d);
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.options.ca_file {
+            Some(ca) => {
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+                    .and_then(|it| it.collect::<Result<_, _>>())
+                    .map_err(|e| {
+                        config(format!(
+                            "cannot read the CA certificate `remote_ca_file` {}: {e}",
+                            ca.display()
+                        ))
+                    })?;
+                if certs.is_empty() {
+                    return Err(config(format!(
+                        "`remote_ca_file` {} holds no PEM certificate",
+                        ca.display()
+                    )));
+                }
+                for c in certs {
+                    roots
+                        .add(c)
+                        .map_err(|e| config(format!("`remote_ca_file` {}: {e}", ca.display())))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                for c in found.certs {
+                    // A system certificate rustls cannot parse is skipped, as tonic does.
+                    let _ = roots.add(c);
+                }
+                if roots.is_empty() {
+                    return Err(config(
+                        "no system root certificates found for wss://; give the server's CA as \
+                         `remote_ca_file`"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| config(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(std::sync::Arc::new(tls))
     }
 
     /// The server's metadata, as it sent it on the last connection.
@@ -139,16 +195,16 @@ impl OpenpiAdapter {
                 "no server URL: set `remote_url` (e.g. ws://gpu-host:8000)".into(),
             ));
         }
-        if url.starts_with("wss://") {
+        if !url.starts_with("ws://") && !url.starts_with("wss://") {
             return Err(config(format!(
-                "URL `{url}`: TLS (wss://) is not supported by this client yet; reach the server \
-                 over ws:// (a VPN or an SSH tunnel) or terminate TLS beside the robot"
+                "URL `{url}` must start with ws:// (or wss:// for TLS) for remote_protocol openpi, \
+                 e.g. ws://gpu-host:8000"
             )));
         }
-        if !url.starts_with("ws://") {
-            return Err(config(format!(
-                "URL `{url}` must start with ws:// for remote_protocol openpi, e.g. ws://gpu-host:8000"
-            )));
+        if url.starts_with("ws://") && self.options.ca_file.is_some() {
+            log::warn!(
+                "openpi: `remote_ca_file` is ignored for {url} (plain WebSocket; use wss:// for TLS)"
+            );
         }
         if self.options.timeout.is_zero() {
             return Err(config("`remote_timeout_ms` must be greater than 0".into()));
@@ -177,16 +233,18 @@ impl OpenpiAdapter {
     /// Connects and reads the server's metadata.
     fn connect(&mut self, timeout: Duration) -> Result<(), (RemoteFault, String)> {
         let url = self.options.url.trim().to_string();
+        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(MAX_MESSAGE_BYTES);
         config.max_frame_size = Some(MAX_MESSAGE_BYTES);
         let result = self
             .block_on(async move {
                 tokio::time::timeout(timeout, async move {
-                    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(
+                    let (mut socket, _) = tokio_tungstenite::connect_async_tls_with_config(
                         url.as_str(),
                         Some(config),
                         true,
+                        connector,
                     )
                     .await
                     .map_err(|e| (RemoteFault::Unreachable, format!("cannot connect: {e}")))?;
@@ -319,6 +377,50 @@ impl OpenpiAdapter {
         }
     }
 
+    /// The observation message: the export's inputs by name, or the map's schema.
+    fn encode(
+        &self,
+        inputs: &[(&str, ArrayViewD<'_, f32>)],
+        task: Option<&str>,
+    ) -> Result<Vec<u8>, String> {
+        match &self.options.openpi_schema {
+            Some(schema) => wire::encode_with_schema(inputs, schema, task),
+            None => wire::encode_observation(inputs, task, true),
+        }
+    }
+
+    /// Learns the chunk size from the server: one observation of zeros (black images) with
+    /// the probe prompt, whose `actions` `[H, D]` fixes `H` (`D` must be the map's).
+    fn probe_chunk(&mut self) -> Result<usize, (RemoteFault, String)> {
+        let zeros: Vec<(String, ArrayD<f32>)> = self
+            .inputs
+            .iter()
+            .map(|s| {
+                let shape: Vec<usize> = s.shape.iter().map(|d| d.unwrap_or(1)).collect();
+                (s.name.clone(), ArrayD::zeros(IxDyn(&shape)))
+            })
+            .collect();
+        let views: Vec<(&str, ArrayViewD<'_, f32>)> =
+            zeros.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+        let request = self
+            .encode(&views, self.task.as_deref())
+            .map_err(|e| (RemoteFault::Config, e))?;
+        let bytes = self
+            .exchange(request)
+            .map_err(|(f, d)| (f, format!("the probe for the chunk size: {d}")))?;
+        let width = self.action_spec().shape[2];
+        let answer = wire::decode_answer(&bytes, &[None, width]).map_err(|e| {
+            (
+                RemoteFault::BadAnswer,
+                format!(
+                    "the probe for the chunk size: {e} (the map publishes {} action value(s))",
+                    width.map_or("?".into(), |w| w.to_string())
+                ),
+            )
+        })?;
+        Ok(answer.actions.shape()[0])
+    }
+
     /// The action output the answer's `actions` fills.
     fn action_spec(&self) -> &TensorSpec {
         &self.outputs[0]
@@ -393,6 +495,11 @@ impl RuntimeAdapter for OpenpiAdapter {
         self.backoff = Backoff::default();
         self.link = ServerLink::new(&self.options.url, "openpi");
         self.check_settings()?;
+        self.tls = if self.options.url.trim().starts_with("wss://") {
+            Some(self.tls_config()?)
+        } else {
+            None
+        };
         log::debug!(
             "openpi: {} is not loaded locally; the policy runs on {}",
             model_path.display(),
@@ -429,6 +536,15 @@ impl RuntimeAdapter for OpenpiAdapter {
             ));
         }
         self.outputs = vec![spec];
+        if self.task.is_none() {
+            // The node's task until an observation brings one: the probe and the warm-up
+            // calls carry it (a server may refuse an observation without its prompt).
+            self.task = self
+                .options
+                .openpi_schema
+                .as_ref()
+                .and_then(|s| s.probe_prompt.clone());
+        }
         if self.runtime.is_none() {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -446,6 +562,28 @@ impl RuntimeAdapter for OpenpiAdapter {
         if let Err((fault, detail)) = self.connect(timeout) {
             self.link.set_state(ServerState::Unavailable);
             return Err(self.error(fault, detail));
+        }
+        if self.outputs[0].shape[1].is_none() {
+            match self.probe_chunk() {
+                Ok(h) if h > 0 => {
+                    log::info!(
+                        "openpi: the server answers chunks of {h} action(s) (learnt from a probe)"
+                    );
+                    self.outputs[0].shape[1] = Some(h);
+                }
+                Ok(_) => {
+                    self.link.set_state(ServerState::Unavailable);
+                    return Err(self.error(
+                        RemoteFault::BadAnswer,
+                        "the probe for the chunk size: `actions` has no rows".to_string(),
+                    ));
+                }
+                Err((fault, detail)) => {
+                    self.socket = None;
+                    self.link.set_state(ServerState::Unavailable);
+                    return Err(self.error(fault, detail));
+                }
+            }
         }
         self.link.set_state(ServerState::Ready);
         self.reconnecting = false;
@@ -504,7 +642,8 @@ impl RuntimeAdapter for OpenpiAdapter {
             return Err(err);
         }
         // Encoded only when it will be sent (not during a backoff).
-        let request = wire::encode_observation(inputs, self.task.as_deref(), true)
+        let request = self
+            .encode(inputs, self.task.as_deref())
             .map_err(|e| self.error(RemoteFault::Config, e))?;
         let start = Instant::now();
         if self.socket.is_none() {
@@ -600,9 +739,12 @@ mod tests {
         for (url, needle) in [
             ("", "remote_url"),
             ("http://gpu:8000", "ws://"),
-            ("wss://gpu:8000", "TLS"),
+            ("wss://gpu:8000", "remote_ca_file"),
         ] {
-            let mut a = OpenpiAdapter::new(options(url));
+            let mut opts = options(url);
+            // wss:// with a CA file that is not there: refused before connecting.
+            opts.remote.ca_file = Some("/nonexistent/ca.pem".into());
+            let mut a = OpenpiAdapter::new(opts);
             let (fault, detail) = fault_of(a.load(Path::new("model.onnx")).unwrap_err());
             assert_eq!(fault, RemoteFault::Config, "{url}");
             assert!(detail.contains(needle), "{url}: {detail}");

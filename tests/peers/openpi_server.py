@@ -9,14 +9,16 @@ close with code 1011 when the policy raises, `GET /healthz` answered 200.
 The observation is an export's model inputs (`--schema export`: each input by its name,
 without the batch dimension, float32) or one of openpi's robot schemas (`aloha`, `droid`,
 `libero`), mapped onto the same model by `--schema-map` (JSON: model input -> observation
-path, `a/b` for nested maps; images are converted to the model's layout and scale).
+path, or a list of paths concatenated; `aloha` nests at `/`, `droid` and `libero` use the
+paths as flat keys; images are converted to the model's layout and scale).
 
 Faults, from request `--fault-after` on (0: every request): `traceback` (the policy raises),
 `width` (one action column short), `nan`, `dtype` (int64 actions), `garbage` (bytes that are
 not msgpack), `oversize` (a message above the client's bound), `hang` (never answers),
 `close` (closes without answering).
 
-Prints `READY {"port": N}` on stdout once it listens; with `--log FILE`, one JSON line per
+With `--tls-cert` / `--tls-key` it serves `wss://` (TLS). Prints `READY {"port": N}` on
+stdout once it listens; with `--log FILE`, one JSON line per
 request (keys, dtypes, shapes, prompt).
 """
 
@@ -45,10 +47,13 @@ def describe(value):
     return {"type": type(value).__name__, "value": value if isinstance(value, (str, int, float)) else None}
 
 
-def lookup(obs, path):
-    """`path` as a flat key (DROID's `observation/joint_position`), else nested (`images/cam_high`);
-    a missing key raises KeyError naming it, as openpi's input transforms do."""
-    if path in obs:
+def lookup(obs, path, nested):
+    """`path` nested (`images/cam_high`: ALOHA's schema) or as a flat key (DROID's
+    `observation/joint_position`), as the schema says; a missing key raises KeyError naming it,
+    as openpi's input transforms do."""
+    if not nested:
+        if path not in obs:
+            raise KeyError(path)
         return obs[path]
     node = obs
     for part in path.split("/"):
@@ -82,8 +87,16 @@ class Policy:
     def infer(self, obs):
         feeds = {}
         for i in self.inputs:
-            path = i.name if self.schema == "export" else self.schema_map[i.name]
-            feeds[i.name] = self.feed(i.name, lookup(obs, path), i.shape)
+            if self.schema == "export":
+                value = lookup(obs, i.name, nested=False)
+            else:
+                # One observation path, or a list of them concatenated (DROID's joint and
+                # gripper positions into one state).
+                paths = self.schema_map[i.name]
+                paths = paths if isinstance(paths, list) else [paths]
+                parts = [np.asarray(lookup(obs, p, nested=self.schema == "aloha")) for p in paths]
+                value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+            feeds[i.name] = self.feed(i.name, value, i.shape)
         out = self.session.run([self.output], feeds)[0]
         return np.asarray(out[0], dtype=np.float32)
 
@@ -98,6 +111,8 @@ async def main():
     ap.add_argument("--fault-after", type=int, default=0)
     ap.add_argument("--delay-ms", type=float, default=0.0, help="wait this long before each answer")
     ap.add_argument("--log")
+    ap.add_argument("--tls-cert", help="serve wss:// with this PEM certificate (and --tls-key)")
+    ap.add_argument("--tls-key")
     ap.add_argument("--metadata", default='{"policy": "openpi_server fixture"}')
     args = ap.parse_args()
 
@@ -163,8 +178,14 @@ async def main():
             return connection.respond(http.HTTPStatus.OK, "OK\n")
         return None
 
+    tls = None
+    if args.tls_cert:
+        import ssl
+
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     async with ws_server.serve(
-        handler, "127.0.0.1", args.port, compression=None, max_size=None, process_request=health
+        handler, "127.0.0.1", args.port, compression=None, max_size=None, process_request=health, ssl=tls
     ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         print("READY " + json.dumps({"port": port}), flush=True)

@@ -20,6 +20,8 @@ use super::ServerTiming;
 pub enum WireArray<'a> {
     F32(ArrayViewD<'a, f32>),
     U8(ArrayViewD<'a, u8>),
+    /// Floats in `[0, 1]` sent as `uint8` levels (an image), converted while encoding.
+    Levels(ArrayViewD<'a, f32>),
 }
 
 /// Writing into a `Vec` cannot fail; the msgpack writer's error type still has to go somewhere.
@@ -32,6 +34,7 @@ fn write_ndarray(buf: &mut Vec<u8>, array: &WireArray<'_>, shape: &[usize]) -> R
     let (dtype, nbytes) = match array {
         WireArray::F32(a) => ("<f4", a.len() * 4),
         WireArray::U8(a) => ("|u1", a.len()),
+        WireArray::Levels(a) => ("|u1", a.len()),
     };
     let nbytes = u32::try_from(nbytes)
         .map_err(|_| format!("an array of {nbytes} bytes is too large for one message"))?;
@@ -54,6 +57,7 @@ fn write_ndarray(buf: &mut Vec<u8>, array: &WireArray<'_>, shape: &[usize]) -> R
             Some(s) => buf.extend_from_slice(s),
             None => buf.extend(a.iter().copied()),
         },
+        WireArray::Levels(a) => write_levels(buf, a),
     }
     w(write_bin(buf, b"dtype"))?;
     w(write_str(buf, dtype))?;
@@ -85,6 +89,7 @@ fn entry_bytes(e: &Entry<'_>) -> usize {
     match e {
         Entry::Array(WireArray::F32(a)) => a.len() * 4,
         Entry::Array(WireArray::U8(a)) => a.len(),
+        Entry::Array(WireArray::Levels(a)) => a.len(),
         Entry::Text(t) => t.len(),
         Entry::Map(m) => m.iter().map(|(_, e)| entry_bytes(e) + 64).sum(),
     }
@@ -99,6 +104,7 @@ fn write_entries(buf: &mut Vec<u8>, entries: &[(&str, Entry<'_>)]) -> Result<(),
                 let shape = match a {
                     WireArray::F32(a) => a.shape().to_vec(),
                     WireArray::U8(a) => a.shape().to_vec(),
+                    WireArray::Levels(a) => a.shape().to_vec(),
                 };
                 write_ndarray(buf, a, &shape)?;
             }
@@ -133,6 +139,114 @@ pub fn encode_observation(
     }
     if let Some(p) = prompt {
         entries.push(("prompt", Entry::Text(p)));
+    }
+    encode_map(&entries)
+}
+
+/// Appends `[0, 1]` floats as `uint8` levels, in the view's logical order (a `3 x H x W`
+/// image, possibly permuted to `H x W x 3`): each the nearest level to `x * 255` (`x` clamped
+/// to `[0, 1]`, NaN as 0). Written straight into the message: no intermediate array.
+fn write_levels(buf: &mut Vec<u8>, v: &ArrayViewD<'_, f32>) {
+    // The nearest level without a float -> int conversion (scalar code): adding 2^23 to a
+    // value in [0, 255] leaves it, rounded to the nearest integer, in the low mantissa bits.
+    // `max` / `min` send NaN to 0 (`clamp` would keep it). This vectorises.
+    #[allow(clippy::manual_clamp)]
+    let level = |x: f32| ((x.max(0.0).min(1.0) * 255.0 + 8_388_608.0).to_bits() & 0xff) as u8;
+    let chw = (v.ndim() == 3).then(|| v.view().permuted_axes(vec![2, 0, 1]));
+    match (v.as_slice(), chw.as_ref().and_then(|c| c.as_slice())) {
+        // Stored in this order (CHW as the node prepares it).
+        (Some(s), _) => buf.extend(s.iter().map(|x| level(*x))),
+        // HWC over CHW storage: channels interleaved, one pass over the output.
+        (None, Some(chw)) => {
+            let plane = chw.len() / 3;
+            let start = buf.len();
+            buf.resize(start + 3 * plane, 0);
+            for (i, px) in buf[start..].chunks_exact_mut(3).enumerate() {
+                px[0] = level(chw[i]);
+                px[1] = level(chw[plane + i]);
+                px[2] = level(chw[2 * plane + i]);
+            }
+        }
+        _ => buf.extend(v.iter().map(|x| level(*x))),
+    }
+}
+
+/// Puts `value` at `path` in a (nested) entry list: `a/b` under map `a` when `nested`.
+fn insert_at<'a>(
+    entries: &mut Vec<(&'a str, Entry<'a>)>,
+    path: &'a str,
+    nested: bool,
+    value: Entry<'a>,
+) {
+    match path.split_once('/').filter(|_| nested) {
+        Some((head, rest)) => {
+            let i = match entries.iter().position(|(k, _)| *k == head) {
+                Some(i) => i,
+                None => {
+                    entries.push((head, Entry::Map(Vec::new())));
+                    entries.len() - 1
+                }
+            };
+            if let Entry::Map(inner) = &mut entries[i].1 {
+                insert_at(inner, rest, nested, value);
+            }
+        }
+        None => entries.push((path, value)),
+    }
+}
+
+/// The observation an I/O map's `openpi:` section describes: each input under its key
+/// (nested at `/` or flat), images as the section says (`[3, H, W]` floats in `[0, 1]` in,
+/// `H x W x 3` or `3 x H x W`, `uint8` or float32 out), everything else float32; the task
+/// under the prompt key. Inputs carry the batch dimension of one.
+pub fn encode_with_schema(
+    inputs: &[(&str, ArrayViewD<'_, f32>)],
+    schema: &crate::runtime::OpenpiSchema,
+    prompt: Option<&str>,
+) -> Result<Vec<u8>, String> {
+    let mut views = Vec::with_capacity(inputs.len());
+    for (name, a) in inputs {
+        if a.ndim() == 0 || a.shape()[0] != 1 {
+            return Err(format!(
+                "input `{name}` has shape {:?}: expected a batch of one",
+                a.shape()
+            ));
+        }
+        let v = a.index_axis(ndarray::Axis(0), 0);
+        let image = schema
+            .images
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, i)| *i);
+        let v = match image {
+            Some(img) => {
+                if v.ndim() != 3 || v.shape()[0] != 3 {
+                    return Err(format!(
+                        "image input `{name}` has shape {:?}: expected [3, H, W]",
+                        v.shape()
+                    ));
+                }
+                if img.hwc {
+                    v.permuted_axes(vec![1, 2, 0])
+                } else {
+                    v
+                }
+            }
+            None => v,
+        };
+        views.push((*name, v, image.is_some_and(|i| i.uint8)));
+    }
+    let mut entries: Vec<(&str, Entry<'_>)> = Vec::with_capacity(inputs.len() + 1);
+    for (name, v, uint8) in &views {
+        let array = if *uint8 {
+            WireArray::Levels(v.view())
+        } else {
+            WireArray::F32(v.view())
+        };
+        insert_at(&mut entries, name, schema.nested, Entry::Array(array));
+    }
+    if let (Some(key), Some(p)) = (schema.prompt_key.as_deref(), prompt) {
+        insert_at(&mut entries, key, schema.nested, Entry::Text(p));
     }
     encode_map(&entries)
 }
@@ -501,6 +615,80 @@ fn to_json(v: &ValueRef<'_>) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schema's encoding: keys nested at `/` (or flat), images as `uint8` levels in the
+    /// asked layout (HWC interleaves the channels), NaN and out-of-range values clamped.
+    #[test]
+    fn the_schema_nests_keys_and_sends_images_as_levels() {
+        use crate::runtime::{OpenpiImage, OpenpiSchema};
+        use rmpv::Value;
+        // A 3 x 1 x 2 image: channel c, pixel x holds (10 c + x) / 255; one NaN, one > 1.
+        let mut img = ArrayD::<f32>::zeros(IxDyn(&[1, 3, 1, 2]));
+        for c in 0..3 {
+            for x in 0..2 {
+                img[[0, c, 0, x]] = (10 * c + x) as f32 / 255.0;
+            }
+        }
+        img[[0, 0, 0, 0]] = f32::NAN;
+        img[[0, 2, 0, 1]] = 7.0;
+        let state = ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![0.5f32, -1.0]).unwrap();
+        let inputs = [("obs/state", state.view()), ("images/top", img.view())];
+        let value = |bytes: &[u8]| rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+        let get = |v: &Value, k: &str| -> Value {
+            v.as_map()
+                .unwrap()
+                .iter()
+                .find(|(key, _)| key.as_str() == Some(k) || key.as_slice() == Some(k.as_bytes()))
+                .unwrap_or_else(|| panic!("no `{k}` in {v}"))
+                .1
+                .clone()
+        };
+        for (nested, hwc, expected) in [
+            (true, false, vec![0u8, 1, 10, 11, 20, 255]),
+            (false, true, vec![0u8, 10, 20, 1, 11, 255]),
+        ] {
+            let schema = OpenpiSchema {
+                nested,
+                prompt_key: Some("prompt".into()),
+                images: vec![("images/top".into(), OpenpiImage { hwc, uint8: true })],
+                ..Default::default()
+            };
+            let bytes = encode_with_schema(&inputs, &schema, Some("go")).unwrap();
+            let v = value(&bytes);
+            let image = if nested {
+                get(&get(&v, "images"), "top")
+            } else {
+                get(&v, "images/top")
+            };
+            assert_eq!(get(&image, "dtype").as_str(), Some("|u1"));
+            assert_eq!(
+                get(&image, "data").as_slice(),
+                Some(&expected[..]),
+                "hwc {hwc}"
+            );
+            let shape: Vec<u64> = get(&image, "shape")
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .collect();
+            assert_eq!(shape, if hwc { vec![1, 2, 3] } else { vec![3, 1, 2] });
+            let state = if nested {
+                get(&get(&v, "obs"), "state")
+            } else {
+                get(&v, "obs/state")
+            };
+            assert_eq!(get(&state, "dtype").as_str(), Some("<f4"));
+            assert_eq!(get(&v, "prompt").as_str(), Some("go"));
+        }
+        // No prompt key: the task is not sent.
+        let schema = OpenpiSchema {
+            prompt_key: None,
+            ..Default::default()
+        };
+        let v = value(&encode_with_schema(&inputs[..1], &schema, Some("go")).unwrap());
+        assert_eq!(v.as_map().unwrap().len(), 1);
+    }
 
     fn answer(dtype: &str, shape: &[u64], data: &[u8]) -> Vec<u8> {
         use rmp::encode::*;
