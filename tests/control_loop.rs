@@ -419,3 +419,82 @@ fn vla_task_changed_during_an_inference_applies_to_the_next_one() {
         assert!(b.contains(cmd), "tick {t}: a row of task B's chunk");
     }
 }
+
+/// `chunk_check: reject`: with limits the policy's chunks break, no command goes out (each
+/// switch-in is refused whole, counted, and the error names the row and the joint); with the
+/// default `clamp` the same limits only clamp. Limits the chunks keep: the same commands as
+/// without a check.
+#[test]
+fn chunk_check_reject_refuses_a_chunk_that_breaks_the_limits_whole() {
+    let mut free = control(params(&[]));
+    let (raw, _) = run(&mut free, 0, 20);
+    // An upper limit on joint 1 that some (not all) rows of the first chunk break.
+    let j1: Vec<f64> = raw.iter().take(10).map(|c| c[1]).collect();
+    let mid = (j1.iter().cloned().fold(f64::INFINITY, f64::min)
+        + j1.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
+        / 2.0;
+    let limits = |check: &str| {
+        params(&[
+            ("chunk_check", ParamValue::String(check.into())),
+            (
+                "joint_lower_limits",
+                ParamValue::DoubleArray(vec![-10.0; 6]),
+            ),
+            (
+                "joint_upper_limits",
+                ParamValue::DoubleArray(vec![10.0, mid, 10.0, 10.0, 10.0, 10.0]),
+            ),
+        ])
+    };
+    let mut clamp = control(limits("clamp"));
+    let (clamped, _) = run(&mut clamp, 0, 20);
+    assert!(clamped.iter().all(|c| c[1] <= mid));
+
+    let mut reject = control(limits("reject"));
+    let mut statuses = Vec::new();
+    for t in 0..20 {
+        feed(&mut reject, t);
+        statuses.push(reject.tick(t * PERIOD_NS));
+    }
+    // The first chunk breaks the limit: refused, no command on its tick. Later chunks (the
+    // observation moves) may keep it and run: every command that went out keeps it unclamped.
+    let errors: Vec<&String> = statuses
+        .iter()
+        .filter_map(|s| match s {
+            TickStatus::Error(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(&statuses[0], TickStatus::Error(_)),
+        "{:?}",
+        statuses[0]
+    );
+    assert!(
+        errors[0].contains("chunk rejected")
+            && errors[0].contains("joint `joint2`")
+            && errors[0].contains("outside its limits"),
+        "{}",
+        errors[0]
+    );
+    for s in &statuses {
+        if let TickStatus::Command(c) = s {
+            assert!(c[1] <= mid, "a command beyond the limit: {c:?}");
+        }
+    }
+    assert_eq!(
+        reject.status().counters.rejected_chunks as usize,
+        errors.len()
+    );
+
+    // Limits every row keeps: reject changes nothing.
+    let mut wide = control(params(&[
+        ("chunk_check", ParamValue::String("reject".into())),
+        (
+            "joint_lower_limits",
+            ParamValue::DoubleArray(vec![-10.0; 6]),
+        ),
+        ("joint_upper_limits", ParamValue::DoubleArray(vec![10.0; 6])),
+    ]));
+    assert_eq!(run(&mut wide, 0, 20).0, raw);
+}

@@ -995,6 +995,88 @@ fn remote_backend_commands_equal_local_onnx() {
     remote_commands_equal_local_onnx(&server, "act", "triton");
 }
 
+/// The e-stop latch and the heartbeat watchdog (`~/estop`, `~/heartbeat`,
+/// `heartbeat_timeout_ms`): no command before the first heartbeat; `~/estop true` stops
+/// commands, `false` does not resume them, `~/reset` does (saying it cleared the latch); lost
+/// heartbeats stop commands, returning heartbeats do not resume them, `~/reset` does;
+/// `~/intervention true` holds commands back until `false` (no reset needed);
+/// `/diagnostics` says why at each stop. Each phase counts the commands in a 1 s window that
+/// starts 0.5 s after its event.
+#[test]
+fn estop_latches_and_the_watchdog_trips_until_reset() {
+    let world = World::new();
+    let export = fixture("act_tiny");
+    let node = world.node(&[
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        JOINTS,
+        "-p",
+        "heartbeat_timeout_ms:=300.0",
+    ]);
+    let r = world.peer("safety", json!({})).result(&node);
+    let log = node.stop();
+    let count = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("no `{k}`: {r}"));
+    assert_eq!(
+        count("no_heartbeat_yet"),
+        0,
+        "commands before any heartbeat: {log}"
+    );
+    // ~30 Hz: a 1 s window holds ~30 commands.
+    for phase in [
+        "heartbeats",
+        "after_reset",
+        "after_second_reset",
+        "after_intervention",
+    ] {
+        assert!(
+            count(phase) >= 20,
+            "{phase}: {} commands\n{r}",
+            count(phase)
+        );
+    }
+    for phase in [
+        "estop",
+        "estop_false",
+        "heartbeat_lost",
+        "heartbeat_back",
+        "intervention",
+    ] {
+        assert_eq!(count(phase), 0, "{phase}: commands while held back\n{r}");
+    }
+    let reset = &r["reset_estop"];
+    assert_eq!(reset["success"], json!(true), "{reset}");
+    assert!(
+        reset["message"]
+            .as_str()
+            .unwrap()
+            .contains("e-stop latch cleared"),
+        "{reset}"
+    );
+    let reset = &r["reset_watchdog"];
+    assert!(
+        reset["message"]
+            .as_str()
+            .unwrap()
+            .contains("watchdog cleared"),
+        "{reset}"
+    );
+    let d = &r["diag_estop"];
+    assert_eq!(diag_value(d, "estop"), "latched", "{d}");
+    assert!(d["message"].as_str().unwrap().contains("e-stop"), "{d}");
+    let d = &r["diag_watchdog"];
+    assert!(diag_value(d, "watchdog").starts_with("tripped"), "{d}");
+    assert!(diag_count(d, "watchdog_trips") >= 1, "{d}");
+    let d = &r["diag_end"];
+    assert_eq!(diag_value(d, "estop"), "clear", "{d}");
+    assert!(diag_value(d, "watchdog").starts_with("ok"), "{d}");
+    assert_eq!(diag_count(d, "estop_latches"), 1, "{d}");
+    assert!(
+        log.contains("E-STOP") && log.contains("cleared by a ~/reset call"),
+        "{log}"
+    );
+}
+
 /// The same with an openpi policy server (`ws://`, tests/peers/openpi_server.py): the node
 /// sends the export's model inputs, the server answers `actions`.
 #[cfg(feature = "remote")]

@@ -92,6 +92,41 @@ fn log_lines(log: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `policyctl chunk` on the act_tiny export, fed reference observation `i` (written under
+/// `dir`), with `extra`: the process's output, and the `action` it wrote to `out` if it ran.
+fn chunk_act_tiny(
+    dir: &Path,
+    i: usize,
+    extra: &[&str],
+    out: &Path,
+) -> (std::process::Output, Option<ArrayD<f32>>) {
+    let (s, im) = inputs(i);
+    let (sp, ip) = (dir.join("s.npy"), dir.join("i.npy"));
+    save_npy(&sp, &s.index_axis(Axis(0), 0).to_owned());
+    save_npy(&ip, &im.index_axis(Axis(0), 0).to_owned());
+    let o = Command::new(env!("CARGO_BIN_EXE_policyctl"))
+        .arg("chunk")
+        .arg(fixture("act_tiny/onnx"))
+        .arg("--input")
+        .arg(format!("state={}", sp.display()))
+        .arg("--input")
+        .arg(format!("images={}", ip.display()))
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    let action = o.status.success().then(|| {
+        policy_node::npy::read_npz(out)
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k == "action")
+            .unwrap()
+            .1
+    });
+    (o, action)
+}
+
 #[test]
 fn our_client_and_openpi_client_send_the_same_observation_and_get_the_same_actions() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,34 +193,14 @@ fn policyctl_chunk_through_openpi_equals_local_onnx() {
     let srv = server(&[], &log);
     let bin = env!("CARGO_BIN_EXE_policyctl");
     for i in [0usize, 4] {
-        let (s, im) = inputs(i);
-        let (sp, ip) = (dir.path().join("s.npy"), dir.path().join("i.npy"));
-        save_npy(&sp, &s.index_axis(Axis(0), 0).to_owned());
-        save_npy(&ip, &im.index_axis(Axis(0), 0).to_owned());
         let run = |extra: &[&str], out: &Path| {
-            let o = Command::new(bin)
-                .arg("chunk")
-                .arg(fixture("act_tiny/onnx"))
-                .arg("--input")
-                .arg(format!("state={}", sp.display()))
-                .arg("--input")
-                .arg(format!("images={}", ip.display()))
-                .arg("--output")
-                .arg(out)
-                .args(extra)
-                .output()
-                .unwrap();
+            let (o, action) = chunk_act_tiny(dir.path(), i, extra, out);
             assert!(
                 o.status.success(),
                 "policyctl chunk {extra:?}: {}",
                 String::from_utf8_lossy(&o.stderr)
             );
-            policy_node::npy::read_npz(out)
-                .unwrap()
-                .into_iter()
-                .find(|(k, _)| k == "action")
-                .unwrap()
-                .1
+            action.unwrap()
         };
         let local = run(&["--backend", "onnx"], &dir.path().join("local.npz"));
         // `ws://` implies the openpi protocol; `--remote-protocol openpi` says it outright.
@@ -891,37 +906,12 @@ fn wss_with_the_servers_ca_works_and_an_unknown_certificate_is_refused() {
     a.extend(["--schema".to_string(), "export".to_string()]);
     let srv = Server::spawn_with(runtime_python(), "wss", "openpi_server.py", a);
     assert!(srv.url.starts_with("wss://"), "{}", srv.url);
-    let (s, im) = inputs(2);
-    let (sp, ip) = (dir.path().join("s.npy"), dir.path().join("i.npy"));
-    save_npy(&sp, &s.index_axis(Axis(0), 0).to_owned());
-    save_npy(&ip, &im.index_axis(Axis(0), 0).to_owned());
-    let run = |extra: &[&str], out: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_policyctl"))
-            .arg("chunk")
-            .arg(fixture("act_tiny/onnx"))
-            .arg("--input")
-            .arg(format!("state={}", sp.display()))
-            .arg("--input")
-            .arg(format!("images={}", ip.display()))
-            .arg("--output")
-            .arg(out)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
-    let npz = |p: &Path| {
-        policy_node::npy::read_npz(p)
-            .unwrap()
-            .into_iter()
-            .find(|(k, _)| k == "action")
-            .unwrap()
-            .1
-    };
-    let local = dir.path().join("local.npz");
-    assert!(run(&["--backend", "onnx"], &local).status.success());
-    let remote = dir.path().join("remote.npz");
+    let run = |extra: &[&str], out: &Path| chunk_act_tiny(dir.path(), 2, extra, out);
+    let local = run(&["--backend", "onnx"], &dir.path().join("local.npz"))
+        .1
+        .unwrap();
     let ca = cert.to_string_lossy().into_owned();
-    let o = run(
+    let (o, remote) = run(
         &[
             "--backend",
             "remote",
@@ -930,15 +920,15 @@ fn wss_with_the_servers_ca_works_and_an_unknown_certificate_is_refused() {
             "--remote-ca-file",
             &ca,
         ],
-        &remote,
+        &dir.path().join("remote.npz"),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let d = max_abs_diff(&npz(&local), &npz(&remote));
+    let d = max_abs_diff(&local, &remote.unwrap());
     assert!(d <= 1e-5, "wss:// differs from local ONNX by {d}");
     assert!(!log_lines(&log).is_empty());
     // The system's roots do not know this certificate.
     let refused = dir.path().join("refused.npz");
-    let o = run(&["--backend", "remote", "--remote-url", &srv.url], &refused);
+    let (o, _) = run(&["--backend", "remote", "--remote-url", &srv.url], &refused);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && !refused.exists(), "{e}");
     assert!(

@@ -630,7 +630,11 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
                 switched.push(ctl.last_tick_switched());
             }
             TickStatus::Disabled => *disabled += 1,
-            TickStatus::Stale { .. } | TickStatus::Overrun | TickStatus::Waiting => {}
+            // Replay has no e-stop or watchdog: `tick` never halts.
+            TickStatus::Stale { .. }
+            | TickStatus::Overrun
+            | TickStatus::Waiting
+            | TickStatus::Halted(_) => {}
             TickStatus::Error(message) => {
                 return Err(BagError::Tick {
                     stamp_ns: t,

@@ -3,8 +3,10 @@
 //! code — the node from subscriptions and a wall/sim-time timer, replay from a bag on bag
 //! time — so what a replay shows is what the robot would have been commanded.
 
+pub mod chunk_check;
 pub mod param_specs;
 pub mod params;
+pub mod safety;
 mod wiring;
 
 use wiring::JointMap;
@@ -160,6 +162,8 @@ pub enum TickStatus {
     Waiting,
     /// The policy failed on this tick's data.
     Error(String),
+    /// Commands are held back by the e-stop or the watchdog ([`safety`]): the reason.
+    Halted(String),
 }
 
 /// Counters since start (reset by `~/reset`).
@@ -176,6 +180,10 @@ pub struct Counters {
     pub rejected_messages: u64,
     /// Ticks whose time was earlier than the previous tick's (ROS time jumped back).
     pub clock_jumps: u64,
+    /// Ticks held back by the e-stop or the watchdog ([`TickStatus::Halted`]).
+    pub halted: u64,
+    /// Chunks refused whole by `chunk_check: reject`.
+    pub rejected_chunks: u64,
 }
 
 /// A status snapshot for `/diagnostics` and summaries.
@@ -311,6 +319,8 @@ pub struct ControlLoop {
     commanding: bool,
     /// Commands stopped: the channels' `on_stop` messages are due.
     stop_due: bool,
+    /// The last tick was [`halt`](Self::halt)ed.
+    halted: bool,
 }
 
 /// With `export_dir` empty: the I/O map's `openpi:` section describes the policy of the
@@ -603,6 +613,7 @@ impl ControlLoop {
             last_published: None,
             commanding: false,
             stop_due: false,
+            halted: false,
         })
     }
 
@@ -917,11 +928,36 @@ impl ControlLoop {
         )
     }
 
+    /// A tick on which the e-stop, the watchdog or a takeover holds commands back (instead
+    /// of [`tick`](Self::tick)): no command, each channel's `on_stop` due once (`on_stop`;
+    /// not during a takeover), the plan dropped so that commands resume from a fresh chunk.
+    pub fn halt(&mut self, now_ns: i64, reason: String, on_stop: bool) -> TickStatus {
+        self.counters.ticks += 1;
+        self.counters.halted += 1;
+        self.last_tick_requested = false;
+        self.last_tick_switched = false;
+        self.plan = None;
+        self.last_tick_ns = Some(now_ns);
+        if !self.halted {
+            self.policy.reset();
+            self.last_command = None;
+        }
+        self.halted = true;
+        if on_stop {
+            self.commands_stopped();
+        } else {
+            // A takeover: the operator drives; nothing of ours goes out, not even on_stop.
+            self.commanding = false;
+        }
+        TickStatus::Halted(reason)
+    }
+
     /// One control tick at time `now_ns` (the same clock as the message stamps). A time
     /// earlier than the previous tick's (sim time jumping back, e.g. a bag that loops) ends the
     /// plan and drops the newest inputs, which belong to the abandoned timeline: commands
     /// resume from a fresh chunk once inputs stamped on the new timeline arrive.
     pub fn tick(&mut self, now_ns: i64) -> TickStatus {
+        self.halted = false;
         self.counters.ticks += 1;
         self.last_tick_requested = false;
         self.last_tick_switched = false;
@@ -952,6 +988,12 @@ impl ControlLoop {
         let switched = self.policy.take_switched_plan();
         self.plan = None;
         let status = match outcome {
+            Ok(TickOutcome::Action(_)) if self.rejects(switched.as_ref()).is_some() => {
+                let why = self.rejects(switched.as_ref()).unwrap_or_default();
+                self.counters.rejected_chunks += 1;
+                self.policy.reset();
+                TickStatus::Error(format!("chunk rejected (chunk_check reject): {why}"))
+            }
             Ok(TickOutcome::Action(a)) => {
                 self.first_observation_checked = true;
                 let reference = self.rate_reference();
@@ -1188,6 +1230,31 @@ impl ControlLoop {
                     })
                     .collect(),
             )
+        })
+    }
+
+    /// With `chunk_check: reject`, why the chunk switched in on this tick (`plan`) is
+    /// refused, if it is ([`chunk_check::first_violation`]).
+    fn rejects(&self, plan: Option<&crate::policy::SwitchedPlan>) -> Option<String> {
+        if self.params.chunk_check != chunk_check::ChunkCheck::Reject {
+            return None;
+        }
+        let rows: Vec<Vec<f64>> = plan?
+            .rows
+            .iter()
+            .map(|r| self.joint_map.to_command(r))
+            .collect();
+        let limits = chunk_check::Limits {
+            lower: &self.params.joint_lower_limits,
+            upper: &self.params.joint_upper_limits,
+            max_delta: &self.max_delta,
+        };
+        let reference = self.rate_reference();
+        chunk_check::first_violation(&rows, reference.as_deref(), &limits, |i| {
+            match self.params.joint_names.get(i) {
+                Some(j) if self.params.io_map.is_empty() => format!("joint `{j}`"),
+                _ => format!("action value {i}"),
+            }
         })
     }
 

@@ -103,6 +103,8 @@ pub struct NodeParams {
     pub command_topic: String,
     pub command_type: CommandType,
     pub max_observation_age_ms: f64,
+    /// Watchdog on `~/heartbeat` (ms; 0 = off): see [`super::safety`].
+    pub heartbeat_timeout_ms: f64,
     /// 0 = the export's value (else the chunk size).
     pub n_action_steps: usize,
     /// 0 = off (unless the export turns it on).
@@ -163,6 +165,8 @@ pub struct NodeParams {
     pub autostart: bool,
     /// Publish each chunk switched in on `~/action_chunk`.
     pub publish_action_chunk: bool,
+    /// What a chunk breaking the limits gets ([`super::chunk_check`]).
+    pub chunk_check: super::chunk_check::ChunkCheck,
     /// The I/O map file (empty: the map of the flat parameters `joint_names`,
     /// `joint_state_topic`, `camera_topics`, `camera_inputs`, `command_topic`,
     /// `command_type`).
@@ -182,6 +186,7 @@ pub const PARAM_NAMES: &[&str] = &[
     "command_topic",
     "command_type",
     "max_observation_age_ms",
+    "heartbeat_timeout_ms",
     "n_action_steps",
     "temporal_ensemble_coeff",
     "enable_on_start",
@@ -212,6 +217,7 @@ pub const PARAM_NAMES: &[&str] = &[
     "low_pass_alpha",
     "autostart",
     "publish_action_chunk",
+    "chunk_check",
     "io_map",
 ];
 
@@ -242,6 +248,7 @@ pub fn defaults() -> ParamMap {
     m.insert("command_type".into(), s("float64_multi_array"));
     m.insert("io_map".into(), s(""));
     m.insert("max_observation_age_ms".into(), ParamValue::Double(500.0));
+    m.insert("heartbeat_timeout_ms".into(), ParamValue::Double(0.0));
     m.insert("n_action_steps".into(), ParamValue::Int(0));
     m.insert("temporal_ensemble_coeff".into(), ParamValue::Double(0.0));
     m.insert("enable_on_start".into(), ParamValue::Bool(true));
@@ -284,6 +291,7 @@ pub fn defaults() -> ParamMap {
     m.insert("low_pass_alpha".into(), ParamValue::Double(1.0));
     m.insert("autostart".into(), ParamValue::Bool(true));
     m.insert("publish_action_chunk".into(), ParamValue::Bool(true));
+    m.insert("chunk_check".into(), ParamValue::String("clamp".into()));
     m
 }
 
@@ -487,6 +495,15 @@ impl NodeParams {
             return Err(invalid(
                 "max_observation_age_ms",
                 format!("must be a number in (0, 1e9] ms, got {max_age}"),
+            ));
+        }
+        let heartbeat_timeout_ms = r.double("heartbeat_timeout_ms")?;
+        if !(heartbeat_timeout_ms.is_finite() && (0.0..=1e9).contains(&heartbeat_timeout_ms)) {
+            return Err(invalid(
+                "heartbeat_timeout_ms",
+                format!(
+                    "must be a number in [0, 1e9] ms (0 = no watchdog), got {heartbeat_timeout_ms}"
+                ),
             ));
         }
         let n_action_steps = r.int("n_action_steps")?;
@@ -738,6 +755,7 @@ impl NodeParams {
                 command_topic: nonempty("command_topic")?,
                 command_type,
                 max_observation_age_ms: max_age,
+                heartbeat_timeout_ms,
                 n_action_steps: n_action_steps as usize,
                 temporal_ensemble_coeff: coeff,
                 enable_on_start: r.boolean("enable_on_start")?,
@@ -781,6 +799,12 @@ impl NodeParams {
                 low_pass_alpha,
                 autostart: r.boolean("autostart")?,
                 publish_action_chunk: r.boolean("publish_action_chunk")?,
+                chunk_check: {
+                    let v = r.string("chunk_check")?;
+                    super::chunk_check::ChunkCheck::parse(&v).ok_or_else(|| {
+                        invalid("chunk_check", format!("must be clamp or reject, got `{v}`"))
+                    })?
+                },
             },
             unknown,
         ))

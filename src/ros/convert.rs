@@ -337,6 +337,10 @@ pub struct DiagnosticExtras {
     pub window: Option<WindowSummary>,
     /// The lifecycle state (`active`, `inactive`, ...).
     pub lifecycle_state: &'static str,
+    /// Why commands are held back (the e-stop or the watchdog), if they are.
+    pub halt: Option<String>,
+    /// The e-stop and watchdog values (`estop`, `watchdog`, ...).
+    pub safety: Vec<(String, String)>,
 }
 
 fn ms(d: Duration) -> String {
@@ -347,7 +351,9 @@ fn ms(d: Duration) -> String {
 /// previous report, WARN when stale ticks or overruns grew, else OK.
 pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> DiagnosticArray {
     let c = &status.counters;
-    let (level, message) = if extras.errors_grew {
+    let (level, message) = if let Some(halt) = &extras.halt {
+        (level::ERROR, format!("no commands: {halt}"))
+    } else if extras.errors_grew {
         (
             level::ERROR,
             format!(
@@ -480,6 +486,9 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
             kv("window_queue_tick_max_ms", ms(w.queue.max)),
         ]);
     }
+    values.extend(extras.safety.iter().map(|(k, v)| kv(k, v.clone())));
+    values.push(kv("halted_ticks", c.halted.to_string()));
+    values.push(kv("rejected_chunks", c.rejected_chunks.to_string()));
     DiagnosticArray {
         header: Header {
             stamp: time_msg(now_ns),
@@ -687,6 +696,8 @@ mod tests {
                 errors: 0,
                 rejected_messages: 2,
                 clock_jumps: 0,
+                halted: 0,
+                rejected_chunks: 0,
             },
             refill_ahead: 2,
             refill_ahead_auto: true,
@@ -823,6 +834,24 @@ mod tests {
         assert_eq!(value(&a, "remote_timeouts"), "1");
         assert_eq!(value(&a, "remote_unavailable"), "1");
         assert_eq!(value(&a, "remote_last_error"), "connection refused");
+    }
+
+    #[test]
+    fn a_halt_is_an_error_naming_the_reason_with_the_safety_values() {
+        let extras = DiagnosticExtras {
+            node_name: "policy_node".into(),
+            halt: Some("e-stop latched (~/estop); ~/reset clears it".into()),
+            safety: vec![("estop".into(), "latched".into())],
+            ..Default::default()
+        };
+        let a = diagnostics(&status(), &extras, 0);
+        assert_eq!(a.status[0].level, level::ERROR);
+        assert_eq!(
+            a.status[0].message,
+            "no commands: e-stop latched (~/estop); ~/reset clears it"
+        );
+        assert_eq!(value(&a, "estop"), "latched");
+        assert_eq!(value(&a, "halted_ticks"), "0");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod node;
 pub mod param_services;
 pub mod params;
 pub mod process;
+mod safety;
 pub mod stats;
 pub mod wiring;
 

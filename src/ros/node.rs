@@ -62,6 +62,7 @@ use super::process::{error_line, set_realtime_priority};
 use super::stats::{ms, RunStats, TickKind};
 use super::wiring::{self, Publishers};
 use crate::control::param_specs::{ParamStore, Phase};
+use crate::control::safety::{Halt, Safety};
 use crate::control::{
     ControlError, ControlLoop, ImageData, LoopOptions, NodeParams, ParamError, ParamValue, Status,
     TickStatus,
@@ -181,6 +182,10 @@ struct Shared {
     node_name: String,
     /// The node's name, for the `/diagnostics` status (`policy_node: policy`).
     short_name: String,
+    /// The e-stop latch and the heartbeat watchdog (`~/estop`, `~/heartbeat`), from start.
+    safety: Arc<Mutex<Safety>>,
+    /// Why the last tick was held back by them, for `/diagnostics`.
+    halt: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -830,6 +835,8 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
     let task_sub = node
         .subscribe::<StringMsg>("~/task", QosProfile::default())
         .map_err(ros("subscribe to ~/task"))?;
+    let safety_topics = super::safety::subscribe(&mut node)
+        .map_err(|(what, source)| NodeError::Ros { what, source })?;
     let topic_sets: TopicSets = Box::pin(task_sub.map(move |m: StringMsg| {
         (
             task_topic.clone(),
@@ -853,6 +860,8 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         configure_error: Mutex::new(None),
         node_name: node_name.clone(),
         short_name: node.name().unwrap_or_else(|_| NODE_NAME.to_string()),
+        safety: Arc::new(Mutex::new(Safety::default())),
+        halt: Mutex::new(None),
     });
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -932,6 +941,20 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
             get_transition_graph,
         ));
         tokio::task::spawn_local(reset_service(shared.clone(), reset_srv));
+        tokio::task::spawn_local(super::safety::estop_feed(
+            shared.safety.clone(),
+            safety_topics.estop,
+        ));
+        tokio::task::spawn_local(super::safety::intervention_feed(
+            shared.safety.clone(),
+            safety_topics.intervention,
+        ));
+        let clock = shared.clone();
+        tokio::task::spawn_local(super::safety::heartbeat_feed(
+            shared.safety.clone(),
+            move || clock.now_ns(),
+            safety_topics.heartbeat,
+        ));
         tokio::task::spawn_local(enable_service(shared.clone(), enable_srv));
         tokio::task::spawn_local(diagnostics_loop(shared.clone(), diagnostics));
 
@@ -1183,7 +1206,20 @@ async fn tick_loop(
             let Some(control) = control.as_mut() else {
                 continue;
             };
-            let status = control.tick(now_ns);
+            let timeout_ms = control.params().heartbeat_timeout_ms;
+            let halt = {
+                let mut safety = lock(&shared.safety);
+                match safety.check(now_ns, timeout_ms) {
+                    Some(h) => Some(h),
+                    None if safety.waiting_for_heartbeat(timeout_ms) => Some(Halt::NoHeartbeat),
+                    None => None,
+                }
+            };
+            let status = match &halt {
+                Some(h) => control.halt(now_ns, h.describe(timeout_ms), h.publishes_on_stop()),
+                None => control.tick(now_ns),
+            };
+            *lock(&shared.halt) = halt.map(|h| h.describe(timeout_ms));
             let stops = control.take_stop();
             let plan = if publishers.has_trajectory()
                 && control.params().trajectory_full_chunk
@@ -1282,6 +1318,12 @@ async fn tick_loop(
                 }
             }
             TickStatus::Disabled => lock(&shared.stats).disabled += 1,
+            TickStatus::Halted(reason) => {
+                lock(&shared.stats).halted += 1;
+                if let Some(n) = shared.due("halt") {
+                    log::warn!("no command: {reason}{}", held_back(n));
+                }
+            }
             TickStatus::Stale { what, age_ms } => {
                 lock(&shared.stats).stale += 1;
                 was_stale = true;
@@ -1355,7 +1397,20 @@ where
         let (success, message) = match not_active(&shared, "reset") {
             Some(reason) => (false, reason),
             None => match lock(&shared.control).as_mut() {
-                Some(control) => (true, control.reset()),
+                Some(control) => {
+                    let mut message = control.reset();
+                    let now = shared.now_ns();
+                    let timeout_ms = control.params().heartbeat_timeout_ms;
+                    let cleared = lock(&shared.safety).reset(now, timeout_ms);
+                    for c in &cleared {
+                        log::warn!("~/reset: {c} (cleared by a ~/reset call)");
+                    }
+                    if !cleared.is_empty() {
+                        message.push_str("; ");
+                        message.push_str(&cleared.join("; "));
+                    }
+                    (true, message)
+                }
                 None => (false, "no policy is loaded".to_string()),
             },
         };
@@ -1417,9 +1472,13 @@ async fn diagnostics_loop(shared: Arc<Shared>, publisher: Publisher<DiagnosticAr
     loop {
         interval.tick().await;
         let state = shared.state();
-        let status = lock(&shared.control)
-            .as_ref()
-            .map(|c| (c.status(), c.params().control_rate_hz));
+        let status = lock(&shared.control).as_ref().map(|c| {
+            (
+                c.status(),
+                c.params().control_rate_hz,
+                c.params().heartbeat_timeout_ms,
+            )
+        });
         let now_ns = shared.now_ns();
         let msg = match status {
             None => {
@@ -1432,7 +1491,7 @@ async fn diagnostics_loop(shared: Arc<Shared>, publisher: Publisher<DiagnosticAr
                     now_ns,
                 )
             }
-            Some((status, control_rate_hz)) => {
+            Some((status, control_rate_hz, heartbeat_timeout_ms)) => {
                 let (commands_total, lost_ticks, late_ticks, queue_latency, window) = {
                     let mut stats = lock(&shared.stats);
                     let window = stats.roll_window(Instant::now());
@@ -1459,6 +1518,8 @@ async fn diagnostics_loop(shared: Arc<Shared>, publisher: Publisher<DiagnosticAr
                         .clone()
                         .or(lock(&shared.stale_since_diagnostics).take()),
                     lifecycle_state: state.label(),
+                    halt: lock(&shared.halt).clone(),
+                    safety: lock(&shared.safety).diagnostics(now_ns, heartbeat_timeout_ms),
                     lost_ticks,
                     late_ticks,
                     queue_latency,

@@ -38,6 +38,8 @@ Scenarios:
   live_params         rcl_interfaces calls as `ros2 param` makes them: list, describe, a
                       live change, invalid values, a read-only parameter, atomically
   action_chunk        commands (sensor_msgs/JointState, stamped) and ~/action_chunk
+  safety              heartbeats on / off, ~/estop true / false and ~/reset (see the function):
+                      the commands in each phase and /diagnostics
   lifecycle_bench     (autostart false; tools/bench_node.sh --lifecycle) `rounds` times:
                       configure, activate (until the first command), deactivate, cleanup;
                       each call's time and the node's resident memory (`node_pid`) after it
@@ -75,7 +77,7 @@ from lifecycle_msgs.msg import TransitionEvent  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetAvailableStates, GetAvailableTransitions, GetState  # noqa: E402
 from rcl_interfaces.msg import ParameterEvent  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
-from std_msgs.msg import Float64MultiArray, String  # noqa: E402
+from std_msgs.msg import Bool, Empty, Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
@@ -142,6 +144,12 @@ class Peer(Node):
         self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 10)
         node = cfg.get("node_name", "policy_node")
         self.reset_client = self.create_client(Trigger, f"/{node}/reset")
+        # The safety inputs: ~/estop, and ~/heartbeat sent by the publish timer while
+        # `heartbeats` is true.
+        self.estop_pub = self.create_publisher(Bool, f"/{node}/estop", 10)
+        self.heartbeat_pub = self.create_publisher(Empty, f"/{node}/heartbeat", 10)
+        self.intervention_pub = self.create_publisher(Bool, f"/{node}/intervention", 10)
+        self.heartbeats = False
         self.enable_client = self.create_client(SetBool, f"/{node}/enable")
         self.timer = self.create_timer(1.0 / RATE_HZ, self.publish)
         # The managed-node interface, as `ros2 lifecycle` uses it.
@@ -250,6 +258,8 @@ class Peer(Node):
         return demo.state_at(t), [demo.render_image(t, c["h"], c["w"], c["camera"]) for c in self.cameras]
 
     def publish(self):
+        if self.heartbeats:
+            self.heartbeat_pub.publish(Empty())
         state, images = self.observation()
         stamp = self.get_clock().now().to_msg()
         if self.joints_mode is not None:
@@ -1039,6 +1049,60 @@ def scenario_lifecycle_bench(peer: Peer, cfg: dict) -> dict:
     return {"rounds": rounds}
 
 
+def scenario_safety(peer: Peer, cfg: dict) -> dict:
+    """The node runs with heartbeat_timeout_ms (cfg `timeout_ms`). Phases, each with the
+    commands counted in a window that starts `settle_s` after the event (commands already on
+    the wire before it are not the node's fault):
+    no heartbeat yet (none expected); heartbeats (commands); ~/estop true (none); ~/estop
+    false (still none); ~/reset (commands); heartbeats stop (none); heartbeats back (still
+    none); ~/reset (commands); ~/intervention true (none); false (commands, no reset)."""
+    peer.joints_mode, peer.images_mode = "good", "good"
+    settle = float(cfg.get("settle_s", 0.5))
+    hold = float(cfg.get("hold_s", 1.0))
+    out = {}
+
+    def window(label):
+        sleep(settle)
+        t0 = time.monotonic()
+        sleep(hold)
+        out[label] = peer.commands_since(t0)
+
+    def diag_after(t):
+        wait_until(lambda: any(d["t"] > t for d in peer.diagnostics), 5, "a /diagnostics message")
+        with peer.lock:
+            return next(d for d in peer.diagnostics if d["t"] > t)
+
+    sleep(1.5)  # the node is up and has the observation; no heartbeat yet
+    window("no_heartbeat_yet")
+    peer.heartbeats = True
+    first_command(peer)
+    window("heartbeats")
+    t = time.monotonic()
+    peer.estop_pub.publish(Bool(data=True))
+    window("estop")
+    out["diag_estop"] = diag_after(t + settle)
+    peer.estop_pub.publish(Bool(data=False))
+    window("estop_false")
+    out["reset_estop"] = peer.call(peer.reset_client, Trigger.Request())
+    window("after_reset")
+    t = time.monotonic()
+    peer.heartbeats = False
+    window("heartbeat_lost")
+    out["diag_watchdog"] = diag_after(t + settle)
+    peer.heartbeats = True
+    window("heartbeat_back")
+    out["reset_watchdog"] = peer.call(peer.reset_client, Trigger.Request())
+    window("after_second_reset")
+    out["diag_end"] = diag_after(time.monotonic())
+    t = time.monotonic()
+    peer.intervention_pub.publish(Bool(data=True))
+    window("intervention")
+    out["diag_intervention"] = diag_after(t + settle)
+    peer.intervention_pub.publish(Bool(data=False))
+    window("after_intervention")
+    return out
+
+
 SCENARIOS = {
     "rate_offline": scenario_rate_offline,
     "reset_enable": scenario_reset_enable,
@@ -1057,6 +1121,7 @@ SCENARIOS = {
     "action_chunk": scenario_action_chunk,
     "task_topic": scenario_task_topic,
     "lifecycle_bench": scenario_lifecycle_bench,
+    "safety": scenario_safety,
 }
 
 
