@@ -28,6 +28,11 @@ fn model() -> PathBuf {
 
 /// The openpi server on a free port, with `args` (see the script) and a request log.
 fn server(args: &[&str], log: &Path) -> Server {
+    server_at("ws", args, log)
+}
+
+/// [`server`] reached as `scheme` (`wss` with `--tls-cert` / `--tls-key`).
+fn server_at(scheme: &str, args: &[&str], log: &Path) -> Server {
     let mut a: Vec<String> = vec![
         "--model".into(),
         model().to_string_lossy().into_owned(),
@@ -37,7 +42,7 @@ fn server(args: &[&str], log: &Path) -> Server {
         "0".into(),
     ];
     a.extend(args.iter().map(|s| s.to_string()));
-    Server::spawn_with(runtime_python(), "ws", "openpi_server.py", a)
+    Server::spawn_with(runtime_python(), scheme, "openpi_server.py", a)
 }
 
 fn adapter(url: &str, timeout_ms: u64) -> Result<Box<dyn RuntimeAdapter>, RuntimeError> {
@@ -891,20 +896,12 @@ fn wss_with_the_servers_ca_works_and_an_unknown_certificate_is_refused() {
         .expect("the openssl tool (Debian's `openssl` package, which ca-certificates needs)");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let log = dir.path().join("requests.jsonl");
-    let mut a: Vec<String> = vec![
-        "--model".into(),
-        model().to_string_lossy().into_owned(),
-        "--log".into(),
-        log.to_string_lossy().into_owned(),
-        "--port".into(),
-        "0".into(),
-        "--tls-cert".into(),
-        cert.to_string_lossy().into_owned(),
-        "--tls-key".into(),
-        key.to_string_lossy().into_owned(),
-    ];
-    a.extend(["--schema".to_string(), "export".to_string()]);
-    let srv = Server::spawn_with(runtime_python(), "wss", "openpi_server.py", a);
+    let (cert_arg, key_arg) = (cert.to_string_lossy(), key.to_string_lossy());
+    let srv = server_at(
+        "wss",
+        &["--tls-cert", &cert_arg, "--tls-key", &key_arg],
+        &log,
+    );
     assert!(srv.url.starts_with("wss://"), "{}", srv.url);
     let run = |extra: &[&str], out: &Path| chunk_act_tiny(dir.path(), 2, extra, out);
     let local = run(&["--backend", "onnx"], &dir.path().join("local.npz"))

@@ -4,6 +4,7 @@
 //! time — so what a replay shows is what the robot would have been commanded.
 
 pub mod chunk_check;
+mod openpi;
 pub mod param_specs;
 pub mod params;
 pub mod safety;
@@ -323,85 +324,6 @@ pub struct ControlLoop {
     halted: bool,
 }
 
-/// With `export_dir` empty: the I/O map's `openpi:` section describes the policy of the
-/// openpi server at `remote_url` (see [`crate::iomap::openpi`]). An export and a section are
-/// not combined (with an export, the observation is the export's inputs).
-fn openpi_without_export(
-    params: &NodeParams,
-    builder: crate::policy::InferenceModelBuilder,
-) -> Result<crate::policy::InferenceModelBuilder, ControlError> {
-    let invalid = |name: &str, rule: String| ParamError::Invalid {
-        name: name.into(),
-        rule,
-    };
-    if params.io_map.is_empty() {
-        return Ok(builder);
-    }
-    let map = IoMap::load(std::path::Path::new(&params.io_map))?;
-    let has_export = !params
-        .export_dir
-        .as_os_str()
-        .to_string_lossy()
-        .trim()
-        .is_empty();
-    match (has_export, map.openpi.is_some()) {
-        (true, true) => {
-            return Err(invalid(
-                "io_map",
-                format!(
-                    "{}: an `openpi:` section describes an openpi server's observation without an export, \
-                     but `export_dir` is set ({}): with an export the observation is the export's inputs; \
-                     drop one",
-                    params.io_map,
-                    params.export_dir.display()
-                ),
-            )
-            .into())
-        }
-        (true, false) => return Ok(builder),
-        (false, false) => {
-            return Err(invalid(
-                "export_dir",
-                format!(
-                    "is empty and io_map `{}` has no `openpi:` section: without an export, the map must \
-                     describe an openpi server's observation",
-                    params.io_map
-                ),
-            )
-            .into())
-        }
-        (false, true) => {}
-    }
-    let protocol =
-        crate::runtime::RemoteProtocol::resolve(&params.remote_protocol, &params.remote_url)
-            .map_err(|e| invalid("remote_protocol", e.to_string()))?;
-    if protocol != crate::runtime::RemoteProtocol::Openpi || params.remote_url.trim().is_empty() {
-        return Err(invalid(
-            "remote_url",
-            format!(
-                "must be an openpi server (ws://host:port) when `export_dir` is empty and io_map `{}` \
-                 has an `openpi:` section (got `{}`, protocol {})",
-                params.io_map,
-                params.remote_url,
-                protocol
-            ),
-        )
-        .into());
-    }
-    if !matches!(params.backend.as_str(), "auto" | "" | "remote") {
-        return Err(invalid(
-            "backend",
-            format!(
-                "is `{}`, but without an export the policy runs on the openpi server: use auto or remote",
-                params.backend
-            ),
-        )
-        .into());
-    }
-    let task = Some(params.task.as_str()).filter(|t| !t.trim().is_empty());
-    Ok(builder.openpi_map(&map, task)?)
-}
-
 impl ControlLoop {
     /// Loads the policy named by `params` and checks the parameters against it.
     pub fn new(params: NodeParams, options: LoopOptions) -> Result<Self, ControlError> {
@@ -460,7 +382,7 @@ impl ControlLoop {
         builder = builder
             .chunk_blend(params.chunk_blend)
             .low_pass_alpha(params.low_pass_alpha);
-        builder = openpi_without_export(&params, builder)?;
+        builder = openpi::without_export(&params, builder)?;
         let load_start = Instant::now();
         let mut model = builder.build()?;
         let load = load_start.elapsed();
@@ -987,9 +909,13 @@ impl ControlLoop {
         self.last_tick_switched = self.policy.scheduler().last_switch() == Some(served);
         let switched = self.policy.take_switched_plan();
         self.plan = None;
+        let rejected = match &outcome {
+            Ok(TickOutcome::Action(_)) => self.rejects(switched.as_ref()),
+            _ => None,
+        };
         let status = match outcome {
-            Ok(TickOutcome::Action(_)) if self.rejects(switched.as_ref()).is_some() => {
-                let why = self.rejects(switched.as_ref()).unwrap_or_default();
+            Ok(TickOutcome::Action(_)) if rejected.is_some() => {
+                let why = rejected.unwrap_or_default();
                 self.counters.rejected_chunks += 1;
                 self.policy.reset();
                 TickStatus::Error(format!("chunk rejected (chunk_check reject): {why}"))
