@@ -120,6 +120,44 @@ fn offline_chunk_from(export: &str, result: &Value, image_inputs: &[(&str, usize
     model.predict_chunk(&obs).expect("offline inference")
 }
 
+/// [`offline_chunk`] for an export whose inputs are named `state_key` and `image_key`
+/// (camera 0).
+fn offline_chunk_keys(
+    export: &str,
+    result: &Value,
+    state_key: &str,
+    image_key: &str,
+) -> Array2<f32> {
+    let mut model = InferenceModel::load(export).expect("load the export offline");
+    let mut obs = Observation::new();
+    let state: Vec<f32> = f64s(&result["state"])
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    obs.insert(
+        state_key,
+        ArrayD::from_shape_vec(vec![state.len()], state).unwrap(),
+    );
+    let shape: Vec<usize> = result["image_shapes"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
+    let (h, w) = (shape[0], shape[1]);
+    let pixels: Vec<u8> = result["images"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u8)
+        .collect();
+    let chw = ArrayD::from_shape_fn(vec![3, h, w], |ix| {
+        f32::from(pixels[(ix[1] * w + ix[2]) * 3 + ix[0]]) / 255.0
+    });
+    obs.insert(image_key, chw);
+    model.predict_chunk(&obs).expect("offline inference")
+}
+
 fn max_diff(a: &[f64], row: ndarray::ArrayView1<f32>) -> f64 {
     assert_eq!(a.len(), row.len(), "command length");
     a.iter()
@@ -2223,4 +2261,437 @@ fn rtc_on_the_node_commands_what_the_offline_loop_computes() {
             "live RTC differs from offline in all {ATTEMPTS} attempts\n{log}"
         );
     }
+}
+
+/// Episodes as a ROS 2 action (`episode_mode: goal`), with rclpy's action client on
+/// `~/run_policy` (tests/peers/node_peer.py, scenario `episodes`): nothing is commanded
+/// without a goal; each end reason (duration, ended, cancelled, estop, stale, watchdog)
+/// ends the goal with its status, every published command is counted in its steps (the
+/// flat parameters' channel has `on_stop: none`; control_loop.rs checks the `on_stop` of an
+/// episode's end); a second goal, goals with bad fields, a goal while the e-stop is latched
+/// or without heartbeats are refused; a takeover keeps the episode and commands nothing.
+#[test]
+fn episodes_run_as_an_action_and_end_for_each_reason() {
+    const SUCCEEDED: u64 = 4;
+    const CANCELED: u64 = 5;
+    const ABORTED: u64 = 6;
+    let world = World::new();
+    let export = fixture("act_tiny");
+    let node = world.node(&[
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        JOINTS,
+        "-p",
+        "episode_mode:=goal",
+        "-p",
+        "episode_stale_timeout_s:=1.0",
+        "-p",
+        "heartbeat_timeout_ms:=400.0",
+    ]);
+    let r = world.peer("episodes", json!({})).result(&node);
+    let log = node.stop();
+    let count = |k: &str| {
+        r[k].as_u64()
+            .unwrap_or_else(|| panic!("no `{k}`: {r}\n{log}"))
+    };
+    assert_eq!(count("no_goal"), 0, "commands without a goal: {log}");
+    assert_eq!(count("after_duration"), 0, "commands after the goal: {log}");
+    let d = &r["diag_idle"];
+    assert_eq!(diag_value(d, "episode_mode"), "goal", "{d}");
+    assert_eq!(diag_value(d, "episode"), "none", "{d}");
+    let d = &r["diag_running"];
+    assert!(diag_value(d, "episode").starts_with("running"), "{d}");
+
+    let ended = |k: &str, status: u64, reason: &str| {
+        let g = &r[k];
+        assert_eq!(g["accepted"], json!(true), "{k}: {g}\n{log}");
+        assert_eq!(g["status"], json!(status), "{k}: {g}\n{log}");
+        assert_eq!(g["reason"], json!(reason), "{k}: {g}\n{log}");
+        assert_eq!(g["recording"], json!(""), "{k}: {g}");
+        g.clone()
+    };
+    // A 1.5 s goal at 30 Hz: ~45 commands minus the first chunk's wait; every published
+    // command is counted, and nothing else goes out.
+    let g = ended("duration", SUCCEEDED, "duration");
+    let steps = g["steps"].as_u64().unwrap();
+    assert!((25..=46).contains(&steps), "steps {steps}: {g}");
+    assert_eq!(g["commands"].as_u64().unwrap(), steps, "{g}");
+    assert_eq!(g["success"], json!(false), "no verdict: {g}");
+    // Feedback at >= 5 Hz over the episode, with the counts.
+    let n = g["feedback_n"].as_u64().unwrap();
+    let span = g["feedback_span_s"].as_f64().unwrap();
+    assert!(
+        n >= 6 && (n - 1) as f64 / span >= 5.0,
+        "feedback {n} over {span} s: {g}"
+    );
+    assert!(
+        g["feedback_statuses"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("running")),
+        "{g}"
+    );
+    let last = &g["feedback_last"];
+    assert!(last["chunks"].as_u64().unwrap() >= 1, "{g}");
+    assert!(last["inference_p99_ms"].as_f64().unwrap() > 0.0, "{g}");
+    assert!(last["elapsed_s"].as_f64().unwrap() <= 1.5 + 1e-6, "{g}");
+
+    let g = ended("ended", SUCCEEDED, "ended");
+    assert_eq!(g["success"], json!(true), "{g}");
+    let g = ended("after_reset", SUCCEEDED, "ended");
+    assert_eq!(g["success"], json!(false), "the verdict false: {g}");
+    ended("cancelled", CANCELED, "cancelled");
+    ended("estop", ABORTED, "estop");
+    let g = ended("stale", ABORTED, "stale");
+    let after = r["stale_after_s"].as_f64().unwrap();
+    assert!(after > 1.0 && after < 4.0, "stale after {after} s: {g}");
+    ended("watchdog", ABORTED, "watchdog");
+    let g = ended("intervention", SUCCEEDED, "ended");
+    assert!(g["steps"].as_u64().unwrap() > 20, "{g}");
+    assert_eq!(count("during_intervention"), 0, "{r}");
+    assert!(count("after_intervention") >= 20, "{r}");
+    assert_eq!(r["intervention_status"], json!("intervention"), "{r}");
+    for k in [
+        "second",
+        "negative",
+        "long_task",
+        "unknown_policy",
+        "record",
+        "while_latched",
+        "no_heartbeat",
+    ] {
+        assert_eq!(r[k]["accepted"], json!(false), "{k}: {}\n{log}", r[k]);
+    }
+    // The goal after heartbeats came back clears the watchdog and runs.
+    ended("heartbeat_back", SUCCEEDED, "duration");
+    let d = &r["diag_end"];
+    assert_eq!(diag_count(d, "episodes"), 9, "{d}");
+    assert!(diag_value(d, "last_episode").starts_with("duration"), "{d}");
+    for reason in [
+        "an episode is running",
+        "max_duration_s must be a finite number >= 0",
+        "above the limit of",
+        "no policy named `nope`",
+        "record: true needs record_dir",
+        "the e-stop is latched",
+        "no fresh heartbeat",
+        "the watchdog cleared (cleared by a new goal)",
+    ] {
+        assert!(log.contains(reason), "the log names `{reason}`:\n{log}");
+    }
+}
+
+/// Several policies (`policies`): two different policies (the tiny ACT export, and the
+/// LeRobot-style package without its action denormalisation, so its actions differ)
+/// loaded at configure; goals switch
+/// between them without a reload, each goal's commands are its own policy's chunk on the
+/// peer's observation (within 1e-5; synchronous refill: from row 0), and `/diagnostics`
+/// names the policy that runs.
+#[test]
+fn goals_switch_between_loaded_policies_without_a_reload() {
+    let world = World::new();
+    let a = fixture("act_tiny");
+    let dir = tempfile::tempdir().unwrap();
+    let src = root().join("tests/fixtures/act_tiny_lerobot/onnx");
+    for f in ["model.onnx", "stats.safetensors"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("manifest.json")).unwrap()).unwrap();
+    manifest["model"]["postprocessors"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|p| p["type"] != json!("denormalize"));
+    std::fs::write(
+        dir.path().join("manifest.json"),
+        serde_json::to_string_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    let b = dir.path().display().to_string();
+    let node = world.node(&[
+        "-p",
+        &format!("policies:=[a={a}, b={b}]"),
+        "-p",
+        JOINTS,
+        "-p",
+        "episode_mode:=goal",
+        "-p",
+        "refill_mode:=sync",
+    ]);
+    let r = world.peer("policy_switch", json!({})).result(&node);
+    let log = node.stop();
+    let goals = r["goals"].as_array().unwrap();
+    assert_eq!(goals.len(), 4, "{r}");
+    let chunk_a = offline_chunk(&a, &r, &["images"]);
+    let chunk_b = offline_chunk_keys(&b, &r, "observation.state", "observation.images.top");
+    let check = |g: &Value, chunk: &Array2<f32>, what: &str| {
+        assert_eq!(g["accepted"], json!(true), "{what}: {g}\n{log}");
+        assert_eq!(g["reason"], json!("duration"), "{what}: {g}");
+        let cmds = rows_of(g, "commands");
+        assert!(cmds.len() >= 5, "{what}: {} commands", cmds.len());
+        for (k, c) in cmds.iter().take(5).enumerate() {
+            let d = max_diff(c, chunk.row(k));
+            assert!(
+                d < TOL,
+                "{what}: command {k} is off its policy's row {k} by {d}"
+            );
+        }
+        eprintln!(
+            "{what}: goal accepted -> first command {:.1} ms",
+            g["first_command_s"].as_f64().unwrap() * 1e3
+        );
+    };
+    let d = (0..6)
+        .map(|j| (chunk_a[[0, j]] - chunk_b[[0, j]]).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        d > 1e-3,
+        "the two policies must differ to tell them apart: {d}"
+    );
+    check(&goals[0], &chunk_a, "a");
+    check(&goals[1], &chunk_b, "b");
+    check(&goals[2], &chunk_b, "\"\" (the active one, b)");
+    check(&goals[3], &chunk_a, "a again");
+    let diag = &goals[1]["diagnostics"];
+    assert_eq!(diag_value(diag, "policy"), "b", "{diag}");
+    let listed = diag_value(diag, "policies");
+    assert!(
+        listed.starts_with("a (") && listed.contains(", b ("),
+        "{listed}"
+    );
+    assert!(log.contains("policies loaded: a (active"), "{log}");
+    assert_eq!(log.matches("switched in").count(), 2, "a->b, b->a: {log}");
+    assert_eq!(log.matches("configured in").count(), 1, "one load: {log}");
+}
+
+/// Moves home around an episode (`home_before_episode`, `home_after_episode`): the commands
+/// start from the joint positions the peer publishes, reach `home_position`, then the policy
+/// runs (its first command rate-limited from home); after the result the robot moves home
+/// again and stays there; no step between two commands exceeds `max_joint_delta`; a goal
+/// while it moves home is refused.
+#[test]
+fn episodes_start_and_end_with_a_move_home_never_faster_than_max_joint_delta() {
+    const HOME: [f64; 6] = [0.3, -0.2, 0.1, 0.0, 0.25, -0.1];
+    const DELTA: f64 = 0.02;
+    let world = World::new();
+    let export = fixture("act_tiny");
+    let home = format!(
+        "home_position:=[{}]",
+        HOME.iter()
+            .map(|v| format!("{v:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let node = world.node(&[
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        JOINTS,
+        "-p",
+        "episode_mode:=goal",
+        "-p",
+        &home,
+        "-p",
+        "home_duration_s:=0.5",
+        "-p",
+        "home_before_episode:=true",
+        "-p",
+        "home_after_episode:=true",
+        "-p",
+        &format!("max_joint_delta:=[{DELTA}]"),
+    ]);
+    let r = world
+        .peer("home_moves", json!({"duration_s": 2.0, "after_s": 3.0}))
+        .result(&node);
+    let log = node.stop();
+    assert_eq!(r["reason"], json!("duration"), "{r}\n{log}");
+    assert_eq!(
+        r["second_accepted"],
+        json!(false),
+        "a goal while moving home: {log}"
+    );
+    assert!(log.contains("moving home after the last episode"), "{log}");
+    let statuses = r["statuses"].as_array().unwrap();
+    assert!(statuses.contains(&json!("homing")), "{statuses:?}");
+    assert!(statuses.contains(&json!("running")), "{statuses:?}");
+    let state = f64s(&r["state"]);
+    let cmds = rows_of(&r, "commands");
+    let dist = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        dist(&cmds[0], &state) <= DELTA + 1e-9,
+        "the first command starts from the joint state: {:?} vs {state:?}",
+        cmds[0]
+    );
+    for (k, w) in cmds.windows(2).enumerate() {
+        assert!(
+            dist(&w[0], &w[1]) <= DELTA + 1e-9,
+            "step {k}: {} > max_joint_delta {DELTA}",
+            dist(&w[0], &w[1])
+        );
+    }
+    let at_home = |c: &Vec<f64>| dist(c, &HOME) < 1e-9;
+    let reached = cmds.iter().position(at_home).expect("home is reached");
+    // Ticks of the move before: max(0.5 s at 30 Hz, the largest distance / DELTA).
+    let expected = (0.5f64 * 30.0)
+        .ceil()
+        .max((dist(&state, &HOME) / DELTA).ceil()) as usize;
+    assert_eq!(
+        reached + 1,
+        expected,
+        "the move before took {} ticks",
+        reached + 1
+    );
+    let at_result = r["commands_at_result"].as_u64().unwrap() as usize;
+    assert!(
+        cmds[reached + 1..at_result].iter().any(|c| !at_home(c)),
+        "the policy ran between the moves"
+    );
+    assert!(
+        at_home(cmds.last().unwrap()),
+        "the last command is home: {:?}",
+        cmds.last()
+    );
+    assert!(cmds.len() > at_result, "the move after the episode");
+    // The episode's steps are the commands up to its end; the move after it starts at once,
+    // and the result follows within one feedback period (100 ms, 3 ticks) and DDS: at most
+    // 10 waypoints of the move may arrive before it.
+    let steps = r["steps"].as_u64().unwrap() as usize;
+    assert!(
+        steps <= at_result && at_result - steps <= 10,
+        "steps {steps}, commands when the result came {at_result}"
+    );
+    assert!(
+        steps > reached,
+        "the move before is part of the episode: {steps} > {reached}"
+    );
+}
+
+/// Record -> replay: a recorded episode (`record_dir`, a goal with `record: true`; refill
+/// `sync`) on the moving demo observation, with a takeover in the middle, is a rosbag2
+/// directory that `rosbags` reads (every input topic, the commands, `~/action_chunk`,
+/// `/diagnostics`, `~/intervention`, the tick records, the episode's custom data), and
+/// `policyctl replay` of it, with the episode's own parameters, reproduces every command the
+/// node published, in order, within 1e-5. An unwritable `record_dir` refuses the goal.
+#[test]
+fn a_recorded_episode_replays_to_the_commands_the_node_published() {
+    let world = World::new();
+    let export = fixture("act_tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    let record_dir = tmp.path().join("episodes");
+    let blocker = tmp.path().join("a_file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let node = world.node(&[
+        "-p",
+        &format!("export_dir:={export}"),
+        "-p",
+        JOINTS,
+        "-p",
+        "episode_mode:=goal",
+        "-p",
+        "refill_mode:=sync",
+        "-p",
+        &format!("record_dir:={}", record_dir.display()),
+    ]);
+    let r = world
+        .peer(
+            "record",
+            json!({"duration_s": 3.0, "bad_record_dir": blocker.join("sub").display().to_string()}),
+        )
+        .result(&node);
+    let log = node.stop();
+    assert_eq!(r["reason"], json!("duration"), "{r}\n{log}");
+    let dir = std::path::PathBuf::from(r["recording"].as_str().unwrap());
+    assert!(dir.starts_with(&record_dir), "{dir:?}");
+    // What rosbags read.
+    let counts = &r["counts"];
+    for topic in [
+        "/joint_states",
+        "/image_raw",
+        "/joint_commands",
+        "/policy_node/action_chunk",
+        "/diagnostics",
+        "/policy_node/intervention",
+        "/policy_node/episode_ticks",
+    ] {
+        assert!(
+            counts[topic].as_u64().unwrap_or(0) > 0,
+            "`{topic}` is in the recording: {counts}"
+        );
+    }
+    assert!(counts["/image_raw"].as_u64().unwrap() >= 60, "{counts}");
+    assert_eq!(r["types"]["/image_raw"], json!("sensor_msgs/msg/Image"));
+    let custom = &r["custom_data"];
+    assert_eq!(custom["policy_node.reason"], json!("duration"), "{custom}");
+    assert_eq!(
+        custom["policy_node.outcome"],
+        json!("SUCCEEDED"),
+        "{custom}"
+    );
+    assert_eq!(custom["policy_node.policy"], json!("default"), "{custom}");
+    assert_eq!(custom["policy_node.export_dir"], json!(export), "{custom}");
+    assert_eq!(custom["policy_node.dropped"], json!("0"), "{custom}");
+    let tick = &r["first_tick"];
+    assert!(
+        tick["t"].as_i64().unwrap() > 0 && tick["sources"].is_array(),
+        "{tick}"
+    );
+    // The recorded commands are the ones the peer received, and the episode's steps.
+    let recorded = rows_of(&r, "commands");
+    let received = rows_of(&r, "received");
+    assert_eq!(recorded.len() as u64, r["steps"].as_u64().unwrap(), "{r}");
+    assert_eq!(recorded, received[..recorded.len()].to_vec());
+    assert!(recorded.len() > 40, "{} commands", recorded.len());
+    // policyctl replay of the recording, with its own parameters (params.yaml beside it).
+    let out = tmp.path().join("replayed.csv");
+    let status = Command::new(env!("CARGO_BIN_EXE_policyctl"))
+        .args(["replay"])
+        .arg(&dir)
+        .arg(&export)
+        .arg("--output")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "policyctl replay {}", dir.display());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let replayed: Vec<Vec<f64>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').skip(1).map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(
+        replayed.len(),
+        recorded.len(),
+        "replayed {} commands, the node published {}",
+        replayed.len(),
+        recorded.len()
+    );
+    let worst = replayed
+        .iter()
+        .zip(&recorded)
+        .map(|(a, b)| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max)
+        })
+        .fold(0.0, f64::max);
+    assert!(
+        worst < TOL,
+        "replay differs from the recorded commands by {worst}"
+    );
+    eprintln!(
+        "record -> replay: {} commands, max difference {worst:e}",
+        recorded.len()
+    );
+    // The bad record_dir.
+    assert_eq!(r["set_bad_dir"], json!(true), "{r}");
+    assert_eq!(r["bad_dir_accepted"], json!(false), "{r}\n{log}");
+    assert_eq!(r["bad_dir_commands"], json!(0), "{r}");
+    assert!(log.contains("record_dir: cannot create"), "{log}");
 }

@@ -47,6 +47,9 @@ cleanup() { if ((keep)); then log "workspace kept: $ws"; else rm -rf "$ws"; fi; 
 trap cleanup EXIT
 mkdir -p "$ws/src" "$build_base"
 ln -s "$root" "$ws/src/policy_node"
+# The interface package (the RunPolicy action) as its own source folder: colcon does not look
+# for packages inside a package, and builds this one first (policy_node depends on it).
+ln -s "$root/interfaces" "$ws/src/policy_node_interfaces"
 
 log "colcon build in $ws (build base $build_base, cargo ${cargo_args[*]})"
 start=$(date +%s)
@@ -55,7 +58,7 @@ start=$(date +%s)
   colcon --log-base "$ws/log" build \
     --build-base "$build_base" --install-base "$ws/install" \
     --event-handlers console_direct+ \
-    --packages-select policy_node \
+    --packages-select policy_node_interfaces policy_node \
     --cargo-args "${cargo_args[@]}"
 )
 log "colcon build took $(( $(date +%s) - start )) s"
@@ -71,6 +74,7 @@ check "$install/policy_node/share/policy_node/package.xml"
 check "$install/policy_node/share/policy_node/launch/policy_node.launch.py"
 check "$install/policy_node/share/policy_node/config/policy_node.yaml"
 check "$install/policy_node/share/ament_index/resource_index/packages/policy_node"
+check "$install/policy_node_interfaces/share/ament_index/resource_index/packages/policy_node_interfaces"
 [ -x "$install/policy_node/lib/policy_node/policy_node" ] || { log "policy_node is not executable"; fail=1; }
 
 # Resolve the package as `ros2 run` / `ros2 launch` do: through the ament index on

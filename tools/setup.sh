@@ -113,10 +113,19 @@ else
 fi
 if ((ros_from_venv)); then
   case "$distro" in
-    kilted) install "$venv" tools/requirements-ros.txt ;;
-    jazzy) install "$ros_venv" tools/requirements-ros-jazzy.txt tools/requirements-peers.txt ;;
+    kilted) install "$venv" tools/requirements-ros.txt tools/requirements-ros-interfaces.txt ;;
+    jazzy) install "$ros_venv" tools/requirements-ros-jazzy.txt tools/requirements-peers.txt tools/requirements-ros-interfaces-jazzy.txt ;;
   esac
 fi
+# ---- the interface package (policy_node_interfaces: the RunPolicy action) ------------------
+# Built with the distro's rosidl generators (from the venv above, or the sourced install) into
+# a colcon-style prefix; r2r generates its Rust bindings from there (IDL_PACKAGE_FILTER below).
+POLICY_NODE_IDL_VENV="$ros_venv" POLICY_NODE_ROS_DISTRO="$distro" "$root/tools/build_interfaces.sh"
+case "$distro" in
+  kilted) idl_prefix="$root/install/policy_node_interfaces" ;;
+  jazzy) idl_prefix="$root/install/jazzy/policy_node_interfaces" ;;
+esac
+((ros_from_venv)) || idl_prefix="$root/install/policy_node_interfaces"
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 ros_site="$("$ros_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 pylibdir="$("$ros_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')"
@@ -143,7 +152,7 @@ env_file="$ros_venv/policy_node.env"
   echo "export LIBTORCH='$site/torch'"
   echo "export LIBTORCH_CXX11_ABI=1"
   echo "export POLICY_NODE_PYTHON_LIBDIR='$pylibdir'"
-  echo "export IDL_PACKAGE_FILTER='std_msgs;sensor_msgs;geometry_msgs;builtin_interfaces;std_srvs;trajectory_msgs;diagnostic_msgs;nav_msgs;rosgraph_msgs;rcl_interfaces;action_msgs;unique_identifier_msgs;service_msgs;type_description_interfaces;lifecycle_msgs'"
+  echo "export IDL_PACKAGE_FILTER='std_msgs;sensor_msgs;geometry_msgs;builtin_interfaces;std_srvs;trajectory_msgs;diagnostic_msgs;nav_msgs;rosgraph_msgs;rcl_interfaces;action_msgs;unique_identifier_msgs;service_msgs;type_description_interfaces;lifecycle_msgs;policy_node_interfaces'"
   [ -n "$ort_lib" ] && echo "export POLICY_NODE_ORT_LIB='$ort_lib'"
   [ -n "$ov_c" ] && echo "export POLICY_NODE_OPENVINO_LIB='$ov_c'"
   [ -n "$ov_tok" ] && echo "export POLICY_NODE_OPENVINO_TOKENIZERS_LIB='$ov_tok'"
@@ -153,11 +162,13 @@ env_file="$ros_venv/policy_node.env"
     shim="$ros_venv/rmw_shim"
     mkdir -p "$shim/lib"
     ln -sf "$ros_venv/lib/librmw_fastrtps_cpp.so" "$shim/lib/librmw_implementation.so"
-    libs="$ros_venv/lib:$shim/lib"
+    libs="$idl_prefix/lib:$ros_venv/lib:$shim/lib"
+    # The interface package's Python module (rclpy action clients in the tests) on the venv's path.
+    ls -d "$idl_prefix"/lib/python3*/site-packages >"$ros_site/policy_node_interfaces.pth"
     for d in "$ros_site"/ros_*.libs; do [ -d "$d" ] && libs="$libs:$d"; done
     echo "export POLICY_NODE_ROS_FROM_VENV=1"
     echo "export POLICY_NODE_ROS_DISTRO=$distro"
-    echo "export AMENT_PREFIX_PATH='$ros_venv'"
+    echo "export AMENT_PREFIX_PATH='$idl_prefix:$ros_venv'"
     case "$distro" in
       kilted) echo "export ROS_DISTRO=rolling  # r2r 0.9.7 rejects kilted; kilted headers follow rolling's layout" ;;
       jazzy)
@@ -171,7 +182,9 @@ env_file="$ros_venv/policy_node.env"
     echo "export LD_LIBRARY_PATH='$libs':\"\${LD_LIBRARY_PATH:-}\""
   else
     echo "export POLICY_NODE_ROS_FROM_VENV=0"
-    echo "# ROS 2 comes from the sourced install: AMENT_PREFIX_PATH, ROS_DISTRO, LD_LIBRARY_PATH as sourced"
+    echo "# ROS 2 comes from the sourced install: AMENT_PREFIX_PATH, ROS_DISTRO, LD_LIBRARY_PATH as sourced,"
+    echo "# with the interface package built here in front"
+    echo "source '$idl_prefix.env'"
   fi
 } >"$env_file"
 

@@ -43,6 +43,8 @@ pub struct BagMetadata {
     pub topics: Vec<(String, String, u64)>,
     pub starting_time_ns: Option<i64>,
     pub duration_ns: Option<i64>,
+    /// `custom_data` (string values; others as YAML text).
+    pub custom_data: std::collections::BTreeMap<String, String>,
 }
 
 impl BagMetadata {
@@ -151,6 +153,22 @@ impl BagMetadata {
             .get("duration")
             .and_then(|s| s.get("nanoseconds"))
             .and_then(Value::as_i64);
+        let custom_data = info
+            .get("custom_data")
+            .and_then(Value::as_mapping)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| {
+                        let k = k.as_str()?.to_string();
+                        let v = match v {
+                            Value::String(s) => s.clone(),
+                            other => serde_yaml::to_string(other).ok()?.trim().to_string(),
+                        };
+                        Some((k, v))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(BagMetadata {
             version,
             storage,
@@ -158,6 +176,7 @@ impl BagMetadata {
             topics,
             starting_time_ns,
             duration_ns,
+            custom_data,
         })
     }
 }

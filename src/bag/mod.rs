@@ -41,6 +41,7 @@ pub mod plot;
 mod reader;
 pub mod replay;
 mod sqlite_file;
+pub mod writer;
 
 pub use error::BagError;
 pub use mcap_file::McapFile;

@@ -250,6 +250,11 @@ impl Bag {
     }
 
     /// The path the bag was opened from.
+    /// What `metadata.yaml` says, when the bag has one.
+    pub fn metadata(&self) -> Option<&BagMetadata> {
+        self.metadata.as_ref()
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -35,7 +35,7 @@ use super::plot::{write_plot, PlotData};
 use super::{Bag, BagError};
 use crate::control::params::read_params_file;
 use crate::control::{
-    ControlLoop, LoopOptions, NodeParams, Origin, ParamMap, ParamValue, TickStatus,
+    ControlLoop, ImageData, LoopOptions, NodeParams, Origin, ParamMap, ParamValue, TickStatus,
 };
 use crate::iomap::{InputMessage, InputType};
 use crate::observation::ObservationError;
@@ -554,8 +554,23 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
         .as_deref()
         .map(OutputFormat::from_path)
         .transpose()?;
-    let params = replay_params(opts)?;
     let mut bag = Bag::open(&opts.bag)?;
+    // An episode the node recorded: its own parameters (unless --params), and its ticks.
+    let episode = EpisodeRecording::of(&bag, &opts.bag);
+    let mut params = match (
+        &opts.params,
+        episode.as_ref().and_then(|e| e.params_file.clone()),
+    ) {
+        (None, Some(file)) => {
+            log::info!("replay: the episode's own parameters, {}", file.display());
+            let mut o = opts.clone();
+            o.params = Some(file);
+            replay_params(&o)?
+        }
+        _ => replay_params(opts)?,
+    };
+    // Replay runs the policy over the whole recording: no goal gates it.
+    params.episode_mode = crate::control::episode::EpisodeMode::Continuous;
 
     let load = Instant::now();
     let joint_names = params.joint_names.clone();
@@ -574,8 +589,22 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
     decode::warm_up();
     let load_time = load.elapsed();
     let needed = needed_topics(&bag, &ctl)?;
-    let selected: Vec<usize> = needed.roles.keys().copied().collect();
+    let mut selected: Vec<usize> = needed.roles.keys().copied().collect();
+    let ticks_topic = episode
+        .as_ref()
+        .and_then(|e| bag.topic_index(&e.ticks_topic));
+    if let (Some(e), None) = (&episode, ticks_topic) {
+        return Err(BagError::Tick {
+            stamp_ns: 0,
+            message: format!(
+                "the episode recording names its tick topic `{}`, which it does not hold",
+                e.ticks_topic
+            ),
+        });
+    }
+    selected.extend(ticks_topic);
     bag.select(&selected);
+    let mut gate = ticks_topic.map(|_| TickGate::default());
     let columns = ctl.outputs().columns();
     // The recorded joint positions are plotted beside the commands they correspond to: with
     // the flat parameters' map (one JointState, commands in `joint_names` order).
@@ -634,7 +663,8 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
             TickStatus::Stale { .. }
             | TickStatus::Overrun
             | TickStatus::Waiting
-            | TickStatus::Halted(_) => {}
+            | TickStatus::Halted(_)
+            | TickStatus::Idle => {}
             TickStatus::Error(message) => {
                 return Err(BagError::Tick {
                     stamp_ns: t,
@@ -652,12 +682,29 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
         let msg = msg?;
         let t = msg.log_time_ns;
         first_time.get_or_insert(t);
-        let nt = next_tick.get_or_insert(t);
-        while *nt < t {
-            tick(&mut ctl, *nt, &mut actions, &mut switched, &mut disabled)?;
-            *nt = nt.saturating_add(period_ns);
+        if gate.is_none() {
+            let nt = next_tick.get_or_insert(t);
+            while *nt < t {
+                tick(&mut ctl, *nt, &mut actions, &mut switched, &mut disabled)?;
+                *nt = nt.saturating_add(period_ns);
+            }
         }
         last_time = last_time.max(t);
+        if Some(msg.topic) == ticks_topic {
+            let rec = TickRecord::parse(&msg.data).map_err(|message| BagError::Tick {
+                stamp_ns: t,
+                message,
+            })?;
+            if let Some(g) = gate.as_mut() {
+                g.pending.push_back(rec);
+                g.drain(&mut ctl, &mut |ctl, rec| {
+                    episode_tick(ctl, rec, &mut |c, t| {
+                        tick(c, t, &mut actions, &mut switched, &mut disabled)
+                    })
+                })?;
+            }
+            continue;
+        }
         messages += 1;
         per_topic[msg.topic] += 1;
 
@@ -674,6 +721,22 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
             Some(Role::Input { sources, kind, .. }) => {
                 let (stamp, input) = decode::input_message(*kind, &msg.data).map_err(decode_err)?;
                 let stamp = if stamp != 0 { stamp } else { t };
+                if let Some(g) = gate.as_mut() {
+                    // An episode recording: fed in the order the node's ticks used them.
+                    g.arrive(Held::Input {
+                        sources: sources.clone(),
+                        stamp,
+                        input,
+                    });
+                    g.drain(&mut ctl, &mut |ctl, rec| {
+                        episode_tick(ctl, rec, &mut |c, t| {
+                            tick(c, t, &mut actions, &mut switched, &mut disabled)
+                        })
+                    })?;
+                    accepted_inputs += 1;
+                    decode_time += decode_start.elapsed();
+                    continue;
+                }
                 match ctl.on_input(sources, stamp, &input) {
                     Ok(()) => accepted_inputs += 1,
                     Err(source) => {
@@ -712,6 +775,20 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
                 let (stamp, image) =
                     decode::deferred_image(*kind, msg.data, origin).map_err(decode_err)?;
                 let stamp = if stamp != 0 { stamp } else { t };
+                if let Some(g) = gate.as_mut() {
+                    g.arrive(Held::Camera {
+                        index: *index,
+                        stamp,
+                        image,
+                    });
+                    g.drain(&mut ctl, &mut |ctl, rec| {
+                        episode_tick(ctl, rec, &mut |c, t| {
+                            tick(c, t, &mut actions, &mut switched, &mut disabled)
+                        })
+                    })?;
+                    decode_time += decode_start.elapsed();
+                    continue;
+                }
                 ctl.on_image(*index, stamp, image)
                     .map_err(|source: ObservationError| BagError::Image {
                         topic: topic.clone(),
@@ -726,7 +803,20 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, BagError> {
             progress.update(t, ctl.status().counters.ticks, false);
         }
     }
-    if let Some(mut nt) = next_tick {
+    if let Some(g) = gate.as_mut() {
+        g.finish(&mut ctl, &mut |ctl, rec| {
+            episode_tick(ctl, rec, &mut |c, t| {
+                tick(c, t, &mut actions, &mut switched, &mut disabled)
+            })
+        })?;
+        if g.missing > 0 {
+            log::warn!(
+                "replay: {} tick(s) used an input message the recording lacks (dropped by a full \
+                 queue, or a message without a header stamp): their commands may differ",
+                g.missing
+            );
+        }
+    } else if let Some(mut nt) = next_tick {
         while nt <= last_time {
             tick(&mut ctl, nt, &mut actions, &mut switched, &mut disabled)?;
             nt = nt.saturating_add(period_ns);
@@ -876,6 +966,247 @@ pub fn read_csv(path: &Path) -> Result<Actions, BagError> {
         out.values.push(row);
     }
     Ok(out)
+}
+
+/// What marks a bag as an episode the node recorded (`record_dir`): its tick topic, and its
+/// parameters file, from `metadata.yaml`'s custom data.
+struct EpisodeRecording {
+    ticks_topic: String,
+    params_file: Option<PathBuf>,
+}
+
+impl EpisodeRecording {
+    fn of(bag: &Bag, path: &Path) -> Option<Self> {
+        let custom = &bag.metadata()?.custom_data;
+        let ticks_topic = custom.get("policy_node.ticks_topic")?.clone();
+        let dir = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        let params_file = custom
+            .get("policy_node.params_file")
+            .map(|f| dir.join(f))
+            .filter(|f| f.is_file());
+        Some(Self {
+            ticks_topic,
+            params_file,
+        })
+    }
+}
+
+/// One recorded tick: its time, status, and the stamps of the inputs it used.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct TickRecord {
+    t: i64,
+    status: String,
+    sources: Vec<Option<i64>>,
+    cameras: Vec<Option<i64>>,
+}
+
+impl TickRecord {
+    /// From a `std_msgs/String` (CDR) holding the JSON.
+    fn parse(cdr: &[u8]) -> Result<Self, String> {
+        let len = cdr
+            .get(4..8)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or("a tick record shorter than its header")?;
+        let text = cdr
+            .get(8..8 + len.saturating_sub(1))
+            .ok_or("a tick record shorter than its length")?;
+        serde_json::from_slice(text).map_err(|e| format!("a tick record that is no tick: {e}"))
+    }
+}
+
+/// An input message waiting for the recorded tick it comes after.
+enum Held {
+    Input {
+        sources: Vec<usize>,
+        stamp: i64,
+        input: InputMessage,
+    },
+    Camera {
+        index: usize,
+        stamp: i64,
+        image: ImageData,
+    },
+}
+
+/// Feeds an episode recording's inputs to the loop in the order the node's ticks used them:
+/// a tick runs once every message it used (by header stamp) is fed, and no message newer
+/// than what it used is fed before it.
+#[derive(Default)]
+struct TickGate {
+    pending: std::collections::VecDeque<TickRecord>,
+    held: std::collections::VecDeque<Held>,
+    fed_sources: HashMap<usize, i64>,
+    fed_cameras: HashMap<usize, i64>,
+    /// Ticks run without a message they used (not in the recording).
+    missing: u64,
+}
+
+impl TickGate {
+    fn arrive(&mut self, h: Held) {
+        self.held.push_back(h);
+    }
+
+    /// Whether `h` is newer than what the tick `rec` used.
+    fn after(rec: &TickRecord, h: &Held) -> bool {
+        match h {
+            Held::Input { sources, stamp, .. } => sources.iter().any(|i| {
+                rec.sources
+                    .get(*i)
+                    .copied()
+                    .flatten()
+                    .is_none_or(|used| *stamp > used)
+            }),
+            Held::Camera { index, stamp, .. } => rec
+                .cameras
+                .get(*index)
+                .copied()
+                .flatten()
+                .is_none_or(|used| *stamp > used),
+        }
+    }
+
+    fn fed(&self, rec: &TickRecord) -> bool {
+        let ok = |used: &Option<i64>, fed: Option<&i64>| {
+            used.is_none_or(|u| fed.is_some_and(|f| *f >= u))
+        };
+        rec.sources
+            .iter()
+            .enumerate()
+            .all(|(i, u)| ok(u, self.fed_sources.get(&i)))
+            && rec
+                .cameras
+                .iter()
+                .enumerate()
+                .all(|(i, u)| ok(u, self.fed_cameras.get(&i)))
+    }
+
+    /// A message the tick used can no longer come: a newer one of its source is waiting.
+    fn lost(&self, rec: &TickRecord) -> bool {
+        self.held.iter().any(|h| match h {
+            Held::Input { sources, stamp, .. } => {
+                sources.iter().any(|i| {
+                    rec.sources.get(*i).copied().flatten().is_some_and(|u| {
+                        *stamp > u && self.fed_sources.get(i).is_none_or(|f| *f < u)
+                    })
+                })
+            }
+            Held::Camera { index, stamp, .. } => {
+                rec.cameras.get(*index).copied().flatten().is_some_and(|u| {
+                    *stamp > u && self.fed_cameras.get(index).is_none_or(|f| *f < u)
+                })
+            }
+        })
+    }
+
+    fn feed(&mut self, ctl: &mut ControlLoop, h: Held) -> Result<(), BagError> {
+        match h {
+            Held::Input {
+                sources,
+                stamp,
+                input,
+            } => {
+                for i in &sources {
+                    let f = self.fed_sources.entry(*i).or_insert(stamp);
+                    *f = (*f).max(stamp);
+                }
+                if let Err(e) = ctl.on_input(&sources, stamp, &input) {
+                    log::warn!("replay: an input message stamped {stamp} ns was rejected: {e}");
+                }
+            }
+            Held::Camera {
+                index,
+                stamp,
+                image,
+            } => {
+                let f = self.fed_cameras.entry(index).or_insert(stamp);
+                *f = (*f).max(stamp);
+                ctl.on_image(index, stamp, image)
+                    .map_err(|source| BagError::Image {
+                        topic: format!("camera {index}"),
+                        log_time_ns: stamp,
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds what may be fed and runs the ticks that are ready.
+    fn drain(
+        &mut self,
+        ctl: &mut ControlLoop,
+        run: &mut dyn FnMut(&mut ControlLoop, &TickRecord) -> Result<(), BagError>,
+    ) -> Result<(), BagError> {
+        loop {
+            // Messages in arrival order, up to the first one the next tick must not see.
+            while let Some(h) = self.held.front() {
+                if self.pending.front().is_some_and(|rec| Self::after(rec, h)) {
+                    break;
+                }
+                let h = self.held.pop_front().expect("front");
+                self.feed(ctl, h)?;
+            }
+            let Some(rec) = self.pending.front() else {
+                return Ok(());
+            };
+            if !self.fed(rec) {
+                if !self.lost(rec) {
+                    return Ok(());
+                }
+                self.missing += 1;
+            }
+            let rec = self.pending.pop_front().expect("front");
+            run(ctl, &rec)?;
+        }
+    }
+
+    /// The end of the recording: every tick left runs.
+    fn finish(
+        &mut self,
+        ctl: &mut ControlLoop,
+        run: &mut dyn FnMut(&mut ControlLoop, &TickRecord) -> Result<(), BagError>,
+    ) -> Result<(), BagError> {
+        self.drain(ctl, run)?;
+        while let Some(rec) = self.pending.pop_front() {
+            if !self.fed(&rec) {
+                self.missing += 1;
+            }
+            run(ctl, &rec)?;
+            self.drain(ctl, run)?;
+        }
+        Ok(())
+    }
+}
+
+/// One recorded tick as the node ran it: a held-back tick (`halted`) resets the plan as it
+/// did there, a `disabled` one gates the output, a move home (`home`) is not the policy's
+/// and is skipped; the others tick.
+fn episode_tick(
+    ctl: &mut ControlLoop,
+    rec: &TickRecord,
+    tick: &mut dyn FnMut(&mut ControlLoop, i64) -> Result<(), BagError>,
+) -> Result<(), BagError> {
+    match rec.status.as_str() {
+        "home" => Ok(()),
+        "halted" => {
+            ctl.halt(rec.t, "halted in the recording".into(), false);
+            Ok(())
+        }
+        "disabled" => {
+            ctl.set_enabled(false);
+            tick(ctl, rec.t)
+        }
+        _ => {
+            if !ctl.enabled() {
+                ctl.set_enabled(true);
+            }
+            tick(ctl, rec.t)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,12 @@
 //! time — so what a replay shows is what the robot would have been commanded.
 
 pub mod chunk_check;
+pub mod episode;
+pub mod home;
 mod openpi;
 pub mod param_specs;
 pub mod params;
+pub mod policies;
 pub mod safety;
 mod wiring;
 
@@ -43,6 +46,12 @@ pub enum ControlError {
     Mismatch { name: &'static str, problem: String },
     #[error(transparent)]
     IoMap(#[from] IoMapError),
+    #[error("parameter `policies`, entry `{name}` ({dir}): {problem}")]
+    OtherPolicy {
+        name: String,
+        dir: String,
+        problem: String,
+    },
 }
 
 /// One camera message as received (owned bytes, validated at arrival).
@@ -165,6 +174,24 @@ pub enum TickStatus {
     Error(String),
     /// Commands are held back by the e-stop or the watchdog ([`safety`]): the reason.
     Halted(String),
+    /// `episode_mode: goal` and no episode runs ([`ControlLoop::set_idle`]).
+    Idle,
+}
+
+impl TickStatus {
+    /// One word for the status (`command`, `stale`, ...), as episode recordings store it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TickStatus::Command(_) => "command",
+            TickStatus::Disabled => "disabled",
+            TickStatus::Stale { .. } => "stale",
+            TickStatus::Overrun => "overrun",
+            TickStatus::Waiting => "waiting",
+            TickStatus::Error(_) => "error",
+            TickStatus::Halted(_) => "halted",
+            TickStatus::Idle => "idle",
+        }
+    }
 }
 
 /// Counters since start (reset by `~/reset`).
@@ -185,6 +212,8 @@ pub struct Counters {
     pub halted: u64,
     /// Chunks refused whole by `chunk_check: reject`.
     pub rejected_chunks: u64,
+    /// Ticks without an episode (`episode_mode: goal`).
+    pub idle: u64,
 }
 
 /// A status snapshot for `/diagnostics` and summaries.
@@ -322,6 +351,12 @@ pub struct ControlLoop {
     stop_due: bool,
     /// The last tick was [`halt`](Self::halt)ed.
     halted: bool,
+    /// No episode runs (`episode_mode: goal`): nothing is commanded.
+    idle: bool,
+    /// A move home in progress ([`start_home`](Self::start_home)).
+    home: Option<home::HomeMove>,
+    /// The last tick's command was a waypoint of a move home.
+    last_tick_home: bool,
 }
 
 impl ControlLoop {
@@ -499,6 +534,7 @@ impl ControlLoop {
             many => many.to_vec(),
         };
         let task = (!params.task.is_empty()).then(|| Arc::from(params.task.as_str()));
+        let idle = params.episode_mode == episode::EpisodeMode::Goal;
         Ok(Self {
             map: wiring.map,
             inputs: wiring.inputs,
@@ -536,6 +572,9 @@ impl ControlLoop {
             commanding: false,
             stop_due: false,
             halted: false,
+            idle,
+            home: None,
+            last_tick_home: false,
         })
     }
 
@@ -560,13 +599,42 @@ impl ControlLoop {
         same.publish_action_chunk = old.publish_action_chunk;
         same.autostart = old.autostart;
         same.task.clone_from(&old.task);
+        same.heartbeat_timeout_ms = old.heartbeat_timeout_ms;
+        same.chunk_check = old.chunk_check;
+        same.episode_stale_timeout_s = old.episode_stale_timeout_s;
+        same.home_position.clone_from(&old.home_position);
+        same.record_dir.clone_from(&old.record_dir);
+        same.home_duration_s = old.home_duration_s;
+        same.home_before_episode = old.home_before_episode;
+        same.home_after_episode = old.home_after_episode;
         if &same != old {
             return Err(
-                "only max_observation_age_ms, n_action_steps, temporal_ensemble_coeff, \
-                 enable_on_start, joint_lower_limits, joint_upper_limits, max_joint_delta, \
-                 trajectory_full_chunk, publish_action_chunk and task change while configured"
+                "only max_observation_age_ms, heartbeat_timeout_ms, n_action_steps, \
+                 temporal_ensemble_coeff, enable_on_start, joint_lower_limits, \
+                 joint_upper_limits, max_joint_delta, trajectory_full_chunk, \
+                 publish_action_chunk, chunk_check, task, episode_stale_timeout_s, record_dir \
+                 and the home_* parameters change while configured"
                     .into(),
             );
+        }
+        let width = self.action_width;
+        for (name, v) in [
+            ("joint_lower_limits", &new.joint_lower_limits),
+            ("joint_upper_limits", &new.joint_upper_limits),
+            ("home_position", &new.home_position),
+        ] {
+            if !v.is_empty() && v.len() != width {
+                return Err(format!(
+                    "`{name}` must have one value per action index ({width}), got {}",
+                    v.len()
+                ));
+            }
+        }
+        if !(new.max_joint_delta.len() <= 1 || new.max_joint_delta.len() == width) {
+            return Err(format!(
+                "`max_joint_delta` must have one value, or one per action index ({width}), got {}",
+                new.max_joint_delta.len()
+            ));
         }
         if new.task != old.task && (self.needs_task || !new.task.is_empty()) {
             crate::policy::processors::check_task(Some(&new.task))
@@ -630,6 +698,7 @@ impl ControlLoop {
     pub fn activate(&mut self) {
         self.policy.reset();
         self.enabled = self.params.enable_on_start;
+        self.idle = self.params.episode_mode == episode::EpisodeMode::Goal;
         self.last_command = None;
         self.last_tick_requested = false;
         self.plan = None;
@@ -647,6 +716,7 @@ impl ControlLoop {
         self.last_command = None;
         self.was_stale = false;
         self.plan = None;
+        self.home = None;
         self.commands_stopped();
         format!(
             "dropped {dropped} queued action(s){} and the inputs received so far",
@@ -830,6 +900,88 @@ impl ControlLoop {
         self.enabled
     }
 
+    /// `episode_mode: goal`: `true` between episodes (nothing is commanded; the channels'
+    /// `on_stop` goes out once when commands stop), `false` while one runs. Either change
+    /// drops the plan, so that an episode starts from a fresh chunk.
+    pub fn set_idle(&mut self, idle: bool) {
+        if idle == self.idle {
+            return;
+        }
+        self.policy.reset();
+        self.last_command = None;
+        self.plan = None;
+        self.home = None;
+        if idle {
+            self.commands_stopped();
+        }
+        self.idle = idle;
+    }
+
+    /// The inputs' wiring (topics, types, sources, cameras) and the action width: another
+    /// policy switched in for this one must read and command the same.
+    pub fn wiring_signature(&self) -> String {
+        let inputs: Vec<String> = self
+            .input_topics()
+            .into_iter()
+            .map(|(topic, kind, sources)| format!("{topic} ({kind:?}, sources {sources:?})"))
+            .collect();
+        let cameras: Vec<&str> = self.cameras.iter().map(|c| c.topic.as_str()).collect();
+        format!(
+            "inputs [{}], cameras {cameras:?}, {} action value(s)",
+            inputs.join(", "),
+            self.action_width
+        )
+    }
+
+    /// Switches this policy in for `from` (the same wiring: [`wiring_signature`]): takes its
+    /// newest inputs (so that no tick waits for new messages) and its `~/enable` state, and
+    /// starts from a fresh chunk; `from` keeps no inputs and commands nothing.
+    ///
+    /// [`wiring_signature`]: Self::wiring_signature
+    pub fn take_over_from(&mut self, from: &mut ControlLoop) {
+        if !self.inputs.swap_latest(&mut from.inputs) {
+            self.inputs.clear();
+        }
+        for (a, b) in self.cameras.iter_mut().zip(from.cameras.iter_mut()) {
+            if a.topic == b.topic {
+                std::mem::swap(&mut a.latest, &mut b.latest);
+            }
+        }
+        from.inputs.clear();
+        for c in &mut from.cameras {
+            c.latest = None;
+        }
+        self.activate();
+        self.enabled = from.enabled;
+        self.idle = from.idle;
+        from.deactivate();
+        // Nothing went out from this loop: `from`'s stop (if any) is its own.
+        from.take_stop();
+    }
+
+    /// The stamps of the newest message of each input source and each camera (by index):
+    /// what the next observation is made of. Recorded with each tick of an episode, so that
+    /// a replay feeds exactly these messages before that tick.
+    pub fn input_stamps(&self) -> (Vec<Option<i64>>, Vec<Option<i64>>) {
+        (
+            self.inputs.source_stamps(),
+            self.cameras
+                .iter()
+                .map(|c| c.latest.as_ref().map(|(_, t)| *t))
+                .collect(),
+        )
+    }
+
+    /// The policy's inference latency statistics since the last reset.
+    pub fn inference_latency(&self) -> LatencyStats {
+        self.policy.latency()
+    }
+
+    /// Whether no episode runs (`episode_mode: goal`).
+    pub fn idle(&self) -> bool {
+        self.idle
+    }
+
     /// Clears queue, in-flight refill, ensembling state, rate-limit memory and counters.
     /// Returns a human-readable summary for the service response.
     pub fn reset(&mut self) -> String {
@@ -860,6 +1012,10 @@ impl ControlLoop {
         self.last_tick_switched = false;
         self.plan = None;
         self.last_tick_ns = Some(now_ns);
+        if let Some(m) = self.home.take() {
+            // A move after an episode ends here: nothing more is commanded.
+            self.idle = m.then == home::AfterHome::Idle || self.idle;
+        }
         if !self.halted {
             self.policy.reset();
             self.last_command = None;
@@ -883,13 +1039,22 @@ impl ControlLoop {
         self.counters.ticks += 1;
         self.last_tick_requested = false;
         self.last_tick_switched = false;
+        self.last_tick_home = false;
         if let Some(last) = self.last_tick_ns.filter(|last| now_ns < *last) {
             self.clock_jumped(last - now_ns);
         }
         self.last_tick_ns = Some(now_ns);
+        if self.idle {
+            self.commands_stopped();
+            self.counters.idle += 1;
+            return TickStatus::Idle;
+        }
         if !self.enabled {
             self.commands_stopped();
             return TickStatus::Disabled;
+        }
+        if let Some(status) = self.home_tick() {
+            return status;
         }
         if let Some((what, age_ms)) = self.stale_input(now_ns) {
             self.commands_stopped();
@@ -959,6 +1124,105 @@ impl ControlLoop {
             self.commands_stopped();
         }
         status
+    }
+
+    /// A tick of the move home, if one is in progress: its waypoint, or (the move done) the
+    /// idle tick after it; `None` lets the policy run.
+    fn home_tick(&mut self) -> Option<TickStatus> {
+        let m = self.home.as_mut()?;
+        match m.next_waypoint() {
+            Some(p) => {
+                let reference = self.last_command.clone();
+                Some(match self.limit(p, reference.as_deref()) {
+                    Ok(cmd) => {
+                        self.counters.commands += 1;
+                        let published = self.outputs.encode(&cmd);
+                        self.last_command = Some(cmd);
+                        self.last_published = Some(published.clone());
+                        self.commanding = true;
+                        self.last_tick_home = true;
+                        TickStatus::Command(published)
+                    }
+                    Err(e) => {
+                        self.home = None;
+                        self.counters.errors += 1;
+                        self.commands_stopped();
+                        TickStatus::Error(format!("move home: {e}"))
+                    }
+                })
+            }
+            None => {
+                let then = m.then;
+                self.home = None;
+                log::info!("move home done");
+                match then {
+                    home::AfterHome::Idle => {
+                        self.set_idle(true);
+                        self.counters.idle += 1;
+                        Some(TickStatus::Idle)
+                    }
+                    home::AfterHome::Policy => {
+                        // The policy starts from a fresh chunk, rate-limited from home.
+                        self.policy.reset();
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a move to `home_position` ([`home`]), then `then`. It starts from the last
+    /// command, else from the joint positions in the state input (every action value must
+    /// have one); the loop commands from the next tick (it leaves idle).
+    pub fn start_home(&mut self, then: home::AfterHome) -> Result<u64, String> {
+        let to = self.params.home_position.clone();
+        if to.is_empty() {
+            return Err("home_position is empty: there is no home to move to".into());
+        }
+        let from = match self.last_command.clone() {
+            Some(c) => c,
+            None => {
+                let state = self
+                    .state_feature
+                    .and_then(|f| self.inputs.feature_values(f))
+                    .ok_or("no joint state has arrived yet to start the move home from")?;
+                let mut from = Vec::with_capacity(self.action_width);
+                for (i, r) in self.state_ref.iter().enumerate() {
+                    let v = r.and_then(|j| state.get(j)).ok_or_else(|| {
+                        format!(
+                            "action value {i} has no joint in the state input to start the move home from"
+                        )
+                    })?;
+                    from.push(f64::from(*v));
+                }
+                from
+            }
+        };
+        let m = home::HomeMove::plan(
+            &from,
+            &to,
+            self.params.home_duration_s,
+            self.params.period().as_secs_f64(),
+            &self.params.max_joint_delta,
+            then,
+        );
+        let ticks = m.ticks();
+        self.policy.reset();
+        self.plan = None;
+        self.idle = false;
+        self.last_command = Some(from);
+        self.home = Some(m);
+        Ok(ticks)
+    }
+
+    /// Whether the last tick's command was a waypoint of a move home.
+    pub fn last_tick_was_home(&self) -> bool {
+        self.last_tick_home
+    }
+
+    /// Whether a move home is in progress.
+    pub fn homing(&self) -> bool {
+        self.home.is_some()
     }
 
     fn clock_jumped(&mut self, back_ns: i64) {

@@ -167,6 +167,22 @@ pub struct NodeParams {
     pub publish_action_chunk: bool,
     /// What a chunk breaking the limits gets ([`super::chunk_check`]).
     pub chunk_check: super::chunk_check::ChunkCheck,
+    /// Policies loaded at configure besides `export_dir` (`name=export_dir` each), switched
+    /// per `~/run_policy` goal.
+    pub policies: Vec<(String, PathBuf)>,
+    /// When the node commands: always, or only while a `~/run_policy` goal runs.
+    pub episode_mode: super::episode::EpisodeMode,
+    /// A running episode whose inputs stay stale longer than this (s) is aborted.
+    pub episode_stale_timeout_s: f64,
+    /// Where recorded episodes go (`~/run_policy` goals with `record`); empty: none.
+    pub record_dir: String,
+    /// The home position in command space (`[]`: none), and the move's duration.
+    pub home_position: Vec<f64>,
+    pub home_duration_s: f64,
+    /// Move home before each episode's policy runs, and after each episode that ends
+    /// without a fault (duration, ended, cancelled).
+    pub home_before_episode: bool,
+    pub home_after_episode: bool,
     /// The I/O map file (empty: the map of the flat parameters `joint_names`,
     /// `joint_state_topic`, `camera_topics`, `camera_inputs`, `command_topic`,
     /// `command_type`).
@@ -218,6 +234,14 @@ pub const PARAM_NAMES: &[&str] = &[
     "autostart",
     "publish_action_chunk",
     "chunk_check",
+    "episode_mode",
+    "episode_stale_timeout_s",
+    "policies",
+    "record_dir",
+    "home_position",
+    "home_duration_s",
+    "home_before_episode",
+    "home_after_episode",
     "io_map",
 ];
 
@@ -292,6 +316,14 @@ pub fn defaults() -> ParamMap {
     m.insert("autostart".into(), ParamValue::Bool(true));
     m.insert("publish_action_chunk".into(), ParamValue::Bool(true));
     m.insert("chunk_check".into(), ParamValue::String("clamp".into()));
+    m.insert("episode_mode".into(), s("continuous"));
+    m.insert("policies".into(), ParamValue::StringArray(vec![]));
+    m.insert("record_dir".into(), s(""));
+    m.insert("home_position".into(), ParamValue::DoubleArray(vec![]));
+    m.insert("home_duration_s".into(), ParamValue::Double(3.0));
+    m.insert("home_before_episode".into(), ParamValue::Bool(false));
+    m.insert("home_after_episode".into(), ParamValue::Bool(false));
+    m.insert("episode_stale_timeout_s".into(), ParamValue::Double(2.0));
     m
 }
 
@@ -377,6 +409,36 @@ impl Reader<'_> {
     }
 }
 
+/// `policies`: `name=export_dir` entries; names are unique, non-empty, of letters, digits,
+/// `_`, `-` and `.`.
+fn parse_policies(entries: &[String]) -> Result<Vec<(String, PathBuf)>, ParamError> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let bad = |why: &str| invalid("policies", format!("entry {i} `{e}`: {why}"));
+        let Some((name, dir)) = e.split_once('=') else {
+            return Err(bad("must be name=export_dir"));
+        };
+        let (name, dir) = (name.trim(), dir.trim());
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(bad(
+                "the name must be non-empty, of letters, digits, `_`, `-` and `.`",
+            ));
+        }
+        if dir.is_empty() {
+            return Err(bad("the export directory is empty"));
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(bad(&format!("the name `{name}` is given twice")));
+        }
+        out.push((name.to_string(), PathBuf::from(dir)));
+    }
+    Ok(out)
+}
+
 impl NodeParams {
     /// Validates a parameter map (missing entries take their defaults). Unknown names are
     /// returned in the second element so the caller can warn about typos.
@@ -390,10 +452,17 @@ impl NodeParams {
             .filter(|k| !PARAM_NAMES.contains(&k.as_str()) && k.as_str() != "use_sim_time")
             .cloned()
             .collect();
-        let export_dir = match r.get("export_dir") {
+        let mut export_dir = match r.get("export_dir") {
             None => String::new(),
             Some(_) => r.string("export_dir")?,
         };
+        let policies = parse_policies(&r.strings("policies")?)?;
+        // Without export_dir, the first of `policies` is the active one at start.
+        if export_dir.trim().is_empty() {
+            if let Some((_, dir)) = policies.first() {
+                export_dir = dir.display().to_string();
+            }
+        }
         // Without an export, the I/O map's `openpi:` section describes an openpi server's
         // policy (checked when the policy loads).
         if export_dir.trim().is_empty() && r.string("io_map")?.trim().is_empty() {
@@ -505,6 +574,33 @@ impl NodeParams {
                     "must be a number in [0, 1e9] ms (0 = no watchdog), got {heartbeat_timeout_ms}"
                 ),
             ));
+        }
+        let home_position = r.doubles("home_position")?;
+        if let Some(i) = home_position.iter().position(|v| !v.is_finite()) {
+            return Err(invalid(
+                "home_position",
+                format!("entry {i} is not a finite number"),
+            ));
+        }
+        let home_duration_s = r.double("home_duration_s")?;
+        if !(home_duration_s.is_finite() && home_duration_s > 0.0 && home_duration_s <= 1e4) {
+            return Err(invalid(
+                "home_duration_s",
+                format!("must be a number in (0, 1e4] s, got {home_duration_s}"),
+            ));
+        }
+        let home_before_episode = r.boolean("home_before_episode")?;
+        let home_after_episode = r.boolean("home_after_episode")?;
+        for (name, on) in [
+            ("home_before_episode", home_before_episode),
+            ("home_after_episode", home_after_episode),
+        ] {
+            if on && home_position.is_empty() {
+                return Err(invalid(
+                    name,
+                    "is true but home_position is empty: set the home position (one value per action index)",
+                ));
+            }
         }
         let n_action_steps = r.int("n_action_steps")?;
         if n_action_steps < 0 {
@@ -805,9 +901,48 @@ impl NodeParams {
                         invalid("chunk_check", format!("must be clamp or reject, got `{v}`"))
                     })?
                 },
+                policies,
+                record_dir: r.string("record_dir")?.trim().to_string(),
+                home_position: home_position.clone(),
+                home_duration_s,
+                home_before_episode,
+                home_after_episode,
+                episode_mode: {
+                    let v = r.string("episode_mode")?;
+                    super::episode::EpisodeMode::parse(&v).ok_or_else(|| {
+                        invalid(
+                            "episode_mode",
+                            format!("must be continuous or goal, got `{v}`"),
+                        )
+                    })?
+                },
+                episode_stale_timeout_s: {
+                    let v = r.double("episode_stale_timeout_s")?;
+                    if !(v.is_finite() && v > 0.0 && v <= 1e6) {
+                        return Err(invalid(
+                            "episode_stale_timeout_s",
+                            format!("must be a number in (0, 1e6] s, got {v}"),
+                        ));
+                    }
+                    v
+                },
             },
             unknown,
         ))
+    }
+
+    /// The name the `export_dir` policy answers to in a goal: its `policies` entry's, else
+    /// `default`.
+    pub fn export_policy_name(&self) -> String {
+        self.policies
+            .iter()
+            .find(|(_, d)| *d == self.export_dir)
+            .map_or_else(|| "default".to_string(), |(n, _)| n.clone())
+    }
+
+    /// The `policies` entries loaded besides `export_dir`.
+    pub fn other_policies(&self) -> impl Iterator<Item = &(String, PathBuf)> {
+        self.policies.iter().filter(|(_, d)| *d != self.export_dir)
     }
 
     /// The control period.

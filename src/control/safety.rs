@@ -142,6 +142,29 @@ impl Safety {
         said
     }
 
+    /// A new episode's goal: clears a tripped watchdog when the heartbeat is fresh at
+    /// `now_ns` (`Ok(Some(what))`), refuses the goal when it is not (`Err(why)`).
+    pub fn clear_watchdog(
+        &mut self,
+        now_ns: i64,
+        timeout_ms: f64,
+    ) -> Result<Option<String>, String> {
+        if self.tripped.is_none() {
+            return Ok(None);
+        }
+        let fresh = timeout_ms <= 0.0
+            || self
+                .last_heartbeat_ns
+                .is_some_and(|t| (now_ns - t) as f64 / 1e6 <= timeout_ms);
+        if !fresh {
+            return Err(
+                "the watchdog is tripped and no fresh heartbeat arrived on ~/heartbeat".to_string(),
+            );
+        }
+        self.tripped = None;
+        Ok(Some("the watchdog cleared".to_string()))
+    }
+
     /// Whether the e-stop is latched.
     pub fn estop_latched(&self) -> bool {
         self.estop

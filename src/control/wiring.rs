@@ -524,6 +524,7 @@ fn from_file(params: &NodeParams, model: &mut InferenceModel) -> Result<Wiring, 
     for (name, v) in [
         ("joint_lower_limits", &params.joint_lower_limits),
         ("joint_upper_limits", &params.joint_upper_limits),
+        ("home_position", &params.home_position),
     ] {
         if !v.is_empty() && v.len() != width {
             return Err(mismatch(

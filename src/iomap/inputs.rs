@@ -397,6 +397,33 @@ impl Inputs {
     }
 
     /// Forgets every value received (deactivate, a clock jump).
+    /// Swaps the newest values of each source with `other`'s (the same sources in the same
+    /// order: another policy read through the same map). Returns false, changing nothing,
+    /// when the sources differ.
+    pub fn swap_latest(&mut self, other: &mut Inputs) -> bool {
+        let same =
+            self.sources.len() == other.sources.len()
+                && self.sources.iter().zip(&other.sources).all(|(a, b)| {
+                    a.reader.topic == b.reader.topic && a.spare.len() == b.spare.len()
+                });
+        if !same {
+            return false;
+        }
+        for (a, b) in self.sources.iter_mut().zip(&mut other.sources) {
+            std::mem::swap(&mut a.latest, &mut b.latest);
+            std::mem::swap(&mut a.bad, &mut b.bad);
+        }
+        true
+    }
+
+    /// The header stamp (ns) of each source's newest good message, by source index.
+    pub fn source_stamps(&self) -> Vec<Option<i64>> {
+        self.sources
+            .iter()
+            .map(|s| s.latest.as_ref().map(|(_, t)| *t))
+            .collect()
+    }
+
     pub fn clear(&mut self) {
         for s in &mut self.sources {
             s.latest = None;

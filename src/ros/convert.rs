@@ -488,6 +488,7 @@ pub fn diagnostics(status: &Status, extras: &DiagnosticExtras, now_ns: i64) -> D
     }
     values.extend(extras.safety.iter().map(|(k, v)| kv(k, v.clone())));
     values.push(kv("halted_ticks", c.halted.to_string()));
+    values.push(kv("idle_ticks", c.idle.to_string()));
     values.push(kv("rejected_chunks", c.rejected_chunks.to_string()));
     DiagnosticArray {
         header: Header {
@@ -698,6 +699,7 @@ mod tests {
                 clock_jumps: 0,
                 halted: 0,
                 rejected_chunks: 0,
+                idle: 0,
             },
             refill_ahead: 2,
             refill_ahead_auto: true,

@@ -61,13 +61,18 @@ use super::params::{self, Cli};
 use super::process::{error_line, set_realtime_priority};
 use super::stats::{ms, RunStats, TickKind};
 use super::wiring::{self, Publishers};
+use crate::control::episode::EndReason;
 use crate::control::param_specs::{ParamStore, Phase};
+use crate::control::policies::{load_all, LoadedPolicy};
 use crate::control::safety::{Halt, Safety};
 use crate::control::{
     ControlError, ControlLoop, ImageData, LoopOptions, NodeParams, ParamError, ParamValue, Status,
     TickStatus,
 };
 use crate::observation::ObservationError;
+
+mod episode;
+mod recording;
 
 /// The node's name (remappable with `-r __node:=NAME`).
 pub const NODE_NAME: &str = "policy_node";
@@ -186,6 +191,16 @@ struct Shared {
     safety: Arc<Mutex<Safety>>,
     /// Why the last tick was held back by them, for `/diagnostics`.
     halt: Mutex<Option<String>>,
+    /// `~/run_policy` episodes: the running one, and counts.
+    episodes: Mutex<episode::Episodes>,
+    /// The running episode's recording, if it is recorded.
+    recording: Mutex<Option<recording::Recording>>,
+    /// The last recording's error, for `/diagnostics`.
+    recording_error: Mutex<Option<String>>,
+    /// The policies loaded besides the active one (`policies`), ready to switch in.
+    parked: Mutex<Vec<LoadedPolicy>>,
+    /// The active policy's name and the memory each loaded policy took (MB), in load order.
+    policy_names: Mutex<(String, Vec<(String, f64)>)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -276,8 +291,25 @@ impl ParamHost for Shared {
         if let Phase::Configured(_) = phase {
             let mut control = lock(&self.control);
             if let (Some(control), Some(params)) = (control.as_mut(), checked.params.clone()) {
+                // The loaded policies waiting for a goal take the change too (checked first,
+                // so that a refusal leaves every one as it was).
+                let mut parked = lock(&self.parked);
+                for p in parked.iter() {
+                    let mut theirs = params.clone();
+                    theirs.export_dir = p.control.params().export_dir.clone();
+                    p.control
+                        .check_live(&theirs)
+                        .map_err(|e| format!("policy `{}`: {e}", p.name))?;
+                }
                 for change in control.apply_live(params.clone())? {
                     log::info!("live parameters: {change}");
+                }
+                for p in parked.iter_mut() {
+                    let mut theirs = params.clone();
+                    theirs.export_dir = p.control.params().export_dir.clone();
+                    p.control
+                        .apply_live(theirs)
+                        .map_err(|e| format!("policy `{}`: {e}", p.name))?;
                 }
                 *lock(&self.configured_params) = Some(params);
             }
@@ -447,9 +479,9 @@ impl Driver {
         let params = lock(&self.shared.store).params()?;
         let started = Instant::now();
         let p = params.clone();
-        let control = tokio::task::spawn_blocking(move || {
-            ControlLoop::new(
-                p,
+        let (first, others) = tokio::task::spawn_blocking(move || {
+            load_all(
+                &p,
                 LoopOptions {
                     force_sync: false,
                     auto_refill_from_warmup: true,
@@ -458,13 +490,36 @@ impl Driver {
         })
         .await
         .map_err(|e| NodeError::Panicked(format!("loading the policy ({e})")))??;
+        let control = first.control;
         let configured = match self.create_interfaces(&control) {
             Ok(c) => c,
             Err(e) => {
                 release(control).await;
+                for o in others {
+                    release(o.control).await;
+                }
                 return Err(e);
             }
         };
+        if !others.is_empty() {
+            log::info!(
+                "policies loaded: {} (active, {:.1} MB), {}",
+                first.name,
+                first.memory_mb,
+                others
+                    .iter()
+                    .map(|o| format!("{} ({:.1} MB)", o.name, o.memory_mb))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        *lock(&self.shared.policy_names) = (
+            first.name.clone(),
+            std::iter::once((first.name.clone(), first.memory_mb))
+                .chain(others.iter().map(|o| (o.name.clone(), o.memory_mb)))
+                .collect(),
+        );
+        *lock(&self.shared.parked) = others;
         let times = control.startup_times();
         let status = control.status();
         log::info!(
@@ -646,6 +701,9 @@ impl Driver {
             }
         }
         if was_active {
+            if episode::end(&self.shared, EndReason::Deactivated, None) {
+                log::warn!("deactivate: the running episode is aborted");
+            }
             let stop = lock(&self.shared.control).as_mut().map(|control| {
                 // For the exit summary: the inference statistics go with the dropped plan.
                 *lock(&self.shared.last_status) = Some(control.status());
@@ -678,6 +736,10 @@ impl Driver {
         if let Some(control) = control {
             lock(&self.shared.last_status).get_or_insert_with(|| control.status());
             release(control).await;
+            let parked = std::mem::take(&mut *lock(&self.shared.parked));
+            for p in parked {
+                release(p.control).await;
+            }
             log::info!("cleaned up: the policy and its memory are released");
         }
     }
@@ -837,6 +899,14 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         .map_err(ros("subscribe to ~/task"))?;
     let safety_topics = super::safety::subscribe(&mut node)
         .map_err(|(what, source)| NodeError::Ros { what, source })?;
+    let run_policy = node
+        .create_action_server::<r2r::policy_node_interfaces::action::RunPolicy::Action>(
+            "~/run_policy",
+        )
+        .map_err(ros("create the ~/run_policy action server"))?;
+    let end_episode = node
+        .subscribe::<r2r::std_msgs::msg::Bool>("~/end_episode", QosProfile::default())
+        .map_err(ros("subscribe to ~/end_episode"))?;
     let topic_sets: TopicSets = Box::pin(task_sub.map(move |m: StringMsg| {
         (
             task_topic.clone(),
@@ -862,6 +932,11 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         short_name: node.name().unwrap_or_else(|_| NODE_NAME.to_string()),
         safety: Arc::new(Mutex::new(Safety::default())),
         halt: Mutex::new(None),
+        episodes: Mutex::new(episode::Episodes::default()),
+        parked: Mutex::new(Vec::new()),
+        recording: Mutex::new(None),
+        recording_error: Mutex::new(None),
+        policy_names: Mutex::new((String::new(), Vec::new())),
     });
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -956,6 +1031,15 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
             safety_topics.heartbeat,
         ));
         tokio::task::spawn_local(enable_service(shared.clone(), enable_srv));
+        tokio::task::spawn_local(episode::run_policy_server(
+            shared.clone(),
+            node.clone(),
+            run_policy,
+        ));
+        tokio::task::spawn_local(episode::end_episode_feed(
+            shared.clone(),
+            Box::pin(end_episode),
+        ));
         tokio::task::spawn_local(diagnostics_loop(shared.clone(), diagnostics));
 
         if autostart {
@@ -1215,10 +1299,78 @@ async fn tick_loop(
                     None => None,
                 }
             };
-            let status = match &halt {
+            // A recorded episode starts once its recording holds the inputs the loop has.
+            if control.idle() {
+                let mut episodes = lock(&shared.episodes);
+                if let Some(e) = episodes
+                    .current
+                    .as_mut()
+                    .filter(|e| e.end.is_none() && e.gated)
+                {
+                    let since = *e.gated_since_ns.get_or_insert(now_ns);
+                    let ready = lock(&shared.recording)
+                        .as_ref()
+                        .is_some_and(|r| r.ready(control, &shared.node_name));
+                    if ready {
+                        e.gated = false;
+                        if let Err(err) = episode::begin(control) {
+                            e.error = Some(err);
+                            e.finish(EndReason::Error);
+                            episode::close(control, EndReason::Error);
+                        }
+                    } else if (now_ns - since) as f64 / 1e9
+                        > control.params().episode_stale_timeout_s
+                    {
+                        e.error =
+                            Some("the recording received no message on an input topic".to_string());
+                        e.finish(EndReason::Stale);
+                    }
+                }
+            }
+            // An episode whose time is up ends before this tick computes anything.
+            if !control.idle() {
+                let mut episodes = lock(&shared.episodes);
+                if let Some(e) = episodes.current.as_mut().filter(|e| e.time_up(now_ns)) {
+                    e.last_tick_ns = Some(now_ns);
+                    e.finish(EndReason::Duration);
+                    log::info!("episode ends on this tick: duration");
+                    episode::close(control, EndReason::Duration);
+                }
+            }
+            let mut status = match &halt {
                 Some(h) => control.halt(now_ns, h.describe(timeout_ms), h.publishes_on_stop()),
                 None => control.tick(now_ns),
             };
+            if !control.idle() {
+                let mut episodes = lock(&shared.episodes);
+                if let Some(e) = episodes.current.as_mut().filter(|e| e.end.is_none()) {
+                    let home = control.last_tick_was_home();
+                    let latency = control.inference_latency();
+                    e.note_inference(latency.count, latency.last);
+                    let ended = e.after_tick(
+                        now_ns,
+                        &status,
+                        halt.as_ref(),
+                        control.last_tick_switched(),
+                        control.params().episode_stale_timeout_s,
+                    );
+                    if let Some(reason) = ended {
+                        log::info!("episode ends on this tick: {reason}");
+                        episode::close(control, reason);
+                        // Nothing from this tick goes out; each channel's on_stop does (or
+                        // the move home, from the next tick).
+                        status = TickStatus::Idle;
+                    } else {
+                        if control.homing() {
+                            e.status = crate::control::episode::EpisodeStatus::Homing;
+                        }
+                        if let Some(r) = lock(&shared.recording).as_ref() {
+                            let label = if home { "home" } else { status.label() };
+                            r.tick(now_ns, label, &control.input_stamps());
+                        }
+                    }
+                }
+            }
             *lock(&shared.halt) = halt.map(|h| h.describe(timeout_ms));
             let stops = control.take_stop();
             let plan = if publishers.has_trajectory()
@@ -1318,6 +1470,7 @@ async fn tick_loop(
                 }
             }
             TickStatus::Disabled => lock(&shared.stats).disabled += 1,
+            TickStatus::Idle => {}
             TickStatus::Halted(reason) => {
                 lock(&shared.stats).halted += 1;
                 if let Some(n) = shared.due("halt") {
@@ -1477,6 +1630,7 @@ async fn diagnostics_loop(shared: Arc<Shared>, publisher: Publisher<DiagnosticAr
                 c.status(),
                 c.params().control_rate_hz,
                 c.params().heartbeat_timeout_ms,
+                c.params().episode_mode,
             )
         });
         let now_ns = shared.now_ns();
@@ -1491,7 +1645,7 @@ async fn diagnostics_loop(shared: Arc<Shared>, publisher: Publisher<DiagnosticAr
                     now_ns,
                 )
             }
-            Some((status, control_rate_hz, heartbeat_timeout_ms)) => {
+            Some((status, control_rate_hz, heartbeat_timeout_ms, episode_mode)) => {
                 let (commands_total, lost_ticks, late_ticks, queue_latency, window) = {
                     let mut stats = lock(&shared.stats);
                     let window = stats.roll_window(Instant::now());
@@ -1519,7 +1673,36 @@ async fn diagnostics_loop(shared: Arc<Shared>, publisher: Publisher<DiagnosticAr
                         .or(lock(&shared.stale_since_diagnostics).take()),
                     lifecycle_state: state.label(),
                     halt: lock(&shared.halt).clone(),
-                    safety: lock(&shared.safety).diagnostics(now_ns, heartbeat_timeout_ms),
+                    safety: {
+                        let mut v = lock(&shared.safety).diagnostics(now_ns, heartbeat_timeout_ms);
+                        v.extend(lock(&shared.episodes).diagnostics(Some(episode_mode)));
+                        let recording = match lock(&shared.recording).as_ref() {
+                            Some(r) => format!(
+                                "{} ({} dropped){}",
+                                r.writer.dir().display(),
+                                r.writer.dropped(),
+                                r.writer
+                                    .error()
+                                    .map_or(String::new(), |e| format!("; error: {e}"))
+                            ),
+                            None => lock(&shared.recording_error)
+                                .as_ref()
+                                .map_or_else(|| "off".to_string(), |e| format!("error: {e}")),
+                        };
+                        v.push(("recording".into(), recording));
+                        let names = lock(&shared.policy_names);
+                        v.push(("policy".into(), names.0.clone()));
+                        v.push((
+                            "policies".into(),
+                            names
+                                .1
+                                .iter()
+                                .map(|(n, mb)| format!("{n} ({mb:.1} MB)"))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        ));
+                        v
+                    },
                     lost_ticks,
                     late_ticks,
                     queue_latency,

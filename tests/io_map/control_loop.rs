@@ -1,8 +1,8 @@
 //! The I/O map in the ROS-free control loop, on real policies with synchronous refill
 //! (deterministic): a map that reads several sources and splits the action across channels
 //! commands exactly what the flat parameters' loop commands, through each channel's
-//! transform; each stop event gives each channel its `on_stop` message once; a silent or
-//! broken secondary source stops commands naming its topic; the environment state reaches
+//! transform; each stop event (disable, reset, stale, an episode's end, deactivate) gives
+//! each channel its `on_stop` message once; a silent or broken secondary source stops commands naming its topic; the environment state reaches
 //! the policy; relative actions are anchored to the observation each chunk was computed from;
 //! limits apply by action index.
 
@@ -266,6 +266,16 @@ fn each_stop_event_gives_each_channel_its_on_stop_once() {
     }
     check_stop(c.take_stop(), &last, "stale");
     t += 21;
+
+    let last = run(&mut c, &mut t, 5);
+    // An episode ends (`episode_mode: goal`): the loop goes idle until the next goal.
+    c.set_idle(true);
+    check_stop(c.take_stop(), &last, "episode end");
+    feed(&mut c, t);
+    assert_eq!(c.tick(t * PERIOD_NS), TickStatus::Idle);
+    assert!(c.take_stop().is_empty(), "once per stop");
+    t += 1;
+    c.set_idle(false);
 
     let last = run(&mut c, &mut t, 5);
     c.deactivate();

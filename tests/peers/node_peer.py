@@ -1103,6 +1103,312 @@ def scenario_safety(peer: Peer, cfg: dict) -> dict:
     return out
 
 
+def scenario_episodes(peer: Peer, cfg: dict) -> dict:
+    """`episode_mode: goal`, with rclpy's action client on ~/run_policy (as `ros2 action
+    send_goal` uses it). Each phase records the goal's acceptance, result, feedback and the
+    commands the peer received while it ran; see node_integration.rs for what is asserted."""
+    from rclpy.action import ActionClient
+
+    from policy_node_interfaces.action import RunPolicy
+
+    node = cfg.get("node_name", "policy_node")
+    client = ActionClient(peer, RunPolicy, f"/{node}/run_policy")
+    if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
+        raise RuntimeError(f"/{node}/run_policy: no action server")
+    end_pub = peer.create_publisher(Bool, f"/{node}/end_episode", 10)
+    peer.joints_mode, peer.images_mode = "good", "good"
+    peer.heartbeats = True
+    settle = float(cfg.get("settle_s", 0.5))
+    out = {}
+
+    def send(**fields):
+        goal = RunPolicy.Goal()
+        for k, v in fields.items():
+            setattr(goal, k, v)
+        feedback = []
+
+        def on_feedback(msg):
+            f = msg.feedback
+            feedback.append(
+                {"t": time.monotonic(), "status": f.status, "steps": f.steps, "elapsed_s": f.elapsed_s,
+                 "chunks": f.chunks, "inference_p99_ms": f.inference_p99_ms}
+            )
+
+        t0 = time.monotonic()
+        n0 = peer.n_commands()
+        handle = wait_future(client.send_goal_async(goal, feedback_callback=on_feedback), 15, "the goal response")
+        return {"handle": handle, "feedback": feedback, "t0": t0, "n0": n0}
+
+    def finish(g, timeout=30.0):
+        if not g["handle"].accepted:
+            return {"accepted": False}
+        res = wait_future(g["handle"].get_result_async(), timeout, "the goal result")
+        sleep(settle)  # the on_stop message and anything in flight
+        with peer.lock:
+            cmds = [c for at, c in peer.commands[g["n0"]:]]
+        fb = g["feedback"]
+        return {
+            "accepted": True,
+            "status": int(res.status),
+            "success": bool(res.result.success),
+            "reason": res.result.reason,
+            "steps": int(res.result.steps),
+            "recording": res.result.recording,
+            "commands": len(cmds),
+            "last_two_equal": len(cmds) >= 2 and cmds[-1] == cmds[-2],
+            "feedback_n": len(fb),
+            "feedback_span_s": (fb[-1]["t"] - fb[0]["t"]) if len(fb) >= 2 else 0.0,
+            "feedback_statuses": sorted({f["status"] for f in fb}),
+            "feedback_last": fb[-1] if fb else None,
+        }
+
+    def quiet(label, seconds=1.0):
+        t0 = time.monotonic()
+        sleep(seconds)
+        out[label] = peer.commands_since(t0)
+
+    def diag_after(t):
+        wait_until(lambda: any(d["t"] > t for d in peer.diagnostics), 5, "a /diagnostics message")
+        with peer.lock:
+            return next(d for d in peer.diagnostics if d["t"] > t)
+
+    sleep(1.0)
+    quiet("no_goal")
+    out["diag_idle"] = diag_after(time.monotonic())
+    # 1. A time limit.
+    out["duration"] = finish(send(task="", max_duration_s=1.5))
+    quiet("after_duration")
+    # 2. A second goal while one runs; ~/end_episode's verdict.
+    g = send(max_duration_s=0.0)
+    sleep(0.5)
+    out["diag_running"] = diag_after(time.monotonic())
+    out["second"] = finish(send(max_duration_s=1.0))
+    end_pub.publish(Bool(data=True))
+    out["ended"] = finish(g)
+    # 3. Cancel.
+    g = send(max_duration_s=0.0)
+    sleep(0.7)
+    wait_future(g["handle"].cancel_goal_async(), 10, "the cancel response")
+    out["cancelled"] = finish(g)
+    # 4. Goals with bad fields.
+    out["negative"] = finish(send(max_duration_s=-1.0))
+    out["long_task"] = finish(send(task="x" * 3000, max_duration_s=1.0))
+    out["unknown_policy"] = finish(send(policy="nope", max_duration_s=1.0))
+    out["record"] = finish(send(record=True, max_duration_s=1.0))
+    # 5. E-stop: aborts; refused while latched; ~/reset clears it.
+    g = send(max_duration_s=0.0)
+    sleep(0.7)
+    peer.estop_pub.publish(Bool(data=True))
+    out["estop"] = finish(g)
+    out["while_latched"] = finish(send(max_duration_s=1.0))
+    out["reset"] = peer.call(peer.reset_client, Trigger.Request())
+    g = send(max_duration_s=0.0)
+    sleep(0.5)
+    end_pub.publish(Bool(data=False))
+    out["after_reset"] = finish(g)
+    # 6. Takeover: the episode goes on, nothing commanded meanwhile.
+    g = send(max_duration_s=0.0)
+    sleep(0.7)
+    peer.intervention_pub.publish(Bool(data=True))
+    sleep(settle)
+    t0 = time.monotonic()
+    sleep(1.0)
+    out["during_intervention"] = peer.commands_since(t0)
+    with peer.lock:
+        out["intervention_status"] = g["feedback"][-1]["status"] if g["feedback"] else None
+    peer.intervention_pub.publish(Bool(data=False))
+    sleep(settle)
+    t0 = time.monotonic()
+    sleep(1.0)
+    out["after_intervention"] = peer.commands_since(t0)
+    end_pub.publish(Bool(data=True))
+    out["intervention"] = finish(g)
+    # 7. Stale inputs (the joints stop): aborted after episode_stale_timeout_s.
+    g = send(max_duration_s=0.0)
+    sleep(0.7)
+    peer.joints_mode = None
+    t_stale = time.monotonic()
+    out["stale"] = finish(g)
+    out["stale_after_s"] = time.monotonic() - t_stale
+    peer.joints_mode = "good"
+    sleep(0.5)
+    # 8. Watchdog: heartbeats stop -> aborted; refused until they are back.
+    g = send(max_duration_s=0.0)
+    sleep(0.7)
+    peer.heartbeats = False
+    out["watchdog"] = finish(g)
+    out["no_heartbeat"] = finish(send(max_duration_s=1.0))
+    peer.heartbeats = True
+    sleep(0.5)
+    out["heartbeat_back"] = finish(send(max_duration_s=1.0))
+    out["diag_end"] = diag_after(time.monotonic())
+    return out
+
+
+def scenario_policy_switch(peer: Peer, cfg: dict) -> dict:
+    """`policies` with two policies and `episode_mode: goal`: goals pick `a`, `b`, "" (the
+    active one: `b`), `a` again; each goal's commands, the time from its acceptance to its
+    first command, and /diagnostics while `b` runs."""
+    from rclpy.action import ActionClient
+
+    from policy_node_interfaces.action import RunPolicy
+
+    node = cfg.get("node_name", "policy_node")
+    client = ActionClient(peer, RunPolicy, f"/{node}/run_policy")
+    if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
+        raise RuntimeError(f"/{node}/run_policy: no action server")
+    peer.joints_mode, peer.images_mode = "good", "good"
+    sleep(1.0)
+    out = {"goals": []}
+    for policy in cfg.get("order", ["a", "b", "", "a"]):
+        goal = RunPolicy.Goal()
+        goal.policy = policy
+        goal.max_duration_s = float(cfg.get("duration_s", 1.0))
+        n0 = peer.n_commands()
+        handle = wait_future(client.send_goal_async(goal), 15, "the goal response")
+        accepted_at = time.monotonic()
+        if not handle.accepted:
+            out["goals"].append({"policy": policy, "accepted": False})
+            continue
+        wait_until(lambda: peer.n_commands() > n0, 10, "the goal's first command")
+        with peer.lock:
+            first_at = peer.commands[n0][0]
+        diag = None
+        if policy == "b":
+            t = time.monotonic()
+            wait_until(lambda: any(d["t"] > t for d in peer.diagnostics), 5, "a /diagnostics message")
+            with peer.lock:
+                diag = next(d for d in peer.diagnostics if d["t"] > t)
+        res = wait_future(handle.get_result_async(), 30, "the goal result")
+        sleep(0.3)
+        with peer.lock:
+            cmds = [c for _, c in peer.commands[n0:]]
+        out["goals"].append({
+            "policy": policy,
+            "accepted": True,
+            "reason": res.result.reason,
+            "steps": int(res.result.steps),
+            "commands": cmds,
+            "first_command_s": first_at - accepted_at,
+            "diagnostics": diag,
+        })
+    out.update(observation_json(peer))
+    return out
+
+
+def scenario_home_moves(peer: Peer, cfg: dict) -> dict:
+    """`home_before_episode` and `home_after_episode`: one goal of `duration_s`; every command
+    from the goal on, until `after_s` after its result; a goal sent right after the result
+    (refused while the robot moves home)."""
+    from rclpy.action import ActionClient
+
+    from policy_node_interfaces.action import RunPolicy
+
+    node = cfg.get("node_name", "policy_node")
+    client = ActionClient(peer, RunPolicy, f"/{node}/run_policy")
+    if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
+        raise RuntimeError(f"/{node}/run_policy: no action server")
+    peer.joints_mode, peer.images_mode = "good", "good"
+    sleep(1.0)
+    goal = RunPolicy.Goal()
+    goal.max_duration_s = float(cfg.get("duration_s", 2.0))
+    statuses = []
+    n0 = peer.n_commands()
+    handle = wait_future(
+        client.send_goal_async(goal, feedback_callback=lambda m: statuses.append(m.feedback.status)),
+        15, "the goal response")
+    if not handle.accepted:
+        raise RuntimeError("the goal was refused")
+    res = wait_future(handle.get_result_async(), 60, "the goal result")
+    n_at_result = peer.n_commands()
+    again = wait_future(client.send_goal_async(goal), 15, "the second goal's response")
+    sleep(float(cfg.get("after_s", 3.0)))
+    with peer.lock:
+        cmds = [c for _, c in peer.commands[n0:]]
+    return {
+        "reason": res.result.reason,
+        "steps": int(res.result.steps),
+        "commands": cmds,
+        "commands_at_result": n_at_result - n0,
+        "statuses": sorted(set(statuses)),
+        "second_accepted": bool(again.accepted),
+        **observation_json(peer),
+    }
+
+
+def scenario_record(peer: Peer, cfg: dict) -> dict:
+    """A recorded episode (`record: true`) on the moving demo observation, with a takeover in
+    the middle; the recording read back with `rosbags` (topics, counts, custom data, the
+    commands, the first tick record); then a goal with record_dir set (live) to a path that
+    cannot be created (refused)."""
+    from rclpy.action import ActionClient
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    from policy_node_interfaces.action import RunPolicy
+
+    node = cfg.get("node_name", "policy_node")
+    client = ActionClient(peer, RunPolicy, f"/{node}/run_policy")
+    if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
+        raise RuntimeError(f"/{node}/run_policy: no action server")
+    peer.obs_mode = "demo"
+    peer.joints_mode, peer.images_mode = "good", "good"
+    sleep(1.0)
+    goal = RunPolicy.Goal()
+    goal.task = cfg.get("task", "")
+    goal.max_duration_s = float(cfg.get("duration_s", 3.0))
+    goal.record = True
+    n0 = peer.n_commands()
+    handle = wait_future(client.send_goal_async(goal), 15, "the goal response")
+    if not handle.accepted:
+        raise RuntimeError("the recorded goal was refused")
+    sleep(1.2)
+    peer.intervention_pub.publish(Bool(data=True))
+    sleep(0.5)
+    peer.intervention_pub.publish(Bool(data=False))
+    res = wait_future(handle.get_result_async(), 60, "the goal result")
+    sleep(0.3)
+    with peer.lock:
+        received = [c for _, c in peer.commands[n0:]]
+    out = {
+        "reason": res.result.reason,
+        "steps": int(res.result.steps),
+        "recording": res.result.recording,
+        "received": received,
+    }
+    typestore = get_typestore(Stores.ROS2_HUMBLE)
+    counts, commands, first_tick, types = {}, [], None, {}
+    with Reader(res.result.recording) as reader:
+        for c in reader.connections:
+            counts[c.topic] = c.msgcount
+            types[c.topic] = c.msgtype
+        for conn, stamp, raw in reader.messages():
+            if conn.topic == cfg.get("command_topic", "/joint_commands"):
+                msg = typestore.deserialize_cdr(raw, conn.msgtype)
+                commands.append([float(v) for v in msg.data])
+            elif conn.topic.endswith("/episode_ticks") and first_tick is None:
+                first_tick = json.loads(typestore.deserialize_cdr(raw, conn.msgtype).data)
+    out.update({"counts": counts, "types": types, "commands": commands, "first_tick": first_tick})
+    import yaml
+
+    with open(f"{res.result.recording}/metadata.yaml") as f:
+        out["custom_data"] = yaml.safe_load(f)["rosbag2_bagfile_information"].get("custom_data") or {}
+    # An unwritable record_dir: the goal is refused, nothing starts.
+    params = AsyncParameterClient(peer, node)
+    params.wait_for_services(timeout_sec=10.0)
+    set_res = wait_future(
+        params.set_parameters([Parameter("record_dir", value=cfg["bad_record_dir"])]), 10, "set record_dir")
+    out["set_bad_dir"] = bool(set_res.results[0].successful)
+    n1 = peer.n_commands()
+    bad = wait_future(client.send_goal_async(goal), 15, "the goal response")
+    out["bad_dir_accepted"] = bool(bad.accepted)
+    sleep(0.5)
+    out["bad_dir_commands"] = peer.n_commands() - n1
+    return out
+
+
 SCENARIOS = {
     "rate_offline": scenario_rate_offline,
     "reset_enable": scenario_reset_enable,
@@ -1122,6 +1428,10 @@ SCENARIOS = {
     "task_topic": scenario_task_topic,
     "lifecycle_bench": scenario_lifecycle_bench,
     "safety": scenario_safety,
+    "episodes": scenario_episodes,
+    "policy_switch": scenario_policy_switch,
+    "home_moves": scenario_home_moves,
+    "record": scenario_record,
 }
 
 
