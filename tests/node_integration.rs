@@ -2373,7 +2373,7 @@ fn episodes_run_as_an_action_and_end_for_each_reason() {
         "max_duration_s must be a finite number >= 0",
         "above the limit of",
         "no policy named `nope`",
-        "record: true needs record_dir",
+        "record: true needs the record_dir parameter",
         "the e-stop is latched",
         "no fresh heartbeat",
         "the watchdog cleared (cleared by a new goal)",

@@ -33,6 +33,12 @@
 #                  action on four channels (each half's arm and its last joint as a gripper
 #                  in other units), and print the ratio of their tick latency percentiles
 #                  (the map's cost, same binary, same run)
+#   --record       also run every mode recording (episode_mode goal, one ~/run_policy goal with
+#                  record: true for the whole window, record_dir in the run directory), right
+#                  after the plain run, with joint states at --joint-hz; prints the ratio of
+#                  their queue-served tick p99 (the recording's cost, same binary, same run)
+#                  and the recording's messages and drops
+#   --joint-hz HZ  joint states at this rate instead of with each camera frame (30 Hz)
 #   --live-every S the robot peer sets a live parameter (max_observation_age_ms, alternating
 #                  500 / 501) through rcl_interfaces every S seconds while measuring
 #   --lifecycle    instead: the managed-node cycle on the export, with autostart false:
@@ -61,6 +67,8 @@ live_every=0
 lifecycle=0
 rounds=3
 bimanual=0
+record=0
+joint_hz=0
 while (($#)); do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
@@ -76,8 +84,10 @@ while (($#)); do
     --live-every) live_every="$2"; shift 2 ;;
     --lifecycle) lifecycle=1; shift ;;
     --bimanual-map) bimanual=1; shift ;;
+    --record) record=1; shift ;;
+    --joint-hz) joint_hz="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
-    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
     *) echo "bench_node.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -180,7 +190,7 @@ EOF
   exit 0
 fi
 
-peer_cfg="{\"duration_s\": $duration, \"joints\": $n_joints, \"live_param_every_s\": $live_every, \"cameras\": [{\"topic\": \"image_raw\", \"camera\": \"top\", \"h\": 480, \"w\": 640}]}"
+peer_cfg="{\"duration_s\": $duration, \"joints\": $n_joints, \"joint_hz\": $joint_hz, \"live_param_every_s\": $live_every, \"cameras\": [{\"topic\": \"image_raw\", \"camera\": \"top\", \"h\": 480, \"w\": 640}]}"
 if ((bimanual)); then
   # The same joints (joint1..N, as the peer names them) split in two halves, each half's
   # last joint a gripper commanded in thousandths.
@@ -214,6 +224,7 @@ for mode in $modes; do
   [ -n "$baseline" ] && runs+=("$mode|$baseline|$mode (baseline)")
   runs+=("$mode|$node_bin|$mode")
   ((bimanual)) && runs+=("$mode|$node_bin|$mode (io_map)")
+  ((record)) && runs+=("$mode|$node_bin|$mode (record)")
 done
 for run in "${runs[@]}"; do
   IFS='|' read -r mode bin label <<<"$run"
@@ -222,6 +233,12 @@ for run in "${runs[@]}"; do
   if [[ "$label" == *"(io_map)" ]]; then
     wiring="io_map: \"$map_file\""
     cfg_for_run="$map_peer_cfg"
+  elif [[ "$label" == *"(record)" ]]; then
+    wiring="joint_names: $joint_list
+    camera_topics: [image_raw]
+    episode_mode: goal
+    record_dir: \"$run_dir/episodes\""
+    cfg_for_run="${peer_cfg%\}}, \"record\": true}"
   else
     wiring="joint_names: $joint_list
     camera_topics: [image_raw]"
@@ -368,6 +385,19 @@ for r in runs:
         if key in r and key in mapped and r[key] > 0:
             print(f"{r['mode']} (io_map, 2 joint topics, 4 channels): {what} {mapped[key]:.3f} ms vs flat "
                   f"{r[key]:.3f} ms: ratio {mapped[key] / r[key]:.2f}")
+for r in runs:
+    rec = by_mode.get(f"{r['mode']} (record)")
+    if rec is None:
+        continue
+    for key, what in (("q_p99", "queue-served p99"), ("q_p50", "queue-served p50"), ("all_p99", "all command ticks p99")):
+        if key in r and key in rec and r[key] > 0:
+            print(f"{r['mode']} (record): {what} {rec[key]:.3f} ms vs not recording "
+                  f"{r[key]:.3f} ms: ratio {rec[key] / r[key]:.2f}")
+    info = (rec["peer"] if rec["peer"].get("ok") else {}).get("recording") or {}
+    if info:
+        print(f"{r['mode']} (record): {info.get('messages', '?')} message(s) recorded "
+              f"({info.get('mb', 0):.0f} MB: {info.get('counts')}), dropped {info.get('dropped', '?')}, "
+              f"result {info.get('reason', '?')}, into {info.get('dir', '?')}")
 for r in runs:
     base = by_mode.get(f"{r['mode']} (baseline)")
     if base is None:

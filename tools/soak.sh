@@ -29,6 +29,9 @@
 #   --json FILE   also write the report as JSON (what tests/soak.rs asserts on)
 #   --strict      exit 1 when a check fails (default: report only; exit 1 only when the run
 #                 itself failed)
+#   --record      record the whole run as one episode (episode_mode goal, a ~/run_policy goal
+#                 with record: true, record_dir in the run directory): adds the check "0
+#                 messages dropped by the recording" and reports its size and counts
 #   -p NAME:=VALUE  any other node parameter
 # Runs on a private ROS_DOMAIN_ID (kept if set) with localhost discovery; logs stay in the
 # printed directory.
@@ -44,6 +47,7 @@ node_bin="${POLICY_NODE_BIN:-}"
 build=0
 json_out=""
 strict=0
+record=0
 extra=()
 while (($#)); do
   case "$1" in
@@ -55,8 +59,9 @@ while (($#)); do
     --build) build=1; shift ;;
     --json) json_out="$2"; shift 2 ;;
     --strict) strict=1; shift ;;
+    --record) record=1; shift ;;
     -p) extra+=(-p "$2"); shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "soak.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -118,6 +123,9 @@ policy_node:
     refill_ahead_steps: -1
     max_observation_age_ms: 500.0
 EOF
+if ((record)); then
+  printf '    episode_mode: goal\n    record_dir: "%s"\n' "$run_dir/episodes" >>"$params"
+fi
 
 node_pid=
 stop_node() {
@@ -141,7 +149,7 @@ done
 grep -q "ready:" "$log" || { say "policy_node did not get ready in 120 s:"; cat "$log" >&2; exit 1; }
 grep -E "warm-up inference|priority" "$log" | sed 's/^.*\]: /  /' >&2
 
-peer_cfg="{\"duration_s\": $duration, \"joints\": $n_joints, \"joint_hz\": 200, \"image_hz\": 30, \"h\": 480, \"w\": 640, \"wave\": true, \"node_pid\": $node_pid, \"sample_s\": 10}"
+peer_cfg="{\"duration_s\": $duration, \"joints\": $n_joints, \"joint_hz\": 200, \"image_hz\": 30, \"h\": 480, \"w\": 640, \"wave\": true, \"node_pid\": $node_pid, \"sample_s\": 10, \"record\": $( ((record)) && echo true || echo false)}"
 peer_out="$run_dir/peer.txt"
 say "robot running for $duration s after the first command (per-minute lines follow)"
 "$py" tests/peers/fault_peer.py soak --config "$peer_cfg" | tee "$peer_out" | grep --line-buffered '^MINUTE ' | sed -u 's/^MINUTE /  window: /' >&2 || true
@@ -187,6 +195,9 @@ def grab(pattern, n=1):
 ticks, stale, overruns = grab(r"(\d+) tick\(s\) \([\d.]+ Hz\): (\d+) stale, (\d+) overrun", 3)
 errors, = grab(r"(\d+) error\(s\), \d+ disabled")
 waiting, = grab(r"(\d+) waiting for a first chunk")
+idle, halted = grab(r"(\d+) idle \(no episode\), (\d+) halted", 2)
+idle, halted = (0.0 if v != v else v for v in (idle, halted))
+recording = result.get("recording")
 commands, = grab(r"(\d+) command\(s\) published")
 q = grab(r"(\d+) served from the queue " + num + "/" + num + "/" + num + "/" + num + " ms", 5)
 lost, late = grab(r"(\d+) lost tick\(s\)[^,]*, (\d+) late tick", 2)
@@ -206,13 +217,17 @@ warnings = [l.split("]: ", 1)[-1] for l in text.splitlines() if re.search(r"late
 checks = {
     "run completed (node exit 0, robot ok)": rc == 0 and bool(result.get("ok")) and bool(summary),
     "no tick lost": lost == 0 and window_lost == 0,
-    "every tick accounted for (commands + stale + overruns + waiting + errors = ticks)":
-        commands + stale + overruns + waiting + errors == ticks,
+    "every tick accounted for (commands + stale + overruns + waiting + errors + idle + halted = ticks)":
+        commands + stale + overruns + waiting + errors + idle + halted == ticks,
     "no errors": errors == 0,
     "0 overruns once warm (after the first window)": warm_overruns == 0 if warm else None,
     "queue-tick p99 <= 1 ms in every window": all(v <= 1.0 for v in queue_p99s) if queue_p99s else None,
     f"RSS growth < 1 MB over the last {span:.0f} s": rss_growth_kb < 1024 if tail else None,
+    "recording: 0 messages dropped": (recording is not None and recording.get("dropped") == 0) if "recording" in result and result.get("recording") is not None else None,
 }
+if recording:
+    print(f"recording: {recording['messages']} message(s), {recording['mb']:.0f} MB, {recording['dropped']} dropped, "
+          f"result {recording['reason']}: {recording['counts']} in {recording['dir']}")
 print()
 print(f"node summary: {summary}")
 print()
@@ -241,6 +256,7 @@ report = {
     "errors": errors, "lost_ticks": lost, "late_ticks": late, "queue_latency_ms": q[1:],
     "rss_growth_kb": rss_growth_kb, "rss_span_s": span, "fd_growth": fd_growth,
     "checks": {k: v for k, v in checks.items()}, "peer_ok": bool(result.get("ok")), "node_rc": rc,
+    "recording": recording,
 }
 if json_out:
     with open(json_out, "w") as fh:

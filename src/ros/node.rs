@@ -1470,7 +1470,7 @@ async fn tick_loop(
                 }
             }
             TickStatus::Disabled => lock(&shared.stats).disabled += 1,
-            TickStatus::Idle => {}
+            TickStatus::Idle => lock(&shared.stats).idle += 1,
             TickStatus::Halted(reason) => {
                 lock(&shared.stats).halted += 1;
                 if let Some(n) = shared.due("halt") {
@@ -1764,7 +1764,7 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
     });
     format!(
         "stopped on {signal} after {:.1} s: {} command(s) published on {} ({:.2} Hz achieved, control_rate_hz {}); \
-         {} tick(s) ({:.2} Hz): {} stale, {} overrun(s), {} error(s), {} disabled, {} waiting for a first chunk; inference ({} chunk(s) since start or \
+         {} tick(s) ({:.2} Hz): {} stale, {} overrun(s), {} error(s), {} disabled, {} waiting for a first chunk, {} idle (no episode), {} halted; inference ({} chunk(s) since start or \
          the last reset) latency last/mean/max {}/{}/{} ms on {}/{}; tick latency (timer -> published) \
          p50/p90/p99/max {} ms; of which {} served from the queue {} ms, {} refill tick(s) (chunk requested, \
          computed on the tick when synchronous) {} ms; {} overrun tick(s) (timer -> handled) {} ms; \
@@ -1782,6 +1782,8 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
         stats.errors,
         stats.disabled,
         stats.waiting,
+        stats.idle,
+        stats.halted,
         status.latency.count,
         ms(status.latency.last),
         ms(status.latency.mean()),

@@ -166,6 +166,8 @@ pub struct RunStats {
     pub waiting: u64,
     pub errors: u64,
     pub disabled: u64,
+    /// Ticks without an episode (`episode_mode: goal`).
+    pub idle: u64,
     /// Ticks held back by the e-stop or the watchdog.
     pub halted: u64,
     /// Timer periods that passed without a tick (the timer fired late, more than one period

@@ -257,6 +257,23 @@ def scenario_soak(robot: Robot, cfg: dict) -> dict:
     """`duration_s` of data after the first command; every `window_s` a MINUTE line with the
     newest completed /diagnostics window and the node's RSS / fds (from /proc)."""
     pid = int(cfg.get("node_pid", 0))
+    goal = None
+    if cfg.get("record"):
+        # The whole run as one recorded episode (the node runs with episode_mode goal).
+        from rclpy.action import ActionClient
+
+        from policy_node_interfaces.action import RunPolicy
+
+        client = ActionClient(robot, RunPolicy, "/policy_node/run_policy")
+        if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
+            raise RuntimeError("no ~/run_policy action server")
+        g = RunPolicy.Goal()
+        g.record = True
+        fut = client.send_goal_async(g)
+        wait_until(fut.done, 15, "the goal response")
+        goal = fut.result()
+        if not goal.accepted:
+            raise RuntimeError("the recorded goal was refused")
     start(robot)
     t0 = time.monotonic()
     duration = float(cfg.get("duration_s", 600.0))
@@ -287,7 +304,29 @@ def scenario_soak(robot: Robot, cfg: dict) -> dict:
     with robot.lock:
         n = len(robot.commands)
         diag = robot.diagnostics[-1] if robot.diagnostics else None
-    return {"duration_s": time.monotonic() - t0, "commands": n, "samples": samples,
+    recording = None
+    if goal is not None:
+        import pathlib
+
+        import yaml
+
+        fut = goal.cancel_goal_async()
+        wait_until(fut.done, 15, "the cancel response")
+        fut = goal.get_result_async()
+        wait_until(fut.done, 300, "the goal result")
+        res = fut.result().result
+        with open(f"{res.recording}/metadata.yaml") as f:
+            info = yaml.safe_load(f)["rosbag2_bagfile_information"]
+        recording = {
+            "dir": res.recording,
+            "reason": res.reason,
+            "messages": info["message_count"],
+            "counts": {t["topic_metadata"]["name"]: t["message_count"] for t in info["topics_with_message_count"]},
+            "dropped": int((info.get("custom_data") or {}).get("policy_node.dropped", -1)),
+            "mb": sum(p.stat().st_size for p in pathlib.Path(res.recording).glob("*.mcap")) / 1e6,
+        }
+        print("RECORDING " + json.dumps(recording), flush=True)
+    return {"duration_s": time.monotonic() - t0, "commands": n, "samples": samples, "recording": recording,
             "windows": [windows[k] for k in sorted(windows)], "diagnostics": diag,
             "sent_joints": robot.sent_joints, "sent_images": robot.sent_images}
 

@@ -674,6 +674,35 @@ def scenario_bench(peer: Peer, cfg: dict) -> dict:
     ]
     peer.obs_mode = "bench"
     peer.joints_mode, peer.images_mode = "good", "good"
+    joint_hz = float(cfg.get("joint_hz", 0) or 0)
+    if joint_hz > 0:
+        # Joint states on their own timer (a robot's 200 Hz driver), not with each frame.
+        peer.joints_mode = None
+
+        def joints():
+            js = JointState()
+            js.header.stamp = peer.get_clock().now().to_msg()
+            js.name = list(peer.names)
+            js.position = [float(v) for v in peer.bench_state(time.monotonic() - peer.t_start)]
+            peer.joint_pub.publish(js)
+            peer.sent_joint_msgs += 1
+
+        peer.create_timer(1.0 / joint_hz, joints)
+    goal = None
+    if cfg.get("record"):
+        # One recorded episode for the whole window (episode_mode goal).
+        from rclpy.action import ActionClient
+
+        from policy_node_interfaces.action import RunPolicy
+
+        client = ActionClient(peer, RunPolicy, f"/{cfg.get('node_name', 'policy_node')}/run_policy")
+        if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
+            raise RuntimeError("no ~/run_policy action server")
+        g = RunPolicy.Goal()
+        g.record = True
+        goal = wait_future(client.send_goal_async(g), 15, "the goal response")
+        if not goal.accepted:
+            raise RuntimeError("the recorded goal was refused")
     first_command(peer)
     t0 = time.monotonic()
     sent0 = (peer.sent_joint_msgs, peer.sent_image_msgs)
@@ -700,7 +729,24 @@ def scenario_bench(peer: Peer, cfg: dict) -> dict:
         at = [a for a, _ in peer.commands if t0 <= a < t1]
         diag = peer.diagnostics[-1] if peer.diagnostics else None
     gaps = np.diff(np.array(at)) * 1e3 if len(at) > 1 else np.zeros(1)
+    recording = None
+    if goal is not None:
+        import yaml
+
+        wait_future(goal.cancel_goal_async(), 15, "the cancel response")
+        res = wait_future(goal.get_result_async(), 120, "the goal result")
+        with open(f"{res.result.recording}/metadata.yaml") as f:
+            info = yaml.safe_load(f)["rosbag2_bagfile_information"]
+        recording = {
+            "dir": res.result.recording,
+            "reason": res.result.reason,
+            "messages": info["message_count"],
+            "counts": {t["topic_metadata"]["name"]: t["message_count"] for t in info["topics_with_message_count"]},
+            "dropped": int((info.get("custom_data") or {}).get("policy_node.dropped", -1)),
+            "mb": sum(p.stat().st_size for p in __import__("pathlib").Path(res.result.recording).glob("*.mcap")) / 1e6,
+        }
     return {
+        "recording": recording,
         "duration_s": t1 - t0,
         "commands": len(at),
         "rate_hz": (len(at) - 1) / (at[-1] - at[0]) if len(at) > 1 else 0.0,
