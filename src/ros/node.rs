@@ -195,6 +195,9 @@ struct Shared {
     episodes: Mutex<episode::Episodes>,
     /// The running episode's recording, if it is recorded.
     recording: Mutex<Option<recording::Recording>>,
+    /// The recorder (its node, subscriptions and thread), from the first recorded goal until
+    /// cleanup.
+    recorder: Mutex<Option<recording::Recorder>>,
     /// The last recording's error, for `/diagnostics`.
     recording_error: Mutex<Option<String>>,
     /// The policies loaded besides the active one (`policies`), ready to switch in.
@@ -712,7 +715,7 @@ impl Driver {
             });
             if let (Some((stops, period)), Some(c)) = (stop, self.configured.borrow().as_ref()) {
                 c.publishers
-                    .publish_stop(&stops, period, self.shared.now_ns());
+                    .publish_stop(&stops, period, self.shared.now_ns(), None);
                 return !stops.is_empty();
             }
         }
@@ -736,6 +739,9 @@ impl Driver {
         if let Some(control) = control {
             lock(&self.shared.last_status).get_or_insert_with(|| control.status());
             release(control).await;
+            if let Some(r) = lock(&self.shared.recorder).take() {
+                r.shutdown();
+            }
             let parked = std::mem::take(&mut *lock(&self.shared.parked));
             for p in parked {
                 release(p.control).await;
@@ -849,6 +855,8 @@ impl LifecycleServices {
 pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
     check_params_files(cli)?;
     let ctx = create_context()?;
+    // Episode recordings subscribe through a node of their own, in this context.
+    let recorder_ctx = ctx.clone();
     let mut node = r2r::Node::create(ctx, NODE_NAME, "").map_err(ros("create the node"))?;
     let node_name = node
         .fully_qualified_name()
@@ -935,6 +943,7 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         episodes: Mutex::new(episode::Episodes::default()),
         parked: Mutex::new(Vec::new()),
         recording: Mutex::new(None),
+        recorder: Mutex::new(None),
         recording_error: Mutex::new(None),
         policy_names: Mutex::new((String::new(), Vec::new())),
     });
@@ -1033,7 +1042,7 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         tokio::task::spawn_local(enable_service(shared.clone(), enable_srv));
         tokio::task::spawn_local(episode::run_policy_server(
             shared.clone(),
-            node.clone(),
+            recorder_ctx.clone(),
             run_policy,
         ));
         tokio::task::spawn_local(episode::end_episode_feed(
@@ -1319,7 +1328,10 @@ async fn tick_loop(
                             episode::close(control, EndReason::Error);
                         }
                     } else if (now_ns - since) as f64 / 1e9
-                        > control.params().episode_stale_timeout_s
+                        > control
+                            .params()
+                            .episode_stale_timeout_s
+                            .max(episode::RECORDING_START_TIMEOUT_S)
                     {
                         e.error =
                             Some("the recording received no message on an input topic".to_string());
@@ -1396,8 +1408,11 @@ async fn tick_loop(
                 stops,
             )
         };
+        // While an episode is recorded, what goes out is kept for the recording.
+        let recording = lock(&shared.recording).is_some();
+        let mut kept = Vec::new();
         if !stops.is_empty() {
-            publishers.publish_stop(&stops, ctx.period, now_ns);
+            publishers.publish_stop(&stops, ctx.period, now_ns, recording.then_some(&mut kept));
         }
         let (lost, previous) = {
             let mut stats = lock(&shared.stats);
@@ -1417,7 +1432,13 @@ async fn tick_loop(
         }
         match status {
             TickStatus::Command(command) => {
-                match publishers.publish(&command, &plan, ctx.period, now_ns) {
+                match publishers.publish(
+                    &command,
+                    &plan,
+                    ctx.period,
+                    now_ns,
+                    recording.then_some(&mut kept),
+                ) {
                     Ok(()) => {
                         let done = Instant::now();
                         let late = lock(&shared.stats).command(done, done - woke, kind);
@@ -1438,6 +1459,11 @@ async fn tick_loop(
                         if let Some(rows) = switched {
                             let msg =
                                 convert::action_chunk(&ctx.columns, &rows, ctx.period, now_ns);
+                            if recording {
+                                if let Some(r) = lock(&shared.recording).as_ref() {
+                                    r.action_chunk(now_ns, &msg);
+                                }
+                            }
                             if let Err(e) = action_chunk.publish(&msg) {
                                 if let Some(n) = shared.due("action_chunk") {
                                     log::warn!(
@@ -1525,6 +1551,12 @@ async fn tick_loop(
                 if let Some(n) = shared.due("error") {
                     log::error!("no command: {e}{}", held_back(n));
                 }
+            }
+        }
+        if !kept.is_empty() {
+            // After the command went out: serializing it never delays it.
+            if let Some(r) = lock(&shared.recording).as_ref() {
+                r.commands(now_ns, kept);
             }
         }
     }
@@ -1714,6 +1746,9 @@ async fn diagnostics_loop(shared: Arc<Shared>, publisher: Publisher<DiagnosticAr
             }
         };
         previous_at = Instant::now();
+        if let Some(r) = lock(&shared.recording).as_ref() {
+            r.diagnostics(now_ns, &msg);
+        }
         if let Err(e) = publisher.publish(&msg) {
             if let Some(n) = shared.due("diagnostics") {
                 log::warn!("cannot publish /diagnostics: {e}{}", held_back(n));

@@ -66,6 +66,9 @@ pub fn subscribe(
 }
 
 /// The publisher of one output channel, by its type.
+/// A published message kept for a recording: its CDR bytes, made when called.
+pub type Kept = Box<dyn FnOnce() -> r2r::Result<Vec<u8>>>;
+
 #[derive(Clone)]
 pub enum ChannelPublisher {
     Array(Publisher<Float64MultiArray>),
@@ -112,22 +115,53 @@ impl ChannelPublisher {
         period: Duration,
         now_ns: i64,
     ) -> r2r::Result<()> {
+        self.publish_kept(c, values, plan, period, now_ns, false)
+            .map(|_| ())
+    }
+
+    /// [`publish`](Self::publish), keeping the message when `keep` (an episode is recorded):
+    /// serializing it (CDR) is left to the caller, after the tick.
+    pub fn publish_kept(
+        &self,
+        c: &Channel,
+        values: &[f64],
+        plan: &[Vec<f64>],
+        period: Duration,
+        now_ns: i64,
+        keep: bool,
+    ) -> r2r::Result<Option<Kept>> {
+        fn out<T: r2r::WrappedTypesupport + 'static>(
+            p: &Publisher<T>,
+            msg: T,
+            keep: bool,
+        ) -> r2r::Result<Option<Kept>> {
+            p.publish(&msg)?;
+            Ok(keep.then(|| Box::new(move || msg.to_serialized_bytes()) as Kept))
+        }
         match self {
-            ChannelPublisher::Array(p) => p.publish(&convert::float64_multi_array(values)),
-            ChannelPublisher::Scalar(p) => p.publish(&convert::float64_command(values)),
-            ChannelPublisher::Trajectory(p) => {
-                p.publish(&convert::joint_trajectory(&c.names, values, plan, period))
-            }
-            ChannelPublisher::State(p) => {
-                p.publish(&convert::joint_state_command(&c.names, values, now_ns))
-            }
-            ChannelPublisher::Twist(p) => p.publish(&convert::twist_command(&c.select, values)),
-            ChannelPublisher::TwistStamped(p) => {
-                p.publish(&convert::twist_stamped_command(&c.select, values, now_ns))
-            }
-            ChannelPublisher::Pose(p) => {
-                p.publish(&convert::pose_stamped_command(&c.select, values, now_ns))
-            }
+            ChannelPublisher::Array(p) => out(p, convert::float64_multi_array(values), keep),
+            ChannelPublisher::Scalar(p) => out(p, convert::float64_command(values), keep),
+            ChannelPublisher::Trajectory(p) => out(
+                p,
+                convert::joint_trajectory(&c.names, values, plan, period),
+                keep,
+            ),
+            ChannelPublisher::State(p) => out(
+                p,
+                convert::joint_state_command(&c.names, values, now_ns),
+                keep,
+            ),
+            ChannelPublisher::Twist(p) => out(p, convert::twist_command(&c.select, values), keep),
+            ChannelPublisher::TwistStamped(p) => out(
+                p,
+                convert::twist_stamped_command(&c.select, values, now_ns),
+                keep,
+            ),
+            ChannelPublisher::Pose(p) => out(
+                p,
+                convert::pose_stamped_command(&c.select, values, now_ns),
+                keep,
+            ),
         }
     }
 
@@ -190,8 +224,11 @@ impl Publishers {
         plan: &[Vec<f64>],
         period: Duration,
         now_ns: i64,
+        kept: Option<&mut Vec<(usize, Kept)>>,
     ) -> Result<(), (String, r2r::Error)> {
         let mut first = None;
+        let keep = kept.is_some();
+        let mut out = Vec::new();
         for (i, (c, values)) in self.outputs.split(command).enumerate() {
             let rows: Vec<Vec<f64>> = if self.channels[i].is_trajectory() {
                 plan.iter()
@@ -200,26 +237,52 @@ impl Publishers {
             } else {
                 Vec::new()
             };
-            if let Err(e) = self.channels[i].publish(c, values, &rows, period, now_ns) {
-                first.get_or_insert((c.topic.clone(), e));
+            match self.channels[i].publish_kept(c, values, &rows, period, now_ns, keep) {
+                Ok(Some(k)) => out.push((i, k)),
+                Ok(None) => {}
+                Err(e) => {
+                    first.get_or_insert((c.topic.clone(), e));
+                }
             }
+        }
+        if let Some(kept) = kept {
+            kept.extend(out);
         }
         first.map_or(Ok(()), Err)
     }
 
+    /// The topic and type of channel `i`.
+    pub fn channel_topic(&self, i: usize) -> Option<(&str, &'static str)> {
+        self.outputs
+            .channels()
+            .get(i)
+            .map(|c| (c.topic.as_str(), c.msg_type.type_name()))
+    }
+
     /// The channels' `on_stop` messages (from [`ControlLoop::take_stop`]).
-    pub fn publish_stop(&self, stops: &[(usize, Vec<f64>)], period: Duration, now_ns: i64) {
+    pub fn publish_stop(
+        &self,
+        stops: &[(usize, Vec<f64>)],
+        period: Duration,
+        now_ns: i64,
+        mut kept: Option<&mut Vec<(usize, Kept)>>,
+    ) {
         for (i, values) in stops {
             let (Some(c), Some(p)) = (self.outputs.channels().get(*i), self.channels.get(*i))
             else {
                 continue;
             };
-            match p.publish(c, values, &[], period, now_ns) {
-                Ok(()) => log::info!(
-                    "commands stopped: `{}` got its on_stop ({}) command",
-                    c.topic,
-                    c.on_stop.as_str()
-                ),
+            match p.publish_kept(c, values, &[], period, now_ns, kept.is_some()) {
+                Ok(k) => {
+                    if let (Some(k), Some(kept)) = (k, kept.as_deref_mut()) {
+                        kept.push((*i, k));
+                    }
+                    log::info!(
+                        "commands stopped: `{}` got its on_stop ({}) command",
+                        c.topic,
+                        c.on_stop.as_str()
+                    )
+                }
                 Err(e) => log::warn!("cannot publish the on_stop command on `{}`: {e}", c.topic),
             }
         }

@@ -673,6 +673,22 @@ def scenario_bench(peer: Peer, cfg: dict) -> dict:
         [demo.render_image(k / RATE_HZ, c["h"], c["w"], c["camera"]) for c in peer.cameras] for k in range(frames)
     ]
     peer.obs_mode = "bench"
+    goal = None
+    if cfg.get("record"):
+        # One recorded episode for the whole window (episode_mode goal), sent before the
+        # robot's data flows (the goal's first tick waits for the recording to have it).
+        from rclpy.action import ActionClient
+
+        from policy_node_interfaces.action import RunPolicy
+
+        client = ActionClient(peer, RunPolicy, f"/{cfg.get('node_name', 'policy_node')}/run_policy")
+        if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
+            raise RuntimeError("no ~/run_policy action server")
+        g = RunPolicy.Goal()
+        g.record = True
+        goal = wait_future(client.send_goal_async(g), 15, "the goal response")
+        if not goal.accepted:
+            raise RuntimeError("the recorded goal was refused")
     peer.joints_mode, peer.images_mode = "good", "good"
     joint_hz = float(cfg.get("joint_hz", 0) or 0)
     if joint_hz > 0:
@@ -688,21 +704,6 @@ def scenario_bench(peer: Peer, cfg: dict) -> dict:
             peer.sent_joint_msgs += 1
 
         peer.create_timer(1.0 / joint_hz, joints)
-    goal = None
-    if cfg.get("record"):
-        # One recorded episode for the whole window (episode_mode goal).
-        from rclpy.action import ActionClient
-
-        from policy_node_interfaces.action import RunPolicy
-
-        client = ActionClient(peer, RunPolicy, f"/{cfg.get('node_name', 'policy_node')}/run_policy")
-        if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
-            raise RuntimeError("no ~/run_policy action server")
-        g = RunPolicy.Goal()
-        g.record = True
-        goal = wait_future(client.send_goal_async(g), 15, "the goal response")
-        if not goal.accepted:
-            raise RuntimeError("the recorded goal was refused")
     first_command(peer)
     t0 = time.monotonic()
     sent0 = (peer.sent_joint_msgs, peer.sent_image_msgs)

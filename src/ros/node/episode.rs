@@ -23,10 +23,15 @@ use r2r::policy_node_interfaces::action::RunPolicy;
 use r2r::std_msgs::msg::Bool;
 use r2r::{ActionServerCancelRequest, ActionServerGoal, ActionServerGoalRequest};
 
-use super::{lock, recording, Shared, SharedNode, State};
+use super::{lock, recording, Shared, State};
 use crate::control::episode::{check_goal, EndReason, Episode, EpisodeMode, Goal, Outcome};
 use crate::control::home::AfterHome;
 use crate::control::ControlLoop;
+
+/// How long a recorded episode's first tick may wait for the recording to hold the inputs
+/// (at least; `episode_stale_timeout_s` when longer): the recorder's subscriptions are
+/// matched by DDS at the first recorded goal.
+pub(super) const RECORDING_START_TIMEOUT_S: f64 = 10.0;
 
 /// Feedback rate of a running goal (the issue asks for at least 5 Hz).
 pub(super) const FEEDBACK_PERIOD: Duration = Duration::from_millis(100);
@@ -240,11 +245,8 @@ fn switch(
 }
 
 /// `~/run_policy`: goal requests, one episode at a time.
-pub(super) async fn run_policy_server<S>(
-    shared: Arc<Shared>,
-    node: Arc<SharedNode>,
-    mut requests: S,
-) where
+pub(super) async fn run_policy_server<S>(shared: Arc<Shared>, ctx: r2r::Context, mut requests: S)
+where
     S: Stream<Item = ActionServerGoalRequest<RunPolicy::Action>> + Unpin,
 {
     while let Some(req) = requests.next().await {
@@ -265,7 +267,7 @@ pub(super) async fn run_policy_server<S>(
                 let dir = c.as_ref().map(|c| c.params().record_dir.clone());
                 (dir.unwrap_or_default(), lock(&shared.episodes).started)
             };
-            match recording::start(&shared, &node, &dir, n) {
+            match recording::start(&shared, &ctx, &dir, n) {
                 Ok(r) => {
                     *lock(&shared.recording) = Some(r);
                     Ok(task)

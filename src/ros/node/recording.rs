@@ -9,18 +9,25 @@
 //! ([`crate::bag::replay`]). The node's parameters go beside it (`params.yaml`), and the
 //! episode's task, policy, export, outcome and success into `metadata.yaml`'s custom data.
 //!
-//! The writer thread takes the messages through a bounded queue: a full queue drops (and
-//! counts) a message; nothing here ever waits for the disk.
+//! The raw subscriptions live on a node of their own (`<node>_recorder`) spun by a thread of
+//! its own at normal priority, so that copying camera frames never delays the control
+//! thread or the node's spin thread (which wakes the control timer). The writer thread
+//! (lower priority still) takes the messages through a bounded queue: a full queue drops
+//! (and counts) a message; nothing here ever waits for the disk.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures::task::LocalSpawnExt;
 use futures::StreamExt;
 use r2r::QosProfile;
-use tokio::task::JoinHandle;
 
-use super::{lock, Shared, SharedNode};
+use super::{lock, Shared};
 use crate::bag::writer::{BagSummary, BagWriter};
 use crate::control::params::PARAM_NAMES;
 use crate::control::{ControlLoop, ParamValue};
@@ -35,9 +42,14 @@ pub(super) const PARAMS_FILE: &str = "params.yaml";
 /// A recording in progress.
 pub(super) struct Recording {
     pub writer: Arc<BagWriter>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The recorder's route to this bag (emptied when the episode ends).
+    slot: Arc<Mutex<Option<Arc<BagWriter>>>>,
     ticks_topic: Arc<str>,
     ticks_type: Arc<str>,
+    /// The node's own topics: each output channel, `~/action_chunk`, `/diagnostics`.
+    channels: Vec<(Arc<str>, Arc<str>)>,
+    action_chunk: (Arc<str>, Arc<str>),
+    diagnostics: (Arc<str>, Arc<str>),
     /// Per input topic: the header stamp of the first message recorded (0 for a type
     /// without a header).
     first_stamps: Arc<Mutex<HashMap<String, i64>>>,
@@ -86,16 +98,10 @@ fn topics(control: &ControlLoop, node_name: &str) -> Vec<(String, String, bool)>
         };
         out.push((resolve(&topic, node_name), t.to_string(), true));
     }
-    for c in control.outputs().channels() {
-        out.push((
-            resolve(&c.topic, node_name),
-            c.msg_type.type_name().to_string(),
-            false,
-        ));
-    }
+    // The node's own outputs (commands, ~/action_chunk, /diagnostics) are written by the
+    // node as it publishes them: a subscription in this process would make every publish
+    // deliver to it first (Fast DDS delivers in-process samples on the publishing thread).
     for (topic, t) in [
-        ("~/action_chunk", "trajectory_msgs/msg/JointTrajectory"),
-        ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),
         ("~/intervention", "std_msgs/msg/Bool"),
         ("~/end_episode", "std_msgs/msg/Bool"),
     ] {
@@ -145,11 +151,158 @@ pub(super) fn params_yaml(shared: &Shared) -> String {
     )
 }
 
-/// Starts recording an episode into a new directory under `record_dir`: the bag, the raw
-/// subscriptions, `params.yaml`. The error says why it cannot (the goal is then refused).
+/// The recorder: a node of its own (`<node>_recorder`) with a raw subscription to each
+/// input topic, spun by a thread of its own. It lives from the first recorded goal until
+/// cleanup, so that DDS matches its subscriptions once, not at every episode; messages go to
+/// the episode's bag while one is recorded, and nowhere otherwise.
+pub(super) struct Recorder {
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    /// The bag of the episode being recorded.
+    slot: Arc<Mutex<Option<Arc<BagWriter>>>>,
+    /// Per input topic: the header stamp of the first message recorded in this episode (0
+    /// for a type without a header).
+    first_stamps: Arc<Mutex<HashMap<String, i64>>>,
+    topics: usize,
+}
+
+impl Recorder {
+    /// Creates the node, its subscriptions and its thread.
+    fn create(shared: &Arc<Shared>, ctx: &r2r::Context) -> Result<Self, String> {
+        let list = {
+            let control = lock(&shared.control);
+            let control = control.as_ref().ok_or("no policy is loaded")?;
+            topics(control, &shared.node_name)
+        };
+        let first_stamps = Arc::new(Mutex::new(HashMap::new()));
+        let slot: Arc<Mutex<Option<Arc<BagWriter>>>> = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let name = format!("{}_recorder", shared.short_name);
+        let ns = shared
+            .node_name
+            .rsplit_once('/')
+            .map_or("", |(ns, _)| ns)
+            .to_string();
+        let thread = {
+            let (ctx, slot, first_stamps, stop) = (
+                ctx.clone(),
+                slot.clone(),
+                first_stamps.clone(),
+                stop.clone(),
+            );
+            let clock = shared.clock.clone();
+            let list = list.clone();
+            std::thread::Builder::new()
+                .name("recorder".into())
+                .spawn(move || {
+                    let mut node = match r2r::Node::create(ctx, &name, &ns) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            let _ =
+                                ready_tx.send(Err(format!("cannot create the recorder node: {e}")));
+                            return;
+                        }
+                    };
+                    let mut pool = futures::executor::LocalPool::new();
+                    let spawner = pool.spawner();
+                    for (topic, t, input) in &list {
+                        let qos = if *input {
+                            QosProfile::sensor_data().keep_last(100)
+                        } else {
+                            QosProfile::default().keep_last(100)
+                        };
+                        let mut stream = match node.subscribe_raw(topic, t, qos) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(format!(
+                                    "cannot subscribe to `{topic}` ({t}) to record it: {e}"
+                                )));
+                                return;
+                            }
+                        };
+                        let (topic, t): (Arc<str>, Arc<str>) =
+                            (topic.as_str().into(), t.as_str().into());
+                        let (slot, clock) = (slot.clone(), clock.clone());
+                        let first = input.then(|| first_stamps.clone());
+                        let task = async move {
+                            while let Some(bytes) = stream.next().await {
+                                let Some(writer) = lock(&slot).clone() else {
+                                    continue;
+                                };
+                                if let Some(first) = &first {
+                                    lock(first)
+                                        .entry(topic.to_string())
+                                        .or_insert_with(|| header_stamp(&t, &bytes));
+                                }
+                                let now = lock(&clock)
+                                    .get_now()
+                                    .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+                                    .unwrap_or(0);
+                                writer.record(&topic, &t, now, bytes);
+                            }
+                        };
+                        if spawner.spawn_local(task).is_err() {
+                            let _ = ready_tx.send(Err("cannot start a recorder task".into()));
+                            return;
+                        }
+                    }
+                    let _ = ready_tx.send(Ok(()));
+                    while !stop.load(Ordering::Relaxed) {
+                        node.spin_once(Duration::from_millis(5));
+                        pool.run_until_stalled();
+                    }
+                })
+                .map_err(|e| format!("cannot start the recorder thread: {e}"))?
+        };
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err("the recorder thread did not start within 10 s".into());
+            }
+        }
+        log::info!(
+            "recorder: subscribed to {} input topic(s) on its own node",
+            list.len()
+        );
+        Ok(Self {
+            thread: Some(thread),
+            stop,
+            slot,
+            first_stamps,
+            topics: list.len(),
+        })
+    }
+
+    /// Stops its thread (one spin, 5 ms at most); its node and subscriptions go with it.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts recording an episode into a new directory under `record_dir`: the bag,
+/// `params.yaml`, the recorder's messages routed to it (the recorder created at the first
+/// recorded goal). The error says why it cannot (the goal is then refused).
 pub(super) fn start(
     shared: &Arc<Shared>,
-    node: &SharedNode,
+    ctx: &r2r::Context,
     record_dir: &str,
     n: u64,
 ) -> Result<Recording, String> {
@@ -159,64 +312,50 @@ pub(super) fn start(
     let writer = Arc::new(BagWriter::create(&dir, QUEUE_CAPACITY)?);
     std::fs::write(dir.join(PARAMS_FILE), params_yaml(shared))
         .map_err(|e| format!("cannot write {}: {e}", dir.join(PARAMS_FILE).display()))?;
-    let list = {
+    let channels = {
         let control = lock(&shared.control);
         let control = control.as_ref().ok_or("no policy is loaded")?;
-        topics(control, &shared.node_name)
+        control
+            .outputs()
+            .channels()
+            .iter()
+            .map(|c| {
+                (
+                    resolve(&c.topic, &shared.node_name).into(),
+                    c.msg_type.type_name().into(),
+                )
+            })
+            .collect::<Vec<(Arc<str>, Arc<str>)>>()
     };
-    let mut streams = Vec::new();
-    node.with(|node| {
-        for (topic, t, best_effort) in &list {
-            let qos = if *best_effort {
-                QosProfile::sensor_data().keep_last(100)
-            } else {
-                QosProfile::default().keep_last(100)
-            };
-            let s = node
-                .subscribe_raw(topic, t, qos)
-                .map_err(|e| format!("cannot subscribe to `{topic}` ({t}) to record it: {e}"))?;
-            streams.push((
-                Arc::<str>::from(topic.as_str()),
-                Arc::<str>::from(t.as_str()),
-                s,
-            ));
-        }
-        Ok::<_, String>(())
-    })?;
-    let mut tasks = Vec::new();
-    let first_stamps = Arc::new(Mutex::new(HashMap::new()));
-    let inputs: Vec<String> = list
-        .iter()
-        .filter(|(_, _, input)| *input)
-        .map(|(t, _, _)| t.clone())
-        .collect();
-    for (topic, t, mut stream) in streams {
-        let (shared, writer) = (shared.clone(), writer.clone());
-        let first = inputs
-            .contains(&topic.to_string())
-            .then(|| first_stamps.clone());
-        tasks.push(tokio::task::spawn_local(async move {
-            while let Some(bytes) = stream.next().await {
-                if let Some(first) = &first {
-                    lock(first)
-                        .entry(topic.to_string())
-                        .or_insert_with(|| header_stamp(&t, &bytes));
-                }
-                writer.record(&topic, &t, shared.now_ns(), bytes);
-            }
-        }));
+    let mut recorder = lock(&shared.recorder);
+    if recorder.is_none() {
+        *recorder = Some(Recorder::create(shared, ctx)?);
     }
+    let Some(r) = recorder.as_ref() else {
+        return Err("no recorder".into());
+    };
+    lock(&r.first_stamps).clear();
+    *lock(&r.slot) = Some(writer.clone());
     log::info!(
-        "~/run_policy: recording the episode into {} ({} topic(s))",
+        "~/run_policy: recording the episode into {} ({} input topic(s) and the node's outputs)",
         dir.display(),
-        list.len()
+        r.topics
     );
     Ok(Recording {
         writer,
-        tasks,
+        slot: r.slot.clone(),
+        first_stamps: r.first_stamps.clone(),
         ticks_topic: ticks_topic(&shared.node_name).into(),
         ticks_type: "std_msgs/msg/String".into(),
-        first_stamps,
+        channels,
+        action_chunk: (
+            resolve("~/action_chunk", &shared.node_name).into(),
+            "trajectory_msgs/msg/JointTrajectory".into(),
+        ),
+        diagnostics: (
+            "/diagnostics".into(),
+            "diagnostic_msgs/msg/DiagnosticArray".into(),
+        ),
     })
 }
 
@@ -276,11 +415,43 @@ impl Recording {
         );
     }
 
-    /// Stops the subscriptions; the caller then finishes the bag ([`finish`]).
-    pub fn stop(self) -> Arc<BagWriter> {
-        for t in self.tasks {
-            t.abort();
+    /// Commands (and `on_stop` messages) the node published at `now_ns`, by channel.
+    pub fn commands(&self, now_ns: i64, kept: Vec<(usize, crate::ros::wiring::Kept)>) {
+        for (i, k) in kept {
+            let Some((topic, t)) = self.channels.get(i) else {
+                continue;
+            };
+            match k() {
+                Ok(bytes) => {
+                    self.writer.record(topic, t, now_ns, bytes);
+                }
+                Err(e) => log::warn!("recording: cannot serialize the command on `{topic}`: {e}"),
+            }
         }
+    }
+
+    /// A plan published on `~/action_chunk`.
+    pub fn action_chunk(&self, now_ns: i64, msg: &r2r::trajectory_msgs::msg::JointTrajectory) {
+        use r2r::WrappedTypesupport;
+        if let Ok(bytes) = msg.to_serialized_bytes() {
+            let (topic, t) = &self.action_chunk;
+            self.writer.record(topic, t, now_ns, bytes);
+        }
+    }
+
+    /// A `/diagnostics` message the node published.
+    pub fn diagnostics(&self, now_ns: i64, msg: &r2r::diagnostic_msgs::msg::DiagnosticArray) {
+        use r2r::WrappedTypesupport;
+        if let Ok(bytes) = msg.to_serialized_bytes() {
+            let (topic, t) = &self.diagnostics;
+            self.writer.record(topic, t, now_ns, bytes);
+        }
+    }
+
+    /// Routes the recorder's messages away from this bag; the caller then finishes it
+    /// ([`finish`]).
+    pub fn stop(self) -> Arc<BagWriter> {
+        *lock(&self.slot) = None;
         self.writer
     }
 }
