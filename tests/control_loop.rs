@@ -498,3 +498,59 @@ fn chunk_check_reject_refuses_a_chunk_that_breaks_the_limits_whole() {
     ]));
     assert_eq!(run(&mut wide, 0, 20).0, raw);
 }
+
+/// `policies`: every entry is loaded at configure and checked against the `export_dir`
+/// policy; an entry that does not load, or does not fit the wiring (two cameras for one
+/// camera topic), fails the whole configure naming the entry; a good one switches in with the newest inputs.
+#[test]
+fn policies_load_together_and_a_bad_entry_is_named() {
+    use policy_node::control::policies::load_all;
+    let opts = LoopOptions {
+        force_sync: true,
+        auto_refill_from_warmup: false,
+    };
+    let tiny = fixture("act_tiny/onnx").display().to_string();
+    let with = |entries: Vec<String>| params(&[("policies", ParamValue::StringArray(entries))]);
+    let missing = with(vec![
+        format!("a={tiny}"),
+        "b=/nonexistent/export".to_string(),
+    ]);
+    let e = load_all(&missing, opts)
+        .err()
+        .expect("a missing export")
+        .to_string();
+    assert!(
+        e.contains("`policies`, entry `b` (/nonexistent/export)"),
+        "{e}"
+    );
+    let two_cams = fixture("act_tiny_2cam/onnx").display().to_string();
+    let other = with(vec![format!("a={tiny}"), format!("cams={two_cams}")]);
+    let e = load_all(&other, opts)
+        .err()
+        .expect("other inputs")
+        .to_string();
+    assert!(
+        e.contains("entry `cams`") && e.contains("camera_topics"),
+        "{e}"
+    );
+    let lerobot = fixture("act_tiny_lerobot/onnx").display().to_string();
+    let good = with(vec![format!("a={tiny}"), format!("b={lerobot}")]);
+    let (first, others) = load_all(&good, opts).expect("two policies");
+    assert_eq!(first.name, "a", "export_dir is a's directory");
+    assert_eq!(others.len(), 1);
+    assert_eq!(others[0].name, "b");
+    // Switching: the newest inputs come along, the next tick commands.
+    let mut a = first.control;
+    a.activate();
+    let mut b = others.into_iter().next().unwrap().control;
+    feed(&mut a, 0);
+    b.take_over_from(&mut a);
+    assert!(
+        matches!(b.tick(0), TickStatus::Command(_)),
+        "b commands on its first tick from a's inputs"
+    );
+    assert!(
+        matches!(a.tick(PERIOD_NS), TickStatus::Stale { .. }),
+        "a keeps no inputs"
+    );
+}

@@ -2463,6 +2463,13 @@ fn goals_switch_between_loaded_policies_without_a_reload() {
     assert!(log.contains("policies loaded: a (active"), "{log}");
     assert_eq!(log.matches("switched in").count(), 2, "a->b, b->a: {log}");
     assert_eq!(log.matches("configured in").count(), 1, "one load: {log}");
+    // The exit summary: the episodes, the policies with their memory, the last active.
+    assert!(
+        log.contains("4 episode(s), the last: duration")
+            && log.contains("; policies a (")
+            && log.contains("active last: a"),
+        "{log}"
+    );
 }
 
 /// Moves home around an episode (`home_before_episode`, `home_after_episode`): the commands
@@ -2580,6 +2587,19 @@ fn episodes_start_and_end_with_a_move_home_never_faster_than_max_joint_delta() {
 /// node published, in order, within 1e-5. An unwritable `record_dir` refuses the goal.
 #[test]
 fn a_recorded_episode_replays_to_the_commands_the_node_published() {
+    record_then_replay("sync");
+}
+
+/// The same with asynchronous refill (the chunk computed on the refill worker, switched in
+/// when it arrives, refill-ahead following the inference latency): the replay follows the
+/// recorded refill-ahead steps and the first-chunk rule (the ticks the node spent waiting
+/// for a plan's first chunk command nothing) and reproduces every command, in order.
+#[test]
+fn an_asynchronous_recorded_episode_replays_by_the_first_chunk_rule() {
+    record_then_replay("async");
+}
+
+fn record_then_replay(refill_mode: &str) {
     let world = World::new();
     let export = fixture("act_tiny");
     let tmp = tempfile::tempdir().unwrap();
@@ -2594,7 +2614,7 @@ fn a_recorded_episode_replays_to_the_commands_the_node_published() {
         "-p",
         "episode_mode:=goal",
         "-p",
-        "refill_mode:=sync",
+        &format!("refill_mode:={refill_mode}"),
         "-p",
         &format!("record_dir:={}", record_dir.display()),
     ]);
@@ -2686,9 +2706,21 @@ fn a_recorded_episode_replays_to_the_commands_the_node_published() {
         "replay differs from the recorded commands by {worst}"
     );
     eprintln!(
-        "record -> replay: {} commands, max difference {worst:e}",
-        recorded.len()
+        "record -> replay ({refill_mode}): {} commands, max difference {worst:e}; ticks {}",
+        recorded.len(),
+        r["tick_statuses"]
     );
+    let statuses = &r["tick_statuses"];
+    assert!(
+        statuses["halted"].as_u64().unwrap_or(0) > 0,
+        "the takeover: {statuses}"
+    );
+    if refill_mode == "async" {
+        assert!(
+            statuses["waiting"].as_u64().unwrap_or(0) > 0,
+            "the first-chunk rule was exercised: {statuses}"
+        );
+    }
     // The bad record_dir.
     assert_eq!(r["set_bad_dir"], json!(true), "{r}");
     assert_eq!(r["bad_dir_accepted"], json!(false), "{r}\n{log}");

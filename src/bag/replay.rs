@@ -1000,6 +1000,9 @@ impl EpisodeRecording {
 struct TickRecord {
     t: i64,
     status: String,
+    /// The live loop's refill-ahead steps at that tick (it follows the inference latency).
+    #[serde(default)]
+    ahead: Option<usize>,
     sources: Vec<Option<i64>>,
     cameras: Vec<Option<i64>>,
 }
@@ -1182,15 +1185,35 @@ impl TickGate {
     }
 }
 
-/// One recorded tick as the node ran it: a held-back tick (`halted`) resets the plan as it
-/// did there, a `disabled` one gates the output, a move home (`home`) is not the policy's
-/// and is skipped; the others tick.
+/// One recorded tick as the node ran it, with the refill-ahead steps it had: a held-back
+/// tick (`halted`) resets the plan as it did there, a `disabled` one gates the output, a move
+/// home (`home`) is not the policy's and is skipped. A tick the live node spent waiting for
+/// a plan's first chunk (asynchronous refill: `waiting`) runs, but its command is not one
+/// the node published: the replay computes each chunk on the tick that asks for it, and the
+/// scheduler switches a chunk in at its row for the tick it arrives on, so from the live
+/// node's first command of a plan on the two agree (the first-chunk rule); an `overrun`
+/// (the live chunk was late) likewise. The others tick.
 fn episode_tick(
     ctl: &mut ControlLoop,
     rec: &TickRecord,
     tick: &mut dyn FnMut(&mut ControlLoop, i64) -> Result<(), BagError>,
 ) -> Result<(), BagError> {
+    if let Some(k) = rec.ahead {
+        ctl.set_refill_ahead(k);
+    }
     match rec.status.as_str() {
+        "waiting" | "overrun" => {
+            if !ctl.enabled() {
+                ctl.set_enabled(true);
+            }
+            if let TickStatus::Error(message) = ctl.tick(rec.t) {
+                return Err(BagError::Tick {
+                    stamp_ns: rec.t,
+                    message,
+                });
+            }
+            Ok(())
+        }
         "home" => Ok(()),
         "halted" => {
             ctl.halt(rec.t, "halted in the recording".into(), false);

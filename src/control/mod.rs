@@ -972,6 +972,16 @@ impl ControlLoop {
         )
     }
 
+    /// Queued actions left when the next chunk is requested, now.
+    pub fn refill_ahead(&self) -> usize {
+        self.policy.scheduler().refill_ahead()
+    }
+
+    /// Sets it (a replay following a recorded episode's ticks).
+    pub fn set_refill_ahead(&mut self, k: usize) {
+        self.policy.set_refill_ahead(k);
+    }
+
     /// The policy's inference latency statistics since the last reset.
     pub fn inference_latency(&self) -> LatencyStats {
         self.policy.latency()

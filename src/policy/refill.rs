@@ -264,6 +264,13 @@ impl ControlPolicy {
     }
 
     /// The automatic refill-ahead, when on.
+    /// Sets how many queued actions are left when the next chunk is requested (at most the
+    /// chunk size - 1), as a replay of a recorded episode follows the live node's.
+    pub fn set_refill_ahead(&mut self, k: usize) {
+        let k = k.min(self.config.chunk_size.saturating_sub(1));
+        self.scheduler.set_refill_ahead(k);
+    }
+
     pub fn auto_refill(&self) -> Option<&AutoRefill> {
         self.auto_refill.as_ref()
     }

@@ -1378,7 +1378,12 @@ async fn tick_loop(
                         }
                         if let Some(r) = lock(&shared.recording).as_ref() {
                             let label = if home { "home" } else { status.label() };
-                            r.tick(now_ns, label, &control.input_stamps());
+                            r.tick(
+                                now_ns,
+                                label,
+                                control.refill_ahead(),
+                                &control.input_stamps(),
+                            );
                         }
                     }
                 }
@@ -1804,7 +1809,7 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
          p50/p90/p99/max {} ms; of which {} served from the queue {} ms, {} refill tick(s) (chunk requested, \
          computed on the tick when synchronous) {} ms; {} overrun tick(s) (timer -> handled) {} ms; \
          {} lost tick(s) (timer periods without a tick), {} late tick(s) (longer than the period); \
-         refill {} step(s) ahead{}{}",
+         refill {} step(s) ahead{}{}{}",
         elapsed.as_secs_f64(),
         stats.commands,
         lock(&shared.command_topics),
@@ -1844,5 +1849,34 @@ fn summary_line(shared: &Shared, signal: &str, elapsed: Duration) -> String {
             String::new()
         },
         remote,
+        episodes_summary(shared),
     )
+}
+
+/// The summary's episodes and policies: how many episodes ran and how the last ended; the
+/// policies loaded (with the memory each took) and the one active last.
+fn episodes_summary(shared: &Shared) -> String {
+    let mut out = String::new();
+    let e = lock(&shared.episodes);
+    if e.started > 0 {
+        out.push_str(&format!(
+            "; {} episode(s), the last: {}",
+            e.started,
+            e.last.as_deref().unwrap_or("running")
+        ));
+    }
+    let names = lock(&shared.policy_names);
+    if names.1.len() > 1 {
+        out.push_str(&format!(
+            "; policies {}, active last: {}",
+            names
+                .1
+                .iter()
+                .map(|(n, mb)| format!("{n} ({mb:.1} MB)"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            names.0
+        ));
+    }
+    out
 }

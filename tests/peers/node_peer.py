@@ -1426,7 +1426,7 @@ def scenario_record(peer: Peer, cfg: dict) -> dict:
         "received": received,
     }
     typestore = get_typestore(Stores.ROS2_HUMBLE)
-    counts, commands, first_tick, types = {}, [], None, {}
+    counts, commands, first_tick, types, statuses = {}, [], None, {}, {}
     with Reader(res.result.recording) as reader:
         for c in reader.connections:
             counts[c.topic] = c.msgcount
@@ -1435,9 +1435,12 @@ def scenario_record(peer: Peer, cfg: dict) -> dict:
             if conn.topic == cfg.get("command_topic", "/joint_commands"):
                 msg = typestore.deserialize_cdr(raw, conn.msgtype)
                 commands.append([float(v) for v in msg.data])
-            elif conn.topic.endswith("/episode_ticks") and first_tick is None:
-                first_tick = json.loads(typestore.deserialize_cdr(raw, conn.msgtype).data)
-    out.update({"counts": counts, "types": types, "commands": commands, "first_tick": first_tick})
+            elif conn.topic.endswith("/episode_ticks"):
+                tick = json.loads(typestore.deserialize_cdr(raw, conn.msgtype).data)
+                first_tick = first_tick or tick
+                statuses[tick["status"]] = statuses.get(tick["status"], 0) + 1
+    out.update({"counts": counts, "types": types, "commands": commands, "first_tick": first_tick,
+                "tick_statuses": statuses})
     import yaml
 
     with open(f"{res.result.recording}/metadata.yaml") as f:

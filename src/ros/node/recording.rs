@@ -401,9 +401,15 @@ impl Recording {
     }
 
     /// One control tick of the episode at `now_ns`: its status and the inputs it used.
-    pub fn tick(&self, now_ns: i64, status: &str, stamps: &(Vec<Option<i64>>, Vec<Option<i64>>)) {
+    pub fn tick(
+        &self,
+        now_ns: i64,
+        status: &str,
+        ahead: usize,
+        stamps: &(Vec<Option<i64>>, Vec<Option<i64>>),
+    ) {
         let json = format!(
-            "{{\"t\":{now_ns},\"status\":\"{status}\",\"sources\":{},\"cameras\":{}}}",
+            "{{\"t\":{now_ns},\"status\":\"{status}\",\"ahead\":{ahead},\"sources\":{},\"cameras\":{}}}",
             stamps_json(&stamps.0),
             stamps_json(&stamps.1)
         );
