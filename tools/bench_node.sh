@@ -377,22 +377,24 @@ for r in runs:
     if r["rc"] != 0:
         print(f"{r['mode']}: node exit status {r['rc']}")
 by_mode = {r["mode"]: r for r in runs}
-for r in runs:
-    mapped = by_mode.get(f"{r['mode']} (io_map)")
-    if mapped is None:
-        continue
-    for key, what in (("q_p99", "queue-served p99"), ("q_p50", "queue-served p50"), ("all_p99", "all command ticks p99")):
-        if key in r and key in mapped and r[key] > 0:
-            print(f"{r['mode']} (io_map, 2 joint topics, 4 channels): {what} {mapped[key]:.3f} ms vs flat "
-                  f"{r[key]:.3f} ms: ratio {mapped[key] / r[key]:.2f}")
+
+def ratios(variant, label, against):
+    """The tick latency of each mode's `variant` run against its plain run, same binary."""
+    for r in runs:
+        other = by_mode.get(f"{r['mode']} ({variant})")
+        if other is None:
+            continue
+        for key, what in (("q_p99", "queue-served p99"), ("q_p50", "queue-served p50"), ("all_p99", "all command ticks p99")):
+            if key in r and key in other and r[key] > 0:
+                print(f"{r['mode']} ({label}): {what} {other[key]:.3f} ms vs {against} "
+                      f"{r[key]:.3f} ms: ratio {other[key] / r[key]:.2f}")
+
+ratios("io_map", "io_map, 2 joint topics, 4 channels", "flat")
+ratios("record", "record", "not recording")
 for r in runs:
     rec = by_mode.get(f"{r['mode']} (record)")
     if rec is None:
         continue
-    for key, what in (("q_p99", "queue-served p99"), ("q_p50", "queue-served p50"), ("all_p99", "all command ticks p99")):
-        if key in r and key in rec and r[key] > 0:
-            print(f"{r['mode']} (record): {what} {rec[key]:.3f} ms vs not recording "
-                  f"{r[key]:.3f} ms: ratio {rec[key] / r[key]:.2f}")
     info = (rec["peer"] if rec["peer"].get("ok") else {}).get("recording") or {}
     if info:
         print(f"{r['mode']} (record): {info.get('messages', '?')} message(s) recorded "

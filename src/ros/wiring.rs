@@ -106,21 +106,9 @@ impl ChannelPublisher {
     }
 
     /// Publishes `values` (the channel's part of a command); a trajectory also carries
-    /// `plan` (the channel's part of the rest of the chunk), one `period` apart.
-    pub fn publish(
-        &self,
-        c: &Channel,
-        values: &[f64],
-        plan: &[Vec<f64>],
-        period: Duration,
-        now_ns: i64,
-    ) -> r2r::Result<()> {
-        self.publish_kept(c, values, plan, period, now_ns, false)
-            .map(|_| ())
-    }
-
-    /// [`publish`](Self::publish), keeping the message when `keep` (an episode is recorded):
-    /// serializing it (CDR) is left to the caller, after the tick.
+    /// `plan` (the channel's part of the rest of the chunk), one `period` apart. With `keep`
+    /// (an episode is recorded) the message is kept: serializing it (CDR) is left to the
+    /// caller, after the tick.
     pub fn publish_kept(
         &self,
         c: &Channel,

@@ -677,13 +677,7 @@ def scenario_bench(peer: Peer, cfg: dict) -> dict:
     if cfg.get("record"):
         # One recorded episode for the whole window (episode_mode goal), sent before the
         # robot's data flows (the goal's first tick waits for the recording to have it).
-        from rclpy.action import ActionClient
-
-        from policy_node_interfaces.action import RunPolicy
-
-        client = ActionClient(peer, RunPolicy, f"/{cfg.get('node_name', 'policy_node')}/run_policy")
-        if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
-            raise RuntimeError("no ~/run_policy action server")
+        client, RunPolicy = run_policy_client(peer, cfg)
         g = RunPolicy.Goal()
         g.record = True
         goal = wait_future(client.send_goal_async(g), 15, "the goal response")
@@ -1096,6 +1090,27 @@ def scenario_lifecycle_bench(peer: Peer, cfg: dict) -> dict:
     return {"rounds": rounds}
 
 
+def diag_after(peer: Peer, t: float) -> dict:
+    """The first /diagnostics message received after `t` (monotonic)."""
+    wait_until(lambda: any(d["t"] > t for d in peer.diagnostics), 5, "a /diagnostics message")
+    with peer.lock:
+        return next(d for d in peer.diagnostics if d["t"] > t)
+
+
+def run_policy_client(peer: Peer, cfg: dict):
+    """rclpy's action client on the node's ~/run_policy (as `ros2 action send_goal` uses it),
+    with the RunPolicy type."""
+    from rclpy.action import ActionClient
+
+    from policy_node_interfaces.action import RunPolicy
+
+    node = cfg.get("node_name", "policy_node")
+    client = ActionClient(peer, RunPolicy, f"/{node}/run_policy")
+    if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
+        raise RuntimeError(f"/{node}/run_policy: no action server")
+    return client, RunPolicy
+
+
 def scenario_safety(peer: Peer, cfg: dict) -> dict:
     """The node runs with heartbeat_timeout_ms (cfg `timeout_ms`). Phases, each with the
     commands counted in a window that starts `settle_s` after the event (commands already on
@@ -1114,11 +1129,6 @@ def scenario_safety(peer: Peer, cfg: dict) -> dict:
         sleep(hold)
         out[label] = peer.commands_since(t0)
 
-    def diag_after(t):
-        wait_until(lambda: any(d["t"] > t for d in peer.diagnostics), 5, "a /diagnostics message")
-        with peer.lock:
-            return next(d for d in peer.diagnostics if d["t"] > t)
-
     sleep(1.5)  # the node is up and has the observation; no heartbeat yet
     window("no_heartbeat_yet")
     peer.heartbeats = True
@@ -1127,7 +1137,7 @@ def scenario_safety(peer: Peer, cfg: dict) -> dict:
     t = time.monotonic()
     peer.estop_pub.publish(Bool(data=True))
     window("estop")
-    out["diag_estop"] = diag_after(t + settle)
+    out["diag_estop"] = diag_after(peer, t + settle)
     peer.estop_pub.publish(Bool(data=False))
     window("estop_false")
     out["reset_estop"] = peer.call(peer.reset_client, Trigger.Request())
@@ -1135,16 +1145,16 @@ def scenario_safety(peer: Peer, cfg: dict) -> dict:
     t = time.monotonic()
     peer.heartbeats = False
     window("heartbeat_lost")
-    out["diag_watchdog"] = diag_after(t + settle)
+    out["diag_watchdog"] = diag_after(peer, t + settle)
     peer.heartbeats = True
     window("heartbeat_back")
     out["reset_watchdog"] = peer.call(peer.reset_client, Trigger.Request())
     window("after_second_reset")
-    out["diag_end"] = diag_after(time.monotonic())
+    out["diag_end"] = diag_after(peer, time.monotonic())
     t = time.monotonic()
     peer.intervention_pub.publish(Bool(data=True))
     window("intervention")
-    out["diag_intervention"] = diag_after(t + settle)
+    out["diag_intervention"] = diag_after(peer, t + settle)
     peer.intervention_pub.publish(Bool(data=False))
     window("after_intervention")
     return out
@@ -1154,14 +1164,8 @@ def scenario_episodes(peer: Peer, cfg: dict) -> dict:
     """`episode_mode: goal`, with rclpy's action client on ~/run_policy (as `ros2 action
     send_goal` uses it). Each phase records the goal's acceptance, result, feedback and the
     commands the peer received while it ran; see node_integration.rs for what is asserted."""
-    from rclpy.action import ActionClient
-
-    from policy_node_interfaces.action import RunPolicy
-
     node = cfg.get("node_name", "policy_node")
-    client = ActionClient(peer, RunPolicy, f"/{node}/run_policy")
-    if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
-        raise RuntimeError(f"/{node}/run_policy: no action server")
+    client, RunPolicy = run_policy_client(peer, cfg)
     end_pub = peer.create_publisher(Bool, f"/{node}/end_episode", 10)
     peer.joints_mode, peer.images_mode = "good", "good"
     peer.heartbeats = True
@@ -1214,21 +1218,16 @@ def scenario_episodes(peer: Peer, cfg: dict) -> dict:
         sleep(seconds)
         out[label] = peer.commands_since(t0)
 
-    def diag_after(t):
-        wait_until(lambda: any(d["t"] > t for d in peer.diagnostics), 5, "a /diagnostics message")
-        with peer.lock:
-            return next(d for d in peer.diagnostics if d["t"] > t)
-
     sleep(1.0)
     quiet("no_goal")
-    out["diag_idle"] = diag_after(time.monotonic())
+    out["diag_idle"] = diag_after(peer, time.monotonic())
     # 1. A time limit.
     out["duration"] = finish(send(task="", max_duration_s=1.5))
     quiet("after_duration")
     # 2. A second goal while one runs; ~/end_episode's verdict.
     g = send(max_duration_s=0.0)
     sleep(0.5)
-    out["diag_running"] = diag_after(time.monotonic())
+    out["diag_running"] = diag_after(peer, time.monotonic())
     out["second"] = finish(send(max_duration_s=1.0))
     end_pub.publish(Bool(data=True))
     out["ended"] = finish(g)
@@ -1288,7 +1287,7 @@ def scenario_episodes(peer: Peer, cfg: dict) -> dict:
     peer.heartbeats = True
     sleep(0.5)
     out["heartbeat_back"] = finish(send(max_duration_s=1.0))
-    out["diag_end"] = diag_after(time.monotonic())
+    out["diag_end"] = diag_after(peer, time.monotonic())
     return out
 
 
@@ -1296,14 +1295,8 @@ def scenario_policy_switch(peer: Peer, cfg: dict) -> dict:
     """`policies` with two policies and `episode_mode: goal`: goals pick `a`, `b`, "" (the
     active one: `b`), `a` again; each goal's commands, the time from its acceptance to its
     first command, and /diagnostics while `b` runs."""
-    from rclpy.action import ActionClient
-
-    from policy_node_interfaces.action import RunPolicy
-
     node = cfg.get("node_name", "policy_node")
-    client = ActionClient(peer, RunPolicy, f"/{node}/run_policy")
-    if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
-        raise RuntimeError(f"/{node}/run_policy: no action server")
+    client, RunPolicy = run_policy_client(peer, cfg)
     peer.joints_mode, peer.images_mode = "good", "good"
     sleep(1.0)
     out = {"goals": []}
@@ -1347,14 +1340,8 @@ def scenario_home_moves(peer: Peer, cfg: dict) -> dict:
     """`home_before_episode` and `home_after_episode`: one goal of `duration_s`; every command
     from the goal on, until `after_s` after its result; a goal sent right after the result
     (refused while the robot moves home)."""
-    from rclpy.action import ActionClient
-
-    from policy_node_interfaces.action import RunPolicy
-
     node = cfg.get("node_name", "policy_node")
-    client = ActionClient(peer, RunPolicy, f"/{node}/run_policy")
-    if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
-        raise RuntimeError(f"/{node}/run_policy: no action server")
+    client, RunPolicy = run_policy_client(peer, cfg)
     peer.joints_mode, peer.images_mode = "good", "good"
     sleep(1.0)
     goal = RunPolicy.Goal()
@@ -1388,18 +1375,13 @@ def scenario_record(peer: Peer, cfg: dict) -> dict:
     the middle; the recording read back with `rosbags` (topics, counts, custom data, the
     commands, the first tick record); then a goal with record_dir set (live) to a path that
     cannot be created (refused)."""
-    from rclpy.action import ActionClient
     from rclpy.parameter import Parameter
     from rclpy.parameter_client import AsyncParameterClient
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
 
-    from policy_node_interfaces.action import RunPolicy
-
     node = cfg.get("node_name", "policy_node")
-    client = ActionClient(peer, RunPolicy, f"/{node}/run_policy")
-    if not client.wait_for_server(timeout_sec=DISCOVERY_TIMEOUT_S):
-        raise RuntimeError(f"/{node}/run_policy: no action server")
+    client, RunPolicy = run_policy_client(peer, cfg)
     peer.obs_mode = "demo"
     peer.joints_mode, peer.images_mode = "good", "good"
     sleep(1.0)
