@@ -193,6 +193,9 @@ pub struct Episode {
     pub task: String,
     /// The policy that runs it (a `policies` name, `default` for `export_dir`'s).
     pub policy: String,
+    /// When the goal was accepted, and when the first command went out (ROS time, ns).
+    pub accepted_ns: Option<i64>,
+    pub first_command_ns: Option<i64>,
     /// Time of the first tick (ROS time, ns).
     pub started_ns: Option<i64>,
     pub last_tick_ns: Option<i64>,
@@ -225,6 +228,8 @@ impl Episode {
             goal,
             task,
             policy: String::new(),
+            accepted_ns: None,
+            first_command_ns: None,
             started_ns: None,
             last_tick_ns: None,
             steps: 0,
@@ -259,6 +264,11 @@ impl Episode {
         v.sort_by(f64::total_cmp);
         let i = ((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1;
         v[i]
+    }
+
+    /// From the goal's acceptance to the first command (ms), once both happened.
+    pub fn first_command_ms(&self) -> Option<f64> {
+        Some((self.first_command_ns? - self.accepted_ns?) as f64 / 1e6)
     }
 
     /// Seconds since the first tick.
@@ -326,6 +336,7 @@ impl Episode {
             match status {
                 TickStatus::Command(_) => {
                     self.steps += 1;
+                    self.first_command_ns.get_or_insert(now_ns);
                     self.status = EpisodeStatus::Running;
                 }
                 TickStatus::Stale { .. } => self.status = EpisodeStatus::Stale,

@@ -193,6 +193,7 @@ fn start(shared: &Shared, goal: Goal) -> Result<String, String> {
         }
     }
     let mut episode = Episode::new(goal, task.clone());
+    episode.accepted_ns = Some(shared.now_ns());
     episode.gated = gated;
     episode.policy = policy;
     episode.inference_count = control.inference_latency().count;
@@ -421,7 +422,7 @@ async fn run_goal(
         recording: recorded,
     };
     let line = format!(
-        "{reason}{}, policy `{}`, {} step(s), {} chunk(s) in {:.1} s{}",
+        "{reason}{}, policy `{}`, {} step(s), {} chunk(s) in {:.1} s{}{}",
         episode
             .success
             .map_or(String::new(), |s| format!(" (success {s})")),
@@ -429,6 +430,11 @@ async fn run_goal(
         episode.steps,
         episode.chunks,
         episode.elapsed_s(),
+        episode
+            .first_command_ms()
+            .map_or(String::new(), |ms| format!(
+                ", first command {ms:.1} ms after the goal was accepted"
+            )),
         episode
             .error
             .as_deref()
