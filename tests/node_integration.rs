@@ -2463,7 +2463,10 @@ fn goals_switch_between_loaded_policies_without_a_reload() {
     assert!(log.contains("policies loaded: a (active"), "{log}");
     assert_eq!(log.matches("switched in").count(), 2, "a->b, b->a: {log}");
     assert_eq!(log.matches("configured in").count(), 1, "one load: {log}");
-    for line in log.lines().filter(|l| l.contains("after the goal was accepted")) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains("after the goal was accepted"))
+    {
         eprintln!("{line}");
     }
     // The exit summary: the episodes, the policies with their memory, the last active.
