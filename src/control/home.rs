@@ -4,6 +4,8 @@
 //! Used before and after a `~/run_policy` episode (`home_before_episode`,
 //! `home_after_episode`).
 
+use super::TickStatus;
+
 /// What follows the move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterHome {
@@ -77,6 +79,108 @@ impl HomeMove {
     /// Waypoints in all.
     pub fn ticks(&self) -> u64 {
         self.ticks
+    }
+}
+
+/// The loop's side of a move home.
+impl super::ControlLoop {
+    /// A tick of the move home, if one is in progress: its waypoint, or (the move done) the
+    /// idle tick after it; `None` lets the policy run.
+    pub(super) fn home_tick(&mut self) -> Option<TickStatus> {
+        let m = self.home.as_mut()?;
+        match m.next_waypoint() {
+            Some(p) => {
+                let reference = self.last_command.clone();
+                Some(match self.limit(p, reference.as_deref()) {
+                    Ok(cmd) => {
+                        self.counters.commands += 1;
+                        let published = self.outputs.encode(&cmd);
+                        self.last_command = Some(cmd);
+                        self.last_published = Some(published.clone());
+                        self.commanding = true;
+                        self.last_tick_home = true;
+                        TickStatus::Command(published)
+                    }
+                    Err(e) => {
+                        self.home = None;
+                        self.counters.errors += 1;
+                        self.commands_stopped();
+                        TickStatus::Error(format!("move home: {e}"))
+                    }
+                })
+            }
+            None => {
+                let then = m.then;
+                self.home = None;
+                log::info!("move home done");
+                match then {
+                    AfterHome::Idle => {
+                        self.set_idle(true);
+                        self.counters.idle += 1;
+                        Some(TickStatus::Idle)
+                    }
+                    AfterHome::Policy => {
+                        // The policy starts from a fresh chunk, rate-limited from home.
+                        self.policy.reset();
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a move to `home_position` (see the module docs), then `then`. It starts from the last
+    /// command, else from the joint positions in the state input (every action value must
+    /// have one); the loop commands from the next tick (it leaves idle).
+    pub fn start_home(&mut self, then: AfterHome) -> Result<u64, String> {
+        let to = self.params.home_position.clone();
+        if to.is_empty() {
+            return Err("home_position is empty: there is no home to move to".into());
+        }
+        let from = match self.last_command.clone() {
+            Some(c) => c,
+            None => {
+                let state = self
+                    .state_feature
+                    .and_then(|f| self.inputs.feature_values(f))
+                    .ok_or("no joint state has arrived yet to start the move home from")?;
+                let mut from = Vec::with_capacity(self.action_width);
+                for (i, r) in self.state_ref.iter().enumerate() {
+                    let v = r.and_then(|j| state.get(j)).ok_or_else(|| {
+                        format!(
+                            "action value {i} has no joint in the state input to start the move home from"
+                        )
+                    })?;
+                    from.push(f64::from(*v));
+                }
+                from
+            }
+        };
+        let m = HomeMove::plan(
+            &from,
+            &to,
+            self.params.home_duration_s,
+            self.params.period().as_secs_f64(),
+            &self.params.max_joint_delta,
+            then,
+        );
+        let ticks = m.ticks();
+        self.policy.reset();
+        self.plan = None;
+        self.idle = false;
+        self.last_command = Some(from);
+        self.home = Some(m);
+        Ok(ticks)
+    }
+
+    /// Whether the last tick's command was a waypoint of a move home.
+    pub fn last_tick_was_home(&self) -> bool {
+        self.last_tick_home
+    }
+
+    /// Whether a move home is in progress.
+    pub fn homing(&self) -> bool {
+        self.home.is_some()
     }
 }
 

@@ -93,3 +93,61 @@ fn grown(before: Option<f64>) -> f64 {
         _ => 0.0,
     }
 }
+
+/// Switching between loaded policies.
+impl ControlLoop {
+    /// The inputs' wiring (topics, types, sources, cameras) and the action width: another
+    /// policy switched in for this one must read and command the same.
+    pub fn wiring_signature(&self) -> String {
+        let inputs: Vec<String> = self
+            .input_topics()
+            .into_iter()
+            .map(|(topic, kind, sources)| format!("{topic} ({kind:?}, sources {sources:?})"))
+            .collect();
+        let cameras: Vec<&str> = self.cameras.iter().map(|c| c.topic.as_str()).collect();
+        format!(
+            "inputs [{}], cameras {cameras:?}, {} action value(s)",
+            inputs.join(", "),
+            self.action_width
+        )
+    }
+
+    /// Switches this policy in for `from` (the same wiring: [`wiring_signature`]): takes its
+    /// newest inputs (so that no tick waits for new messages) and its `~/enable` state, and
+    /// starts from a fresh chunk; `from` keeps no inputs and commands nothing.
+    ///
+    /// [`wiring_signature`]: Self::wiring_signature
+    pub fn take_over_from(&mut self, from: &mut ControlLoop) {
+        if !self.inputs.swap_latest(&mut from.inputs) {
+            self.inputs.clear();
+        }
+        for (a, b) in self.cameras.iter_mut().zip(from.cameras.iter_mut()) {
+            if a.topic == b.topic {
+                std::mem::swap(&mut a.latest, &mut b.latest);
+            }
+        }
+        from.inputs.clear();
+        for c in &mut from.cameras {
+            c.latest = None;
+        }
+        self.activate();
+        self.enabled = from.enabled;
+        self.idle = from.idle;
+        from.deactivate();
+        // Nothing went out from this loop: `from`'s stop (if any) is its own.
+        from.take_stop();
+    }
+
+    /// The stamps of the newest message of each input source and each camera (by index):
+    /// what the next observation is made of. Recorded with each tick of an episode, so that
+    /// a replay feeds exactly these messages before that tick.
+    pub fn input_stamps(&self) -> (Vec<Option<i64>>, Vec<Option<i64>>) {
+        (
+            self.inputs.source_stamps(),
+            self.cameras
+                .iter()
+                .map(|c| c.latest.as_ref().map(|(_, t)| *t))
+                .collect(),
+        )
+    }
+}
