@@ -161,6 +161,7 @@ pub const PARAM_SPECS: &[ParamSpec] = &[
     row("home_after_episode", Bool, Live, ANY, "move home after each episode that ends by duration, ~/end_episode or cancel (never after e-stop, watchdog, stale, error)"),
     row("episode_mode", Str, Configure, ANY, "continuous (commands whenever active and enabled) or goal (commands only while a ~/run_policy goal runs)"),
     row("episode_stale_timeout_s", Double, Live, f(0.0, 1e6), "a running episode whose inputs stay stale longer than this (s) is aborted (reason stale)"),
+    row("sim_input_wait_ms", Double, Configure, f(0.0, 60_000.0), "with use_sim_time: each tick first waits up to this long (wall clock, ms) for every input stamped at or after the tick's time, so a lockstep simulation's result does not depend on machine speed; 0 = no wait"),
     row("use_sim_time", Bool, Startup, ANY, "use /clock (rosgraph_msgs/Clock) as ROS time"),
     row("remote_url", Str, Configure, ANY, "backend remote: the inference server, http://host:port (KServe v2 gRPC), https://host:port (TLS), or ws://host:port / wss://host:port (openpi)"),
     row("remote_protocol", Str, Configure, ANY, "backend remote: kserve or openpi; empty = implied by remote_url (ws://, wss:// are openpi)"),

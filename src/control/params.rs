@@ -174,6 +174,9 @@ pub struct NodeParams {
     pub episode_mode: super::episode::EpisodeMode,
     /// A running episode whose inputs stay stale longer than this (s) is aborted.
     pub episode_stale_timeout_s: f64,
+    /// With `use_sim_time`: how long (wall clock, ms) each tick first waits for every input
+    /// stamped at or after the tick's time (lockstep simulation); 0 = no wait.
+    pub sim_input_wait_ms: f64,
     /// Where recorded episodes go (`~/run_policy` goals with `record`); empty: none.
     pub record_dir: String,
     /// The home position in command space (`[]`: none), and the move's duration.
@@ -236,6 +239,7 @@ pub const PARAM_NAMES: &[&str] = &[
     "chunk_check",
     "episode_mode",
     "episode_stale_timeout_s",
+    "sim_input_wait_ms",
     "policies",
     "record_dir",
     "home_position",
@@ -324,6 +328,7 @@ pub fn defaults() -> ParamMap {
     m.insert("home_before_episode".into(), ParamValue::Bool(false));
     m.insert("home_after_episode".into(), ParamValue::Bool(false));
     m.insert("episode_stale_timeout_s".into(), ParamValue::Double(2.0));
+    m.insert("sim_input_wait_ms".into(), ParamValue::Double(0.0));
     m
 }
 
@@ -922,6 +927,16 @@ impl NodeParams {
                         return Err(invalid(
                             "episode_stale_timeout_s",
                             format!("must be a number in (0, 1e6] s, got {v}"),
+                        ));
+                    }
+                    v
+                },
+                sim_input_wait_ms: {
+                    let v = r.double("sim_input_wait_ms")?;
+                    if !(v.is_finite() && (0.0..=60_000.0).contains(&v)) {
+                        return Err(invalid(
+                            "sim_input_wait_ms",
+                            format!("must be a number in [0, 60000] ms, got {v}"),
                         ));
                     }
                     v

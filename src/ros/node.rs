@@ -208,6 +208,8 @@ struct Shared {
     recorder: Mutex<Option<recording::Recorder>>,
     /// The last recording's error, for `/diagnostics`.
     recording_error: Mutex<Option<String>>,
+    /// Woken by every input and image handed to the loop (`sim_input_wait_ms`).
+    inputs_arrived: tokio::sync::Notify,
     /// The policies loaded besides the active one (`policies`), ready to switch in.
     parked: Mutex<Vec<LoadedPolicy>>,
     /// The active policy's name and the memory each loaded policy took (MB), in load order.
@@ -357,6 +359,8 @@ struct TickContext {
     period: Duration,
     /// Lost ticks are counted on wall time only (sim time may pause or jump).
     use_sim_time: bool,
+    /// `sim_input_wait_ms`: how long a tick first waits for inputs stamped at its time.
+    input_wait: Option<Duration>,
 }
 
 /// What exists while the node is configured (besides the control loop in [`Shared`]).
@@ -488,6 +492,16 @@ impl Driver {
     /// creates the subscriptions and the command publisher.
     async fn configure(&self) -> Result<(), NodeError> {
         let params = lock(&self.shared.store).params()?;
+        if params.sim_input_wait_ms > 0.0 && !self.use_sim_time {
+            return Err(NodeError::Param(ParamError::Invalid {
+                name: "sim_input_wait_ms".into(),
+                rule: format!(
+                    "{} ms needs use_sim_time: true (a tick waits for inputs stamped at its \
+                     ROS time, which only a simulator's /clock makes possible)",
+                    params.sim_input_wait_ms
+                ),
+            }));
+        }
         let started = Instant::now();
         let p = params.clone();
         let (first, others) = tokio::task::spawn_blocking(move || {
@@ -660,6 +674,8 @@ impl Driver {
                 columns: control.outputs().columns(),
                 period: p.period(),
                 use_sim_time: self.use_sim_time,
+                input_wait: (self.use_sim_time && p.sim_input_wait_ms > 0.0)
+                    .then(|| Duration::from_secs_f64(p.sim_input_wait_ms / 1e3)),
             };
             (tick, control.status(), p.clone())
         };
@@ -953,6 +969,7 @@ pub fn run(cli: &Cli) -> Result<Summary, NodeError> {
         recording: Mutex::new(None),
         recorder: Mutex::new(None),
         recording_error: Mutex::new(None),
+        inputs_arrived: tokio::sync::Notify::new(),
         policy_names: Mutex::new((String::new(), Vec::new())),
     });
 

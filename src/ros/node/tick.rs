@@ -17,8 +17,21 @@ pub(super) async fn tick_loop(
 ) {
     let mut was_stale = false;
     while timer.tick().await.is_ok() {
-        let woke = Instant::now();
         let now_ns = shared.now_ns();
+        if let Some(wait) = ctx.input_wait {
+            if !wait_for_inputs(&shared, now_ns, wait).await {
+                if let Some(n) = shared.due("input_wait") {
+                    log::warn!(
+                        "sim_input_wait_ms: no input stamped at this tick's time ({:.3} s) came \
+                         in {:.0} ms: the tick goes on with the newest it has{}",
+                        now_ns as f64 / 1e9,
+                        wait.as_secs_f64() * 1e3,
+                        held_back(n)
+                    );
+                }
+            }
+        }
+        let woke = Instant::now();
         let (status, plan, switched, kind, max_age, stops) = {
             let mut control = lock(&shared.control);
             let Some(control) = control.as_mut() else {
@@ -292,6 +305,33 @@ pub(super) async fn tick_loop(
     }
 }
 
+/// `sim_input_wait_ms`: waits (at most `wait`, wall clock) until every input and camera
+/// holds a message stamped at or after `now_ns`, the tick's ROS time. A lockstep simulator
+/// publishes its state stamped with the coming tick's time before it advances `/clock`; the
+/// two arrive on different topics in either order, and this wait makes the tick use that
+/// state, whichever came first. Waking is by the feeds (no polling); a wait that runs out
+/// (false) lets the tick go on, where the freshness check names what is missing.
+async fn wait_for_inputs(shared: &Shared, now_ns: i64, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before the check, so that an input arriving in between still wakes it.
+        let arrived = shared.inputs_arrived.notified();
+        let ready = lock(&shared.control).as_ref().is_none_or(|c| {
+            let (sources, cameras) = c.input_stamps();
+            sources
+                .iter()
+                .chain(cameras.iter())
+                .all(|t| t.is_some_and(|t| t >= now_ns))
+        });
+        if ready {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+            return false;
+        }
+    }
+}
+
 /// Camera `index`: each message converted and handed to the control loop (while active).
 pub(super) async fn camera_feed<M, S>(
     shared: Arc<Shared>,
@@ -315,7 +355,11 @@ pub(super) async fn camera_feed<M, S>(
                 continue;
             };
             match image {
-                Ok(image) => control.on_image(index, stamp, image),
+                Ok(image) => {
+                    let r = control.on_image(index, stamp, image);
+                    shared.inputs_arrived.notify_waiters();
+                    r
+                }
                 Err(e) => {
                     control.count_rejected();
                     Err(e)
@@ -347,6 +391,7 @@ pub(super) async fn input_feed(
             Some(control) => control.on_input(&sources, stamp, &msg),
             None => Ok(()),
         };
+        shared.inputs_arrived.notify_waiters();
         if let Err(e) = result {
             shared.rejected(&topic, &e);
         }
