@@ -104,6 +104,8 @@ if [ "$mode" = demo ]; then
   install "$venv" tools/requirements-demo.txt
 else
   install "$venv" tools/requirements.txt
+  # The closed-loop simulation (tools/sim/: gym-aloha, MuJoCo; ~60 MB).
+  install "$venv" tools/requirements-sim.txt
   # openpi's client library, the reference the openpi tests talk to the same server with:
   # pure Python, installed without its pins (numpy<2 would downgrade the runtimes' numpy).
   if ! "$venv/bin/python" -c 'import importlib.metadata as m; assert m.version("openpi-client") == "0.1.2"' 2>/dev/null; then

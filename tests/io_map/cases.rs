@@ -137,6 +137,7 @@ fn readme_shows_the_config_example_maps_as_they_are() {
         "io_map_arm_gripper.yaml",
         "io_map_aloha.yaml",
         "io_map_mobile.yaml",
+        "io_map_sim_aloha.yaml",
     ] {
         let text = std::fs::read_to_string(root().join("config").join(name)).unwrap();
         let block = format!("```yaml\n{}\n```", text.trim_end());
