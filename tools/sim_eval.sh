@@ -4,7 +4,7 @@
 #
 # Usage: tools/sim_eval.sh --mode reference|lockstep|realtime [--episodes N] [--seed S]
 #                          --json OUT [--video FILE] [--package DIR] [--trajectories OUT.npz]
-#                          [--node-bin FILE] [-p NAME:=VALUE]... [--no-build]
+#                          [--node-bin FILE] [--camera WxH] [-p NAME:=VALUE]... [--no-build]
 #   reference  the package run by physicalai 0.3.0's own runtime in a plain Python loop
 #              (tools/sim/reference_eval.py): the oracle
 #   lockstep   policy_node (config/sim_aloha.yaml, config/io_map_sim_aloha.yaml) driven by the
@@ -18,7 +18,8 @@
 #   refused and held commands. --video: a GIF of the first episode, the top camera beside
 #   the commanded and actual joints. --package: default tools/sim/policy (ONNX).
 #   --node-bin: the policy_node binary (default target/release/policy_node, built with the
-#   ros,onnx,openvino features when missing, unless --no-build).
+#   ros,onnx,openvino features when missing, unless --no-build). --camera WxH: the bridge also
+#   publishes the top camera on /cameras/top/image_raw (sensor_msgs/Image, rgb8; node modes).
 # Runs on a private ROS_DOMAIN_ID (kept if already set) with localhost discovery.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +37,7 @@ while (($#)); do
     --trajectories) traj="$2"; shift 2 ;;
     --node-bin) node_bin="$2"; shift 2 ;;
     -p) extra+=(-p "$2"); shift 2 ;;
+    --camera) extra+=(--publish-camera "$2"); shift 2 ;;
     --no-build) build=0; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "sim_eval.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;

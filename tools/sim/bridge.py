@@ -27,6 +27,11 @@ Modes:
   ``desync``). The result does not depend on the machine's speed.
 - ``realtime``: wall clock. The physics steps at 50 Hz whatever the node does; each step
   applies the newest command received, as a robot's controllers would.
+
+tools/sim/node_eval.py (``tools/sim_eval.sh``) drives episodes through the node's
+``~/run_policy``; alone, ``python tools/sim/bridge.py --mode realtime [--seed S] [--camera WxH]``
+runs episodes back to back for a node in ``episode_mode: continuous``. Executors: rclpy's
+single-threaded one (its multi-threaded one delays callbacks by up to seconds here).
 """
 
 from __future__ import annotations
@@ -321,3 +326,63 @@ def run_realtime(bridge: SimBridge, log: EpisodeLog, first_command_timeout_s: fl
             return
         if next_t < time.monotonic() - period:
             next_t = time.monotonic()  # fell behind (a slow render): do not try to catch up
+
+
+def main() -> int:
+    """The bridge alone, for a node of your own (``episode_mode: continuous``): episodes back
+    to back from cube seed ``--seed`` on, each until success or 400 steps; one line each."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=["lockstep", "realtime"], default="realtime")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--episodes", type=int, default=0, help="0 = until interrupted")
+    ap.add_argument("--camera", help="also publish the top camera, WxH (e.g. 160x120)")
+    ap.add_argument("--reset-service", default="/policy_node/reset",
+                    help="std_srvs/Trigger called before each episode (the node's queue holds the "
+                         "last episode's plan otherwise); '' = none")
+    args = ap.parse_args()
+    from rclpy.executors import SingleThreadedExecutor
+    from std_srvs.srv import Trigger
+
+    rclpy.init()
+    camera = tuple(int(v) for v in args.camera.split("x")) if args.camera else None
+    bridge = SimBridge(args.mode, camera=camera)
+    executor = SingleThreadedExecutor()  # rclpy's multi-threaded one adds up to seconds of latency
+    executor.add_node(bridge)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    reset = bridge.create_client(Trigger, args.reset_service) if args.reset_service else None
+    i = 0
+    try:
+        while args.episodes == 0 or i < args.episodes:
+            bridge.sim.reset(args.seed + i)
+            if reset is not None:
+                if reset.wait_for_service(timeout_sec=2.0):
+                    done = reset.call_async(Trigger.Request())
+                    t0 = time.monotonic()
+                    while not done.done() and time.monotonic() - t0 < 5.0:
+                        time.sleep(0.005)
+                else:
+                    bridge.get_logger().warning(f"{args.reset_service}: no such service; the episode starts without a reset")
+            time.sleep(0.1)  # the commands of the last episode's last tick arrive before the clear
+            bridge.clear_commands()
+            log = EpisodeLog(seed=args.seed + i)
+            if args.mode == "lockstep":
+                run_lockstep(bridge, log, tick_timeout_s=5.0, first_command_timeout_s=3600.0)
+            else:
+                run_realtime(bridge, log, first_command_timeout_s=3600.0)
+            bridge.get_logger().info(
+                f"episode {i}: {log.summary()}; held steps {log.gap_steps}, refused {bridge.refused_total()}")
+            i += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        executor.shutdown(timeout_sec=1)
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
