@@ -16,7 +16,8 @@
 #   {"mode", "seed", "episodes": [{"seed", "success", "max_reward", "steps"}],
 #    "success_rate", ...}; the node modes add the node's tick figures and the bridge's
 #   refused and held commands. --video: a GIF of the first episode, the top camera beside
-#   the commanded and actual joints. --package: default tools/sim/policy (ONNX).
+#   the commanded and actual joints (rendering each step: in realtime mode it slows the
+#   simulator below 50 Hz; take videos in lockstep). --package: default tools/sim/policy (ONNX).
 #   --node-bin: the policy_node binary (default target/release/policy_node, built with the
 #   ros,onnx,openvino features when missing, unless --no-build). --camera WxH: the bridge also
 #   publishes the top camera on /cameras/top/image_raw (sensor_msgs/Image, rgb8; node modes).
