@@ -140,13 +140,9 @@ fn three_lockstep_episodes_through_the_node_equal_the_reference() {
     assert_eq!(node["node"]["errors"], 0, "{node}");
     assert_eq!(node["node"]["stale"], 0, "{node}");
 
-    let mut compare = std::process::Command::new(python());
-    compare
-        .arg(root().join("tests/peers/sim_compare.py"))
-        .args([&ref_json, &ref_npz, &node_json, &node_npz]);
-    let episodes = result_line(
-        &run(compare, "sim_compare.py", Duration::from_secs(60)),
+    let episodes = common::run_peer(
         "sim_compare.py",
+        &[&ref_json, &ref_npz, &node_json, &node_npz],
     );
     let episodes = episodes.as_array().unwrap();
     assert_eq!(episodes.len(), 3, "{episodes:?}");

@@ -137,17 +137,4 @@ impl ControlLoop {
         // Nothing went out from this loop: `from`'s stop (if any) is its own.
         from.take_stop();
     }
-
-    /// The stamps of the newest message of each input source and each camera (by index):
-    /// what the next observation is made of. Recorded with each tick of an episode, so that
-    /// a replay feeds exactly these messages before that tick.
-    pub fn input_stamps(&self) -> (Vec<Option<i64>>, Vec<Option<i64>>) {
-        (
-            self.inputs.source_stamps(),
-            self.cameras
-                .iter()
-                .map(|c| c.latest.as_ref().map(|(_, t)| *t))
-                .collect(),
-        )
-    }
 }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,12 +21,11 @@ sys.path.insert(0, str(ROOT / "tools" / "sim"))
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
-from bridge import ARM_JOINTS, CHANNELS, EpisodeLog, SimBridge, run_realtime  # noqa: E402
+from bridge import ARM_JOINTS, CHANNELS, EpisodeLog, SimBridge, Spinner, run_realtime  # noqa: E402
 
 
 def main() -> int:
@@ -39,10 +37,7 @@ def main() -> int:
         c: peer.create_publisher(JointTrajectory if c.endswith("arm") else Float64MultiArray, topic, qos)
         for c, (topic, _) in CHANNELS.items()
     }
-    ex = SingleThreadedExecutor()
-    ex.add_node(bridge)
-    ex.add_node(peer)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    spinner = Spinner(bridge, peer)
 
     def wait(pred, what, timeout=20.0):
         t0 = time.monotonic()
@@ -98,8 +93,7 @@ def main() -> int:
         "longest_gap_ms": log.longest_gap_ms,
     }
     print("RESULT " + json.dumps(result), flush=True)
-    ex.shutdown(timeout_sec=1)
-    rclpy.try_shutdown()
+    spinner.stop()
     return 0
 
 

@@ -201,6 +201,26 @@ class EpisodeLog:
     def summary(self) -> dict:
         return {"seed": self.seed, "success": self.success, "max_reward": self.max_reward, "steps": self.steps}
 
+    def step(self, sim: "TransferCube", action, video: tuple[int, int] | None = None,
+             max_steps: int = STEPS) -> bool:
+        """Applies ``action`` to ``sim`` and records the step (the joints observed before it,
+        the action, the reward, the first touch of the cube, a frame with ``video``); True
+        when the episode is over (success or ``max_steps``)."""
+        action = np.asarray(action, dtype=np.float64)
+        self.qpos.append(sim.qpos())
+        self.actions.append(action.copy())
+        reward = sim.step(action)
+        self.steps += 1
+        self.max_reward = max(self.max_reward, reward)
+        if self.first_contact_step is None and sim.cube_touched():
+            self.first_contact_step = self.steps
+        if video is not None:
+            self.frames.append(sim.render_top(*video))
+        if reward >= SUCCESS_REWARD:
+            self.success = True
+            return True
+        return self.steps >= max_steps
+
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -30,8 +30,8 @@ Modes:
 
 tools/sim/node_eval.py (``tools/sim_eval.sh``) drives episodes through the node's
 ``~/run_policy``; alone, ``python tools/sim/bridge.py --mode realtime [--seed S] [--camera WxH]``
-runs episodes back to back for a node in ``episode_mode: continuous``. Executors: rclpy's
-single-threaded one (its multi-threaded one delays callbacks by up to seconds here).
+runs episodes back to back for a node in ``episode_mode: continuous``. Callbacks run on
+rclpy's single-threaded executor (``Spinner``).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
-from aloha_sim import DT, JOINT_NAMES, STEPS, SUCCESS_REWARD, EpisodeLog, TransferCube
+from aloha_sim import DT, JOINT_NAMES, STEPS, EpisodeLog, TransferCube
 
 ARM_JOINTS = {side: [n for n in JOINT_NAMES if n.startswith(side) and not n.endswith("gripper")] for side in ("left", "right")}
 CHANNELS = {
@@ -70,8 +70,32 @@ def to_time(ns: int) -> TimeMsg:
     return TimeMsg(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
-def from_time(t: TimeMsg) -> int:
-    return t.sec * 1_000_000_000 + t.nanosec
+class Spinner:
+    """rclpy's single-threaded executor spinning ``nodes`` on a thread of its own (its
+    multi-threaded one delays callbacks by up to seconds here). ``stop()`` shuts the context
+    down and joins the thread before the interpreter exits: a spin thread still waiting in
+    rcl at exit aborts the process ("terminate called without an active exception")."""
+
+    def __init__(self, *nodes) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.executor = SingleThreadedExecutor()
+        for n in nodes:
+            self.executor.add_node(n)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # ExternalShutdownException, or a wait cut short by the shutdown
+            if rclpy.ok():
+                raise
+
+    def stop(self) -> None:
+        rclpy.try_shutdown()
+        self.thread.join(timeout=10)
+        self.executor.shutdown(timeout_sec=5)
 
 
 @dataclass
@@ -236,25 +260,6 @@ class SimBridge(Node):
                 self.cond.wait(left)
 
 
-def step_sim(bridge: SimBridge, log: EpisodeLog, action: np.ndarray, video: tuple[int, int] | None,
-             max_steps: int = STEPS) -> bool:
-    """Applies one action, records it; True when the episode is over (success or
-    ``max_steps``)."""
-    log.qpos.append(bridge.sim.qpos())
-    log.actions.append(action.copy())
-    reward = bridge.sim.step(action)
-    log.steps += 1
-    log.max_reward = max(log.max_reward, reward)
-    if log.first_contact_step is None and bridge.sim.cube_touched():
-        log.first_contact_step = log.steps
-    if video is not None:
-        log.frames.append(bridge.sim.render_top(*video))
-    if reward >= SUCCESS_REWARD:
-        log.success = True
-        return True
-    return log.steps >= max_steps
-
-
 def run_lockstep(bridge: SimBridge, log: EpisodeLog, tick_timeout_s: float, first_command_timeout_s: float,
                  video: tuple[int, int] | None = None, max_steps: int = STEPS) -> None:
     """One lockstep episode from the sim's reset state: the clock advances (the physics
@@ -283,7 +288,7 @@ def run_lockstep(bridge: SimBridge, log: EpisodeLog, tick_timeout_s: float, firs
             log.longest_gap_ms = max(log.longest_gap_ms, (time.monotonic() - gap_started) * 1e3)
             gap_started = None
         held = a
-        if step_sim(bridge, log, a, video, max_steps):
+        if log.step(bridge.sim, a, video, max_steps):
             return
 
 
@@ -320,7 +325,7 @@ def run_realtime(bridge: SimBridge, log: EpisodeLog, first_command_timeout_s: fl
             in_gap = False
             bridge.get_logger().info(f"commands are back after a gap (longest so far {log.longest_gap_ms:.0f} ms)")
         held = action
-        done = step_sim(bridge, log, action, video, max_steps)
+        done = log.step(bridge.sim, action, video, max_steps)
         bridge.publish_state(time.time_ns())
         if done:
             return
@@ -342,15 +347,12 @@ def main() -> int:
                     help="std_srvs/Trigger called before each episode (the node's queue holds the "
                          "last episode's plan otherwise); '' = none")
     args = ap.parse_args()
-    from rclpy.executors import SingleThreadedExecutor
     from std_srvs.srv import Trigger
 
     rclpy.init()
     camera = tuple(int(v) for v in args.camera.split("x")) if args.camera else None
     bridge = SimBridge(args.mode, camera=camera)
-    executor = SingleThreadedExecutor()  # rclpy's multi-threaded one adds up to seconds of latency
-    executor.add_node(bridge)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = Spinner(bridge)
     reset = bridge.create_client(Trigger, args.reset_service) if args.reset_service else None
     i = 0
     try:
@@ -377,8 +379,7 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        executor.shutdown(timeout_sec=1)
-        rclpy.try_shutdown()
+        spinner.stop()
     return 0
 
 

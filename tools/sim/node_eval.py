@@ -22,7 +22,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -90,11 +89,10 @@ def main() -> int:
     import numpy as np
     import rclpy
     from rclpy.action import ActionClient
-    from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import Bool
 
     from aloha_sim import wilson_interval
-    from bridge import EpisodeLog, SimBridge, run_lockstep, run_realtime
+    from bridge import EpisodeLog, SimBridge, Spinner, run_lockstep, run_realtime
     from policy_node_interfaces.action import RunPolicy
 
     out_json = Path(args.json)
@@ -108,10 +106,7 @@ def main() -> int:
     bridge = SimBridge(args.mode, camera=camera)
     client = ActionClient(bridge, RunPolicy, "/policy_node/run_policy")
     end_pub = bridge.create_publisher(Bool, "/policy_node/end_episode", 10)
-    executor = SingleThreadedExecutor()
-    executor.add_node(bridge)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
+    spinner = Spinner(bridge)
 
     results = []
     logs: list[EpisodeLog] = []
@@ -171,9 +166,7 @@ def main() -> int:
             node.wait(timeout=20)
         except subprocess.TimeoutExpired:
             node.kill()
-        executor.shutdown(timeout_sec=1)
-        bridge.destroy_node()
-        rclpy.try_shutdown()
+        spinner.stop()
     summary = parse_summary(node_log.read_text(errors="replace"))
     n = len(results)
     out = {

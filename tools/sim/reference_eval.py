@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from aloha_sim import STEPS, SUCCESS_REWARD, EpisodeLog, TransferCube, wilson_interval  # noqa: E402
+from aloha_sim import EpisodeLog, TransferCube, wilson_interval  # noqa: E402
 
 
 def main() -> None:
@@ -63,24 +63,12 @@ def main() -> None:
         policy.reset()
         log = EpisodeLog(seed=seed)
         video = (240, 180) if (args.video and i == 0) else None
-        for _ in range(STEPS):
-            qpos = env.qpos()
+        while True:
             obs = {
-                "observation.state": qpos.astype(np.float32)[None, :],
+                "observation.state": env.qpos().astype(np.float32)[None, :],
                 "observation.environment_state": env.cube().astype(np.float32)[None, :],
             }
-            action = np.asarray(policy.select_action(obs), dtype=np.float64).reshape(-1)
-            log.qpos.append(qpos)
-            log.actions.append(action)
-            r = env.step(action)
-            log.steps += 1
-            log.max_reward = max(log.max_reward, r)
-            if log.first_contact_step is None and env.cube_touched():
-                log.first_contact_step = log.steps
-            if video is not None:
-                log.frames.append(env.render_top(*video))
-            if r >= SUCCESS_REWARD:
-                log.success = True
+            if log.step(env, np.asarray(policy.select_action(obs)).reshape(-1), video):
                 break
         ep = log.summary()
         episodes.append(ep)
